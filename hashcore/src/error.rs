@@ -1,0 +1,77 @@
+//! The one error type of the core. The binding maps it to Python exceptions in
+//! one place; messages name the offending argument and never echo hash values.
+
+use std::fmt;
+
+/// Every way a call into the core can be rejected. All of them are caused by
+/// malformed input; nothing is applied when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// The list id is not configured.
+    UnknownList(u32),
+    /// A list id outside `0..=u32::MAX`.
+    InvalidListId(i64),
+    /// `pdq_threshold` outside `0..=63`.
+    InvalidThreshold(i64),
+    /// `pdq_min_quality` outside `0..=100`.
+    InvalidMinQuality(i64),
+    /// An algorithm byte that is not 1..=4.
+    UnknownAlgorithm {
+        field: &'static str,
+        index: usize,
+        byte: u8,
+    },
+    /// Buffer lengths that do not agree with the number of entries.
+    LengthMismatch {
+        field: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    /// A digest shorter than its 32-byte slot whose padding is not zero.
+    NonZeroPadding { field: &'static str, index: usize },
+    /// A PDQ quality byte that is neither 0..=100 nor 255 (unknown).
+    InvalidQuality { index: usize, byte: u8 },
+    /// More than the allowed number of hashes in one dihedral group.
+    InvalidGroup { index: usize },
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::UnknownList(id) => write!(f, "list_id: unknown list {id}"),
+            CoreError::InvalidListId(id) => {
+                write!(f, "list_id: {id} is outside 0..={}", u32::MAX)
+            }
+            CoreError::InvalidThreshold(t) => {
+                write!(f, "pdq_threshold: {t} is outside 0..=63")
+            }
+            CoreError::InvalidMinQuality(q) => {
+                write!(f, "pdq_min_quality: {q} is outside 0..=100")
+            }
+            CoreError::UnknownAlgorithm { field, index, byte } => {
+                write!(f, "{field}[{index}]: unknown algorithm byte {byte}")
+            }
+            CoreError::LengthMismatch {
+                field,
+                expected,
+                actual,
+            } => {
+                write!(f, "{field}: expected {expected} bytes, got {actual}")
+            }
+            CoreError::NonZeroPadding { field, index } => {
+                write!(f, "{field}[{index}]: digest padding must be zero")
+            }
+            CoreError::InvalidQuality { index, byte } => {
+                write!(
+                    f,
+                    "qualities[{index}]: {byte} is neither 0..=100 nor 255 (unknown)"
+                )
+            }
+            CoreError::InvalidGroup { index } => {
+                write!(f, "groups[{index}]: invalid dihedral group")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}

@@ -1,0 +1,65 @@
+"""Type stub of the compiled core ``hashmatch.server._hashcore`` (hand-written).
+
+Wire encoding shared by :meth:`Index.apply` and :meth:`Index.match_batch`:
+
+- ``algs``: one byte per hash: 1 = MD5 (16-byte digest), 2 = SHA-1 (20),
+  3 = SHA-256 (32), 4 = PDQ (32);
+- ``hashes``: one 32-byte slot per hash, digest left-aligned, remaining bytes zero;
+- ``add_ids``: one little-endian ``u64`` per added entry (opaque entry id).
+
+Every malformed input raises :class:`ValueError`; nothing is applied then.
+"""
+
+class Index:
+    """All hash lists of one serving process. Thread-safe."""
+
+    def __init__(self) -> None: ...
+    def configure_list(self, list_id: int, pdq_threshold: int, pdq_min_quality: int) -> None:
+        """Create list ``list_id`` (u32) if absent, or change its thresholds.
+
+        ``pdq_threshold`` must be in 0..=63 and ``pdq_min_quality`` in 0..=100,
+        else :class:`ValueError`.
+        """
+
+    def drop_list(self, list_id: int) -> None:
+        """Remove a list and all its entries; no-op if absent."""
+
+    def apply(
+        self,
+        list_id: int,
+        add_algs: bytes,
+        add_hashes: bytes,
+        add_ids: bytes,
+        del_algs: bytes,
+        del_hashes: bytes,
+    ) -> None:
+        """Apply one atomic batch to one list.
+
+        Concurrent :meth:`match_batch` callers see all of it or none. Within a list
+        an ``(alg, digest)`` pair is unique: adding an existing one replaces its id;
+        deleting an absent one is a no-op. Deletions are applied before additions.
+        :class:`ValueError` on an unknown list, unknown alg byte, lengths that do
+        not agree, or non-zero padding.
+        """
+
+    def match_batch(
+        self, algs: bytes, hashes: bytes, qualities: bytes, max_distances: bytes
+    ) -> list[tuple[int, int, int]]:
+        """Match ``n`` query hashes against every list; releases the GIL.
+
+        ``qualities``: one byte per query, PDQ quality 0..=100 or 255 = unknown
+        (unknown passes every list's minimum); a PDQ query below a list's
+        ``pdq_min_quality`` is not matched against that list.
+        ``max_distances``: one byte per query; 255 = each list's ``pdq_threshold``,
+        otherwise ``min(list threshold, given)``. Ignored for exact algorithms.
+
+        Returns every ``(query_index, list_id, entry_id)`` such that the digest is
+        in the list (exact) or within the effective Hamming threshold (PDQ),
+        sorted by query index, list id, entry id, without duplicates.
+        """
+
+    def counts(self, list_id: int) -> tuple[int, int, int, int]:
+        """``(md5, sha1, sha256, pdq)`` entry counts; :class:`ValueError` if unknown."""
+
+    def memory_bytes(self) -> int:
+        """Approximate heap bytes held by all indexes."""
