@@ -1,0 +1,101 @@
+"""Hotline SDK: create lists and keep them in sync with atomic batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from hashmatch.client.connection import Connection
+from hashmatch.client.results import ApplyResult, ListInfo
+from hashmatch.v1 import hashes_pb2, lists_pb2, lists_pb2_grpc
+
+
+@dataclass(frozen=True)
+class Change:
+    """One upsert (reference_id set) or retirement (reference_id None) of a hash."""
+
+    hash: hashes_pb2.Hash
+    reference_id: str | None
+
+
+class ListClient:
+    """Synchronous client for ListService."""
+
+    def __init__(self, connection: Connection | None = None) -> None:
+        self.connection = connection or Connection.from_env()
+        self._channel = self.connection.open_channel()
+        self._stub = lists_pb2_grpc.ListServiceStub(self._channel)
+
+    def _kw(self) -> dict[str, object]:
+        return {"timeout": self.connection.timeout, "metadata": self.connection.metadata()}
+
+    def create_list(
+        self, name: str, *, pdq_threshold: int | None = None, pdq_min_quality: int | None = None
+    ) -> ListInfo:
+        request = lists_pb2.CreateListRequest(name=name)
+        if pdq_threshold is not None:
+            request.pdq_threshold = pdq_threshold
+        if pdq_min_quality is not None:
+            request.pdq_min_quality = pdq_min_quality
+        # Not retried: a create that reached the server would then fail with ALREADY_EXISTS.
+        response = self.connection.call(
+            lambda: self._stub.CreateList(request, **self._kw()), retry=False
+        )
+        return ListInfo.from_proto(response.list)
+
+    def get_list(self, name: str) -> ListInfo:
+        request = lists_pb2.GetListRequest(name=name)
+        response = self.connection.call(lambda: self._stub.GetList(request, **self._kw()))
+        return ListInfo.from_proto(response.list)
+
+    def list_lists(self) -> list[ListInfo]:
+        request = lists_pb2.ListListsRequest()
+        response = self.connection.call(lambda: self._stub.ListLists(request, **self._kw()))
+        return [ListInfo.from_proto(x) for x in response.lists]
+
+    def apply_changes(
+        self,
+        list_name: str,
+        batch_id: str,
+        changes: Iterable[Change],
+        *,
+        expected_version: int | None = None,
+    ) -> ApplyResult:
+        """One atomic batch. Safe to retry: the batch_id makes a re-send a no-op."""
+        request = build_batch(list_name, batch_id, changes, expected_version)
+        response = self.connection.call(lambda: self._stub.ApplyChanges(request, **self._kw()))
+        return ApplyResult.from_proto(response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ListClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def build_batch(
+    list_name: str,
+    batch_id: str,
+    changes: Iterable[Change],
+    expected_version: int | None = None,
+) -> lists_pb2.ApplyChangesRequest:
+    request = lists_pb2.ApplyChangesRequest(list=list_name, batch_id=batch_id)
+    for change in changes:
+        if change.reference_id is None:
+            request.retirements.append(change.hash)
+        else:
+            request.upserts.append(
+                lists_pb2.Entry(hash=change.hash, reference_id=change.reference_id)
+            )
+    if expected_version is not None:
+        request.expected_version = expected_version
+    return request

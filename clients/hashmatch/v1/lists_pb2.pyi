@@ -1,0 +1,159 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from hashmatch.v1 import hashes_pb2 as _hashes_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EntryCount(_message.Message):
+    __slots__ = ("algorithm", "count")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    algorithm: _hashes_pb2.Algorithm
+    count: int
+    def __init__(self, algorithm: _Optional[_Union[_hashes_pb2.Algorithm, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class HashList(_message.Message):
+    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PDQ_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PDQ_MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    owner: str
+    version: int
+    counts: _containers.RepeatedCompositeFieldContainer[EntryCount]
+    pdq_threshold: int
+    pdq_min_quality: int
+    digest: bytes
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateListRequest(_message.Message):
+    __slots__ = ("name", "pdq_threshold", "pdq_min_quality")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PDQ_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PDQ_MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pdq_threshold: int
+    pdq_min_quality: int
+    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ...) -> None: ...
+
+class CreateListResponse(_message.Message):
+    __slots__ = ("list",)
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    list: HashList
+    def __init__(self, list: _Optional[_Union[HashList, _Mapping]] = ...) -> None: ...
+
+class GetListRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetListResponse(_message.Message):
+    __slots__ = ("list",)
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    list: HashList
+    def __init__(self, list: _Optional[_Union[HashList, _Mapping]] = ...) -> None: ...
+
+class ListListsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListListsResponse(_message.Message):
+    __slots__ = ("lists",)
+    LISTS_FIELD_NUMBER: _ClassVar[int]
+    lists: _containers.RepeatedCompositeFieldContainer[HashList]
+    def __init__(self, lists: _Optional[_Iterable[_Union[HashList, _Mapping]]] = ...) -> None: ...
+
+class Entry(_message.Message):
+    __slots__ = ("hash", "reference_id")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    hash: _hashes_pb2.Hash
+    reference_id: str
+    def __init__(self, hash: _Optional[_Union[_hashes_pb2.Hash, _Mapping]] = ..., reference_id: _Optional[str] = ...) -> None: ...
+
+class ApplyChangesRequest(_message.Message):
+    __slots__ = ("list", "batch_id", "upserts", "retirements", "expected_version")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    RETIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    batch_id: str
+    upserts: _containers.RepeatedCompositeFieldContainer[Entry]
+    retirements: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
+    expected_version: int
+    def __init__(self, list: _Optional[str] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class ApplyChangesResponse(_message.Message):
+    __slots__ = ("version", "already_applied", "upserted", "retired", "digest")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    already_applied: bool
+    upserted: int
+    retired: int
+    digest: bytes
+    def __init__(self, version: _Optional[int] = ..., already_applied: _Optional[bool] = ..., upserted: _Optional[int] = ..., retired: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class UploadChangesResponse(_message.Message):
+    __slots__ = ("version", "last_batch_id", "batches_applied", "batches_already_applied", "upserted", "retired", "digest")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    last_batch_id: str
+    batches_applied: int
+    batches_already_applied: int
+    upserted: int
+    retired: int
+    digest: bytes
+    def __init__(self, version: _Optional[int] = ..., last_batch_id: _Optional[str] = ..., batches_applied: _Optional[int] = ..., batches_already_applied: _Optional[int] = ..., upserted: _Optional[int] = ..., retired: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class WatchChangesRequest(_message.Message):
+    __slots__ = ("list", "since_version")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    since_version: int
+    def __init__(self, list: _Optional[str] = ..., since_version: _Optional[int] = ...) -> None: ...
+
+class ChangeBatch(_message.Message):
+    __slots__ = ("list", "version", "batch_id", "upserts", "retirements", "committed_at", "digest")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    RETIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    version: int
+    batch_id: str
+    upserts: _containers.RepeatedCompositeFieldContainer[Entry]
+    retirements: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
+    committed_at: _timestamp_pb2.Timestamp
+    digest: bytes
+    def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest: _Optional[bytes] = ...) -> None: ...

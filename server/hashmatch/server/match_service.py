@@ -1,0 +1,115 @@
+"""MatchService: a platform sends the hashes of an upload and gets a verdict.
+
+The response names only the matching lists and reference IDs. Query hashes and item IDs
+are used for the lookup and then dropped: never stored, never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from hashmatch.client.algorithms import PDQ
+from hashmatch.server import validation
+from hashmatch.server.core import LIST_THRESHOLD, UNKNOWN_QUALITY, pack_hashes
+from hashmatch.server.errors import Violation, invalid
+from hashmatch.server.follower import IndexFollower
+from hashmatch.server.handlers import require_role
+from hashmatch.server.store import Role, Store, Tenant
+from hashmatch.server.validation import QueryHash
+from hashmatch.v1 import match_pb2
+
+
+class MatchServicer:
+    def __init__(self, store: Store, follower: IndexFollower) -> None:
+        self.store = store
+        self.follower = follower
+
+    def Match(
+        self, request: match_pb2.MatchRequest, context: grpc.ServicerContext, tenant: Tenant
+    ) -> match_pb2.MatchResponse:
+        require_role(tenant, Role.PLATFORM)
+        queries, violations = validation.match_item(request.item_id, request.hashes)
+        if violations:
+            raise invalid(violations)
+        return self._respond([request.item_id], [queries])[0]
+
+    def MatchBatch(
+        self, request: match_pb2.MatchBatchRequest, context: grpc.ServicerContext, tenant: Tenant
+    ) -> match_pb2.MatchBatchResponse:
+        require_role(tenant, Role.PLATFORM)
+        n = len(request.items)
+        if n == 0:
+            raise invalid([Violation("items", "at least one item is required")])
+        if n > validation.MAX_MATCH_BATCH_ITEMS:
+            raise invalid(
+                [Violation("items", f"at most {validation.MAX_MATCH_BATCH_ITEMS} items, got {n}")]
+            )
+        results: list[match_pb2.MatchResponse | None] = [None] * n
+        valid_at: list[int] = []
+        valid_queries: list[list[QueryHash]] = []
+        for i, item in enumerate(request.items):
+            queries, violations = validation.match_item(item.item_id, item.hashes, f"items[{i}].")
+            if violations:
+                error = invalid(violations).to_status()
+                results[i] = match_pb2.MatchResponse(item_id=item.item_id, error=error)
+            else:
+                valid_at.append(i)
+                valid_queries.append(queries)
+        answered = self._respond([request.items[i].item_id for i in valid_at], valid_queries)
+        for i, response in zip(valid_at, answered, strict=True):
+            results[i] = response
+        return match_pb2.MatchBatchResponse(results=results)
+
+    def _respond(
+        self, item_ids: Sequence[str], items: Sequence[Sequence[QueryHash]]
+    ) -> list[match_pb2.MatchResponse]:
+        references = self.match(items)
+        return [
+            match_pb2.MatchResponse(
+                item_id=item_id,
+                verdict=match_pb2.VERDICT_MATCH if refs else match_pb2.VERDICT_NO_MATCH,
+                references=refs,
+            )
+            for item_id, refs in zip(item_ids, references, strict=True)
+        ]
+
+    def match(self, items: Sequence[Sequence[QueryHash]]) -> list[list[match_pb2.Reference]]:
+        """Every (list, reference) each item matches, in one call into the core."""
+        owners: list[int] = []
+        packed: list[tuple[int, bytes]] = []
+        qualities = bytearray()
+        for item_index, queries in enumerate(items):
+            for q in queries:
+                # Degenerate PDQ hashes (blank or flat images) would match each other.
+                if q.algorithm == PDQ and validation.is_degenerate_pdq(q.value):
+                    continue
+                owners.append(item_index)
+                packed.append((q.algorithm, q.value))
+                qualities.append(UNKNOWN_QUALITY if q.quality is None else q.quality)
+        out: list[list[match_pb2.Reference]] = [[] for _ in items]
+        if not packed:
+            return out
+        algs, slots = pack_hashes(packed)
+        hits = self.follower.index.match_batch(
+            algs, slots, bytes(qualities), bytes([LIST_THRESHOLD]) * len(packed)
+        )
+        if not hits:
+            return out
+        keyed: dict[tuple[int, int, int], None] = {}
+        for query_index, list_id, entry_id in hits:
+            keyed[(owners[query_index], list_id, entry_id)] = None
+        keys = list(keyed)
+        served = self.follower.lists()
+        refs = self.store.references([(lid, eid) for _, lid, eid in keys])
+        seen: set[tuple[int, int, str]] = set()
+        for (item_index, lid, _), ref in zip(keys, refs, strict=True):
+            listed = served.get(lid)
+            # None: retired after the index snapshot was taken, so no longer a match.
+            if ref is None or listed is None or (item_index, lid, ref) in seen:
+                continue
+            seen.add((item_index, lid, ref))
+            out[item_index].append(
+                match_pb2.Reference(list=listed.name, reference_id=ref, list_version=listed.version)
+            )
+        return out

@@ -1,0 +1,506 @@
+"""The embedded LMDB store: tenants, lists, entries, the change log and the audit log.
+
+Only this module imports lmdb; the rest of the server speaks in tenants, lists and change
+records. Every write is one LMDB write transaction (sync on), so an acknowledged batch
+survives a crash and an unacknowledged one is either fully there or fully absent.
+
+Named databases and their keys (integers big-endian, so keys sort numerically):
+  meta      b"seq" -> u64 commits so far (every write bumps it; followers poll it),
+            b"next_list_id" -> u32
+  tenants   name -> JSON {role, created_at}
+  tokens    SHA-256(token) -> tenant name (tokens themselves are never stored)
+  lists     name -> JSON list metadata (ListMeta)
+  entries   list_id u32 | algorithm u8 | hash -> entry_id u64
+  refs      list_id u32 | entry_id u64 -> reference ID (UTF-8)
+  changes   list_id u32 | version u64 -> ChangeRecord
+  batches   list_id u32 | batch_id -> version u64 | request fingerprint (16 bytes)
+  audit     seq u64 -> JSON {at, actor, action, ...}
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import secrets
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import lmdb
+from hashmatch.client.digest import ListDigest
+from hashmatch.server.changelog import ChangeRecord, Retirement, Upsert
+
+# Sized far beyond any expected data once, up front: LMDB only reserves address space, and
+# a map that never has to grow cannot race with other processes resizing it.
+DEFAULT_MAP_SIZE = 256 << 30
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_LIST_ENTRY = struct.Struct(">IQ")
+
+
+class Role(StrEnum):
+    PLATFORM = "platform"
+    HOTLINE = "hotline"
+    REPLICA = "replica"
+
+
+class StoreError(Exception):
+    """Base of the store's refusals; the service maps each to a status code."""
+
+
+class ListNotFound(StoreError):
+    pass
+
+
+class ListExists(StoreError):
+    pass
+
+
+class TenantExists(StoreError):
+    pass
+
+
+class TenantNotFound(StoreError):
+    pass
+
+
+class StaleVersion(StoreError):
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the list is at version {current}")
+        self.current = current
+
+
+class BatchIdReused(StoreError):
+    pass
+
+
+class StoreFull(StoreError):
+    """The disk or the map is full. Nothing of the failed write was kept."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    role: Role
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ListMeta:
+    id: int
+    name: str
+    owner: str
+    version: int
+    counts: tuple[int, int, int, int]  # md5, sha1, sha256, pdq
+    pdq_threshold: int
+    pdq_min_quality: int
+    digest: bytes
+    next_entry_id: int
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["digest"] = self.digest.hex()
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ListMeta:
+        data = json.loads(raw)
+        data["digest"] = bytes.fromhex(data["digest"])
+        data["counts"] = tuple(data["counts"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    version: int
+    already_applied: bool
+    upserted: int
+    retired: int
+    digest: bytes
+
+
+def token_hash(token: str) -> bytes:
+    # Tokens are 256-bit random values, so a plain SHA-256 cannot be brute-forced.
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_token() -> str:
+    return "hm_" + secrets.token_urlsafe(32)
+
+
+def entry_key(list_id: int, algorithm: int, value: bytes) -> bytes:
+    return _U32.pack(list_id) + bytes((algorithm,)) + value
+
+
+def ref_key(list_id: int, entry_id: int) -> bytes:
+    return _LIST_ENTRY.pack(list_id, entry_id)
+
+
+class Store:
+    """One LMDB environment. Open it after any fork; close it before the process exits."""
+
+    def __init__(self, data_dir: Path, *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        path = Path(data_dir) / "store"
+        path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=16,
+            max_readers=1024,
+            sync=True,
+            metasync=True,
+            # Index builds and lookups read at random; OS read-ahead would only evict pages.
+            readahead=False,
+        )
+        with self._write() as txn:
+            self._dbs = {
+                name: self.env.open_db(name.encode(), txn=txn)
+                for name in (
+                    "meta",
+                    "tenants",
+                    "tokens",
+                    "lists",
+                    "entries",
+                    "refs",
+                    "changes",
+                    "batches",
+                    "audit",
+                )
+            }
+        # A process that died holding a read slot would keep old pages alive forever.
+        self.env.reader_check()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _db(self, name: str) -> Any:
+        return self._dbs[name]
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _write(self) -> _WriteTxn:
+        return _WriteTxn(self.env)
+
+    def read(self) -> lmdb.Transaction:
+        return self.env.begin(buffers=False)
+
+    def _bump_seq(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"seq", db=self._db("meta"))
+        seq = (_U64.unpack(raw)[0] if raw else 0) + 1
+        txn.put(b"seq", _U64.pack(seq), db=self._db("meta"))
+        return seq
+
+    def seq(self) -> int:
+        with self.read() as txn:
+            raw = txn.get(b"seq", db=self._db("meta"))
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def _audit(self, txn: lmdb.Transaction, actor: str, action: str, **fields: Any) -> None:
+        seq = self._bump_seq(txn)
+        record = {"at": time.time(), "actor": actor, "action": action, **fields}
+        txn.put(_U64.pack(seq), json.dumps(record).encode(), db=self._db("audit"))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` audit records, oldest first."""
+        out: list[dict[str, Any]] = []
+        with self.read() as txn:
+            cur = txn.cursor(db=self._db("audit"))
+            if cur.last():
+                for _, raw in cur.iterprev():
+                    out.append(json.loads(raw))
+                    if len(out) >= limit:
+                        break
+        return out[::-1]
+
+    # -- tenants -----------------------------------------------------------------------
+
+    def add_tenant(self, name: str, role: Role) -> str:
+        """Creates a tenant and returns its first bearer token (stored only as a hash)."""
+        token = new_token()
+        with self._write() as txn:
+            if txn.get(name.encode(), db=self._db("tenants")) is not None:
+                raise TenantExists(name)
+            record = {"role": role.value, "created_at": time.time()}
+            txn.put(name.encode(), json.dumps(record).encode(), db=self._db("tenants"))
+            txn.put(token_hash(token), name.encode(), db=self._db("tokens"))
+            self._audit(txn, "admin", "add-tenant", tenant=name, role=role.value)
+        return token
+
+    def issue_token(self, name: str) -> str:
+        token = new_token()
+        with self._write() as txn:
+            if txn.get(name.encode(), db=self._db("tenants")) is None:
+                raise TenantNotFound(name)
+            txn.put(token_hash(token), name.encode(), db=self._db("tokens"))
+            self._audit(txn, "admin", "issue-token", tenant=name)
+        return token
+
+    def revoke_tokens(self, name: str) -> int:
+        """Revokes every token of the tenant; returns how many there were."""
+        with self._write() as txn:
+            if txn.get(name.encode(), db=self._db("tenants")) is None:
+                raise TenantNotFound(name)
+            cur = txn.cursor(db=self._db("tokens"))
+            doomed = [key for key, owner in cur if owner == name.encode()]
+            for key in doomed:
+                txn.delete(key, db=self._db("tokens"))
+            self._audit(txn, "admin", "revoke-tokens", tenant=name, count=len(doomed))
+        return len(doomed)
+
+    def tenants(self) -> list[tuple[Tenant, int]]:
+        """Every tenant with its number of live tokens."""
+        with self.read() as txn:
+            live: dict[str, int] = {}
+            for _, owner in txn.cursor(db=self._db("tokens")):
+                live[owner.decode()] = live.get(owner.decode(), 0) + 1
+            out = []
+            for key, raw in txn.cursor(db=self._db("tenants")):
+                tenant = _tenant(key.decode(), raw)
+                out.append((tenant, live.get(tenant.name, 0)))
+        return out
+
+    def authenticate(self, token: str) -> Tenant | None:
+        with self.read() as txn:
+            name = txn.get(token_hash(token), db=self._db("tokens"))
+            if name is None:
+                return None
+            raw = txn.get(name, db=self._db("tenants"))
+        return _tenant(name.decode(), raw) if raw is not None else None
+
+    # -- lists -------------------------------------------------------------------------
+
+    def create_list(
+        self, name: str, owner: str, *, pdq_threshold: int, pdq_min_quality: int
+    ) -> ListMeta:
+        now = time.time()
+        with self._write() as txn:
+            if txn.get(name.encode(), db=self._db("lists")) is not None:
+                raise ListExists(name)
+            raw = txn.get(b"next_list_id", db=self._db("meta"))
+            list_id = _U32.unpack(raw)[0] if raw else 1
+            txn.put(b"next_list_id", _U32.pack(list_id + 1), db=self._db("meta"))
+            meta = ListMeta(
+                id=list_id,
+                name=name,
+                owner=owner,
+                version=0,
+                counts=(0, 0, 0, 0),
+                pdq_threshold=pdq_threshold,
+                pdq_min_quality=pdq_min_quality,
+                digest=ListDigest().to_bytes(),
+                next_entry_id=1,
+                created_at=now,
+                updated_at=now,
+            )
+            txn.put(name.encode(), meta.to_json(), db=self._db("lists"))
+            self._audit(txn, owner, "create-list", list=name)
+        return meta
+
+    def get_list(self, name: str) -> ListMeta | None:
+        with self.read() as txn:
+            raw = txn.get(name.encode(), db=self._db("lists"))
+        return ListMeta.from_json(raw) if raw is not None else None
+
+    def lists(self) -> list[ListMeta]:
+        with self.read() as txn:
+            return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
+
+    def apply_changes(
+        self,
+        list_name: str,
+        batch_id: str,
+        upserts: Sequence[tuple[int, bytes, str]],
+        retirements: Sequence[tuple[int, bytes]],
+        *,
+        fingerprint: bytes,
+        expected_version: int | None,
+        actor: str,
+    ) -> ApplyOutcome:
+        """Applies one batch atomically: retirements first, then upserts, in order.
+
+        A batch_id seen before answers with the version it made and changes nothing; the
+        same batch_id with different content is refused (BatchIdReused).
+        """
+        entries, refs = self._db("entries"), self._db("refs")
+        with self._write() as txn:
+            raw = txn.get(list_name.encode(), db=self._db("lists"))
+            if raw is None:
+                raise ListNotFound(list_name)
+            meta = ListMeta.from_json(raw)
+            lid = meta.id
+            batch_key = _U32.pack(lid) + batch_id.encode("utf-8")
+            seen = txn.get(batch_key, db=self._db("batches"))
+            if seen is not None:
+                if seen[8:] != fingerprint:
+                    raise BatchIdReused(batch_id)
+                return ApplyOutcome(_U64.unpack(seen[:8])[0], True, 0, 0, meta.digest)
+            if expected_version is not None and expected_version != meta.version:
+                raise StaleVersion(meta.version)
+
+            digest = ListDigest.from_bytes(meta.digest)
+            counts = list(meta.counts)
+            next_id = meta.next_entry_id
+            done_ret: list[Retirement] = []
+            done_up: list[Upsert] = []
+            for alg, value in retirements:
+                key = entry_key(lid, alg, value)
+                eid_raw = txn.pop(key, db=entries)
+                if eid_raw is None:
+                    continue
+                eid = _U64.unpack(eid_raw)[0]
+                old_ref = txn.pop(ref_key(lid, eid), db=refs)
+                digest.remove(alg, value, old_ref.decode("utf-8"))
+                counts[alg - 1] -= 1
+                done_ret.append(Retirement(alg, value, eid))
+            for alg, value, ref in upserts:
+                key = entry_key(lid, alg, value)
+                eid_raw = txn.get(key, db=entries)
+                if eid_raw is None:
+                    eid = next_id
+                    next_id += 1
+                    txn.put(key, _U64.pack(eid), db=entries)
+                    counts[alg - 1] += 1
+                else:
+                    eid = _U64.unpack(eid_raw)[0]
+                    old_ref = txn.get(ref_key(lid, eid), db=refs).decode("utf-8")
+                    if old_ref == ref:
+                        continue
+                    digest.remove(alg, value, old_ref)
+                txn.put(ref_key(lid, eid), ref.encode("utf-8"), db=refs)
+                digest.add(alg, value, ref)
+                done_up.append(Upsert(alg, value, eid, ref))
+
+            now = time.time()
+            version = meta.version + 1
+            new_meta = replace(
+                meta,
+                version=version,
+                counts=(counts[0], counts[1], counts[2], counts[3]),
+                digest=digest.to_bytes(),
+                next_entry_id=next_id,
+                updated_at=now,
+            )
+            record = ChangeRecord(
+                lid, version, batch_id, now, new_meta.digest, tuple(done_up), tuple(done_ret)
+            )
+            txn.put(_LIST_ENTRY.pack(lid, version), record.encode(), db=self._db("changes"))
+            txn.put(batch_key, _U64.pack(version) + fingerprint, db=self._db("batches"))
+            txn.put(list_name.encode(), new_meta.to_json(), db=self._db("lists"))
+            self._audit(
+                txn,
+                actor,
+                "apply-changes",
+                list=list_name,
+                batch_id=batch_id,
+                version=version,
+                upserted=len(done_up),
+                retired=len(done_ret),
+            )
+        return ApplyOutcome(version, False, len(done_up), len(done_ret), new_meta.digest)
+
+    # -- reading for the indexes -------------------------------------------------------
+
+    def changes_since(self, list_id: int, version: int, limit: int = 1000) -> list[ChangeRecord]:
+        """Committed batches of the list with a version above `version`, in order."""
+        out: list[ChangeRecord] = []
+        prefix = _U32.pack(list_id)
+        with self.read() as txn:
+            cur = txn.cursor(db=self._db("changes"))
+            if not cur.set_range(_LIST_ENTRY.pack(list_id, version + 1)):
+                return out
+            for key, raw in cur:
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append(ChangeRecord.decode(list_id, _LIST_ENTRY.unpack(key)[1], raw))
+        return out
+
+    def snapshot_entries(
+        self, list_name: str, chunk: int = 65536
+    ) -> tuple[ListMeta, Iterator[list[tuple[int, bytes, int]]]] | None:
+        """The list's metadata and, in chunks, every (algorithm, hash, entry_id) it holds,
+        all read from one consistent snapshot. Consume the iterator fully or close it."""
+        txn = self.read()
+        raw = txn.get(list_name.encode(), db=self._db("lists"))
+        if raw is None:
+            txn.abort()
+            return None
+        meta = ListMeta.from_json(raw)
+
+        def chunks() -> Iterator[list[tuple[int, bytes, int]]]:
+            try:
+                prefix = _U32.pack(meta.id)
+                cur = txn.cursor(db=self._db("entries"))
+                batch: list[tuple[int, bytes, int]] = []
+                if cur.set_range(prefix):
+                    for key, eid in cur:
+                        if not key.startswith(prefix):
+                            break
+                        batch.append((key[4], key[5:], _U64.unpack(eid)[0]))
+                        if len(batch) >= chunk:
+                            yield batch
+                            batch = []
+                if batch:
+                    yield batch
+            finally:
+                txn.abort()
+
+        return meta, chunks()
+
+    def references(self, keys: Sequence[tuple[int, int]]) -> list[str | None]:
+        """Reference IDs of (list_id, entry_id) pairs; None for an entry retired since."""
+        with self.read() as txn:
+            out = []
+            for lid, eid in keys:
+                raw = txn.get(ref_key(lid, eid), db=self._db("refs"))
+                out.append(raw.decode("utf-8") if raw is not None else None)
+        return out
+
+
+class _WriteTxn:
+    """A write transaction that maps a full disk or map to StoreFull and aborts cleanly."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.txn: lmdb.Transaction | None = None
+
+    def __enter__(self) -> lmdb.Transaction:
+        self.txn = self.env.begin(write=True)
+        return self.txn
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        assert self.txn is not None
+        if exc is not None:
+            self.txn.abort()
+            if _is_full(exc):
+                raise StoreFull(
+                    "the store is out of space; nothing of this write was kept"
+                ) from exc
+            return
+        try:
+            self.txn.commit()
+        except lmdb.Error as err:
+            if _is_full(err):
+                raise StoreFull(
+                    "the store is out of space; nothing of this write was kept"
+                ) from err
+            raise
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, lmdb.MapFullError):
+        return True
+    if isinstance(exc, lmdb.Error | OSError):
+        return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+    return False
+
+
+def _tenant(name: str, raw: bytes) -> Tenant:
+    data = json.loads(raw)
+    return Tenant(name=name, role=Role(data["role"]), created_at=data["created_at"])

@@ -1,0 +1,167 @@
+"""Field checks for every request, producing violations that name the field by its path.
+
+Nothing here echoes a submitted hash or list content back: descriptions state the rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ
+from hashmatch.server.errors import Violation
+from hashmatch.v1 import hashes_pb2, lists_pb2
+
+MAX_ITEM_ID_BYTES = 256
+MAX_REFERENCE_BYTES = 128
+MAX_BATCH_ID_BYTES = 128
+# A dihedral PDQ set (8) plus the three file digests, with room to spare.
+MAX_HASHES_PER_ITEM = 16
+MAX_MATCH_BATCH_ITEMS = 10_000
+MAX_CHANGES_PER_BATCH = 100_000
+PDQ_DEFAULT_THRESHOLD = 31
+PDQ_DEFAULT_MIN_QUALITY = 50
+PDQ_MAX_THRESHOLD = 63
+
+_LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class QueryHash:
+    algorithm: int
+    value: bytes
+    quality: int | None
+
+
+def check_hash(msg: hashes_pb2.Hash, path: str, out: list[Violation]) -> bool:
+    """Checks one hash; appends violations and returns False when it is unusable."""
+    expected = DIGEST_LENGTHS.get(msg.algorithm)
+    if expected is None:
+        out.append(Violation(f"{path}.algorithm", "unknown or unspecified algorithm"))
+        return False
+    ok = True
+    if len(msg.value) != expected:
+        out.append(
+            Violation(
+                f"{path}.value",
+                f"must be {expected} bytes for this algorithm, got {len(msg.value)}",
+            )
+        )
+        ok = False
+    if msg.HasField("quality"):
+        if msg.algorithm != PDQ:
+            out.append(Violation(f"{path}.quality", "only PDQ hashes carry a quality"))
+            ok = False
+        elif msg.quality > 100:
+            out.append(Violation(f"{path}.quality", "must be 0-100"))
+            ok = False
+    return ok
+
+
+def is_degenerate_pdq(value: bytes) -> bool:
+    """Flat or blank images hash to (nearly) constant bit strings that match each other."""
+    ones = int.from_bytes(value, "big").bit_count()
+    return ones < 16 or ones > 240
+
+
+def check_text(
+    value: str, path: str, max_bytes: int, out: list[Violation], *, required: bool
+) -> None:
+    size = len(value.encode("utf-8"))
+    if required and size == 0:
+        out.append(Violation(path, "is required"))
+    elif size > max_bytes:
+        out.append(Violation(path, f"must be at most {max_bytes} bytes, got {size}"))
+    elif _CONTROL.search(value):
+        out.append(Violation(path, "must not contain control characters"))
+
+
+def check_list_name(name: str, path: str, out: list[Violation]) -> None:
+    if not _LIST_NAME.fullmatch(name):
+        out.append(
+            Violation(
+                path,
+                "must be 1-64 characters of a-z, 0-9, '.', '_' or '-', "
+                "starting with a letter or digit",
+            )
+        )
+
+
+def match_item(
+    item_id: str, hashes: Sequence[hashes_pb2.Hash], prefix: str = ""
+) -> tuple[list[QueryHash], list[Violation]]:
+    out: list[Violation] = []
+    check_text(item_id, f"{prefix}item_id", MAX_ITEM_ID_BYTES, out, required=False)
+    if not hashes:
+        out.append(Violation(f"{prefix}hashes", "at least one hash is required"))
+    elif len(hashes) > MAX_HASHES_PER_ITEM:
+        out.append(Violation(f"{prefix}hashes", f"at most {MAX_HASHES_PER_ITEM} hashes per item"))
+    queries = []
+    for i, h in enumerate(hashes):
+        if check_hash(h, f"{prefix}hashes[{i}]", out):
+            queries.append(
+                QueryHash(h.algorithm, h.value, h.quality if h.HasField("quality") else None)
+            )
+    return queries, out
+
+
+def create_list(req: lists_pb2.CreateListRequest) -> list[Violation]:
+    out: list[Violation] = []
+    check_list_name(req.name, "name", out)
+    if req.HasField("pdq_threshold") and req.pdq_threshold > PDQ_MAX_THRESHOLD:
+        out.append(Violation("pdq_threshold", f"must be 0-{PDQ_MAX_THRESHOLD}"))
+    if req.HasField("pdq_min_quality") and req.pdq_min_quality > 100:
+        out.append(Violation("pdq_min_quality", "must be 0-100"))
+    return out
+
+
+@dataclass(frozen=True)
+class Batch:
+    upserts: list[tuple[int, bytes, str]]
+    retirements: list[tuple[int, bytes]]
+
+
+def apply_changes(
+    req: lists_pb2.ApplyChangesRequest, pdq_min_quality: int
+) -> tuple[Batch, list[Violation]]:
+    """Checks a whole batch; one bad entry refuses the batch (nothing is half-applied)."""
+    out: list[Violation] = []
+    check_list_name(req.list, "list", out)
+    check_text(req.batch_id, "batch_id", MAX_BATCH_ID_BYTES, out, required=True)
+    total = len(req.upserts) + len(req.retirements)
+    if total == 0:
+        out.append(Violation("upserts", "a batch needs at least one upsert or retirement"))
+    elif total > MAX_CHANGES_PER_BATCH:
+        out.append(
+            Violation("upserts", f"at most {MAX_CHANGES_PER_BATCH} changes per batch, got {total}")
+        )
+        return Batch([], []), out
+    upserts: list[tuple[int, bytes, str]] = []
+    for i, entry in enumerate(req.upserts):
+        path = f"upserts[{i}]"
+        if not entry.HasField("hash"):
+            out.append(Violation(f"{path}.hash", "is required"))
+            continue
+        before = len(out)
+        if check_hash(entry.hash, f"{path}.hash", out) and entry.hash.algorithm == PDQ:
+            if is_degenerate_pdq(entry.hash.value):
+                out.append(Violation(f"{path}.hash.value", "is a degenerate PDQ hash"))
+            elif entry.hash.HasField("quality") and entry.hash.quality < pdq_min_quality:
+                out.append(
+                    Violation(
+                        f"{path}.hash.quality",
+                        f"is below the list's minimum PDQ quality {pdq_min_quality}",
+                    )
+                )
+        check_text(
+            entry.reference_id, f"{path}.reference_id", MAX_REFERENCE_BYTES, out, required=True
+        )
+        if len(out) == before:
+            upserts.append((entry.hash.algorithm, entry.hash.value, entry.reference_id))
+    retirements: list[tuple[int, bytes]] = []
+    for i, h in enumerate(req.retirements):
+        if check_hash(h, f"retirements[{i}]", out):
+            retirements.append((h.algorithm, h.value))
+    return Batch(upserts, retirements), out

@@ -1,0 +1,65 @@
+"""Shared fixtures: a real server on an ephemeral loopback port over a real LMDB folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hashmatch.client import Connection, ListClient, MatchClient, RetryPolicy
+from hashmatch.server.app import Service, build
+from hashmatch.server.settings import Settings
+from hashmatch.server.store import Role
+
+SHARED_PDQ = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "pdq"
+
+
+@dataclass
+class Running:
+    service: Service
+    tokens: dict[str, str]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.service.port}"
+
+    def connection(self, tenant: str | None) -> Connection:
+        token = self.tokens[tenant] if tenant is not None else None
+        # No retries: tests assert the first answer.
+        return Connection(server=self.address, token=token, retry=RetryPolicy(attempts=1))
+
+    def matcher(self, tenant: str = "platform") -> MatchClient:
+        return MatchClient(self.connection(tenant))
+
+    def lists(self, tenant: str = "hotline-a") -> ListClient:
+        return ListClient(self.connection(tenant))
+
+
+TENANTS = {
+    "platform": Role.PLATFORM,
+    "hotline-a": Role.HOTLINE,
+    "hotline-b": Role.HOTLINE,
+    "replica": Role.REPLICA,
+}
+
+
+def start(data_dir: Path, tokens: dict[str, str] | None = None) -> Running:
+    service = build(Settings(data_dir=data_dir, listen="127.0.0.1:0", poll_interval=0.01))
+    if tokens is None:
+        tokens = {name: service.store.add_tenant(name, role) for name, role in TENANTS.items()}
+    return Running(service, tokens)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    r = start(tmp_path)
+    yield r
+    r.service.stop(grace=0)
+
+
+@pytest.fixture
+def shared_pdq() -> Path:
+    if not SHARED_PDQ.is_dir():
+        pytest.skip(f"PDQ test data not found at {SHARED_PDQ}")
+    return SHARED_PDQ
