@@ -87,7 +87,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers != 1:
         print("hashmatch: --workers other than 1 is not supported yet", file=sys.stderr)
         return 2
-    serve(Settings(data_dir=args.data_dir, listen=args.listen, demo=args.demo))
+    try:
+        serve(Settings(data_dir=args.data_dir, listen=args.listen, demo=args.demo))
+    except RuntimeError as exc:  # grpcio reports a port it cannot bind this way
+        print(f"hashmatch: cannot serve on {args.listen}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

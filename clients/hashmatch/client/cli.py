@@ -1,0 +1,160 @@
+"""`hashmatch-client`: match hashes (platforms) and manage lists (hotlines) from a shell.
+
+The server address and token come from --server/--token, or HASHMATCH_SERVER and
+HASHMATCH_TOKEN. Exit codes follow virus scanners: 0 no match, 1 match, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash, parse_hex_digest
+from hashmatch.client.connection import Connection, TlsConfig
+from hashmatch.client.errors import HashmatchError
+from hashmatch.client.list_client import Change, ListClient
+from hashmatch.client.listfile import BadRow, Row, read_rows
+from hashmatch.client.match_client import MatchClient
+from hashmatch.client.results import ListInfo
+
+EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except HashmatchError as exc:
+        print(f"hashmatch-client: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ValueError, OSError) as exc:
+        print(f"hashmatch-client: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hashmatch-client", description=__doc__)
+    parser.add_argument("--server", help="HOST:PORT (default: $HASHMATCH_SERVER)")
+    parser.add_argument("--token", help="bearer token (default: $HASHMATCH_TOKEN)")
+    parser.add_argument("--ca-file", type=Path, help="CA certificate to verify the server (TLS)")
+    parser.add_argument("--cert-file", type=Path, help="client certificate (mTLS)")
+    parser.add_argument("--key-file", type=Path, help="client private key (mTLS)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("match", help="match the hashes of one upload, given as hex")
+    p.add_argument("--md5")
+    p.add_argument("--sha1")
+    p.add_argument("--sha256")
+    p.add_argument("--pdq", action="append", default=[], help="repeatable (dihedral variants)")
+    p.add_argument("--pdq-quality", type=int, help="quality of the PDQ hash(es), 0-100")
+    p.add_argument("--item-id", default="", help="your correlation ID, echoed back")
+    p.set_defaults(run=_match)
+
+    p = sub.add_parser("apply", help="apply a CSV list file (algorithm,hash_hex,reference_id)")
+    p.add_argument("list")
+    p.add_argument("file", type=Path)
+    p.add_argument("--batch-id", required=True, help="ID of the batch; re-running is a no-op")
+    p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    p.add_argument("--expected-version", type=int)
+    p.set_defaults(run=_apply)
+
+    p = sub.add_parser("create-list", help="create a list owned by the calling hotline")
+    p.add_argument("name")
+    p.add_argument("--pdq-threshold", type=int)
+    p.add_argument("--pdq-min-quality", type=int)
+    p.set_defaults(run=_create)
+
+    p = sub.add_parser("get-list", help="show a list's version, counts and digest")
+    p.add_argument("name")
+    p.set_defaults(run=_get)
+
+    p = sub.add_parser("lists", help="show the lists the caller may see")
+    p.set_defaults(run=_lists)
+    return parser
+
+
+def connection(args: argparse.Namespace) -> Connection:
+    tls = None
+    if args.ca_file or args.cert_file:
+        tls = TlsConfig(args.ca_file, args.cert_file, args.key_file)
+    return Connection.from_env(args.server, args.token, tls=tls, timeout=args.timeout)
+
+
+def _match(args: argparse.Namespace) -> int:
+    hashes = [
+        make_hash(alg, parse_hex_digest(alg, text))
+        for alg, text in ((MD5, args.md5), (SHA1, args.sha1), (SHA256, args.sha256))
+        if text
+    ]
+    hashes += [make_hash(PDQ, parse_hex_digest(PDQ, h), args.pdq_quality) for h in args.pdq]
+    if not hashes:
+        raise ValueError("give at least one of --md5, --sha1, --sha256, --pdq")
+    with MatchClient(connection(args)) as client:
+        result = client.match(hashes, item_id=args.item_id)
+    if not result.matched:
+        print("NO_MATCH")
+        return EXIT_CLEAN
+    print("MATCH")
+    for ref in result.references:
+        print(f"  list={ref.list} reference_id={ref.reference_id} list_version={ref.list_version}")
+    return EXIT_MATCH
+
+
+def _apply(args: argparse.Namespace) -> int:
+    rows: list[Row] = []
+    bad: list[BadRow] = []
+    for row in read_rows(args.file):
+        (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
+    if bad:
+        for b in bad[:50]:
+            print(f"{args.file}:{b.line}: {b.problem}", file=sys.stderr)
+        print(f"hashmatch-client: {len(bad)} bad row(s); nothing was sent", file=sys.stderr)
+        return EXIT_ERROR
+    changes = [
+        Change(make_hash(r.algorithm, r.value), None if args.retire else r.reference_id)
+        for r in rows
+    ]
+    with ListClient(connection(args)) as client:
+        result = client.apply_changes(
+            args.list, args.batch_id, changes, expected_version=args.expected_version
+        )
+    state = "already applied; nothing changed" if result.already_applied else "applied"
+    print(
+        f"batch {args.batch_id} {state}: version={result.version} upserted={result.upserted} "
+        f"retired={result.retired} digest={result.digest}"
+    )
+    return EXIT_CLEAN
+
+
+def _create(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        info = client.create_list(
+            args.name, pdq_threshold=args.pdq_threshold, pdq_min_quality=args.pdq_min_quality
+        )
+    _print_list(info)
+    return EXIT_CLEAN
+
+
+def _get(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        _print_list(client.get_list(args.name))
+    return EXIT_CLEAN
+
+
+def _lists(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        for info in client.list_lists():
+            _print_list(info)
+    return EXIT_CLEAN
+
+
+def _print_list(info: ListInfo) -> None:
+    counts = " ".join(f"{k}={v}" for k, v in info.counts.items())
+    print(
+        f"{info.name}\towner={info.owner}\tversion={info.version}\t{counts}\t"
+        f"pdq_threshold={info.pdq_threshold}\tpdq_min_quality={info.pdq_min_quality}\t"
+        f"digest={info.digest}"
+    )

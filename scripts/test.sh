@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's one test command: set-up, static checks, Rust tests, Python tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+echo "== cargo fmt / clippy / test (hashcore)"
+cargo fmt --manifest-path hashcore/Cargo.toml -- --check
+cargo clippy --quiet --manifest-path hashcore/Cargo.toml --all-targets -- -D warnings
+cargo clippy --quiet --manifest-path hashcore/Cargo.toml --all-targets --features python -- -D warnings
+cargo test --quiet --manifest-path hashcore/Cargo.toml --release
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check server clients/hashmatch/client tests scripts benchmarks
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
