@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from hashmatch.client import Connection, ListClient, MatchClient, RetryPolicy
 from hashmatch.server.app import Service, build
 from hashmatch.server.settings import Settings

@@ -6,9 +6,8 @@ import random
 
 import grpc
 import pytest
-from conftest import Running
-from helpers import hashes, random_digest, upsert
 
+from conftest import Running
 from hashmatch.client import (
     MD5,
     Connection,
@@ -17,6 +16,7 @@ from hashmatch.client import (
     RetryPolicy,
     Unauthenticated,
 )
+from helpers import hashes, random_digest, upsert
 
 
 def test_no_token_is_unauthenticated(running: Running) -> None:

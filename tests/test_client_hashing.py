@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hashmatch.client.hashing import (
     DIHEDRAL_TRANSFORMS,
     FileHashes,

@@ -6,9 +6,8 @@ import random
 from pathlib import Path
 
 from conftest import start
-from helpers import flip_bits, hashes, random_digest, random_pdq, retire, upsert
-
 from hashmatch.client import MD5, PDQ, SHA256
+from helpers import flip_bits, hashes, random_digest, random_pdq, retire, upsert
 
 
 def test_restart_keeps_every_acknowledged_batch(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import Running
-from helpers import flip_bits, hashes, random_digest, random_pdq, retire, upsert
 
+from conftest import Running
 from hashmatch.client import MD5, PDQ, SHA1, SHA256, make_hash
+from helpers import flip_bits, hashes, random_digest, random_pdq, retire, upsert
 
 
 @pytest.mark.parametrize("alg", [MD5, SHA1, SHA256])

@@ -6,9 +6,8 @@ import random
 
 import grpc
 import pytest
-from conftest import Running
-from helpers import hashes, random_digest, random_pdq, upsert
 
+from conftest import Running
 from hashmatch.client import (
     MD5,
     PDQ,
@@ -18,6 +17,7 @@ from hashmatch.client import (
     make_hash,
 )
 from hashmatch.v1 import hashes_pb2, lists_pb2, match_pb2
+from helpers import hashes, random_digest, random_pdq, upsert
 
 
 def fields(err: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+
 from hashmatch.client.errors import HashmatchError, from_rpc_error
 
 DEFAULT_SERVER = "127.0.0.1:50051"

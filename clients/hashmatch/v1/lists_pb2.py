@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hashmatch.v1 import hashes_pb2 as hashmatch_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashmatch/v1/lists.proto\x12\x0chashmatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashmatch/v1/hashes.proto\"G\n\nEntryCount\x12*\n\talgorithm\x18\x01 \x01(\x0e\x32\x17.hashmatch.v1.Algorithm\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x82\x02\n\x08HashList\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12(\n\x06\x63ounts\x18\x04 \x03(\x0b\x32\x18.hashmatch.v1.EntryCount\x12\x15\n\rpdq_threshold\x18\x05 \x01(\r\x12\x17\n\x0fpdq_min_quality\x18\x06 \x01(\r\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x11\x43reateListRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\rpdq_threshold\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x1c\n\x0fpdq_min_quality\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\x10\n\x0e_pdq_thresholdB\x12\n\x10_pdq_min_quality\":\n\x12\x43reateListResponse\x12$\n\x04list\x18\x01 \x01(\x0b\x32\x16.hashmatch.v1.HashList\"\x1e\n\x0eGetListRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0fGetListResponse\x12$\n\x04list\x18\x01 \x01(\x0b\x32\x16.hashmatch.v1.HashList\"\x12\n\x10ListListsRequest\":\n\x11ListListsResponse\x12%\n\x05lists\x18\x01 \x03(\x0b\x32\x16.hashmatch.v1.HashList\"?\n\x05\x45ntry\x12 \n\x04hash\x18\x01 \x01(\x0b\x32\x12.hashmatch.v1.Hash\x12\x14\n\x0creference_id\x18\x02 \x01(\t\"\xb8\x01\n\x13\x41pplyChangesRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12$\n\x07upserts\x18\x03 \x03(\x0b\x32\x13.hashmatch.v1.Entry\x12\'\n\x0bretirements\x18\x04 \x03(\x0b\x32\x12.hashmatch.v1.Hash\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"s\n\x14\x41pplyChangesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x17\n\x0f\x61lready_applied\x18\x02 \x01(\x08\x12\x10\n\x08upserted\x18\x03 \x01(\x04\x12\x0f\n\x07retired\x18\x04 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\"\xac\x01\n\x15UploadChangesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x15\n\rlast_batch_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61tches_applied\x18\x03 \x01(\x04\x12\x1f\n\x17\x62\x61tches_already_applied\x18\x04 \x01(\x04\x12\x10\n\x08upserted\x18\x05 \x01(\x04\x12\x0f\n\x07retired\x18\x06 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\":\n\x13WatchChangesRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x04\"\xcf\x01\n\x0b\x43hangeBatch\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12$\n\x07upserts\x18\x04 \x03(\x0b\x32\x13.hashmatch.v1.Entry\x12\'\n\x0bretirements\x18\x05 \x03(\x0b\x32\x12.hashmatch.v1.Hash\x12\x30\n\x0c\x63ommitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x32\xf6\x03\n\x0bListService\x12O\n\nCreateList\x12\x1f.hashmatch.v1.CreateListRequest\x1a .hashmatch.v1.CreateListResponse\x12\x46\n\x07GetList\x12\x1c.hashmatch.v1.GetListRequest\x1a\x1d.hashmatch.v1.GetListResponse\x12L\n\tListLists\x12\x1e.hashmatch.v1.ListListsRequest\x1a\x1f.hashmatch.v1.ListListsResponse\x12U\n\x0c\x41pplyChanges\x12!.hashmatch.v1.ApplyChangesRequest\x1a\".hashmatch.v1.ApplyChangesResponse\x12Y\n\rUploadChanges\x12!.hashmatch.v1.ApplyChangesRequest\x1a#.hashmatch.v1.UploadChangesResponse(\x01\x12N\n\x0cWatchChanges\x12!.hashmatch.v1.WatchChangesRequest\x1a\x19.hashmatch.v1.ChangeBatch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashmatch/v1/lists.proto\x12\x0chashmatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hashmatch/v1/hashes.proto\"G\n\nEntryCount\x12*\n\talgorithm\x18\x01 \x01(\x0e\x32\x17.hashmatch.v1.Algorithm\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x99\x02\n\x08HashList\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12(\n\x06\x63ounts\x18\x04 \x03(\x0b\x32\x18.hashmatch.v1.EntryCount\x12\x15\n\rpdq_threshold\x18\x05 \x01(\r\x12\x17\n\x0fpdq_min_quality\x18\x06 \x01(\r\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_batch_id\x18\n \x01(\t\"\x81\x01\n\x11\x43reateListRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\rpdq_threshold\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x1c\n\x0fpdq_min_quality\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\x10\n\x0e_pdq_thresholdB\x12\n\x10_pdq_min_quality\":\n\x12\x43reateListResponse\x12$\n\x04list\x18\x01 \x01(\x0b\x32\x16.hashmatch.v1.HashList\"\x1e\n\x0eGetListRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0fGetListResponse\x12$\n\x04list\x18\x01 \x01(\x0b\x32\x16.hashmatch.v1.HashList\"\x12\n\x10ListListsRequest\":\n\x11ListListsResponse\x12%\n\x05lists\x18\x01 \x03(\x0b\x32\x16.hashmatch.v1.HashList\"?\n\x05\x45ntry\x12 \n\x04hash\x18\x01 \x01(\x0b\x32\x12.hashmatch.v1.Hash\x12\x14\n\x0creference_id\x18\x02 \x01(\t\"\xb8\x01\n\x13\x41pplyChangesRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12$\n\x07upserts\x18\x03 \x03(\x0b\x32\x13.hashmatch.v1.Entry\x12\'\n\x0bretirements\x18\x04 \x03(\x0b\x32\x12.hashmatch.v1.Hash\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"s\n\x14\x41pplyChangesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x17\n\x0f\x61lready_applied\x18\x02 \x01(\x08\x12\x10\n\x08upserted\x18\x03 \x01(\x04\x12\x0f\n\x07retired\x18\x04 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\"\xac\x01\n\x15UploadChangesResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x15\n\rlast_batch_id\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61tches_applied\x18\x03 \x01(\x04\x12\x1f\n\x17\x62\x61tches_already_applied\x18\x04 \x01(\x04\x12\x10\n\x08upserted\x18\x05 \x01(\x04\x12\x0f\n\x07retired\x18\x06 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\":\n\x13WatchChangesRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x04\"\xcf\x01\n\x0b\x43hangeBatch\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12$\n\x07upserts\x18\x04 \x03(\x0b\x32\x13.hashmatch.v1.Entry\x12\'\n\x0bretirements\x18\x05 \x03(\x0b\x32\x12.hashmatch.v1.Hash\x12\x30\n\x0c\x63ommitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64igest\x18\x07 \x01(\x0c\"7\n\x18GetReferenceStatsRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"l\n\x0eReferenceStats\x12\x14\n\x0creference_id\x18\x01 \x01(\t\x12\x0f\n\x07matches\x18\x02 \x01(\x04\x12\x33\n\x0flast_matched_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x19GetReferenceStatsResponse\x12\x30\n\nreferences\x18\x01 \x03(\x0b\x32\x1c.hashmatch.v1.ReferenceStats2\xdc\x04\n\x0bListService\x12O\n\nCreateList\x12\x1f.hashmatch.v1.CreateListRequest\x1a .hashmatch.v1.CreateListResponse\x12\x46\n\x07GetList\x12\x1c.hashmatch.v1.GetListRequest\x1a\x1d.hashmatch.v1.GetListResponse\x12L\n\tListLists\x12\x1e.hashmatch.v1.ListListsRequest\x1a\x1f.hashmatch.v1.ListListsResponse\x12U\n\x0c\x41pplyChanges\x12!.hashmatch.v1.ApplyChangesRequest\x1a\".hashmatch.v1.ApplyChangesResponse\x12Y\n\rUploadChanges\x12!.hashmatch.v1.ApplyChangesRequest\x1a#.hashmatch.v1.UploadChangesResponse(\x01\x12N\n\x0cWatchChanges\x12!.hashmatch.v1.WatchChangesRequest\x1a\x19.hashmatch.v1.ChangeBatch0\x01\x12\x64\n\x11GetReferenceStats\x12&.hashmatch.v1.GetReferenceStatsRequest\x1a\'.hashmatch.v1.GetReferenceStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRYCOUNT']._serialized_start=102
   _globals['_ENTRYCOUNT']._serialized_end=173
   _globals['_HASHLIST']._serialized_start=176
-  _globals['_HASHLIST']._serialized_end=434
-  _globals['_CREATELISTREQUEST']._serialized_start=437
-  _globals['_CREATELISTREQUEST']._serialized_end=566
-  _globals['_CREATELISTRESPONSE']._serialized_start=568
-  _globals['_CREATELISTRESPONSE']._serialized_end=626
-  _globals['_GETLISTREQUEST']._serialized_start=628
-  _globals['_GETLISTREQUEST']._serialized_end=658
-  _globals['_GETLISTRESPONSE']._serialized_start=660
-  _globals['_GETLISTRESPONSE']._serialized_end=715
-  _globals['_LISTLISTSREQUEST']._serialized_start=717
-  _globals['_LISTLISTSREQUEST']._serialized_end=735
-  _globals['_LISTLISTSRESPONSE']._serialized_start=737
-  _globals['_LISTLISTSRESPONSE']._serialized_end=795
-  _globals['_ENTRY']._serialized_start=797
-  _globals['_ENTRY']._serialized_end=860
-  _globals['_APPLYCHANGESREQUEST']._serialized_start=863
-  _globals['_APPLYCHANGESREQUEST']._serialized_end=1047
-  _globals['_APPLYCHANGESRESPONSE']._serialized_start=1049
-  _globals['_APPLYCHANGESRESPONSE']._serialized_end=1164
-  _globals['_UPLOADCHANGESRESPONSE']._serialized_start=1167
-  _globals['_UPLOADCHANGESRESPONSE']._serialized_end=1339
-  _globals['_WATCHCHANGESREQUEST']._serialized_start=1341
-  _globals['_WATCHCHANGESREQUEST']._serialized_end=1399
-  _globals['_CHANGEBATCH']._serialized_start=1402
-  _globals['_CHANGEBATCH']._serialized_end=1609
-  _globals['_LISTSERVICE']._serialized_start=1612
-  _globals['_LISTSERVICE']._serialized_end=2114
+  _globals['_HASHLIST']._serialized_end=457
+  _globals['_CREATELISTREQUEST']._serialized_start=460
+  _globals['_CREATELISTREQUEST']._serialized_end=589
+  _globals['_CREATELISTRESPONSE']._serialized_start=591
+  _globals['_CREATELISTRESPONSE']._serialized_end=649
+  _globals['_GETLISTREQUEST']._serialized_start=651
+  _globals['_GETLISTREQUEST']._serialized_end=681
+  _globals['_GETLISTRESPONSE']._serialized_start=683
+  _globals['_GETLISTRESPONSE']._serialized_end=738
+  _globals['_LISTLISTSREQUEST']._serialized_start=740
+  _globals['_LISTLISTSREQUEST']._serialized_end=758
+  _globals['_LISTLISTSRESPONSE']._serialized_start=760
+  _globals['_LISTLISTSRESPONSE']._serialized_end=818
+  _globals['_ENTRY']._serialized_start=820
+  _globals['_ENTRY']._serialized_end=883
+  _globals['_APPLYCHANGESREQUEST']._serialized_start=886
+  _globals['_APPLYCHANGESREQUEST']._serialized_end=1070
+  _globals['_APPLYCHANGESRESPONSE']._serialized_start=1072
+  _globals['_APPLYCHANGESRESPONSE']._serialized_end=1187
+  _globals['_UPLOADCHANGESRESPONSE']._serialized_start=1190
+  _globals['_UPLOADCHANGESRESPONSE']._serialized_end=1362
+  _globals['_WATCHCHANGESREQUEST']._serialized_start=1364
+  _globals['_WATCHCHANGESREQUEST']._serialized_end=1422
+  _globals['_CHANGEBATCH']._serialized_start=1425
+  _globals['_CHANGEBATCH']._serialized_end=1632
+  _globals['_GETREFERENCESTATSREQUEST']._serialized_start=1634
+  _globals['_GETREFERENCESTATSREQUEST']._serialized_end=1689
+  _globals['_REFERENCESTATS']._serialized_start=1691
+  _globals['_REFERENCESTATS']._serialized_end=1799
+  _globals['_GETREFERENCESTATSRESPONSE']._serialized_start=1801
+  _globals['_GETREFERENCESTATSRESPONSE']._serialized_end=1878
+  _globals['_LISTSERVICE']._serialized_start=1881
+  _globals['_LISTSERVICE']._serialized_end=2485
 # @@protoc_insertion_point(module_scope)

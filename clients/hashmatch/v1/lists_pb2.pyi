@@ -19,7 +19,7 @@ class EntryCount(_message.Message):
     def __init__(self, algorithm: _Optional[_Union[_hashes_pb2.Algorithm, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class HashList(_message.Message):
-    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at")
+    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class HashList(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     version: int
@@ -38,7 +39,8 @@ class HashList(_message.Message):
     digest: bytes
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    last_batch_id: str
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ...) -> None: ...
 
 class CreateListRequest(_message.Message):
     __slots__ = ("name", "pdq_threshold", "pdq_min_quality")
@@ -157,3 +159,27 @@ class ChangeBatch(_message.Message):
     committed_at: _timestamp_pb2.Timestamp
     digest: bytes
     def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class GetReferenceStatsRequest(_message.Message):
+    __slots__ = ("list", "limit")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    limit: int
+    def __init__(self, list: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReferenceStats(_message.Message):
+    __slots__ = ("reference_id", "matches", "last_matched_at")
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    LAST_MATCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    reference_id: str
+    matches: int
+    last_matched_at: _timestamp_pb2.Timestamp
+    def __init__(self, reference_id: _Optional[str] = ..., matches: _Optional[int] = ..., last_matched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetReferenceStatsResponse(_message.Message):
+    __slots__ = ("references",)
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedCompositeFieldContainer[ReferenceStats]
+    def __init__(self, references: _Optional[_Iterable[_Union[ReferenceStats, _Mapping]]] = ...) -> None: ...

@@ -66,6 +66,11 @@ class ListServiceStub:
                 request_serializer=hashmatch_dot_v1_dot_lists__pb2.WatchChangesRequest.SerializeToString,
                 response_deserializer=hashmatch_dot_v1_dot_lists__pb2.ChangeBatch.FromString,
                 _registered_method=True)
+        self.GetReferenceStats = channel.unary_unary(
+                '/hashmatch.v1.ListService/GetReferenceStats',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ListServiceServicer:
@@ -114,6 +119,13 @@ class ListServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReferenceStats(self, request, context):
+        """How often each reference of a list has matched, for the list's owner only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ListServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +158,11 @@ def add_ListServiceServicer_to_server(servicer, server):
                     servicer.WatchChanges,
                     request_deserializer=hashmatch_dot_v1_dot_lists__pb2.WatchChangesRequest.FromString,
                     response_serializer=hashmatch_dot_v1_dot_lists__pb2.ChangeBatch.SerializeToString,
+            ),
+            'GetReferenceStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReferenceStats,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +329,33 @@ class ListService:
             '/hashmatch.v1.ListService/WatchChanges',
             hashmatch_dot_v1_dot_lists__pb2.WatchChangesRequest.SerializeToString,
             hashmatch_dot_v1_dot_lists__pb2.ChangeBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReferenceStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/GetReferenceStats',
+            hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

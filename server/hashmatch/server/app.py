@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from hashmatch.server import demo
 from hashmatch.server.core import Index
 from hashmatch.server.follower import IndexFollower

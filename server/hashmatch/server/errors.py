@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
 from hashmatch.v1 import hashes_pb2
 
 DOMAIN = "hashmatch.v1"

@@ -17,6 +17,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_status import rpc_status
+
 from hashmatch.server.errors import ServiceError, Violation, invalid
 from hashmatch.server.store import Role, Tenant
 from hashmatch.server.wire import Undecodable, lenient_deserializer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import xxhash
 from google.protobuf import timestamp_pb2
+
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import store as st
 from hashmatch.server import validation
@@ -13,6 +14,9 @@ from hashmatch.server.follower import IndexFollower
 from hashmatch.server.handlers import require_role
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
 from hashmatch.v1 import hashes_pb2, lists_pb2
+
+DEFAULT_STATS_LIMIT = 100
+MAX_STATS_LIMIT = 10_000
 
 
 class ListServicer:
@@ -118,6 +122,27 @@ class ListServicer:
             digest=outcome.digest,
         )
 
+    def GetReferenceStats(
+        self,
+        request: lists_pb2.GetReferenceStatsRequest,
+        context: grpc.ServicerContext,
+        tenant: Tenant,
+    ) -> lists_pb2.GetReferenceStatsResponse:
+        require_role(tenant, Role.HOTLINE)
+        meta = self._owned(request.list, tenant)
+        limit = request.limit or DEFAULT_STATS_LIMIT
+        if limit > MAX_STATS_LIMIT:
+            raise invalid([Violation("limit", f"must be at most {MAX_STATS_LIMIT}")])
+        counts = sorted(self.store.match_counts(meta.id), key=lambda c: (-c[1], c[0]))[:limit]
+        return lists_pb2.GetReferenceStatsResponse(
+            references=[
+                lists_pb2.ReferenceStats(
+                    reference_id=ref, matches=n, last_matched_at=_timestamp(last)
+                )
+                for ref, n, last in counts
+            ]
+        )
+
     def _readable(self, name: str, tenant: Tenant) -> ListMeta:
         meta = self.store.get_list(name)
         if meta is None:
@@ -161,6 +186,7 @@ def to_proto(meta: ListMeta) -> lists_pb2.HashList:
         digest=meta.digest,
         created_at=_timestamp(meta.created_at),
         updated_at=_timestamp(meta.updated_at),
+        last_batch_id=meta.last_batch_id,
     )
 
 

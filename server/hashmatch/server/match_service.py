@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+
 from hashmatch.client.algorithms import PDQ
 from hashmatch.server import validation
 from hashmatch.server.core import LIST_THRESHOLD, UNKNOWN_QUALITY, pack_hashes

@@ -15,6 +15,7 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
   changes   list_id u32 | version u64 -> ChangeRecord
   batches   list_id u32 | batch_id -> version u64 | request fingerprint (16 bytes)
   audit     seq u64 -> JSON {at, actor, action, ...}
+  stats     list_id u32 | reference ID -> matches u64 | last match time f64
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+
 from hashmatch.client.digest import ListDigest
 from hashmatch.server.changelog import ChangeRecord, Retirement, Upsert
 
@@ -41,6 +43,7 @@ DEFAULT_MAP_SIZE = 256 << 30
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LIST_ENTRY = struct.Struct(">IQ")
+_STATS = struct.Struct(">Qd")
 
 
 class Role(StrEnum):
@@ -103,6 +106,7 @@ class ListMeta:
     next_entry_id: int
     created_at: float
     updated_at: float
+    last_batch_id: str = ""
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -172,6 +176,7 @@ class Store:
                     "changes",
                     "batches",
                     "audit",
+                    "stats",
                 )
             }
         # A process that died holding a read slot would keep old pages alive forever.
@@ -386,6 +391,7 @@ class Store:
                 digest=digest.to_bytes(),
                 next_entry_id=next_id,
                 updated_at=now,
+                last_batch_id=batch_id,
             )
             record = ChangeRecord(
                 lid, version, batch_id, now, new_meta.digest, tuple(done_up), tuple(done_ret)
@@ -404,6 +410,38 @@ class Store:
                 retired=len(done_ret),
             )
         return ApplyOutcome(version, False, len(done_up), len(done_ret), new_meta.digest)
+
+    # -- match statistics ----------------------------------------------------------------
+
+    def add_match_counts(self, counts: dict[tuple[int, str], tuple[int, float]]) -> None:
+        """Adds (list_id, reference_id) -> (matches, last match time) to the totals.
+
+        Serving processes count in memory and flush here now and then: one write
+        transaction per flush, never one per match.
+        """
+        if not counts:
+            return
+        db = self._db("stats")
+        with self._write() as txn:
+            for (lid, ref), (n, last) in counts.items():
+                key = _U32.pack(lid) + ref.encode("utf-8")
+                raw = txn.get(key, db=db)
+                total, when = _STATS.unpack(raw) if raw is not None else (0, 0.0)
+                txn.put(key, _STATS.pack(total + n, max(when, last)), db=db)
+
+    def match_counts(self, list_id: int) -> list[tuple[str, int, float]]:
+        """(reference_id, matches, last match time) for every reference that matched."""
+        prefix = _U32.pack(list_id)
+        out = []
+        with self.read() as txn:
+            cur = txn.cursor(db=self._db("stats"))
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    if not key.startswith(prefix):
+                        break
+                    n, last = _STATS.unpack(raw)
+                    out.append((key[4:].decode("utf-8"), n, last))
+        return out
 
     # -- reading for the indexes -------------------------------------------------------
 
