@@ -16,7 +16,7 @@ from hashmatch.client import (
     InvalidArgument,
     make_hash,
 )
-from hashmatch.v1 import hashes_pb2, lists_pb2, match_pb2
+from hashmatch.v1 import hashes_pb2, match_pb2
 from helpers import hashes, random_digest, random_pdq, upsert
 
 
@@ -162,16 +162,3 @@ def test_expected_version_rejects_a_stale_writer(running: Running) -> None:
         lists.apply_changes("iwf", "b2", [upsert(MD5, b"\x01" * 16, "R")], expected_version=0)
     assert err.value.reason == "ERROR_REASON_STALE_VERSION"
     assert lists.get_list("iwf").version == 1
-
-
-def test_unfinished_rpcs_answer_unimplemented(running: Running) -> None:
-    token = running.tokens["hotline-a"]
-    meta = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(running.address) as channel:
-        watch = channel.unary_stream(
-            "/hashmatch.v1.ListService/WatchChanges",
-            request_serializer=lists_pb2.WatchChangesRequest.SerializeToString,
-        )
-        with pytest.raises(grpc.RpcError) as err:
-            list(watch(lists_pb2.WatchChangesRequest(list="x"), metadata=meta, timeout=5))
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

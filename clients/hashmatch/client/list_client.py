@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
+import grpc
+
 from hashmatch.client.connection import Connection
+from hashmatch.client.errors import from_rpc_error
 from hashmatch.client.results import ApplyResult, ListInfo
 from hashmatch.v1 import hashes_pb2, lists_pb2, lists_pb2_grpc
 
@@ -66,6 +69,39 @@ class ListClient:
         request = build_batch(list_name, batch_id, changes, expected_version)
         response = self.connection.call(lambda: self._stub.ApplyChanges(request, **self._kw()))
         return ApplyResult.from_proto(response)
+
+    def upload_changes(
+        self, batches: Iterable[lists_pb2.ApplyChangesRequest], *, timeout: float | None = None
+    ) -> lists_pb2.UploadChangesResponse:
+        """Streams batches, each applied atomically in order. Not retried here: the caller
+        resumes from GetList's last_batch_id (see `push`)."""
+        return self.connection.call(
+            lambda: self._stub.UploadChanges(
+                iter(batches), timeout=timeout, metadata=self.connection.metadata()
+            ),
+            retry=False,
+        )
+
+    def watch_changes(
+        self, list_name: str, since_version: int = 0, *, timeout: float | None = None
+    ) -> Iterator[lists_pb2.ChangeBatch]:
+        """Committed batches after since_version, then new ones as they commit."""
+        request = lists_pb2.WatchChangesRequest(list=list_name, since_version=since_version)
+        stream = self._stub.WatchChanges(
+            request, timeout=timeout, metadata=self.connection.metadata()
+        )
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            stream.cancel()
+
+    def reference_stats(self, list_name: str, limit: int = 100) -> list[tuple[str, int]]:
+        """(reference_id, matches) of the list's most-matched references."""
+        request = lists_pb2.GetReferenceStatsRequest(list=list_name, limit=limit)
+        response = self.connection.call(lambda: self._stub.GetReferenceStats(request, **self._kw()))
+        return [(r.reference_id, r.matches) for r in response.references]
 
     def close(self) -> None:
         self._channel.close()

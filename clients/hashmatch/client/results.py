@@ -51,6 +51,8 @@ class ListInfo:
     digest: str
     created_at: datetime
     updated_at: datetime
+    # Where an interrupted upload resumes: the batch_id of the last applied batch.
+    last_batch_id: str
 
     @classmethod
     def from_proto(cls, msg: lists_pb2.HashList) -> ListInfo:
@@ -64,6 +66,7 @@ class ListInfo:
             digest=msg.digest.hex(),
             created_at=msg.created_at.ToDatetime(),
             updated_at=msg.updated_at.ToDatetime(),
+            last_batch_id=msg.last_batch_id,
         )
 
 

@@ -16,21 +16,25 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hashmatch.client.connection import Connection
 from hashmatch.server import demo
 from hashmatch.server.core import Index
 from hashmatch.server.follower import IndexFollower
 from hashmatch.server.handlers import service_handler
 from hashmatch.server.list_service import ListServicer
 from hashmatch.server.match_service import MatchServicer
+from hashmatch.server.replica import Replicator
+from hashmatch.server.replication_service import ReplicationServicer
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Store
-from hashmatch.v1 import lists_pb2, match_pb2
+from hashmatch.v1 import lists_pb2, match_pb2, replication_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICES = (
     match_pb2.DESCRIPTOR.services_by_name["MatchService"],
     lists_pb2.DESCRIPTOR.services_by_name["ListService"],
+    replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"],
 )
 
 
@@ -42,11 +46,14 @@ class Service:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    replicator: Replicator | None = None
 
     def stop(self, grace: float | None = None) -> None:
         for svc in ("", *(s.full_name for s in SERVICES)):
             self.health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(self.settings.grace if grace is None else grace).wait()
+        if self.replicator is not None:
+            self.replicator.stop()
         self.follower.stop()
         self.store.close()
 
@@ -71,7 +78,12 @@ def build(settings: Settings) -> Service:
         server.add_generic_rpc_handlers(
             [
                 service_handler(SERVICES[0], MatchServicer(store, follower), store.authenticate),
-                service_handler(SERVICES[1], ListServicer(store, follower), store.authenticate),
+                service_handler(
+                    SERVICES[1],
+                    ListServicer(store, follower, primary=settings.follow),
+                    store.authenticate,
+                ),
+                service_handler(SERVICES[2], ReplicationServicer(store), store.authenticate),
             ]
         )
         health_servicer = health.HealthServicer()
@@ -84,10 +96,16 @@ def build(settings: Settings) -> Service:
         server.start()
         for svc in ("", *(s.full_name for s in SERVICES)):
             health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        replicator = None
+        if settings.follow:
+            replicator = Replicator(
+                store, follower, Connection(server=settings.follow, token=settings.follow_token)
+            )
+            replicator.start()
     except BaseException:
         store.close()
         raise
-    return Service(settings, store, follower, server, health_servicer, port)
+    return Service(settings, store, follower, server, health_servicer, port, replicator)
 
 
 def serve(settings: Settings) -> None:

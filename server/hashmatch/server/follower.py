@@ -36,6 +36,8 @@ class IndexFollower:
         self._lists: dict[int, ServedList] = {}
         self._seen_seq = -1
         self._lock = threading.Lock()
+        # Notified after every catch-up that applied something (WatchChanges waits on it).
+        self._applied = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -59,6 +61,18 @@ class IndexFollower:
                 self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality)
             self._lists = served
             self._seen_seq = seq
+        with self._applied:
+            self._applied.notify_all()
+
+    def wait_for_commit(self, version_of: int, after: int, timeout: float) -> bool:
+        """Waits until list `version_of` is served past version `after`, or the timeout."""
+
+        def newer() -> bool:
+            served = self._lists.get(version_of)
+            return served is not None and served.version > after
+
+        with self._applied:
+            return self._applied.wait_for(newer, timeout)
 
     def _load(self, listed: ListMeta) -> ServedList:
         snap = self.store.snapshot_entries(listed.name)

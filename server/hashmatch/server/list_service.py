@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import xxhash
 from google.protobuf import timestamp_pb2
@@ -9,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import store as st
 from hashmatch.server import validation
+from hashmatch.server.changelog import ChangeRecord
 from hashmatch.server.errors import ServiceError, Violation, invalid
 from hashmatch.server.follower import IndexFollower
 from hashmatch.server.handlers import require_role
@@ -16,18 +19,22 @@ from hashmatch.server.store import ListMeta, Role, Store, Tenant
 from hashmatch.v1 import hashes_pb2, lists_pb2
 
 DEFAULT_STATS_LIMIT = 100
+# Batches read from the change log per step of a WatchChanges stream.
+WATCH_PAGE = 64
 MAX_STATS_LIMIT = 10_000
 
 
 class ListServicer:
-    def __init__(self, store: Store, follower: IndexFollower) -> None:
+    def __init__(self, store: Store, follower: IndexFollower, primary: str | None = None) -> None:
         self.store = store
         self.follower = follower
+        # Set on a read replica: the primary's address, named when refusing writes.
+        self.primary = primary
 
     def CreateList(
         self, request: lists_pb2.CreateListRequest, context: grpc.ServicerContext, tenant: Tenant
     ) -> lists_pb2.CreateListResponse:
-        require_role(tenant, Role.HOTLINE)
+        self._writable(tenant)
         violations = validation.create_list(request)
         if violations:
             raise invalid(violations)
@@ -76,42 +83,8 @@ class ListServicer:
     def ApplyChanges(
         self, request: lists_pb2.ApplyChangesRequest, context: grpc.ServicerContext, tenant: Tenant
     ) -> lists_pb2.ApplyChangesResponse:
-        require_role(tenant, Role.HOTLINE)
-        meta = self._owned(request.list, tenant)
-        batch, violations = validation.apply_changes(request, meta.pdq_min_quality)
-        if violations:
-            raise invalid(violations)
-        try:
-            outcome = self.store.apply_changes(
-                request.list,
-                request.batch_id,
-                batch.upserts,
-                batch.retirements,
-                fingerprint=fingerprint(request),
-                expected_version=(
-                    request.expected_version if request.HasField("expected_version") else None
-                ),
-                actor=tenant.name,
-            )
-        except st.StaleVersion as exc:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"expected_version {request.expected_version} is stale: "
-                f"the list is at version {exc.current}",
-                hashes_pb2.ERROR_REASON_STALE_VERSION,
-                (Violation("expected_version", f"the list is at version {exc.current}"),),
-            ) from None
-        except st.BatchIdReused:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "this batch_id was already applied with different content",
-                hashes_pb2.ERROR_REASON_BATCH_ID_REUSED,
-                (Violation("batch_id", "already used for a batch with different content"),),
-            ) from None
-        except st.ListNotFound:
-            raise _not_found(request.list) from None
-        except st.StoreFull as exc:
-            raise _store_full(exc) from None
+        self._writable(tenant)
+        outcome = self._apply(request, tenant)
         # This process serves the batch before the hotline hears it was applied.
         self.follower.catch_up()
         return lists_pb2.ApplyChangesResponse(
@@ -121,6 +94,62 @@ class ListServicer:
             retired=outcome.retired,
             digest=outcome.digest,
         )
+
+    def UploadChanges(
+        self,
+        requests: Iterator[lists_pb2.ApplyChangesRequest],
+        context: grpc.ServicerContext,
+        tenant: Tenant,
+    ) -> lists_pb2.UploadChangesResponse:
+        """Applies each message as its own batch, in order, stopping at the first refusal.
+
+        A refusal's message says which batches were applied before it, and GetList's
+        last_batch_id tells the same, so the uploader resumes right after them.
+        """
+        self._writable(tenant)
+        summary = lists_pb2.UploadChangesResponse()
+        try:
+            for index, request in enumerate(requests):
+                try:
+                    outcome = self._apply(request, tenant, prefix=f"messages[{index}].")
+                except ServiceError as exc:
+                    exc.message = (
+                        f"message {index} (batch_id {request.batch_id!r}) refused, "
+                        f"{summary.batches_applied + summary.batches_already_applied} "
+                        f"earlier batch(es) applied: {exc.message}"
+                    )
+                    raise
+                if outcome.already_applied:
+                    summary.batches_already_applied += 1
+                else:
+                    summary.batches_applied += 1
+                summary.version = outcome.version
+                summary.last_batch_id = request.batch_id
+                summary.upserted += outcome.upserted
+                summary.retired += outcome.retired
+                summary.digest = outcome.digest
+        finally:
+            self.follower.catch_up()
+        return summary
+
+    def WatchChanges(
+        self,
+        request: lists_pb2.WatchChangesRequest,
+        context: grpc.ServicerContext,
+        tenant: Tenant,
+    ) -> Iterator[lists_pb2.ChangeBatch]:
+        """Replays committed batches after since_version, then follows new ones live."""
+        require_role(tenant, Role.HOTLINE, Role.REPLICA)
+        meta = self._readable(request.list, tenant)
+        version = request.since_version
+        while context.is_active():
+            records = self.store.changes_since(meta.id, version, limit=WATCH_PAGE)
+            if not records:
+                self.follower.wait_for_commit(version_of=meta.id, after=version, timeout=1.0)
+                continue
+            for record in records:
+                yield change_batch(meta.name, record)
+                version = record.version
 
     def GetReferenceStats(
         self,
@@ -143,6 +172,58 @@ class ListServicer:
             ]
         )
 
+    def _apply(
+        self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant, prefix: str = ""
+    ) -> st.ApplyOutcome:
+        meta = self._owned(request.list, tenant, prefix)
+        batch, violations = validation.apply_changes(request, meta.pdq_min_quality)
+        if violations:
+            raise invalid([Violation(prefix + v.field, v.description) for v in violations])
+        try:
+            return self.store.apply_changes(
+                request.list,
+                request.batch_id,
+                batch.upserts,
+                batch.retirements,
+                fingerprint=fingerprint(request),
+                expected_version=(
+                    request.expected_version if request.HasField("expected_version") else None
+                ),
+                actor=tenant.name,
+            )
+        except st.StaleVersion as exc:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"expected_version {request.expected_version} is stale: "
+                f"the list is at version {exc.current}",
+                hashes_pb2.ERROR_REASON_STALE_VERSION,
+                (Violation(f"{prefix}expected_version", f"the list is at version {exc.current}"),),
+            ) from None
+        except st.BatchIdReused:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this batch_id was already applied with different content",
+                hashes_pb2.ERROR_REASON_BATCH_ID_REUSED,
+                (
+                    Violation(
+                        f"{prefix}batch_id", "already used for a batch with different content"
+                    ),
+                ),
+            ) from None
+        except st.ListNotFound:
+            raise _not_found(request.list) from None
+        except st.StoreFull as exc:
+            raise _store_full(exc) from None
+
+    def _writable(self, tenant: Tenant) -> None:
+        require_role(tenant, Role.HOTLINE)
+        if self.primary is not None:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this server is a read replica; send writes to the primary at {self.primary}",
+                hashes_pb2.ERROR_REASON_READ_ONLY_REPLICA,
+            )
+
     def _readable(self, name: str, tenant: Tenant) -> ListMeta:
         meta = self.store.get_list(name)
         if meta is None:
@@ -151,9 +232,9 @@ class ListServicer:
             raise _not_owner(name)
         return meta
 
-    def _owned(self, name: str, tenant: Tenant) -> ListMeta:
+    def _owned(self, name: str, tenant: Tenant, prefix: str = "") -> ListMeta:
         violations: list[Violation] = []
-        validation.check_list_name(name, "list", violations)
+        validation.check_list_name(name, f"{prefix}list", violations)
         if violations:
             raise invalid(violations)
         meta = self.store.get_list(name)
@@ -170,6 +251,27 @@ def fingerprint(request: lists_pb2.ApplyChangesRequest) -> bytes:
         list=request.list, upserts=request.upserts, retirements=request.retirements
     )
     return xxhash.xxh3_128_digest(content.SerializeToString(deterministic=True))
+
+
+def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
+    return lists_pb2.ChangeBatch(
+        list=name,
+        version=record.version,
+        batch_id=record.batch_id,
+        upserts=[
+            lists_pb2.Entry(
+                hash=hashes_pb2.Hash(algorithm=u.algorithm, value=u.value),  # type: ignore[arg-type]
+                reference_id=u.reference_id,
+            )
+            for u in record.upserts
+        ],
+        retirements=[
+            hashes_pb2.Hash(algorithm=r.algorithm, value=r.value)  # type: ignore[arg-type]
+            for r in record.retirements
+        ],
+        committed_at=_timestamp(record.committed_at),
+        digest=record.digest,
+    )
 
 
 def to_proto(meta: ListMeta) -> lists_pb2.HashList:

@@ -24,3 +24,6 @@ class Settings:
     grace: float = 5.0
     # Create the benign demo list (and demo tenants) when the data folder has none.
     demo: bool = False
+    # A read replica's primary (HOST:PORT) and the replica token it authenticates with.
+    follow: str | None = None
+    follow_token: str | None = None

@@ -271,6 +271,41 @@ class Store:
                 out.append((tenant, live.get(tenant.name, 0)))
         return out
 
+    def tenant_tokens(self) -> list[tuple[Tenant, list[bytes]]]:
+        """Every tenant with the hashes of its live tokens (for replicas)."""
+        with self.read() as txn:
+            hashes: dict[str, list[bytes]] = {}
+            for key, owner in txn.cursor(db=self._db("tokens")):
+                hashes.setdefault(owner.decode(), []).append(key)
+            return [
+                (_tenant(key.decode(), raw), hashes.get(key.decode(), []))
+                for key, raw in txn.cursor(db=self._db("tenants"))
+            ]
+
+    def mirror_tenants(self, tenants: Sequence[tuple[Tenant, Sequence[bytes]]]) -> bool:
+        """Makes tenants and token hashes equal to the primary's; True when anything changed."""
+        wanted_tenants = {
+            t.name.encode(): json.dumps({"role": t.role.value, "created_at": t.created_at}).encode()
+            for t, _ in tenants
+        }
+        wanted_tokens = {h: t.name.encode() for t, hashes in tenants for h in hashes}
+        with self._write() as txn:
+            changed = False
+            for db_name, wanted in (("tenants", wanted_tenants), ("tokens", wanted_tokens)):
+                db = self._db(db_name)
+                current = dict(txn.cursor(db=db))
+                for key in current.keys() - wanted.keys():
+                    txn.delete(key, db=db)
+                    changed = True
+                for key, value in wanted.items():
+                    if current.get(key) != value:
+                        txn.put(key, value, db=db)
+                        changed = True
+            if not changed:
+                # Nothing to write: abort keeps the sync-on commit off the disk.
+                raise _Unchanged
+        return changed
+
     def authenticate(self, token: str) -> Tenant | None:
         with self.read() as txn:
             name = txn.get(token_hash(token), db=self._db("tokens"))
@@ -512,10 +547,12 @@ class _WriteTxn:
         self.txn = self.env.begin(write=True)
         return self.txn
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         assert self.txn is not None
         if exc is not None:
             self.txn.abort()
+            if isinstance(exc, _Unchanged):
+                return True
             if _is_full(exc):
                 raise StoreFull(
                     "the store is out of space; nothing of this write was kept"
@@ -529,6 +566,11 @@ class _WriteTxn:
                     "the store is out of space; nothing of this write was kept"
                 ) from err
             raise
+        return False
+
+
+class _Unchanged(Exception):
+    """Ends a write transaction that found nothing to change, without committing."""
 
 
 def _is_full(exc: BaseException) -> bool:

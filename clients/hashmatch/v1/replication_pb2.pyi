@@ -1,0 +1,29 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetTenantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReplicatedTenant(_message.Message):
+    __slots__ = ("name", "role", "token_hashes", "created_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_HASHES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    token_hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    created_at: float
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., token_hashes: _Optional[_Iterable[bytes]] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class GetTenantsResponse(_message.Message):
+    __slots__ = ("tenants",)
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[ReplicatedTenant]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[ReplicatedTenant, _Mapping]]] = ...) -> None: ...

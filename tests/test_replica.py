@@ -1,0 +1,112 @@
+"""A read replica follows its primary: same lists, same digests, same verdicts."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Running, start
+from helpers import hashes, random_digest, random_pdq, retire, upsert
+
+from hashmatch.client import MD5, PDQ, FailedPrecondition, Unauthenticated
+from hashmatch.client.list_client import build_batch
+from hashmatch.server.app import build
+from hashmatch.server.settings import Settings
+
+
+def eventually(check: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    """Polls until `check` holds; the bound only stops a broken test from hanging."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def start_replica(data_dir: Path, primary: Running) -> Running:
+    service = build(
+        Settings(
+            data_dir=data_dir,
+            listen="127.0.0.1:0",
+            poll_interval=0.01,
+            follow=primary.address,
+            follow_token=primary.tokens["replica"],
+        )
+    )
+    return Running(service, primary.tokens)
+
+
+def same_lists(primary: Running, replica: Running) -> bool:
+    ours = {(x.name, x.version, x.digest) for x in primary.lists("replica").list_lists()}
+    try:
+        theirs = {(x.name, x.version, x.digest) for x in replica.lists("replica").list_lists()}
+    except Unauthenticated:  # tenants not copied yet
+        return False
+    return ours == theirs
+
+
+def test_replica_mirrors_lists_tenants_and_verdicts(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    primary = start(tmp_path / "primary")
+    replica = start_replica(tmp_path / "replica", primary)
+    try:
+        lists = primary.lists()
+        lists.create_list("iwf")
+        md5s = [random_digest(rng, MD5) for _ in range(300)]
+        pdqs = [random_pdq(rng) for _ in range(100)]
+        lists.upload_changes(
+            [
+                build_batch(
+                    "iwf",
+                    f"m{i}",
+                    [
+                        upsert(MD5, v, f"M-{i}-{j}")
+                        for j, v in enumerate(md5s[i * 100 : (i + 1) * 100])
+                    ],
+                )
+                for i in range(3)
+            ]
+            + [build_batch("iwf", "p", [upsert(PDQ, v, f"P-{j}") for j, v in enumerate(pdqs)])]
+        )
+        lists.apply_changes("iwf", "retract", [retire(MD5, md5s[0]), retire(PDQ, pdqs[0])])
+        eventually(lambda: same_lists(primary, replica), "replica holds the primary's lists")
+
+        # The primary's platform token works on the replica, with the same verdicts.
+        for client in (primary.matcher(), replica.matcher()):
+            assert not client.match(hashes((MD5, md5s[0]))).matched
+            assert not client.match(hashes((PDQ, pdqs[0]))).matched
+            assert [r.reference_id for r in client.match(hashes((MD5, md5s[150]))).references] == [
+                "M-1-50"
+            ]
+            assert client.match(hashes((PDQ, pdqs[5]))).matched
+
+        with pytest.raises(FailedPrecondition) as err:
+            replica.lists().apply_changes("iwf", "x", [upsert(MD5, bytes(16), "R")])
+        assert err.value.reason == "ERROR_REASON_READ_ONLY_REPLICA"
+        assert primary.address in err.value.message
+
+        # A revocation on the primary reaches the replica.
+        primary.service.store.revoke_tokens("platform")
+
+        def revoked() -> bool:
+            try:
+                replica.matcher().match(hashes((MD5, md5s[1])))
+            except Unauthenticated:
+                return True
+            return False
+
+        eventually(revoked, "the revoked token is refused by the replica")
+
+        # A replica restart resumes from its own version; later batches still arrive.
+        replica.service.stop(grace=0)
+        lists.apply_changes("iwf", "after", [retire(MD5, md5s[1])])
+        lists.create_list("second")
+        lists.apply_changes("second", "s1", [upsert(MD5, md5s[2], "S")])
+        replica = start_replica(tmp_path / "replica", primary)
+        eventually(lambda: same_lists(primary, replica), "restarted replica caught up")
+    finally:
+        replica.service.stop(grace=0)
+        primary.service.stop(grace=0)

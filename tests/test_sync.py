@@ -1,0 +1,146 @@
+"""Hotline sync: bulk uploads, resume, WatchChanges, and the client's push."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import Running
+from helpers import hashes, random_digest, random_pdq, retire, upsert
+
+from hashmatch.client import MD5, PDQ, SHA1, SHA256, InvalidArgument, make_hash
+from hashmatch.client.digest import ListDigest
+from hashmatch.client.list_client import build_batch
+from hashmatch.client.push import push, summarize, upload_id_for
+from hashmatch.v1 import lists_pb2
+
+
+def make_batches(
+    rng: random.Random, n: int, size: int, name: str = "iwf"
+) -> list[lists_pb2.ApplyChangesRequest]:
+    algs = [MD5, SHA1, SHA256, PDQ]
+    out = []
+    for b in range(n):
+        changes = []
+        for i in range(size):
+            alg = algs[(b * size + i) % 4]
+            value = random_pdq(rng) if alg == PDQ else random_digest(rng, alg)
+            changes.append(upsert(alg, value, f"R-{b}-{i}"))
+        out.append(build_batch(name, f"up-{b}", changes))
+    return out
+
+
+def digest_of(batches: list[lists_pb2.ApplyChangesRequest]) -> str:
+    d = ListDigest()
+    for batch in batches:
+        for e in batch.upserts:
+            d.add(e.hash.algorithm, e.hash.value, e.reference_id)
+    return d.hex()
+
+
+def test_upload_applies_each_message_as_a_batch(running: Running) -> None:
+    lists = running.lists()
+    lists.create_list("iwf")
+    batches = make_batches(random.Random(1), 5, 40)
+    summary = lists.upload_changes(batches)
+    assert (summary.batches_applied, summary.version, summary.upserted) == (5, 5, 200)
+    assert summary.last_batch_id == "up-4"
+    info = lists.get_list("iwf")
+    assert info.digest == digest_of(batches) == summary.digest.hex()
+    assert info.last_batch_id == "up-4"
+    assert sum(info.counts.values()) == 200
+    again = lists.upload_changes(batches)
+    assert (again.batches_applied, again.batches_already_applied, again.version) == (0, 5, 5)
+
+
+def test_a_bad_message_stops_the_upload_and_keeps_earlier_batches(running: Running) -> None:
+    lists = running.lists()
+    lists.create_list("iwf")
+    batches = make_batches(random.Random(2), 4, 10)
+    batches[2].upserts[7].hash.value = b"short"
+    with pytest.raises(InvalidArgument) as err:
+        lists.upload_changes(batches)
+    assert [v.field for v in err.value.violations] == ["messages[2].upserts[7].hash.value"]
+    assert "2 earlier batch(es) applied" in err.value.message
+    info = lists.get_list("iwf")
+    assert (info.version, info.last_batch_id) == (2, "up-1")
+    assert info.digest == digest_of(batches[:2])
+
+
+def test_watch_replays_history_then_follows_live(running: Running) -> None:
+    rng = random.Random(3)
+    lists = running.lists()
+    lists.create_list("iwf")
+    first, second = random_digest(rng, MD5), random_digest(rng, MD5)
+    lists.apply_changes("iwf", "b1", [upsert(MD5, first, "R-1")])
+    lists.apply_changes("iwf", "b2", [upsert(MD5, second, "R-2"), retire(MD5, first)])
+    stream = running.lists("replica").watch_changes("iwf", 0, timeout=20)
+    got = [next(stream), next(stream)]
+    assert [(b.version, b.batch_id) for b in got] == [(1, "b1"), (2, "b2")]
+    assert [e.reference_id for e in got[1].upserts] == ["R-2"]
+    assert [h.value for h in got[1].retirements] == [first]
+    threading.Timer(0.2, lambda: lists.apply_changes("iwf", "b3", [retire(MD5, second)])).start()
+    live = next(stream)
+    assert (live.version, live.batch_id, len(live.retirements)) == (3, "b3", 1)
+    assert live.digest.hex() == lists.get_list("iwf").digest
+    stream.close()
+    from_two = running.lists("replica").watch_changes("iwf", 2, timeout=20)
+    assert next(from_two).version == 3
+    from_two.close()
+
+
+def test_platforms_and_other_hotlines_cannot_watch(running: Running) -> None:
+    from hashmatch.client import PermissionDenied
+
+    running.lists("hotline-a").create_list("iwf")
+    for tenant in ("platform", "hotline-b"):
+        with pytest.raises(PermissionDenied):
+            next(running.lists(tenant).watch_changes("iwf", 0, timeout=5))
+
+
+def write_list_file(path: Path, rng: random.Random, rows: int) -> None:
+    lines = ["algorithm,hash_hex,reference_id,quality"]
+    for i in range(rows):
+        if i % 3 == 0:
+            lines.append(f"pdq,{random_pdq(rng).hex()},P-{i},90")
+        else:
+            lines.append(f"sha1,{random_digest(rng, SHA1).hex()},S-{i},")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_push_resumes_after_an_interruption(running: Running, tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    write_list_file(path, random.Random(4), 1000)
+    lists = running.lists()
+    lists.create_list("iwf")
+    summary = summarize(path, retire=False)
+    upload_id = upload_id_for(path)
+    # An upload that dies after three of its ten batches were applied...
+    from hashmatch.client.push import batches
+
+    partial = [req for _, req in batches(path, "iwf", upload_id, 100, retire=False, skip=0)][:3]
+    lists.upload_changes(partial)
+    # ...resumes at the fourth: no duplicates, no gaps, and the digests agree.
+    result = push(lists, path, "iwf", summary=summary, upload_id=upload_id, batch_size=100)
+    assert (result.skipped_batches, result.batches, result.version) == (3, 10, 10)
+    assert result.digest_matches
+    info = lists.get_list("iwf")
+    assert info.counts["pdq"] + info.counts["sha1"] == 1000
+    rng = random.Random(4)
+    write_list_file(tmp_path / "same.csv", rng, 1)
+    pdq_row = (tmp_path / "same.csv").read_text().splitlines()[1].split(",")
+    result_match = running.matcher().match([make_hash(PDQ, bytes.fromhex(pdq_row[1]), 90)])
+    assert [r.reference_id for r in result_match.references] == ["P-0"]
+
+
+def test_a_retraction_through_upload_stops_matching(running: Running) -> None:
+    rng = random.Random(5)
+    value = random_digest(rng, SHA256)
+    lists = running.lists()
+    lists.create_list("iwf")
+    lists.apply_changes("iwf", "b1", [upsert(SHA256, value, "R")])
+    assert running.matcher().match(hashes((SHA256, value))).matched
+    lists.upload_changes([build_batch("iwf", "r1", [retire(SHA256, value)])])
+    assert not running.matcher().match(hashes((SHA256, value))).matched
