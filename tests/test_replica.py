@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Running, start
-from helpers import hashes, random_digest, random_pdq, retire, upsert
 
+from conftest import Running, start
 from hashmatch.client import MD5, PDQ, FailedPrecondition, Unauthenticated
 from hashmatch.client.list_client import build_batch
 from hashmatch.server.app import build
 from hashmatch.server.settings import Settings
+from helpers import hashes, random_digest, random_pdq, retire, upsert
 
 
 def eventually(check: Callable[[], bool], what: str, limit: float = 20.0) -> None:

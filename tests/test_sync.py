@@ -7,14 +7,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import Running
-from helpers import hashes, random_digest, random_pdq, retire, upsert
 
+from conftest import Running
 from hashmatch.client import MD5, PDQ, SHA1, SHA256, InvalidArgument, make_hash
 from hashmatch.client.digest import ListDigest
 from hashmatch.client.list_client import build_batch
 from hashmatch.client.push import push, summarize, upload_id_for
 from hashmatch.v1 import lists_pb2
+from helpers import hashes, random_digest, random_pdq, retire, upsert
 
 
 def make_batches(
