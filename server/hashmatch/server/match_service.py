@@ -6,7 +6,7 @@ are used for the lookup and then dropped: never stored, never logged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 
@@ -14,17 +14,29 @@ from hashmatch.client.algorithms import PDQ
 from hashmatch.server import validation
 from hashmatch.server.core import LIST_THRESHOLD, UNKNOWN_QUALITY, pack_hashes
 from hashmatch.server.errors import Violation, invalid
-from hashmatch.server.follower import IndexFollower
+from hashmatch.server.follower import IndexFollower, ServedList
 from hashmatch.server.handlers import require_role
+from hashmatch.server.metrics import Metrics
+from hashmatch.server.stats import MatchCounts
 from hashmatch.server.store import Role, Store, Tenant
 from hashmatch.server.validation import QueryHash
+from hashmatch.server.wire import Undecodable
 from hashmatch.v1 import match_pb2
 
 
 class MatchServicer:
-    def __init__(self, store: Store, follower: IndexFollower) -> None:
+    def __init__(
+        self,
+        store: Store,
+        follower: IndexFollower,
+        counts: MatchCounts | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.follower = follower
+        # Match events per (list, reference), flushed to the store by StatsFlusher.
+        self.counts = counts
+        self.metrics = metrics
 
     def Match(
         self, request: match_pb2.MatchRequest, context: grpc.ServicerContext, tenant: Tenant
@@ -61,6 +73,26 @@ class MatchServicer:
         for i, response in zip(valid_at, answered, strict=True):
             results[i] = response
         return match_pb2.MatchBatchResponse(results=results)
+
+    def MatchStream(
+        self,
+        requests: Iterator[match_pb2.MatchRequest | Undecodable],
+        context: grpc.ServicerContext,
+        tenant: Tenant,
+    ) -> Iterator[match_pb2.MatchResponse]:
+        """One response per request, in order; an invalid item gets its own error."""
+        require_role(tenant, Role.PLATFORM)
+        for request in requests:
+            if isinstance(request, Undecodable):
+                violation = Violation(request.field or "(request)", request.description)
+                yield match_pb2.MatchResponse(error=invalid([violation]).to_status())
+                continue
+            queries, violations = validation.match_item(request.item_id, request.hashes)
+            if violations:
+                error = invalid(violations).to_status()
+                yield match_pb2.MatchResponse(item_id=request.item_id, error=error)
+            else:
+                yield self._respond([request.item_id], [queries])[0]
 
     def _respond(
         self, item_ids: Sequence[str], items: Sequence[Sequence[QueryHash]]
@@ -113,4 +145,15 @@ class MatchServicer:
             out[item_index].append(
                 match_pb2.Reference(list=listed.name, reference_id=ref, list_version=listed.version)
             )
+        self._count(seen, served)
         return out
+
+    def _count(self, seen: set[tuple[int, int, str]], served: dict[int, ServedList]) -> None:
+        """One match event per (item, list, reference): in memory, flushed later."""
+        if not seen:
+            return
+        if self.counts is not None:
+            self.counts.add([(lid, ref) for _, lid, ref in seen])
+        if self.metrics is not None:
+            for _, lid, _ in seen:
+                self.metrics.matches.labels(served[lid].name).inc()

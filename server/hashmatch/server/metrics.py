@@ -1,0 +1,141 @@
+"""Prometheus metrics of one serving process, on a registry passed in (never a global).
+
+With `--workers N` every worker writes its values to files in a folder shared with the
+parent (prometheus-client's multiprocess mode, chosen by PROMETHEUS_MULTIPROC_DIR), and the
+parent serves the aggregate. Gauges that differ per process carry a `pid` label there.
+Labels never hold a hash, an item ID or a reference ID: only method, status code and
+list name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds; dense below a millisecond, where unary matching lives.
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    rpcs: Counter
+    latency: Histogram
+    items: Counter
+    matches: Counter
+    list_version: Gauge
+    index_entries: Gauge
+    index_memory: Gauge
+    changelog_lag_batches: Gauge
+    changelog_lag_seconds: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        reg = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=reg,
+            rpcs=Counter(
+                "hashmatch_rpcs",
+                "RPCs handled, by method and status code",
+                ["method", "code"],
+                registry=reg,
+            ),
+            latency=Histogram(
+                "hashmatch_rpc_duration_seconds",
+                "RPC duration in the handler, by method",
+                ["method"],
+                buckets=LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            items=Counter(
+                "hashmatch_match_items",
+                "Match items (uploads) checked, by method",
+                ["method"],
+                registry=reg,
+            ),
+            matches=Counter(
+                "hashmatch_matches",
+                "References matched, by list",
+                ["list"],
+                registry=reg,
+            ),
+            list_version=Gauge(
+                "hashmatch_list_version",
+                "List version served (the lowest over serving processes)",
+                ["list"],
+                multiprocess_mode="livemin",
+                registry=reg,
+            ),
+            index_entries=Gauge(
+                "hashmatch_index_entries",
+                "Entries held in memory, by list and algorithm",
+                ["list", "algorithm"],
+                multiprocess_mode="livemax",
+                registry=reg,
+            ),
+            index_memory=Gauge(
+                "hashmatch_index_memory_bytes",
+                "Approximate heap bytes of the in-memory indexes of a process",
+                multiprocess_mode="liveall",
+                registry=reg,
+            ),
+            changelog_lag_batches=Gauge(
+                "hashmatch_changelog_lag_batches",
+                "Committed batches this process has not applied yet",
+                multiprocess_mode="liveall",
+                registry=reg,
+            ),
+            changelog_lag_seconds=Gauge(
+                "hashmatch_changelog_lag_seconds",
+                "Age of the oldest committed batch this process has not applied yet",
+                multiprocess_mode="liveall",
+                registry=reg,
+            ),
+        )
+
+
+def serve_http(listen: str, registry: CollectorRegistry) -> tuple[object, int]:
+    """Starts the /metrics endpoint on HOST:PORT; returns (server, bound port)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    server, _thread = start_http_server(int(port), addr=host, registry=registry)
+    return server, int(server.server_port)
+
+
+def aggregate_registry(path: str) -> CollectorRegistry:
+    """The parent's registry in multiprocess mode: the sum of what workers wrote."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return registry
+
+
+def mark_dead(pid: int) -> None:
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
