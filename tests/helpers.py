@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from hashmatch.client import MD5, PDQ, SHA1, SHA256, Change, make_hash
 from hashmatch.v1 import hashes_pb2
@@ -38,3 +45,31 @@ def retire(alg: int, value: bytes) -> Change:
 
 def hashes(*pairs: tuple[int, bytes]) -> list[hashes_pb2.Hash]:
     return [make_hash(alg, value) for alg, value in pairs]
+
+
+HASHMATCH = str(Path(sys.executable).parent / "hashmatch")
+
+
+def launch(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Starts `hashmatch serve` on an OS-chosen loopback port; returns it and its address."""
+    if not Path(HASHMATCH).exists():
+        pytest.skip("the hashmatch command is not installed in this environment")
+    proc = subprocess.Popen(
+        [HASHMATCH, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("hashmatch serving on "), line
+    return proc, line.split()[-1]
+
+
+def eventually(check: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    """Polls until `check` holds; the bound only stops a broken build from hanging."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        time.sleep(0.02)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,7 @@ from hashmatch.client import MD5, PDQ, FailedPrecondition, Unauthenticated
 from hashmatch.client.list_client import build_batch
 from hashmatch.server.app import build
 from hashmatch.server.settings import Settings
-from helpers import hashes, random_digest, random_pdq, retire, upsert
-
-
-def eventually(check: Callable[[], bool], what: str, limit: float = 20.0) -> None:
-    """Polls until `check` holds; the bound only stops a broken test from hanging."""
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.05)
+from helpers import eventually, hashes, random_digest, random_pdq, retire, upsert
 
 
 def start_replica(data_dir: Path, primary: Running) -> Running:

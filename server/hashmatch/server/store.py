@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import secrets
 import struct
 import time
@@ -40,6 +41,8 @@ from hashmatch.server.changelog import ChangeRecord, Retirement, Upsert
 # Sized far beyond any expected data once, up front: LMDB only reserves address space, and
 # a map that never has to grow cannot race with other processes resizing it.
 DEFAULT_MAP_SIZE = 256 << 30
+# Free space below which a failed write is taken for a full disk.
+LOW_DISK_BYTES = 64 << 20
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LIST_ENTRY = struct.Struct(">IQ")
@@ -153,6 +156,7 @@ class Store:
     def __init__(self, data_dir: Path, *, map_size: int = DEFAULT_MAP_SIZE) -> None:
         path = Path(data_dir) / "store"
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -191,7 +195,7 @@ class Store:
     # -- transactions ------------------------------------------------------------------
 
     def _write(self) -> _WriteTxn:
-        return _WriteTxn(self.env)
+        return _WriteTxn(self.env, self.path)
 
     def read(self) -> lmdb.Transaction:
         return self.env.begin(buffers=False)
@@ -539,8 +543,9 @@ class Store:
 class _WriteTxn:
     """A write transaction that maps a full disk or map to StoreFull and aborts cleanly."""
 
-    def __init__(self, env: lmdb.Environment) -> None:
+    def __init__(self, env: lmdb.Environment, path: Path) -> None:
         self.env = env
+        self.path = path
         self.txn: lmdb.Transaction | None = None
 
     def __enter__(self) -> lmdb.Transaction:
@@ -553,7 +558,7 @@ class _WriteTxn:
             self.txn.abort()
             if isinstance(exc, _Unchanged):
                 return True
-            if _is_full(exc):
+            if _is_full(exc, self.path):
                 raise StoreFull(
                     "the store is out of space; nothing of this write was kept"
                 ) from exc
@@ -561,7 +566,7 @@ class _WriteTxn:
         try:
             self.txn.commit()
         except lmdb.Error as err:
-            if _is_full(err):
+            if _is_full(err, self.path):
                 raise StoreFull(
                     "the store is out of space; nothing of this write was kept"
                 ) from err
@@ -573,11 +578,18 @@ class _Unchanged(Exception):
     """Ends a write transaction that found nothing to change, without committing."""
 
 
-def _is_full(exc: BaseException) -> bool:
+def _is_full(exc: BaseException, path: Path) -> bool:
     if isinstance(exc, lmdb.MapFullError):
         return True
-    if isinstance(exc, lmdb.Error | OSError):
-        return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+    if not isinstance(exc, lmdb.Error | OSError):
+        return False
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+        return True
+    # LMDB reports a write cut short by a full disk as a bare EIO; tell the two apart by
+    # looking at the disk.
+    if "Input/output error" in str(exc):
+        fs = os.statvfs(path)
+        return fs.f_bavail * fs.f_frsize < LOW_DISK_BYTES
     return False
 
 
