@@ -1,9 +1,11 @@
 """hashmatch client SDK: match uploads (platforms) and keep hash lists in sync (hotlines)."""
 
+from hashmatch.client.aio import AsyncMatchClient
 from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
 from hashmatch.client.connection import Connection, RetryPolicy, TlsConfig
 from hashmatch.client.errors import (
     AlreadyExists,
+    DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
     HashmatchError,
@@ -13,10 +15,19 @@ from hashmatch.client.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
 )
+from hashmatch.client.hashing import FileHashes, PdqNotInstalled, UnreadableFile, hash_file
 from hashmatch.client.list_client import Change, ListClient
-from hashmatch.client.match_client import MatchClient
-from hashmatch.client.results import ApplyResult, ListInfo, MatchResult, Reference
+from hashmatch.client.match_client import MatchClient, file_hashes_to_proto
+from hashmatch.client.results import (
+    ApplyResult,
+    FileResult,
+    ListInfo,
+    MatchResult,
+    Reference,
+    Verdict,
+)
 
 __all__ = [
     "MD5",
@@ -25,10 +36,14 @@ __all__ = [
     "SHA256",
     "AlreadyExists",
     "ApplyResult",
+    "AsyncMatchClient",
     "Change",
     "Connection",
+    "DeadlineExceeded",
     "FailedPrecondition",
     "FieldViolation",
+    "FileHashes",
+    "FileResult",
     "HashmatchError",
     "InvalidArgument",
     "ListClient",
@@ -36,6 +51,7 @@ __all__ = [
     "MatchClient",
     "MatchResult",
     "NotFound",
+    "PdqNotInstalled",
     "PermissionDenied",
     "Reference",
     "ResourceExhausted",
@@ -43,5 +59,10 @@ __all__ = [
     "TlsConfig",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
+    "UnreadableFile",
+    "Verdict",
+    "file_hashes_to_proto",
+    "hash_file",
     "make_hash",
 ]

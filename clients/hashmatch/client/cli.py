@@ -53,6 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--item-id", default="", help="your correlation ID, echoed back")
     p.set_defaults(run=_match)
 
+    p = sub.add_parser(
+        "scan",
+        help="hash files and folders here and match them; only hashes are sent",
+        description="Hash files and folders locally (MD5, SHA-1, SHA-256, PDQ) and match them "
+        "in batches. Exit 0: nothing matched; 1: something matched; 2: a file could not be "
+        "checked (and nothing matched), or an error.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (recursive)")
+    p.add_argument(
+        "--dihedral", action="store_true", help="also match rotated and mirrored copies (PDQ)"
+    )
+    p.add_argument("--report", type=Path, help="write one record per file: FILE.jsonl or FILE.csv")
+    p.add_argument("--workers", type=int, help="hashing processes (default: one per CPU)")
+    p.add_argument(
+        "--batch-size", type=int, default=1000, help="files per MatchBatch call (max 10000)"
+    )
+    p.add_argument(
+        "--pdq-min-quality",
+        type=int,
+        default=50,
+        help="send no PDQ for images below this quality (default 50)",
+    )
+    p.set_defaults(run=_scan)
+
     p = sub.add_parser("apply", help="apply a CSV list file (algorithm,hash_hex,reference_id)")
     p.add_argument("list")
     p.add_argument("file", type=Path)
@@ -101,6 +125,48 @@ def _match(args: argparse.Namespace) -> int:
     for ref in result.references:
         print(f"  list={ref.list} reference_id={ref.reference_id} list_version={ref.list_version}")
     return EXIT_MATCH
+
+
+def _scan(args: argparse.Namespace) -> int:
+    # Imported here: the process pool and report code are not needed by the other commands.
+    from hashmatch.client.report import NullReport, ReportWriter, open_report
+    from hashmatch.client.results import FileResult, Verdict
+    from hashmatch.client.scan import ScanOptions, scan
+
+    options = ScanOptions(
+        dihedral=args.dihedral,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        min_quality=args.pdq_min_quality,
+    )
+    report: ReportWriter = open_report(args.report) if args.report else NullReport()
+    exclude: set[tuple[int, int]] = set()
+    if args.report:
+        st = args.report.stat()
+        exclude.add((st.st_dev, st.st_ino))
+    noted: list[FileResult] = []
+
+    def on_result(result: FileResult) -> None:
+        report.write(result)
+        if result.verdict is not Verdict.NO_MATCH:
+            noted.append(result)
+
+    try:
+        with MatchClient(connection(args)) as client:
+            summary = scan(args.paths, client, options, on_result=on_result, exclude=exclude)
+    finally:
+        report.close()
+    # Printed after the scan so the progress bar never breaks a line.
+    for r in noted:
+        if r.matched:
+            refs = ";".join(f"{ref.list}:{ref.reference_id}" for ref in r.references)
+            print(f"MATCH\t{r.path}\t{refs}")
+        elif not args.report:
+            print(f"{r.verdict.value}\t{r.path}\t{r.reason}", file=sys.stderr)
+    print(summary.text(), file=sys.stderr)
+    if args.report:
+        print(f"  report: {args.report}", file=sys.stderr)
+    return summary.exit_code
 
 
 def _apply(args: argparse.Namespace) -> int:

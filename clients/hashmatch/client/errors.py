@@ -134,11 +134,19 @@ def from_status(status: status_pb2.Status) -> HashmatchError:
 
 def from_rpc_error(error: grpc.RpcError) -> HashmatchError:
     """Builds the typed exception for a failed call, keeping any rich details."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    # Works for both grpc.Call errors and grpc.aio.AioRpcError (not a grpc.Call, same methods).
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (AttributeError, TypeError, ValueError):
+        status = None  # no trailing metadata, or rich details inconsistent with the status
     if status is not None:
         return from_status(status)
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = error.details() if isinstance(error, grpc.Call) else str(error)
+    code_of = getattr(error, "code", None)
+    details_of = getattr(error, "details", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    message = details_of() if callable(details_of) else str(error)
     cls = _BY_CODE.get(code, HashmatchError)
     return cls(message or code.name, code=code)
 

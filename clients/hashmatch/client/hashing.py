@@ -25,6 +25,7 @@ __all__ = [
     "PdqNotInstalled",
     "UnreadableFile",
     "hash_file",
+    "pdq_available",
 ]
 
 PDQ_BYTES = 32
@@ -113,6 +114,15 @@ def _pdq_backend() -> _PdqBackend:
     except ImportError as exc:
         raise PdqNotInstalled(f"{_PDQ_EXTRA_HINT}; import failed: {exc}") from exc
     return _PdqBackend(np, pdqhash, image, image_ops)
+
+
+def pdq_available() -> bool:
+    """True when the ``[pdq]`` extra is installed, so `hash_file` can compute PDQ hashes."""
+    try:
+        _pdq_backend()
+    except PdqNotInstalled:
+        return False
+    return True
 
 
 def _open_regular(path: str) -> io.BufferedReader:

@@ -1,45 +1,197 @@
-"""Platform SDK: send the hashes of an upload, get a verdict."""
+"""Platform SDK: send the hashes of an upload, get a verdict.
+
+`MatchClient.match_file` hashes a file locally (MD5, SHA-1, SHA-256 and, with the ``[pdq]``
+extra, PDQ) and matches it: only the hashes leave the machine, never the content or the path.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
+from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
 from hashmatch.client.connection import Connection
-from hashmatch.client.results import MatchResult
+from hashmatch.client.errors import HashmatchError
+from hashmatch.client.hashing import FileHashes, UnreadableFile, hash_file, pdq_available
+from hashmatch.client.results import FileResult, MatchResult, Verdict
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
 
 Item = tuple[str, Sequence[hashes_pb2.Hash]]
+# The server's cap on items per MatchBatch call.
+MAX_BATCH_ITEMS = 10_000
+DEFAULT_BATCH_ITEMS = 1_000
+
+StrPath = str | os.PathLike[str]
+
+
+def file_hashes_to_proto(hashes: FileHashes) -> list[hashes_pb2.Hash]:
+    """The hashes of one file as one item: its digests and every PDQ variant with quality."""
+    out = [
+        make_hash(MD5, hashes.md5),
+        make_hash(SHA1, hashes.sha1),
+        make_hash(SHA256, hashes.sha256),
+    ]
+    seen: set[bytes] = set()
+    for pdq in hashes.pdq:
+        if pdq.value not in seen:  # a symmetric image has equal dihedral variants
+            seen.add(pdq.value)
+            out.append(make_hash(PDQ, pdq.value, pdq.quality))
+    return out
+
+
+def batch_request(items: Iterable[Item]) -> match_pb2.MatchBatchRequest:
+    return match_pb2.MatchBatchRequest(
+        items=[match_pb2.MatchRequest(item_id=i, hashes=h) for i, h in items]
+    )
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    """A file hashed for matching (``hashes`` set) or one that could not be (``skipped``)."""
+
+    path: str
+    hashes: FileHashes | None = None
+    skipped: FileResult | None = None
+
+
+def hash_for_matching(
+    path: StrPath, *, dihedral: bool = False, pdq: bool | None = None, min_quality: int = 50
+) -> HashedFile:
+    """Hashes one file; an unreadable one becomes a SKIPPED result instead of an exception."""
+    name = os.fspath(path)
+    use_pdq = pdq_available() if pdq is None else pdq
+    try:
+        return HashedFile(
+            name, hash_file(name, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality)
+        )
+    except UnreadableFile as exc:
+        return HashedFile(name, skipped=FileResult(name, Verdict.SKIPPED, reason=exc.strerror))
+
+
+def chunks(files: Sequence[HashedFile], size: int) -> Iterator[list[HashedFile]]:
+    if not 1 <= size <= MAX_BATCH_ITEMS:
+        raise ValueError(f"batch size must be 1-{MAX_BATCH_ITEMS}")
+    for start in range(0, len(files), size):
+        yield list(files[start : start + size])
+
+
+def batch_items(files: Sequence[HashedFile]) -> list[Item]:
+    """MatchBatch items for the hashed files, with opaque item IDs (never the path)."""
+    hashed = [f.hashes for f in files if f.hashes is not None]
+    return [(str(i), file_hashes_to_proto(h)) for i, h in enumerate(hashed)]
+
+
+def merge_results(files: Sequence[HashedFile], answered: Sequence[MatchResult]) -> list[FileResult]:
+    """One FileResult per file, in the order given: skipped ones as they are, the rest answered."""
+    out: list[FileResult] = []
+    index = 0
+    for f in files:
+        if f.hashes is None:
+            assert f.skipped is not None
+            out.append(f.skipped)
+            continue
+        result = answered[index]
+        if result.item_id != str(index):
+            raise HashmatchError(f"the server answered item {result.item_id!r} for {index}")
+        index += 1
+        out.append(
+            FileResult.from_match(
+                f.path, result, reason=f.hashes.pdq_skip_reason, size=f.hashes.size
+            )
+        )
+    if index != len(answered):
+        raise HashmatchError(f"the server answered {len(answered)} items for {index}")
+    return out
 
 
 class MatchClient:
-    """Synchronous client for MatchService. Thread-safe; reuse one per process."""
+    """Synchronous client for MatchService. Thread-safe; reuse one per process.
+
+    Every call takes an optional ``timeout`` (seconds, retries included) overriding the
+    connection's; UNAVAILABLE and RESOURCE_EXHAUSTED are retried per its RetryPolicy.
+    """
 
     def __init__(self, connection: Connection | None = None) -> None:
         self.connection = connection or Connection.from_env()
         self._channel = self.connection.open_channel()
         self._stub = match_pb2_grpc.MatchServiceStub(self._channel)
 
-    def match(self, hashes: Sequence[hashes_pb2.Hash], item_id: str = "") -> MatchResult:
+    def match(
+        self,
+        hashes: Sequence[hashes_pb2.Hash],
+        item_id: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> MatchResult:
         request = match_pb2.MatchRequest(item_id=item_id, hashes=hashes)
-        response = self.connection.call(
-            lambda: self._stub.Match(
-                request, timeout=self.connection.timeout, metadata=self.connection.metadata()
-            )
+        metadata = self.connection.metadata()
+        response = self.connection.invoke(
+            lambda t: self._stub.Match(request, timeout=t, metadata=metadata), timeout=timeout
         )
         return MatchResult.from_proto(response)
 
-    def match_batch(self, items: Iterable[Item]) -> list[MatchResult]:
+    def match_batch(
+        self, items: Iterable[Item], *, timeout: float | None = None
+    ) -> list[MatchResult]:
         """Results in request order; a refused item has `error` set, the rest are answered."""
-        request = match_pb2.MatchBatchRequest(
-            items=[match_pb2.MatchRequest(item_id=i, hashes=h) for i, h in items]
-        )
-        response = self.connection.call(
-            lambda: self._stub.MatchBatch(
-                request, timeout=self.connection.timeout, metadata=self.connection.metadata()
-            )
+        request = batch_request(items)
+        metadata = self.connection.metadata()
+        response = self.connection.invoke(
+            lambda t: self._stub.MatchBatch(request, timeout=t, metadata=metadata),
+            timeout=timeout,
         )
         return [MatchResult.from_proto(r) for r in response.results]
+
+    def match_file(
+        self,
+        path: StrPath,
+        *,
+        item_id: str = "",
+        dihedral: bool = False,
+        pdq: bool | None = None,
+        min_quality: int = 50,
+        timeout: float | None = None,
+    ) -> FileResult:
+        """Hashes a file here and matches it: the upload-time check.
+
+        PDQ is computed when the ``[pdq]`` extra is installed (``pdq=None``) and the file is
+        an image of at least ``min_quality``; ``dihedral`` also sends its 7 rotations and
+        mirrors. Raises UnreadableFile when the file cannot be read, HashmatchError when the
+        server refuses or cannot be reached.
+        """
+        use_pdq = pdq_available() if pdq is None else pdq
+        hashes = hash_file(path, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality)
+        result = self.match(file_hashes_to_proto(hashes), item_id, timeout=timeout)
+        return FileResult.from_match(
+            os.fspath(path), result, reason=hashes.pdq_skip_reason, size=hashes.size
+        )
+
+    def match_files(
+        self,
+        paths: Iterable[StrPath],
+        *,
+        dihedral: bool = False,
+        pdq: bool | None = None,
+        min_quality: int = 50,
+        batch_size: int = DEFAULT_BATCH_ITEMS,
+        timeout: float | None = None,
+    ) -> list[FileResult]:
+        """Hashes files in this process and matches them in MatchBatch calls, in order.
+
+        Unreadable files come back SKIPPED instead of raising; a failed call raises. For
+        folders and parallel hashing use `hashmatch.client.scan`.
+        """
+        files = [
+            hash_for_matching(p, dihedral=dihedral, pdq=pdq, min_quality=min_quality) for p in paths
+        ]
+        out: list[FileResult] = []
+        for chunk in chunks(files, batch_size):
+            items = batch_items(chunk)
+            answered = self.match_batch(items, timeout=timeout) if items else []
+            out += merge_results(chunk, answered)
+        return out
 
     def close(self) -> None:
         self._channel.close()

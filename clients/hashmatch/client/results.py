@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
 from hashmatch.client.algorithms import NAMES
 from hashmatch.client.errors import HashmatchError, from_status
@@ -87,3 +89,58 @@ class ApplyResult:
             retired=msg.retired,
             digest=msg.digest.hex(),
         )
+
+
+class Verdict(StrEnum):
+    """The outcome for one file: checked (MATCH / NO_MATCH) or not (SKIPPED / ERROR)."""
+
+    MATCH = "MATCH"
+    NO_MATCH = "NO_MATCH"
+    # The file could not be hashed at all (unreadable, vanished, not a regular file).
+    SKIPPED = "SKIPPED"
+    # Hashed, but the server refused or could not answer for it.
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file's verdict, as `MatchClient.match_files` and the scan report give it.
+
+    ``reason`` says why a file was skipped or failed, and for checked files why no PDQ hash
+    was sent (e.g. "not an image", "low PDQ quality 3 < 50"): such files were still matched
+    by their MD5, SHA-1 and SHA-256.
+    """
+
+    path: str
+    verdict: Verdict
+    references: tuple[Reference, ...] = ()
+    reason: str | None = None
+    size: int | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.verdict is Verdict.MATCH
+
+    @property
+    def checked(self) -> bool:
+        return self.verdict in (Verdict.MATCH, Verdict.NO_MATCH)
+
+    @classmethod
+    def from_match(
+        cls, path: str, result: MatchResult, *, reason: str | None, size: int | None
+    ) -> FileResult:
+        if result.error is not None:
+            return cls(path, Verdict.ERROR, reason=str(result.error), size=size)
+        verdict = Verdict.MATCH if result.matched else Verdict.NO_MATCH
+        return cls(path, verdict, result.references, reason, size)
+
+    def to_record(self) -> dict[str, Any]:
+        """The report record: path, verdict, references (list, reference_id), reason."""
+        return {
+            "path": self.path,
+            "verdict": self.verdict.value,
+            "references": [
+                {"list": r.list, "reference_id": r.reference_id} for r in self.references
+            ],
+            "reason": self.reason,
+        }

@@ -1,0 +1,133 @@
+"""asyncio platform SDK: the same calls as `MatchClient`, on grpc.aio.
+
+Deadlines, retries (the shared `RetryPolicy`, RetryInfo honoured), TLS and typed errors
+behave exactly as in the synchronous client. Open the client inside the event loop that uses
+it (``async with AsyncMatchClient(...) as client``). File hashing is CPU work: `match_file`
+and `match_files` run it in a worker thread so the loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+from hashmatch.client.connection import Connection
+from hashmatch.client.hashing import hash_file, pdq_available
+from hashmatch.client.match_client import (
+    DEFAULT_BATCH_ITEMS,
+    HashedFile,
+    Item,
+    StrPath,
+    batch_items,
+    batch_request,
+    chunks,
+    file_hashes_to_proto,
+    hash_for_matching,
+    merge_results,
+)
+from hashmatch.client.results import FileResult, MatchResult
+from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
+
+
+class AsyncMatchClient:
+    """asyncio client for MatchService. One per event loop; safe for concurrent tasks."""
+
+    def __init__(self, connection: Connection | None = None) -> None:
+        self.connection = connection or Connection.from_env()
+        self._channel = self.connection.open_aio_channel()
+        self._stub = match_pb2_grpc.MatchServiceStub(self._channel)
+
+    async def match(
+        self,
+        hashes: Sequence[hashes_pb2.Hash],
+        item_id: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> MatchResult:
+        request = match_pb2.MatchRequest(item_id=item_id, hashes=hashes)
+        metadata = self.connection.metadata()
+
+        async def attempt(t: float | None) -> match_pb2.MatchResponse:
+            response: match_pb2.MatchResponse = await self._stub.Match(
+                request, timeout=t, metadata=metadata
+            )
+            return response
+
+        return MatchResult.from_proto(await self.connection.ainvoke(attempt, timeout=timeout))
+
+    async def match_batch(
+        self, items: Iterable[Item], *, timeout: float | None = None
+    ) -> list[MatchResult]:
+        """Results in request order; a refused item has `error` set, the rest are answered."""
+        request = batch_request(items)
+        metadata = self.connection.metadata()
+
+        async def attempt(t: float | None) -> match_pb2.MatchBatchResponse:
+            response: match_pb2.MatchBatchResponse = await self._stub.MatchBatch(
+                request, timeout=t, metadata=metadata
+            )
+            return response
+
+        response = await self.connection.ainvoke(attempt, timeout=timeout)
+        return [MatchResult.from_proto(r) for r in response.results]
+
+    async def match_file(
+        self,
+        path: StrPath,
+        *,
+        item_id: str = "",
+        dihedral: bool = False,
+        pdq: bool | None = None,
+        min_quality: int = 50,
+        timeout: float | None = None,
+    ) -> FileResult:
+        """See `MatchClient.match_file`; the hashing runs in a worker thread."""
+        use_pdq = pdq_available() if pdq is None else pdq
+        hashes = await asyncio.to_thread(
+            hash_file, path, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality
+        )
+        result = await self.match(file_hashes_to_proto(hashes), item_id, timeout=timeout)
+        return FileResult.from_match(
+            str(path), result, reason=hashes.pdq_skip_reason, size=hashes.size
+        )
+
+    async def match_files(
+        self,
+        paths: Iterable[StrPath],
+        *,
+        dihedral: bool = False,
+        pdq: bool | None = None,
+        min_quality: int = 50,
+        batch_size: int = DEFAULT_BATCH_ITEMS,
+        timeout: float | None = None,
+    ) -> list[FileResult]:
+        """See `MatchClient.match_files`; the hashing runs in a worker thread."""
+
+        def hash_all() -> list[HashedFile]:
+            return [
+                hash_for_matching(p, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
+                for p in paths
+            ]
+
+        files = await asyncio.to_thread(hash_all)
+        out: list[FileResult] = []
+        for chunk in chunks(files, batch_size):
+            items = batch_items(chunk)
+            answered = await self.match_batch(items, timeout=timeout) if items else []
+            out += merge_results(chunk, answered)
+        return out
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncMatchClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

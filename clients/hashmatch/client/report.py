@@ -1,0 +1,101 @@
+"""Scan reports: one record per file, as JSON lines (``.jsonl``) or CSV (``.csv``).
+
+Every record has ``path``, ``verdict`` (MATCH, NO_MATCH, SKIPPED, ERROR), ``references`` and
+``reason``. In JSON lines ``references`` is a list of ``{"list", "reference_id"}`` objects and
+``reason`` is null when there is none. In CSV ``references`` is ``list:reference_id`` pairs
+joined by ``;`` (a ``%`` or ``;`` inside a reference ID is written ``%25`` / ``%3B``; list names
+never contain them) and an empty ``reason`` means none.
+
+Paths that are not valid UTF-8 keep their undecodable bytes as ``\\udcXX`` escapes, so the
+report is always valid UTF-8 (and, for JSON lines, decodes back to Python's path string).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO, Protocol
+
+from hashmatch.client.results import FileResult
+
+CSV_COLUMNS = ("path", "verdict", "references", "reason")
+
+
+class ReportWriter(Protocol):
+    path: Path
+
+    def write(self, result: FileResult) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _open_text(path: Path) -> IO[str]:
+    # backslashreplace: a lone surrogate from an undecodable file name becomes "\udcXX".
+    return path.open("w", encoding="utf-8", errors="backslashreplace", newline="")
+
+
+class JsonLinesReport:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out = _open_text(path)
+
+    def write(self, result: FileResult) -> None:
+        self._out.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def _escape_ref(text: str) -> str:
+    return text.replace("%", "%25").replace(";", "%3B")
+
+
+class CsvReport:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out = _open_text(path)
+        self._csv = csv.writer(self._out, lineterminator="\n")
+        self._csv.writerow(CSV_COLUMNS)
+
+    def write(self, result: FileResult) -> None:
+        refs = ";".join(f"{r.list}:{_escape_ref(r.reference_id)}" for r in result.references)
+        self._csv.writerow([result.path, result.verdict.value, refs, result.reason or ""])
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def open_report(path: str | os.PathLike[str]) -> ReportWriter:
+    """A writer chosen by the file's suffix: ``.jsonl`` or ``.csv``; anything else is refused."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        return JsonLinesReport(p)
+    if suffix == ".csv":
+        return CsvReport(p)
+    raise ValueError(f"report file must end in .jsonl or .csv: {p}")
+
+
+class NullReport:
+    """No report file: records are dropped (the CLI still prints matches)."""
+
+    path = Path(os.devnull)
+
+    def write(self, result: FileResult) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
