@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 
-from hashmatch.client.algorithms import PDQ
+from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ
 from hashmatch.server import validation
 from hashmatch.server.core import LIST_THRESHOLD, UNKNOWN_QUALITY, pack_hashes
 from hashmatch.server.errors import Violation, invalid
@@ -22,6 +22,38 @@ from hashmatch.server.store import Role, Store, Tenant
 from hashmatch.server.validation import QueryHash
 from hashmatch.server.wire import Undecodable
 from hashmatch.v1 import match_pb2
+
+_LENGTHS = dict(DIGEST_LENGTHS)
+# Characters of an item_id that certainly fit MAX_ITEM_ID_BYTES in UTF-8 (4 bytes each).
+_FAST_ID_CHARS = validation.MAX_ITEM_ID_BYTES // 4
+
+
+def _plainly_valid(item: match_pb2.MatchRequest) -> list[QueryHash] | None:
+    """The item's queries when it is valid by a quick, conservative test; else None.
+
+    Accepts only what `validation.match_item` accepts (short printable IDs, known
+    algorithms with the right digest length, PDQ quality 0-100); anything else goes through
+    the full check, which names the offending field.
+    """
+    item_id = item.item_id
+    if item_id and (len(item_id) > _FAST_ID_CHARS or not item_id.isprintable()):
+        return None
+    hashes = item.hashes
+    if not hashes or len(hashes) > validation.MAX_HASHES_PER_ITEM:
+        return None
+    out = []
+    for h in hashes:
+        alg = h.algorithm
+        value = h.value
+        if _LENGTHS.get(alg) != len(value):
+            return None
+        if h.HasField("quality"):
+            if alg != PDQ or h.quality > 100:
+                return None
+            out.append(QueryHash(alg, value, h.quality))
+        else:
+            out.append(QueryHash(alg, value, None))
+    return out
 
 
 class MatchServicer:
@@ -62,6 +94,11 @@ class MatchServicer:
         valid_at: list[int] = []
         valid_queries: list[list[QueryHash]] = []
         for i, item in enumerate(request.items):
+            fast = _plainly_valid(item)
+            if fast is not None:
+                valid_at.append(i)
+                valid_queries.append(fast)
+                continue
             queries, violations = validation.match_item(item.item_id, item.hashes, f"items[{i}].")
             if violations:
                 error = invalid(violations).to_status()
@@ -98,12 +135,13 @@ class MatchServicer:
         self, item_ids: Sequence[str], items: Sequence[Sequence[QueryHash]]
     ) -> list[match_pb2.MatchResponse]:
         references = self.match(items)
+        response = match_pb2.MatchResponse
+        no_match, match = match_pb2.VERDICT_NO_MATCH, match_pb2.VERDICT_MATCH
+        # Most uploads match nothing: build those without an empty references list.
         return [
-            match_pb2.MatchResponse(
-                item_id=item_id,
-                verdict=match_pb2.VERDICT_MATCH if refs else match_pb2.VERDICT_NO_MATCH,
-                references=refs,
-            )
+            response(item_id=item_id, verdict=match, references=refs)
+            if refs
+            else response(item_id=item_id, verdict=no_match)
             for item_id, refs in zip(item_ids, references, strict=True)
         ]
 
