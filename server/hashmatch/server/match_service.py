@@ -74,9 +74,11 @@ class MatchServicer:
         self, request: match_pb2.MatchRequest, context: grpc.ServicerContext, tenant: Tenant
     ) -> match_pb2.MatchResponse:
         require_role(tenant, Role.PLATFORM)
-        queries, violations = validation.match_item(request.item_id, request.hashes)
-        if violations:
-            raise invalid(violations)
+        queries = _plainly_valid(request)
+        if queries is None:
+            queries, violations = validation.match_item(request.item_id, request.hashes)
+            if violations:
+                raise invalid(violations)
         return self._respond([request.item_id], [queries])[0]
 
     def MatchBatch(
@@ -124,12 +126,14 @@ class MatchServicer:
                 violation = Violation(request.field or "(request)", request.description)
                 yield match_pb2.MatchResponse(error=invalid([violation]).to_status())
                 continue
-            queries, violations = validation.match_item(request.item_id, request.hashes)
-            if violations:
-                error = invalid(violations).to_status()
-                yield match_pb2.MatchResponse(item_id=request.item_id, error=error)
-            else:
-                yield self._respond([request.item_id], [queries])[0]
+            queries = _plainly_valid(request)
+            if queries is None:
+                queries, violations = validation.match_item(request.item_id, request.hashes)
+                if violations:
+                    error = invalid(violations).to_status()
+                    yield match_pb2.MatchResponse(item_id=request.item_id, error=error)
+                    continue
+            yield self._respond([request.item_id], [queries])[0]
 
     def _respond(
         self, item_ids: Sequence[str], items: Sequence[Sequence[QueryHash]]
