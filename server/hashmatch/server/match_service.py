@@ -111,7 +111,7 @@ class MatchServicer:
         answered = self._respond([request.items[i].item_id for i in valid_at], valid_queries)
         for i, response in zip(valid_at, answered, strict=True):
             results[i] = response
-        return match_pb2.MatchBatchResponse(results=results)
+        return match_pb2.MatchBatchResponse(results=[r for r in results if r is not None])
 
     def MatchStream(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -116,7 +117,7 @@ class Metrics:
         )
 
 
-def serve_http(listen: str, registry: CollectorRegistry) -> tuple[object, int]:
+def serve_http(listen: str, registry: CollectorRegistry) -> tuple[Any, int]:
     """Starts the /metrics endpoint on HOST:PORT; returns (server, bound port)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
