@@ -307,3 +307,25 @@ def test_cli_scan_dihedral_flag(demo_server: dict[str, str], shared_pdq: Path) -
     assert rotated.stdout.count("MATCH\t") == 8
     bad = scan_cli(demo_server, folder, "--report", "x.txt")
     assert bad.returncode == 2 and ".jsonl or .csv" in bad.stderr
+
+
+def test_progress_line_shows_rate_and_eta_only_on_a_terminal() -> None:
+    import io
+
+    from hashmatch.client.progress import Progress
+
+    quiet = io.StringIO()  # not a TTY
+    bar = Progress(10, 10_000_000, stream=quiet)
+    bar.advance(1, 1_000_000)
+    bar.close()
+    assert quiet.getvalue() == ""
+    shown = io.StringIO()
+    bar = Progress(10, 10_000_000, stream=shown, enabled=True)
+    for _ in range(10):
+        bar.advance(1, 1_000_000, matched=1)
+    assert shown.getvalue().startswith("\r[")  # drawn in place (cut to the terminal's width)
+    line = bar.line()
+    assert "10/10 files" in line and "files/s" in line and "MB/s" in line and "ETA" in line
+    assert "10 matched" in line
+    bar.close()
+    assert shown.getvalue().endswith("\r")

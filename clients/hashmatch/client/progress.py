@@ -67,12 +67,11 @@ class Progress:
         filled = int(done * bar_width)
         bar = "#" * filled + "." * (bar_width - filled)
         eta = format_duration(max(left, 0.0)) if left is not None else "?"
+        matched = f", {self.matched} matched" if self.matched else ""
         text = (
-            f"[{bar}] {done:4.0%} {self.files}/{self.total_files} files  "
+            f"[{bar}] {done:4.0%} {self.files}/{self.total_files} files{matched}  "
             f"{rate:.1f} files/s  {mbps:.1f} MB/s  ETA {eta}"
         )
-        if self.matched:
-            text += f"  {self.matched} matched"
         return text
 
     def _draw(self, now: float) -> None:
