@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+
 from hashmatch.server._hashcore import Index
 
 MD5, SHA1, SHA256, PDQ = 1, 2, 3, 4
@@ -238,3 +239,42 @@ def test_concurrent_readers_see_whole_batches(index: Index, rng: random.Random) 
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_pdq_groups_match_like_single_queries(index: Index, rng: random.Random) -> None:
+    entries = [rng.randbytes(32) for _ in range(50)]
+    add(index, 1, [(PDQ, e, i) for i, e in enumerate(entries)])
+    groups = [
+        [flip_bits(entries[3], 10, rng), rng.randbytes(32)],
+        [rng.randbytes(32) for _ in range(8)],
+        [flip_bits(entries[7], 31, rng), flip_bits(entries[9], 5, rng), entries[7]],
+    ]
+    got = index.match_pdq_groups(
+        b"".join(h for g in groups for h in g),
+        bytes(len(g) for g in groups),
+        bytes([UNKNOWN] * len(groups)),
+        bytes([UNKNOWN] * len(groups)),
+    )
+    assert got == [(0, 1, 3), (2, 1, 7), (2, 1, 9)]
+    singles = {
+        (gi, lid, eid)
+        for gi, g in enumerate(groups)
+        for _, lid, eid in match(index, [(PDQ, h) for h in g])
+    }
+    assert set(got) == singles
+    with pytest.raises(ValueError):
+        index.match_pdq_groups(bytes(32 * 9), bytes([9]), b"\xff", b"\xff")
+    with pytest.raises(ValueError):
+        index.match_pdq_groups(bytes(32), bytes([2]), b"\xff", b"\xff")
+
+
+def test_many_batches_then_compact(index: Index, rng: random.Random) -> None:
+    entries = [rng.randbytes(32) for _ in range(3000)]
+    for start in range(0, len(entries), 100):
+        add(index, 1, [(PDQ, e, start + i) for i, e in enumerate(entries[start : start + 100])])
+    add(index, 1, [], deletions=[(PDQ, e) for e in entries[:500]])
+    index.compact()
+    assert index.counts(1) == (0, 0, 0, 2500)
+    assert 1 <= index.segments(1)[3] <= 4
+    probes = [entries[10], entries[600], flip_bits(entries[2999], 30, rng)]
+    assert match(index, [(PDQ, p) for p in probes]) == [(1, 1, 600), (2, 1, 2999)]

@@ -1,89 +1,175 @@
-//! Exact sets: a cryptographic digest of `N` bytes → the caller's entry id.
+//! Exact segments: immutable sets of `N`-byte cryptographic digests with ids.
+//!
+//! Digests are kept sorted in one array (ids in a parallel one) with a
+//! directory of offsets over their top bits (~2–4 digests per bucket). A
+//! lookup reads one directory word and one short, contiguous bucket; the
+//! bucket is binary-searched, so skewed (non-uniform) keys cost `O(log n)`,
+//! never a linear scan. Memory: `N + 8` bytes per entry plus ~2 bytes of
+//! directory.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Hasher for keys that are already uniformly distributed (cryptographic
-/// digests): it keeps the first 8 bytes, mixed once so that short or
-/// structured test keys still spread.
-#[derive(Default)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        // splitmix64 finaliser.
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(buf);
-        }
-    }
+/// An immutable set of `N`-byte digests, each with one id.
+#[derive(Clone)]
+pub struct ExactSegment<const N: usize> {
+    keys: Box<[[u8; N]]>,
+    ids: Box<[u64]>,
+    dir_bits: u32,
+    offsets: Box<[u32]>,
 }
 
-/// A set of `N`-byte digests, each mapped to one entry id.
-#[derive(Default, Clone)]
-pub struct ExactSet<const N: usize> {
-    map: HashMap<[u8; N], u64, BuildHasherDefault<DigestHasher>>,
+#[inline(always)]
+fn prefix<const N: usize>(k: &[u8; N]) -> u32 {
+    u32::from_be_bytes([k[0], k[1], k[2], k[3]])
 }
 
-impl<const N: usize> ExactSet<N> {
-    pub fn new() -> Self {
-        Self {
-            map: HashMap::default(),
+impl<const N: usize> ExactSegment<N> {
+    /// Builds a segment; `entries` must not repeat a digest.
+    pub fn build(mut entries: Vec<([u8; N], u64)>) -> Self {
+        assert!(N >= 4, "digests shorter than 4 bytes are not supported");
+        entries.sort_unstable_by_key(|e| e.0);
+        let n = entries.len();
+        assert!(n < u32::MAX as usize, "segment too large");
+        let dir_bits = if n < 4 {
+            0
+        } else {
+            (usize::BITS - 1 - n.leading_zeros() - 1).min(28)
+        };
+        let (keys, ids): (Vec<[u8; N]>, Vec<u64>) = entries.into_iter().unzip();
+        let cells = 1usize << dir_bits;
+        let mut offsets = vec![0u32; cells + 1];
+        for k in &keys {
+            offsets[Self::cell_of(k, dir_bits) + 1] += 1;
+        }
+        for c in 0..cells {
+            offsets[c + 1] += offsets[c];
+        }
+        ExactSegment {
+            keys: keys.into_boxed_slice(),
+            ids: ids.into_boxed_slice(),
+            dir_bits,
+            offsets: offsets.into_boxed_slice(),
         }
     }
 
-    /// Inserts or replaces the id of `digest`.
-    pub fn insert(&mut self, digest: [u8; N], id: u64) {
-        self.map.insert(digest, id);
+    #[inline(always)]
+    fn cell_of(k: &[u8; N], dir_bits: u32) -> usize {
+        if dir_bits == 0 {
+            0
+        } else {
+            (prefix(k) >> (32 - dir_bits)) as usize
+        }
     }
 
-    /// Removes `digest`; absent digests are ignored.
-    pub fn remove(&mut self, digest: &[u8; N]) {
-        self.map.remove(digest);
+    /// Position of `key`, if present.
+    #[inline]
+    pub fn find(&self, key: &[u8; N]) -> Option<u32> {
+        let c = Self::cell_of(key, self.dir_bits);
+        let (lo, hi) = (self.offsets[c] as usize, self.offsets[c + 1] as usize);
+        let bucket = &self.keys[lo..hi];
+        if bucket.len() <= 8 {
+            bucket
+                .iter()
+                .position(|k| k == key)
+                .map(|i| (lo + i) as u32)
+        } else {
+            bucket.binary_search(key).ok().map(|i| (lo + i) as u32)
+        }
     }
 
-    pub fn get(&self, digest: &[u8; N]) -> Option<u64> {
-        self.map.get(digest).copied()
+    /// Looks up many keys; calls `hit(i, pos)` for each `keys[i]` present.
+    ///
+    /// Works in groups so that the directory and bucket loads of several
+    /// independent lookups are in flight together.
+    pub fn find_many(&self, keys: &[&[u8; N]], mut hit: impl FnMut(usize, u32)) {
+        const GROUP: usize = 16;
+        let mut ranges = [(0u32, 0u32); GROUP];
+        for (g, group) in keys.chunks(GROUP).enumerate() {
+            for (r, k) in ranges.iter_mut().zip(group) {
+                let c = Self::cell_of(k, self.dir_bits);
+                *r = (self.offsets[c], self.offsets[c + 1]);
+            }
+            for (i, (k, &(lo, hi))) in group.iter().zip(&ranges).enumerate() {
+                let (lo, hi) = (lo as usize, hi as usize);
+                let bucket = &self.keys[lo..hi];
+                let found = if bucket.len() <= 8 {
+                    bucket.iter().position(|b| b == *k)
+                } else {
+                    bucket.binary_search(k).ok()
+                };
+                if let Some(p) = found {
+                    hit(g * GROUP + i, (lo + p) as u32);
+                }
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.keys.is_empty()
+    }
+
+    pub fn key_at(&self, pos: u32) -> [u8; N] {
+        self.keys[pos as usize]
+    }
+
+    pub fn id_at(&self, pos: u32) -> u64 {
+        self.ids[pos as usize]
     }
 
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.map.capacity() * (N + 8 + 1)
+        self.keys.len() * (N + 8) + self.offsets.len() * 4
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn insert_replace_remove() {
-        let mut s = ExactSet::<16>::new();
-        assert!(s.is_empty());
-        s.insert([1; 16], 7);
-        assert_eq!(s.get(&[1; 16]), Some(7));
-        s.insert([1; 16], 8);
-        assert_eq!(s.get(&[1; 16]), Some(8));
-        assert_eq!(s.len(), 1);
-        s.remove(&[2; 16]);
-        s.remove(&[1; 16]);
-        assert_eq!(s.get(&[1; 16]), None);
-        assert!(s.is_empty());
+    fn empty_and_skewed() {
+        let s = ExactSegment::<16>::build(vec![]);
+        assert_eq!(s.find(&[0; 16]), None);
+        // All keys share their top bytes: one big bucket, binary-searched.
+        let entries: Vec<([u8; 16], u64)> = (0..1000u64)
+            .map(|i| {
+                let mut k = [0u8; 16];
+                k[8..].copy_from_slice(&i.to_be_bytes());
+                (k, i)
+            })
+            .collect();
+        let s = ExactSegment::build(entries.clone());
+        for (k, id) in &entries {
+            assert_eq!(s.find(k).map(|p| s.id_at(p)), Some(*id));
+        }
+        assert_eq!(s.find(&[1; 16]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn find_matches_set(
+            keys in proptest::collection::btree_set(any::<[u8; 20]>(), 0..500),
+            probes in proptest::collection::vec(any::<[u8; 20]>(), 0..50),
+        ) {
+            let entries: Vec<([u8; 20], u64)> =
+                keys.iter().enumerate().map(|(i, k)| (*k, i as u64)).collect();
+            let s = ExactSegment::build(entries.clone());
+            for (k, id) in &entries {
+                prop_assert_eq!(s.find(k).map(|p| s.id_at(p)), Some(*id));
+                prop_assert_eq!(s.key_at(s.find(k).unwrap()), *k);
+            }
+            let all: Vec<&[u8; 20]> = probes.iter().chain(keys.iter()).collect();
+            let mut got = vec![];
+            s.find_many(&all, |i, p| got.push((i, p)));
+            let want: Vec<(usize, u32)> = all
+                .iter()
+                .enumerate()
+                .filter_map(|(i, k)| s.find(k).map(|p| (i, p)))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
     }
 }

@@ -3,13 +3,27 @@
 //! Inputs arrive in the wire encoding described in the crate docs and are fully
 //! decoded and validated before anything is applied, so a rejected batch
 //! changes nothing.
+//!
+//! # Concurrency
+//!
+//! The whole state (every list, every tier) is one immutable snapshot behind
+//! an [`ArcSwap`]. A reader loads it once per call and never waits; a writer
+//! (serialised by one mutex) builds the next snapshot — sharing every
+//! unchanged segment — and publishes it with one atomic store, so a batch is
+//! visible entirely or not at all. Segment merges run on a background thread
+//! (or synchronously, see [`Index::with_background`]) and are published the
+//! same way.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use arc_swap::ArcSwap;
 
 use crate::error::CoreError;
-use crate::exact::ExactSet;
-use crate::pdq::{pdq_from_bytes, Pdq, PdqIndex};
+use crate::exact::ExactSegment;
+use crate::pdq::{pdq_from_bytes, Pdq, PdqSegment, Scratch};
+use crate::simd::Level;
+use crate::tier::{MergePlan, Segment, Tier};
 
 /// Width of one hash slot in the wire encoding.
 pub const SLOT: usize = 32;
@@ -221,53 +235,127 @@ pub fn list_id(id: i64) -> Result<u32, CoreError> {
     u32::try_from(id).map_err(|_| CoreError::InvalidListId(id))
 }
 
-/// All hashes of one list.
-#[derive(Default, Clone)]
+/// Groups of PDQ hashes of one item each (e.g. its dihedral variants).
+#[derive(Debug, Clone, Default)]
+pub struct GroupQueries {
+    pub hashes: Vec<Pdq>,
+    /// `hashes[bounds[g].0..bounds[g].1]` is group `g`.
+    pub bounds: Vec<(u32, u32)>,
+    pub qualities: Vec<u8>,
+    pub max_distances: Vec<u8>,
+}
+
+/// Most hashes in one group (the 8 dihedral transforms).
+pub const MAX_GROUP: u8 = 8;
+
+impl GroupQueries {
+    /// Decodes `hashes` (32 bytes per PDQ hash), `group_sizes` (one byte per
+    /// group, 1..=8) and one quality / max-distance byte per group.
+    pub fn decode(
+        hashes: &[u8],
+        group_sizes: &[u8],
+        qualities: &[u8],
+        max_distances: &[u8],
+    ) -> Result<GroupQueries, CoreError> {
+        if let Some(index) = group_sizes.iter().position(|&g| g == 0 || g > MAX_GROUP) {
+            return Err(CoreError::InvalidGroup { index });
+        }
+        let total: usize = group_sizes.iter().map(|&g| usize::from(g)).sum();
+        check_len("hashes", total * SLOT, hashes.len())?;
+        check_len("qualities", group_sizes.len(), qualities.len())?;
+        check_len("max_distances", group_sizes.len(), max_distances.len())?;
+        if let Some((index, &byte)) = qualities
+            .iter()
+            .enumerate()
+            .find(|(_, &q)| q > 100 && q != QUALITY_UNKNOWN)
+        {
+            return Err(CoreError::InvalidQuality { index, byte });
+        }
+        let hashes = hashes
+            .chunks_exact(SLOT)
+            .map(|c| pdq_from_bytes(c.try_into().expect("32-byte slot")))
+            .collect();
+        let mut bounds = Vec::with_capacity(group_sizes.len());
+        let mut at = 0u32;
+        for &g in group_sizes {
+            bounds.push((at, at + u32::from(g)));
+            at += u32::from(g);
+        }
+        Ok(GroupQueries {
+            hashes,
+            bounds,
+            qualities: qualities.to_vec(),
+            max_distances: max_distances.to_vec(),
+        })
+    }
+}
+
+/// All hashes of one list: one tier per algorithm.
+#[derive(Clone)]
 struct List {
-    config: Option<ListConfig>,
-    md5: ExactSet<16>,
-    sha1: ExactSet<20>,
-    sha256: ExactSet<32>,
-    pdq: PdqIndex,
+    config: ListConfig,
+    md5: Tier<ExactSegment<16>>,
+    sha1: Tier<ExactSegment<20>>,
+    sha256: Tier<ExactSegment<32>>,
+    pdq: Tier<PdqSegment>,
+}
+
+/// Keeps the last id of every key (batch order).
+fn last_wins<K: Ord + Copy>(mut v: Vec<(K, u64)>) -> Vec<(K, u64)> {
+    v.sort_by_key(|e| e.0); // stable: equal keys keep batch order
+    let mut out: Vec<(K, u64)> = Vec::with_capacity(v.len());
+    for e in v {
+        match out.last_mut() {
+            Some(last) if last.0 == e.0 => *last = e,
+            _ => out.push(e),
+        }
+    }
+    out
 }
 
 impl List {
-    fn config(&self) -> ListConfig {
-        self.config.unwrap_or(ListConfig {
-            pdq_threshold: 31,
-            pdq_min_quality: 50,
-        })
+    fn new(config: ListConfig) -> List {
+        List {
+            config,
+            md5: Tier::default(),
+            sha1: Tier::default(),
+            sha256: Tier::default(),
+            pdq: Tier::default(),
+        }
     }
 
-    fn apply(&mut self, batch: &Batch) {
+    fn with_batch(&self, batch: &Batch) -> List {
+        let (mut d16, mut d20, mut d32, mut dp) = (vec![], vec![], vec![], vec![]);
         for k in &batch.deletions {
-            match k {
-                Key::Md5(d) => self.md5.remove(d),
-                Key::Sha1(d) => self.sha1.remove(d),
-                Key::Sha256(d) => self.sha256.remove(d),
-                Key::Pdq(h) => self.pdq.remove(h),
+            match *k {
+                Key::Md5(d) => d16.push(d),
+                Key::Sha1(d) => d20.push(d),
+                Key::Sha256(d) => d32.push(d),
+                Key::Pdq(h) => dp.push(h),
             }
         }
+        let (mut a16, mut a20, mut a32, mut ap) = (vec![], vec![], vec![], vec![]);
         for &(k, id) in &batch.additions {
             match k {
-                Key::Md5(d) => self.md5.insert(d, id),
-                Key::Sha1(d) => self.sha1.insert(d, id),
-                Key::Sha256(d) => self.sha256.insert(d, id),
-                Key::Pdq(h) => self.pdq.insert(h, id),
+                Key::Md5(d) => a16.push((d, id)),
+                Key::Sha1(d) => a20.push((d, id)),
+                Key::Sha256(d) => a32.push((d, id)),
+                Key::Pdq(h) => ap.push((h, id)),
             }
         }
-    }
-
-    fn lookup(&self, key: &Key, quality: u8, max_distance: u8, mut f: impl FnMut(u64)) {
-        match key {
-            Key::Md5(d) => self.md5.get(d).into_iter().for_each(f),
-            Key::Sha1(d) => self.sha1.get(d).into_iter().for_each(f),
-            Key::Sha256(d) => self.sha256.get(d).into_iter().for_each(f),
-            Key::Pdq(h) => {
-                if let Some(t) = self.config().effective_threshold(quality, max_distance) {
-                    self.pdq.search(h, t, &mut f);
-                }
+        fn step<S: Segment>(t: &Tier<S>, d: Vec<S::Key>, a: Vec<(S::Key, u64)>) -> Tier<S> {
+            if d.is_empty() && a.is_empty() {
+                t.clone()
+            } else {
+                t.with_changes(&d, last_wins(a))
             }
+        }
+        List {
+            config: self.config,
+            md5: step(&self.md5, d16, a16),
+            sha1: step(&self.sha1, d20, a20),
+            sha256: step(&self.sha256, d32, a32),
+            pdq: step(&self.pdq, dp, ap),
         }
     }
 
@@ -279,66 +367,447 @@ impl List {
     }
 }
 
-/// All hash lists of one serving process. Thread-safe.
+/// One immutable snapshot of every list.
+#[derive(Clone, Default)]
+struct State {
+    lists: BTreeMap<u32, Arc<List>>,
+}
+
 #[derive(Default)]
+struct Signal {
+    pending: bool,
+    shutdown: bool,
+    /// Process that runs the compactor thread (a forked child starts its own).
+    thread_pid: Option<u32>,
+}
+
+struct Shared {
+    state: ArcSwap<State>,
+    write: Mutex<()>,
+    signal: Mutex<Signal>,
+    wake: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A planned merge of one tier of one list.
+enum Job {
+    Md5(u32, MergePlan<ExactSegment<16>>),
+    Sha1(u32, MergePlan<ExactSegment<20>>),
+    Sha256(u32, MergePlan<ExactSegment<32>>),
+    Pdq(u32, MergePlan<PdqSegment>),
+}
+
+impl Shared {
+    fn publish(&self, f: impl FnOnce(&mut State)) {
+        let mut next = State::clone(&self.state.load());
+        f(&mut next);
+        self.state.store(Arc::new(next));
+    }
+
+    fn plan(&self) -> Option<Job> {
+        let _w = lock(&self.write);
+        let state = self.state.load();
+        for (&id, list) in &state.lists {
+            if let Some(p) = list.pdq.plan() {
+                return Some(Job::Pdq(id, p));
+            }
+            if let Some(p) = list.md5.plan() {
+                return Some(Job::Md5(id, p));
+            }
+            if let Some(p) = list.sha1.plan() {
+                return Some(Job::Sha1(id, p));
+            }
+            if let Some(p) = list.sha256.plan() {
+                return Some(Job::Sha256(id, p));
+            }
+        }
+        None
+    }
+
+    fn run<S: Segment>(&self, id: u32, plan: MergePlan<S>, tier: fn(&mut List) -> &mut Tier<S>) {
+        let merged = Tier::merge(&plan);
+        let _w = lock(&self.write);
+        self.publish(|state| {
+            if let Some(list) = state.lists.get_mut(&id) {
+                let mut next = List::clone(list);
+                if tier(&mut next).install(&plan, merged) {
+                    *list = Arc::new(next);
+                }
+            }
+        });
+    }
+
+    /// Runs one planned merge; false when there was none.
+    fn compact_step(&self) -> bool {
+        match self.plan() {
+            None => false,
+            Some(Job::Md5(id, p)) => {
+                self.run(id, p, |l| &mut l.md5);
+                true
+            }
+            Some(Job::Sha1(id, p)) => {
+                self.run(id, p, |l| &mut l.sha1);
+                true
+            }
+            Some(Job::Sha256(id, p)) => {
+                self.run(id, p, |l| &mut l.sha256);
+                true
+            }
+            Some(Job::Pdq(id, p)) => {
+                self.run(id, p, |l| &mut l.pdq);
+                true
+            }
+        }
+    }
+
+    fn compactor(self: Arc<Self>) {
+        loop {
+            {
+                let mut sig = lock(&self.signal);
+                while !sig.pending && !sig.shutdown {
+                    sig = self.wake.wait(sig).unwrap_or_else(|e| e.into_inner());
+                }
+                if sig.shutdown {
+                    return;
+                }
+                sig.pending = false;
+            }
+            while self.compact_step() {
+                if lock(&self.signal).shutdown {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Worker threads for large batches.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(16)
+    })
+}
+
+/// Splits `0..n` into about `cores()` contiguous ranges when `work` is large,
+/// runs `f` on each (in parallel) and concatenates the outputs in order.
+fn par_ranges<T: Send>(
+    n: usize,
+    work: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync,
+) -> Vec<T> {
+    const PARALLEL_WORK: usize = 50_000;
+    let threads = cores().min(n.max(1));
+    if threads <= 1 || work < PARALLEL_WORK {
+        return f(0..n);
+    }
+    let chunk = n.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .map(|i| s.spawn(move || f(i * chunk..((i + 1) * chunk).min(n))))
+            .collect();
+        let mut out = f(0..chunk.min(n));
+        for h in handles {
+            out.extend(h.join().expect("match worker panicked"));
+        }
+        out
+    })
+}
+
+/// Sorted, deduplicated ids of `list`'s PDQ entries within `t` of `qs`.
+fn pdq_ids(
+    list: &List,
+    level: Level,
+    qs: &[Pdq],
+    t: u32,
+    scratch: &mut Scratch,
+    pos: &mut Vec<u32>,
+    ids: &mut Vec<u64>,
+) {
+    ids.clear();
+    for part in &list.pdq.parts {
+        pos.clear();
+        part.seg.search(level, qs, t, scratch, pos);
+        ids.extend(
+            pos.iter()
+                .filter(|&&p| !part.is_dead(p))
+                .map(|&p| part.seg.id_at(p)),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+}
+
+/// Exact lookups of `keys` (with their query indexes) in one tier.
+fn exact_hits<'a, const N: usize>(
+    tier: &Tier<ExactSegment<N>>,
+    list_id: u32,
+    keys: &[(u32, &'a [u8; N])],
+    digests: &mut Vec<&'a [u8; N]>,
+    out: &mut Vec<Match>,
+) {
+    if keys.is_empty() || tier.parts.is_empty() {
+        return;
+    }
+    digests.clear();
+    digests.extend(keys.iter().map(|k| k.1));
+    for part in &tier.parts {
+        part.seg.find_many(digests, |i, p| {
+            if !part.is_dead(p) {
+                out.push((keys[i].0, list_id, part.seg.id_at(p)));
+            }
+        });
+    }
+}
+
+/// All hash lists of one serving process. Thread-safe.
 pub struct Index {
-    lists: RwLock<BTreeMap<u32, List>>,
+    shared: Arc<Shared>,
+    background: bool,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new()
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        lock(&self.shared.signal).shutdown = true;
+        self.shared.wake.notify_all();
+    }
 }
 
 impl Index {
+    /// An empty index that merges segments on a background thread.
     pub fn new() -> Self {
-        Self::default()
+        Index::with_background(true)
+    }
+
+    /// An empty index; with `background == false`, merges run synchronously at
+    /// the end of each write (deterministic; used by tests).
+    pub fn with_background(background: bool) -> Self {
+        Index {
+            shared: Arc::new(Shared {
+                state: ArcSwap::from_pointee(State::default()),
+                write: Mutex::new(()),
+                signal: Mutex::new(Signal::default()),
+                wake: Condvar::new(),
+            }),
+            background,
+        }
+    }
+
+    fn after_write(&self) {
+        if !self.background {
+            self.compact();
+            return;
+        }
+        let mut sig = lock(&self.shared.signal);
+        sig.pending = true;
+        let pid = std::process::id();
+        if sig.thread_pid != Some(pid) {
+            let shared = Arc::clone(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name("hashcore-compactor".into())
+                .spawn(move || shared.compactor());
+            if spawned.is_ok() {
+                sig.thread_pid = Some(pid);
+            }
+        }
+        drop(sig);
+        self.shared.wake.notify_all();
+    }
+
+    /// Runs every pending segment merge now, in the calling thread.
+    pub fn compact(&self) {
+        while self.shared.compact_step() {}
     }
 
     /// Creates `list_id` if absent, or changes its thresholds.
     pub fn configure_list(&self, list_id: u32, config: ListConfig) {
-        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
-        lists.entry(list_id).or_default().config = Some(config);
+        let _w = lock(&self.shared.write);
+        self.shared.publish(|state| {
+            let list = match state.lists.get(&list_id) {
+                Some(l) => List {
+                    config,
+                    ..List::clone(l)
+                },
+                None => List::new(config),
+            };
+            state.lists.insert(list_id, Arc::new(list));
+        });
     }
 
     /// Removes `list_id`; absent lists are ignored.
     pub fn drop_list(&self, list_id: u32) {
-        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
-        lists.remove(&list_id);
+        let _w = lock(&self.shared.write);
+        if self.shared.state.load().lists.contains_key(&list_id) {
+            self.shared.publish(|state| {
+                state.lists.remove(&list_id);
+            });
+        }
     }
 
     /// Applies one batch atomically: deletions, then additions.
     pub fn apply(&self, list_id: u32, batch: &Batch) -> Result<(), CoreError> {
-        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
-        let list = lists
-            .get_mut(&list_id)
-            .ok_or(CoreError::UnknownList(list_id))?;
-        list.apply(batch);
+        {
+            let _w = lock(&self.shared.write);
+            let state = self.shared.state.load_full();
+            let list = state
+                .lists
+                .get(&list_id)
+                .ok_or(CoreError::UnknownList(list_id))?;
+            let next = Arc::new(list.with_batch(batch));
+            self.shared.publish(|s| {
+                s.lists.insert(list_id, next);
+            });
+        }
+        self.after_write();
         Ok(())
     }
 
     /// Every match of every query against every list, sorted and deduplicated.
     pub fn match_batch(&self, queries: &Queries) -> Vec<Match> {
-        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::new();
-        for (qi, key) in queries.keys.iter().enumerate() {
-            let (q, d) = (queries.qualities[qi], queries.max_distances[qi]);
-            for (&lid, list) in lists.iter() {
-                let start = out.len();
-                list.lookup(key, q, d, |id| out.push((qi as u32, lid, id)));
-                out[start..].sort_unstable();
+        let state = self.shared.state.load_full();
+        let n = queries.keys.len();
+        let pdq = queries
+            .keys
+            .iter()
+            .filter(|k| matches!(k, Key::Pdq(_)))
+            .count();
+        let work = (n + pdq * 200) * state.lists.len();
+        let level = Level::current();
+        par_ranges(n, work, |range| {
+            Self::match_range(&state, queries, range, level)
+        })
+    }
+
+    fn match_range(
+        state: &State,
+        q: &Queries,
+        range: std::ops::Range<usize>,
+        level: Level,
+    ) -> Vec<Match> {
+        let mut md5 = vec![];
+        let mut sha1 = vec![];
+        let mut sha256 = vec![];
+        let mut pdq = vec![];
+        for (qi, key) in q.keys[range.clone()].iter().enumerate() {
+            let qi = (range.start + qi) as u32;
+            match key {
+                Key::Md5(d) => md5.push((qi, d)),
+                Key::Sha1(d) => sha1.push((qi, d)),
+                Key::Sha256(d) => sha256.push((qi, d)),
+                Key::Pdq(h) => pdq.push((qi, *h)),
             }
         }
+        let mut out = Vec::new();
+        let (mut b16, mut b20, mut b32) = (vec![], vec![], vec![]);
+        let mut scratch = Scratch::default();
+        let (mut pos, mut ids) = (vec![], vec![]);
+        for (&lid, list) in &state.lists {
+            exact_hits(&list.md5, lid, &md5, &mut b16, &mut out);
+            exact_hits(&list.sha1, lid, &sha1, &mut b20, &mut out);
+            exact_hits(&list.sha256, lid, &sha256, &mut b32, &mut out);
+            if list.pdq.parts.is_empty() {
+                continue;
+            }
+            for &(qi, h) in &pdq {
+                let i = qi as usize;
+                let Some(t) = list
+                    .config
+                    .effective_threshold(q.qualities[i], q.max_distances[i])
+                else {
+                    continue;
+                };
+                pdq_ids(
+                    list,
+                    level,
+                    std::slice::from_ref(&h),
+                    t,
+                    &mut scratch,
+                    &mut pos,
+                    &mut ids,
+                );
+                out.extend(ids.iter().map(|&id| (qi, lid, id)));
+            }
+        }
+        out.sort_unstable();
         out.dedup();
         out
     }
 
-    /// `(md5, sha1, sha256, pdq)` entry counts of `list_id`.
+    /// Matches groups of PDQ hashes (one item each): returns every
+    /// `(group_index, list_id, entry_id)` where some hash of the group is
+    /// within the effective threshold, sorted and deduplicated.
+    pub fn match_groups(&self, groups: &GroupQueries) -> Vec<Match> {
+        let state = self.shared.state.load_full();
+        let n = groups.bounds.len();
+        let work = groups.hashes.len() * 200 * state.lists.len();
+        let level = Level::current();
+        par_ranges(n, work, |range| {
+            let mut out = Vec::new();
+            let mut scratch = Scratch::default();
+            let (mut pos, mut ids) = (vec![], vec![]);
+            for (&lid, list) in &state.lists {
+                if list.pdq.parts.is_empty() {
+                    continue;
+                }
+                for g in range.clone() {
+                    let Some(t) = list
+                        .config
+                        .effective_threshold(groups.qualities[g], groups.max_distances[g])
+                    else {
+                        continue;
+                    };
+                    let (a, b) = groups.bounds[g];
+                    let qs = &groups.hashes[a as usize..b as usize];
+                    pdq_ids(list, level, qs, t, &mut scratch, &mut pos, &mut ids);
+                    out.extend(ids.iter().map(|&id| (g as u32, lid, id)));
+                }
+            }
+            out.sort_unstable();
+            out
+        })
+    }
+
+    /// `(md5, sha1, sha256, pdq)` live entry counts of `list_id`.
     pub fn counts(&self, list_id: u32) -> Result<(usize, usize, usize, usize), CoreError> {
-        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
-        let l = lists.get(&list_id).ok_or(CoreError::UnknownList(list_id))?;
+        let state = self.shared.state.load();
+        let l = state
+            .lists
+            .get(&list_id)
+            .ok_or(CoreError::UnknownList(list_id))?;
         Ok((l.md5.len(), l.sha1.len(), l.sha256.len(), l.pdq.len()))
+    }
+
+    /// Segments per tier of `list_id`: `(md5, sha1, sha256, pdq)` (diagnostics).
+    pub fn segments(&self, list_id: u32) -> Result<(usize, usize, usize, usize), CoreError> {
+        let state = self.shared.state.load();
+        let l = state
+            .lists
+            .get(&list_id)
+            .ok_or(CoreError::UnknownList(list_id))?;
+        Ok((
+            l.md5.parts.len(),
+            l.sha1.parts.len(),
+            l.sha256.parts.len(),
+            l.pdq.parts.len(),
+        ))
     }
 
     /// Approximate heap bytes held by all lists.
     pub fn memory_bytes(&self) -> usize {
-        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
-        lists.values().map(List::memory_bytes).sum()
+        let state = self.shared.state.load();
+        state.lists.values().map(|l| l.memory_bytes()).sum()
     }
 }
 
@@ -369,7 +838,7 @@ mod tests {
 
     #[test]
     fn exact_and_pdq_across_lists() {
-        let idx = Index::new();
+        let idx = Index::with_background(false);
         let cfg = ListConfig::new(31, 50).unwrap();
         idx.configure_list(1, cfg);
         idx.configure_list(2, cfg);
@@ -428,7 +897,7 @@ mod tests {
 
     #[test]
     fn quality_and_tightening() {
-        let idx = Index::new();
+        let idx = Index::with_background(false);
         idx.configure_list(1, ListConfig::new(31, 50).unwrap());
         let h = slot(Alg::Pdq, 0);
         idx.apply(

@@ -16,13 +16,18 @@
 //! with the digest left-aligned and zero padding, entry ids as little-endian
 //! `u64`.
 
+pub mod changes;
 pub mod error;
 pub mod exact;
 pub mod index;
+mod mem;
 pub mod pdq;
+pub mod simd;
+pub mod stats;
+pub mod tier;
 
 #[cfg(feature = "python")]
 mod python;
 
 pub use error::CoreError;
-pub use index::{Alg, Index, Match};
+pub use index::{Alg, Batch, GroupQueries, Index, ListConfig, Match, Queries};

@@ -1,23 +1,67 @@
-//! PDQ index: 256-bit hashes, every entry within a Hamming distance.
+//! PDQ segments: immutable sets of 256-bit hashes with exact-recall Hamming
+//! search by multi-index hashing.
+//!
+//! # Layout
+//!
+//! A segment of `n` hashes keeps them in one array sorted by their top bits
+//! (`h[3]` first), with the entry ids in a parallel array. The 256 bits are cut
+//! into `m` disjoint substrings ("tables"; 11 by default, 23–24 bits each):
+//!
+//! * the **primary** table is the top substring. Because the hash array is
+//!   sorted by it, its buckets are contiguous ranges of the hash array: a
+//!   directory of `2^d` offsets is all it needs, and scanning a bucket reads
+//!   hashes sequentially.
+//! * every **secondary** table is a directory of `2^d` offsets (`d` ≈
+//!   log2(n) − 3, so ~8 entries per bucket) into a `u32` array that packs the
+//!   entry position with the `b − d` key bits below the directory bits. A
+//!   bucket scan filters on those bits before touching the hash array, and
+//!   positions within a bucket are ascending, so verification walks memory
+//!   forwards.
+//!
+//! That is 4 bytes per entry per secondary table plus ~0.5 byte of directory:
+//! ~84 bytes per entry in total with the 32-byte hash and 8-byte id.
+//!
+//! # Search (exact recall)
+//!
+//! For a threshold `t`, radii `r_i` with `Σ (r_i + 1) ≥ t + 1` are assigned to
+//! the tables (generalised pigeonhole: if every substring differed in more
+//! than `r_i` bits, the distance would exceed `t`). Every entry whose
+//! substring `i` is within `r_i` of the query's is a candidate; candidates are
+//! verified with a full 256-bit popcount, so precision is exact too. For
+//! each threshold the segment compares the expected cost of this plan with a
+//! linear scan and uses the cheaper one; small segments are always scanned.
 
-use std::collections::HashMap;
+use crate::dispatch;
+use crate::mem::HugeBuf;
+use crate::simd::Level;
+use crate::stats;
 
-/// A PDQ hash as four 64-bit words (bytes 0..8 little-endian form word 0 …).
+/// A PDQ hash as four 64-bit words (bytes `8k..8k+8` little-endian form word `k`).
 pub type Pdq = [u64; 4];
+
+/// Largest supported threshold + 1.
+pub const THRESHOLDS: usize = 64;
 
 /// Reads a 32-byte PDQ digest.
 pub fn pdq_from_bytes(bytes: &[u8; 32]) -> Pdq {
     let mut out = [0u64; 4];
     for (w, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        *w = u64::from_le_bytes(b);
+        *w = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
+    }
+    out
+}
+
+/// Writes a PDQ hash back to its 32-byte digest.
+pub fn pdq_to_bytes(h: &Pdq) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (chunk, w) in out.chunks_exact_mut(8).zip(h) {
+        chunk.copy_from_slice(&w.to_le_bytes());
     }
     out
 }
 
 /// Hamming distance of two PDQ hashes.
-#[inline]
+#[inline(always)]
 pub fn hamming(a: &Pdq, b: &Pdq) -> u32 {
     (a[0] ^ b[0]).count_ones()
         + (a[1] ^ b[1]).count_ones()
@@ -25,38 +69,306 @@ pub fn hamming(a: &Pdq, b: &Pdq) -> u32 {
         + (a[3] ^ b[3]).count_ones()
 }
 
-/// A set of PDQ hashes, each mapped to one entry id.
-#[derive(Default, Clone)]
-pub struct PdqIndex {
-    hashes: Vec<Pdq>,
-    ids: Vec<u64>,
-    pos: HashMap<Pdq, usize>,
+/// Order of the hash array: top word first.
+#[inline]
+pub fn sort_key(h: &Pdq) -> (u64, u64, u64, u64) {
+    (h[3], h[2], h[1], h[0])
 }
 
-impl PdqIndex {
-    pub fn new() -> Self {
-        Self::default()
+/// Bits `[start, start + len)` of `h` (bit `k` is bit `k % 64` of word `k / 64`), `len ≤ 32`.
+#[inline(always)]
+fn extract(h: &Pdq, start: u32, len: u32) -> u32 {
+    let w = (start / 64) as usize;
+    let off = start % 64;
+    let mut v = h[w] >> off;
+    if off + len > 64 {
+        v |= h[w + 1] << (64 - off);
+    }
+    (v & ((1u64 << len) - 1)) as u32
+}
+
+/// Build parameters (the defaults are what the index uses; benchmarks vary them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Number of substrings, primary included (8..=16, so each is ≤ 32 bits).
+    pub tables: u32,
+    /// Segments smaller than this are scanned linearly and get no tables.
+    pub mih_min: usize,
+    /// Directory bits = floor(log2(n)) − `dir_slack` (≈ 2^slack entries per bucket).
+    pub dir_slack: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            tables: 11,
+            mih_min: 2048,
+            dir_slack: 3,
+        }
+    }
+}
+
+/// One secondary table.
+#[derive(Clone)]
+struct Table {
+    start: u32,
+    bits: u32,
+    dir_bits: u32,
+    /// `b − d`: key bits stored in each entry.
+    low_bits: u32,
+    /// Entry = `(low << idx_bits) | position`.
+    idx_bits: u32,
+    offsets: HugeBuf<u32>,
+    entries: HugeBuf<u32>,
+}
+
+/// Search plan for one threshold.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    Flat,
+    /// Radius per table (primary first); negative = not probed.
+    Mih([i8; 16]),
+}
+
+/// An immutable set of PDQ hashes with ids. Positions (`u32`) index both.
+#[derive(Clone)]
+pub struct PdqSegment {
+    hashes: HugeBuf<Pdq>,
+    ids: HugeBuf<u64>,
+    /// Primary table (the top substring): directory over its top `primary_dir` bits.
+    primary_dir: u32,
+    primary_offsets: HugeBuf<u32>,
+    tables: Box<[Table]>,
+    plans: Box<[Plan]>,
+}
+
+fn log2_floor(n: usize) -> u32 {
+    if n <= 1 {
+        0
+    } else {
+        usize::BITS - 1 - n.leading_zeros()
+    }
+}
+
+fn log2_ceil(n: usize) -> u32 {
+    if n <= 1 {
+        0
+    } else {
+        log2_floor(n - 1) + 1
+    }
+}
+
+/// Σ_{k ≤ r} C(n, k).
+fn ball(n: u32, r: i32) -> f64 {
+    let mut sum = 0.0;
+    let mut c = 1.0;
+    for k in 0..=r.max(-1) {
+        if k as u32 > n {
+            break;
+        }
+        sum += c;
+        c = c * f64::from(n - k as u32) / f64::from(k as u32 + 1);
+    }
+    sum
+}
+
+/// Calls `f(cell, flips)` for every `cell` within Hamming radius `r` of `base` over `d` bits.
+#[inline(always)]
+fn for_each_cell(base: u32, d: u32, r: u32, f: &mut impl FnMut(u32, u32)) {
+    f(base, 0);
+    if r == 0 || d == 0 {
+        return;
+    }
+    #[inline(always)]
+    fn rec(cur: u32, from: u32, d: u32, left: u32, flips: u32, f: &mut impl FnMut(u32, u32)) {
+        for b in from..d {
+            let c = cur ^ (1 << b);
+            f(c, flips + 1);
+            if left > 1 {
+                rec(c, b + 1, d, left - 1, flips + 1, f);
+            }
+        }
+    }
+    rec(base, 0, d, r, 0, f);
+}
+
+/// Counting sort of positions by `hi(key)` → (offsets, packed entries).
+fn build_table(hashes: &[Pdq], start: u32, bits: u32, dir_bits: u32) -> Table {
+    let low_bits = bits - dir_bits;
+    let idx_bits = 32 - low_bits;
+    let cells = 1usize << dir_bits;
+    let mut offsets = HugeBuf::<u32>::zeroed(cells + 1);
+    for h in hashes {
+        let key = extract(h, start, bits);
+        offsets[(key >> low_bits) as usize + 1] += 1;
+    }
+    for c in 0..cells {
+        offsets[c + 1] += offsets[c];
+    }
+    let mut fill: Vec<u32> = offsets[..cells].to_vec();
+    let mut entries = HugeBuf::<u32>::zeroed(hashes.len());
+    let low_mask = ((1u64 << low_bits) - 1) as u32;
+    for (pos, h) in hashes.iter().enumerate() {
+        let key = extract(h, start, bits);
+        let cell = (key >> low_bits) as usize;
+        let low = (key & low_mask) as u64;
+        entries[fill[cell] as usize] = ((low << idx_bits) | pos as u64) as u32;
+        fill[cell] += 1;
+    }
+    Table {
+        start,
+        bits,
+        dir_bits,
+        low_bits,
+        idx_bits,
+        offsets,
+        entries,
+    }
+}
+
+/// Reusable buffers of one searching thread.
+#[derive(Default)]
+pub struct Scratch {
+    cands: Vec<u32>,
+    probes: Vec<Probe>,
+    masks: Masks,
+}
+
+impl PdqSegment {
+    /// Builds a segment; `entries` must not repeat a hash.
+    pub fn build(entries: Vec<(Pdq, u64)>) -> PdqSegment {
+        PdqSegment::build_with(entries, Params::default())
     }
 
-    /// Inserts `hash`, or replaces its id when already present.
-    pub fn insert(&mut self, hash: Pdq, id: u64) {
-        if let Some(&p) = self.pos.get(&hash) {
-            self.ids[p] = id;
+    /// Builds a segment with explicit parameters.
+    pub fn build_with(mut entries: Vec<(Pdq, u64)>, params: Params) -> PdqSegment {
+        let m = params.tables.clamp(8, 16);
+        entries.sort_unstable_by_key(|e| sort_key(&e.0));
+        let n = entries.len();
+        assert!(n < u32::MAX as usize, "segment too large");
+        let mut hashes = HugeBuf::<Pdq>::zeroed(n);
+        let mut ids = HugeBuf::<u64>::zeroed(n);
+        for (i, (h, id)) in entries.into_iter().enumerate() {
+            hashes[i] = h;
+            ids[i] = id;
+        }
+
+        // Substring lengths, longest first; the primary is the first (top bits).
+        let base = 256 / m;
+        let extra = 256 % m;
+        let lens: Vec<u32> = (0..m).map(|i| base + u32::from(i < extra)).collect();
+        let primary_bits = lens[0];
+        let want_dir = log2_floor(n).saturating_sub(params.dir_slack);
+        let primary_dir = want_dir.min(primary_bits).min(24);
+
+        let mut primary_offsets = HugeBuf::<u32>::zeroed((1usize << primary_dir) + 1);
+        for h in hashes.iter() {
+            primary_offsets[Self::primary_cell(h, primary_dir) as usize + 1] += 1;
+        }
+        for c in 0..(1usize << primary_dir) {
+            primary_offsets[c + 1] += primary_offsets[c];
+        }
+
+        let mut tables = Vec::new();
+        if n >= params.mih_min {
+            let idx_need = log2_ceil(n).max(1);
+            let mut start = 0;
+            let mut specs = Vec::new();
+            for &bits in &lens[1..] {
+                // Entries keep `bits − d` key bits next to a position of `idx_need` bits.
+                let min_dir = bits.saturating_sub(32 - idx_need);
+                let dir = want_dir.clamp(min_dir.max(1), bits).min(26);
+                specs.push((start, bits, dir));
+                start += bits;
+            }
+            debug_assert_eq!(start + primary_bits, 256);
+            tables = std::thread::scope(|s| {
+                let half = specs.len() / 2;
+                let (a, b) = specs.split_at(half);
+                let hashes = &hashes;
+                let other = s.spawn(move || {
+                    a.iter()
+                        .map(|&(st, bi, d)| build_table(hashes, st, bi, d))
+                        .collect::<Vec<_>>()
+                });
+                let mut mine: Vec<Table> = b
+                    .iter()
+                    .map(|&(st, bi, d)| build_table(hashes, st, bi, d))
+                    .collect();
+                let mut all = other.join().expect("table build thread panicked");
+                all.append(&mut mine);
+                all
+            });
+        }
+
+        let mut seg = PdqSegment {
+            hashes,
+            ids,
+            primary_dir,
+            primary_offsets,
+            tables: tables.into_boxed_slice(),
+            plans: Box::new([]),
+        };
+        seg.plans = (0..THRESHOLDS as u32).map(|t| seg.plan(t)).collect();
+        seg
+    }
+
+    #[inline(always)]
+    fn primary_cell(h: &Pdq, dir: u32) -> u32 {
+        if dir == 0 {
+            0
         } else {
-            self.pos.insert(hash, self.hashes.len());
-            self.hashes.push(hash);
-            self.ids.push(id);
+            (h[3] >> (64 - dir)) as u32
         }
     }
 
-    /// Removes `hash`; absent hashes are ignored.
-    pub fn remove(&mut self, hash: &Pdq) {
-        if let Some(p) = self.pos.remove(hash) {
-            self.hashes.swap_remove(p);
-            self.ids.swap_remove(p);
-            if p < self.hashes.len() {
-                self.pos.insert(self.hashes[p], p);
+    /// Radii for threshold `t` over `m` tables (primary first): `Σ (r_i + 1) =
+    /// t + 1`, the larger radii going to the secondaries in order (their
+    /// buckets are compact) and the primary last (its buckets hold whole
+    /// hashes).
+    fn radii(m: u32, t: u32) -> [i8; 16] {
+        let mut r = [-1i8; 16];
+        let q = (t + 1) / m;
+        let rem = (t + 1) % m;
+        for (k, ri) in r.iter_mut().enumerate().take(m as usize) {
+            // Rank of table k in receiving the extra radius: secondaries 0.., primary last.
+            let rank = if k == 0 { m - 1 } else { k as u32 - 1 };
+            *ri = (q as i32 - 1 + i32::from(rank < rem)) as i8;
+        }
+        r
+    }
+
+    /// Chooses between multi-index search and a linear scan for threshold `t`.
+    fn plan(&self, t: u32) -> Plan {
+        if self.tables.is_empty() {
+            return Plan::Flat;
+        }
+        // Rough costs in nanoseconds, measured on the reference machine.
+        const PROBE: f64 = 25.0;
+        const SCAN: f64 = 1.0;
+        const PRIMARY_SCAN: f64 = 2.0;
+        const VERIFY: f64 = 12.0;
+        const FLAT: f64 = 0.6;
+        let n = self.hashes.len() as f64;
+        let m = self.tables.len() as u32 + 1;
+        let r = Self::radii(m, t);
+        let mut cost = 0.0;
+        if r[0] >= 0 {
+            let cells = ball(self.primary_dir, i32::from(r[0]));
+            cost += cells * (PROBE + n / f64::from(1u32 << self.primary_dir) * PRIMARY_SCAN);
+        }
+        for (tab, &ri) in self.tables.iter().zip(&r[1..]) {
+            if ri < 0 {
+                continue;
             }
+            let cells = ball(tab.dir_bits, i32::from(ri));
+            cost += cells * (PROBE + n / (1u64 << tab.dir_bits) as f64 * SCAN);
+            cost += ball(tab.bits, i32::from(ri)) * n / (1u64 << tab.bits) as f64 * VERIFY;
+        }
+        if cost < n * FLAT {
+            Plan::Mih(r)
+        } else {
+            Plan::Flat
         }
     }
 
@@ -68,18 +380,275 @@ impl PdqIndex {
         self.hashes.is_empty()
     }
 
-    /// Calls `f(id)` for every entry within `threshold` of `query`.
-    pub fn search(&self, query: &Pdq, threshold: u32, mut f: impl FnMut(u64)) {
-        for (h, &id) in self.hashes.iter().zip(&self.ids) {
-            if hamming(h, query) <= threshold {
-                f(id);
-            }
-        }
+    pub fn hash_at(&self, pos: u32) -> Pdq {
+        self.hashes[pos as usize]
+    }
+
+    pub fn id_at(&self, pos: u32) -> u64 {
+        self.ids[pos as usize]
+    }
+
+    /// Whether this segment has multi-index tables (else it is always scanned).
+    pub fn is_indexed(&self) -> bool {
+        !self.tables.is_empty()
+    }
+
+    /// Position of `h`, if present.
+    pub fn find(&self, h: &Pdq) -> Option<u32> {
+        let c = Self::primary_cell(h, self.primary_dir) as usize;
+        let (lo, hi) = (
+            self.primary_offsets[c] as usize,
+            self.primary_offsets[c + 1] as usize,
+        );
+        let key = sort_key(h);
+        self.hashes[lo..hi]
+            .binary_search_by(|x| sort_key(x).cmp(&key))
+            .ok()
+            .map(|i| (lo + i) as u32)
     }
 
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.hashes.capacity() * 32 + self.ids.capacity() * 8 + self.pos.capacity() * (32 + 8 + 1)
+        let tables: usize = self
+            .tables
+            .iter()
+            .map(|t| (t.offsets.len() + t.entries.len()) * 4)
+            .sum();
+        self.hashes.len() * 40 + self.primary_offsets.len() * 4 + tables
+    }
+
+    /// Appends to `out` the position of every entry within `t` of any hash in
+    /// `queries` (a dihedral group, or one hash). Positions may repeat.
+    pub fn search(
+        &self,
+        level: Level,
+        queries: &[Pdq],
+        t: u32,
+        scratch: &mut Scratch,
+        out: &mut Vec<u32>,
+    ) {
+        if queries.is_empty() || self.hashes.is_empty() {
+            return;
+        }
+        let t = t.min(THRESHOLDS as u32 - 1);
+        match self.plans[t as usize] {
+            Plan::Flat => self.search_linear(level, queries, t, out),
+            Plan::Mih(radii) => dispatch!(level, (
+                seg: &PdqSegment = self,
+                qs: &[Pdq] = queries,
+                t: u32 = t,
+                radii: &[i8; 16] = &radii,
+                scratch: &mut Scratch = scratch,
+                out: &mut Vec<u32> = out,
+            ) -> () {
+                mih_body(seg, qs, t, radii, scratch, out)
+            }),
+        }
+    }
+
+    /// Appends every entry within `t` by a linear scan (the oracle for tests).
+    pub fn search_linear(&self, level: Level, queries: &[Pdq], t: u32, out: &mut Vec<u32>) {
+        dispatch!(level, (
+            seg: &PdqSegment = self,
+            qs: &[Pdq] = queries,
+            t: u32 = t,
+            out: &mut Vec<u32> = out,
+        ) -> () {
+            scan_body(seg, qs, t, out)
+        })
+    }
+}
+
+/// Hints the CPU to fetch every cache line of `data`.
+#[inline(always)]
+fn prefetch_range<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = data.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(data);
+        let mut line = start & !63;
+        while line < end {
+            // SAFETY: `prefetcht0` is a hint that cannot fault or change memory;
+            // the address lies within `data` (SSE is part of the x86-64 baseline).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// Smallest distance from `h` to any of `qs`.
+#[inline(always)]
+fn min_dist(h: &Pdq, qs: &[Pdq]) -> u32 {
+    let mut best = u32::MAX;
+    for q in qs {
+        best = best.min(hamming(h, q));
+    }
+    best
+}
+
+#[inline(always)]
+fn scan_body(seg: &PdqSegment, qs: &[Pdq], t: u32, out: &mut Vec<u32>) {
+    const CHUNK: usize = 32;
+    let mut dist = [0u32; CHUNK];
+    for (ci, chunk) in seg.hashes.chunks(CHUNK).enumerate() {
+        // Distances first (vectorisable), matches after.
+        dist.fill(u32::MAX);
+        for q in qs {
+            for (d, h) in dist.iter_mut().zip(chunk) {
+                *d = (*d).min(hamming(h, q));
+            }
+        }
+        for (i, &d) in dist.iter().enumerate().take(chunk.len()) {
+            if d <= t {
+                out.push((ci * CHUNK + i) as u32);
+            }
+        }
+    }
+}
+
+/// One bucket to scan: table (0 = primary), cell, remaining radius, then its range.
+#[derive(Clone, Copy, Default)]
+struct Probe {
+    table: u32,
+    cell: u32,
+    rem: u32,
+    lo: u32,
+    hi: u32,
+}
+
+#[inline(always)]
+fn mih_body(
+    seg: &PdqSegment,
+    qs: &[Pdq],
+    t: u32,
+    radii: &[i8; 16],
+    scratch: &mut Scratch,
+    out: &mut Vec<u32>,
+) {
+    let Scratch {
+        cands,
+        probes,
+        masks,
+    } = scratch;
+    cands.clear();
+    let hashes = &seg.hashes[..];
+    for q in qs {
+        let m = stats::mark();
+        // 1. Every bucket to visit (no memory traffic yet).
+        probes.clear();
+        if radii[0] >= 0 {
+            let base = PdqSegment::primary_cell(q, seg.primary_dir);
+            for &(mask, flips) in masks.get(seg.primary_dir, radii[0] as u32) {
+                probes.push(Probe {
+                    table: 0,
+                    cell: base ^ mask,
+                    rem: flips,
+                    lo: 0,
+                    hi: 0,
+                });
+            }
+        }
+        for (ti, (tab, &r)) in seg.tables.iter().zip(&radii[1..]).enumerate() {
+            if r < 0 {
+                continue;
+            }
+            let key = extract(q, tab.start, tab.bits);
+            let base = key >> tab.low_bits;
+            for &(mask, flips) in masks.get(tab.dir_bits, r as u32) {
+                probes.push(Probe {
+                    table: ti as u32 + 1,
+                    cell: base ^ mask,
+                    rem: r as u32 - flips,
+                    lo: 0,
+                    hi: 0,
+                });
+            }
+        }
+        let m = stats::lap(0, m);
+        // 2. Directory reads: independent loads, many in flight.
+        for p in probes.iter_mut() {
+            let offs = if p.table == 0 {
+                &seg.primary_offsets[..]
+            } else {
+                &seg.tables[p.table as usize - 1].offsets[..]
+            };
+            p.lo = offs[p.cell as usize];
+            p.hi = offs[p.cell as usize + 1];
+        }
+        // 2b. Prefetch every bucket so that their cache misses overlap.
+        for p in probes.iter() {
+            let (lo, hi) = (p.lo as usize, p.hi as usize);
+            if p.table == 0 {
+                prefetch_range(&hashes[lo..hi]);
+            } else {
+                prefetch_range(&seg.tables[p.table as usize - 1].entries[lo..hi]);
+            }
+        }
+        let m = stats::lap(1, m);
+        // 3. Bucket scans.
+        for p in probes.iter() {
+            let (lo, hi) = (p.lo as usize, p.hi as usize);
+            if p.table == 0 {
+                for (i, h) in hashes[lo..hi].iter().enumerate() {
+                    if min_dist(h, qs) <= t {
+                        out.push((lo + i) as u32);
+                    }
+                }
+                continue;
+            }
+            let tab = &seg.tables[p.table as usize - 1];
+            let key = extract(q, tab.start, tab.bits);
+            let qlo = key & (((1u64 << tab.low_bits) - 1) as u32);
+            let idx_mask = ((1u64 << tab.idx_bits) - 1) as u32;
+            let shift = tab.idx_bits;
+            let rem = p.rem;
+            cands.extend(
+                tab.entries[lo..hi]
+                    .iter()
+                    .filter(|&&e| (((u64::from(e) >> shift) as u32) ^ qlo).count_ones() <= rem)
+                    .map(|&e| e & idx_mask),
+            );
+        }
+        stats::lap(2, m);
+        stats::add(4, probes.len() as u64);
+        stats::add(5, probes.iter().map(|p| u64::from(p.hi - p.lo)).sum());
+    }
+    stats::add(6, cands.len() as u64);
+    let m = stats::mark();
+    // 4. Verification: independent loads of the candidate hashes.
+    for &p in cands.iter() {
+        if min_dist(&hashes[p as usize], qs) <= t {
+            out.push(p);
+        }
+    }
+    stats::lap(3, m);
+}
+
+/// Cached XOR masks of the Hamming ball, per (bits, radius).
+#[derive(Default)]
+pub struct Masks {
+    /// `((bits, radius), [(mask, popcount)])`.
+    cache: Vec<MaskSet>,
+}
+
+type MaskSet = ((u32, u32), Vec<(u32, u32)>);
+
+impl Masks {
+    /// Every `(mask, popcount(mask))` over `d` bits with popcount ≤ `r`.
+    fn get(&mut self, d: u32, r: u32) -> &[(u32, u32)] {
+        let i = match self.cache.iter().position(|(k, _)| *k == (d, r)) {
+            Some(i) => i,
+            None => {
+                let mut v = Vec::new();
+                for_each_cell(0, d, r, &mut |c, f| v.push((c, f)));
+                self.cache.push(((d, r), v));
+                self.cache.len() - 1
+            }
+        };
+        &self.cache[i].1
     }
 }
 
@@ -96,70 +665,115 @@ mod tests {
         out
     }
 
+    fn oracle(entries: &[(Pdq, u64)], qs: &[Pdq], t: u32) -> Vec<u64> {
+        let mut v: Vec<u64> = entries
+            .iter()
+            .filter(|(h, _)| min_dist(h, qs) <= t)
+            .map(|e| e.1)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn ids(seg: &PdqSegment, level: Level, qs: &[Pdq], t: u32) -> Vec<u64> {
+        let mut out = vec![];
+        seg.search(level, qs, t, &mut Scratch::default(), &mut out);
+        let mut v: Vec<u64> = out.iter().map(|&p| seg.id_at(p)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Small `mih_min` so that tiny proptest segments use the tables.
+    fn small_params(tables: u32) -> Params {
+        Params {
+            tables,
+            mih_min: 0,
+            dir_slack: 3,
+        }
+    }
+
     #[test]
-    fn hamming_basics() {
+    fn hamming_and_bytes() {
         assert_eq!(hamming(&[0; 4], &[0; 4]), 0);
         assert_eq!(hamming(&[0; 4], &[u64::MAX; 4]), 256);
         assert_eq!(hamming(&[1, 0, 0, 0], &[0, 0, 0, 1 << 63]), 2);
+        let h = [1, 2, 3, u64::MAX];
+        assert_eq!(pdq_from_bytes(&pdq_to_bytes(&h)), h);
+        assert_eq!(extract(&[0, 0, 0, 1 << 63], 255, 1), 1);
+        assert_eq!(extract(&[1 << 63, 1, 0, 0], 63, 2), 3);
     }
 
     #[test]
-    fn replace_and_remove() {
-        let mut idx = PdqIndex::new();
-        idx.insert([1, 2, 3, 4], 10);
-        idx.insert([5, 6, 7, 8], 11);
-        idx.insert([1, 2, 3, 4], 12);
-        assert_eq!(idx.len(), 2);
-        let mut got = vec![];
-        idx.search(&[1, 2, 3, 4], 0, |id| got.push(id));
-        assert_eq!(got, vec![12]);
-        idx.remove(&[1, 2, 3, 4]);
-        idx.remove(&[9, 9, 9, 9]);
-        got.clear();
-        idx.search(&[1, 2, 3, 4], 0, |id| got.push(id));
-        assert!(got.is_empty());
-        assert_eq!(idx.len(), 1);
+    fn radii_cover_threshold() {
+        for m in 8..=16 {
+            for t in 0..64 {
+                let r = PdqSegment::radii(m, t);
+                let s: i32 = r[..m as usize].iter().map(|&x| i32::from(x) + 1).sum();
+                assert!(s > t as i32, "m={m} t={t}");
+                assert!(r[1..m as usize].windows(2).all(|w| w[0] >= w[1]));
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_find() {
+        let seg = PdqSegment::build(vec![]);
+        assert!(ids(&seg, Level::current(), &[[0; 4]], 63).is_empty());
+        assert_eq!(seg.find(&[0; 4]), None);
+        let seg = PdqSegment::build_with(
+            vec![([0; 4], 1), ([u64::MAX; 4], 2), ([5, 6, 7, 8], 3)],
+            small_params(11),
+        );
+        assert_eq!(seg.find(&[5, 6, 7, 8]).map(|p| seg.id_at(p)), Some(3));
+        assert_eq!(seg.find(&[5, 6, 7, 9]), None);
+        for level in Level::available() {
+            assert_eq!(ids(&seg, level, &[[0; 4]], 0), vec![1]);
+            assert_eq!(ids(&seg, level, &[[u64::MAX; 4]], 63), vec![2]);
+        }
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn matches_brute_force(
-            seeds in proptest::collection::vec(any::<[u64; 4]>(), 1..50),
-            threshold in 0u32..64,
+            seeds in proptest::collection::vec(any::<[u64; 4]>(), 1..300),
+            t in 0u32..64,
+            tables in 8u32..=16,
             flips in proptest::collection::vec(0usize..256, 0..80),
+            qseed in any::<[u64; 4]>(),
         ) {
-            let mut idx = PdqIndex::new();
-            for (i, s) in seeds.iter().enumerate() {
-                idx.insert(*s, i as u64);
-            }
-            // Near duplicates of the first seed at t-1, t, t+1 (distinct bits).
-            let mut bits: Vec<usize> = flips.clone();
+            let mut bits = flips.clone();
             bits.sort_unstable();
             bits.dedup();
-            for d in [threshold.saturating_sub(1), threshold, threshold + 1] {
+            // Entries: the seeds, plus near-duplicates of seed 0 at t-1, t, t+1 and
+            // the all-zero / all-one hashes.
+            let mut entries: Vec<(Pdq, u64)> = vec![];
+            let push = |h: Pdq, entries: &mut Vec<(Pdq, u64)>| {
+                if !entries.iter().any(|e| e.0 == h) {
+                    let id = entries.len() as u64;
+                    entries.push((h, id));
+                }
+            };
+            for s in &seeds {
+                push(*s, &mut entries);
+            }
+            for d in [t.saturating_sub(1), t, t + 1] {
                 let d = (d as usize).min(bits.len());
-                let q = flip(&seeds[0], &bits[..d]);
-                let mut got = vec![];
-                idx.search(&q, threshold, |id| got.push(id));
-                got.sort_unstable();
-                let mut want: Vec<u64> = seeds
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| hamming(s, &q) <= threshold)
-                    .map(|(i, _)| i as u64)
-                    .collect();
-                want.sort_unstable();
-                // Seeds may repeat: the index keeps the last id per hash.
-                let mut dedup_want: Vec<u64> = want
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        let h = seeds[i as usize];
-                        seeds.iter().rposition(|s| *s == h) == Some(i as usize)
-                    })
-                    .collect();
-                dedup_want.sort_unstable();
-                prop_assert_eq!(got, dedup_want);
+                push(flip(&seeds[0], &bits[..d]), &mut entries);
+            }
+            push([0; 4], &mut entries);
+            push([u64::MAX; 4], &mut entries);
+            let seg = PdqSegment::build_with(entries.clone(), small_params(tables));
+            let queries = [seeds[0], qseed, [0; 4], [u64::MAX; 4], flip(&seeds[0], &bits)];
+            for level in Level::available() {
+                for q in &queries {
+                    prop_assert_eq!(ids(&seg, level, &[*q], t), oracle(&entries, &[*q], t));
+                }
+                prop_assert_eq!(ids(&seg, level, &queries, t), oracle(&entries, &queries, t));
+            }
+            for (h, id) in &entries {
+                prop_assert_eq!(seg.find(h).map(|p| seg.id_at(p)), Some(*id));
             }
         }
     }

@@ -8,9 +8,11 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
+use crate::changes;
 use crate::error::CoreError;
-use crate::index::{self, Batch, ListConfig, Queries};
+use crate::index::{self, Batch, GroupQueries, ListConfig, Queries};
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -88,6 +90,26 @@ impl PyIndex {
         Ok(detached(py, || self.inner.match_batch(&queries)))
     }
 
+    fn match_pdq_groups(
+        &self,
+        py: Python<'_>,
+        hashes: &[u8],
+        group_sizes: &[u8],
+        qualities: &[u8],
+        max_distances: &[u8],
+    ) -> Result<Vec<(u32, u32, u64)>, CoreError> {
+        let groups = GroupQueries::decode(hashes, group_sizes, qualities, max_distances)?;
+        Ok(detached(py, || self.inner.match_groups(&groups)))
+    }
+
+    fn compact(&self, py: Python<'_>) {
+        detached(py, || self.inner.compact());
+    }
+
+    fn segments(&self, list_id: i64) -> Result<(usize, usize, usize, usize), CoreError> {
+        self.inner.segments(index::list_id(list_id)?)
+    }
+
     fn counts(&self, list_id: i64) -> Result<(usize, usize, usize, usize), CoreError> {
         self.inner.counts(index::list_id(list_id)?)
     }
@@ -97,8 +119,131 @@ impl PyIndex {
     }
 }
 
+/// One `ApplyChangesRequest`, read from its wire bytes and checked (see
+/// [`crate::changes`]): the store takes its packed buffers as they are.
+#[pyclass(name = "Changes", module = "hashmatch.server._hashcore", frozen)]
+struct PyChanges {
+    inner: changes::Changes,
+}
+
+#[pymethods]
+impl PyChanges {
+    #[getter]
+    fn list(&self) -> &str {
+        &self.inner.list
+    }
+
+    #[getter]
+    fn batch_id(&self) -> &str {
+        &self.inner.batch_id
+    }
+
+    #[getter]
+    fn expected_version(&self) -> Option<u64> {
+        self.inner.expected_version
+    }
+
+    #[getter]
+    fn fingerprint(&self) -> [u8; 16] {
+        self.inner.fingerprint.to_be_bytes()
+    }
+
+    #[getter]
+    fn violations(&self) -> Vec<(String, String)> {
+        let v = &self.inner.violations;
+        v.iter()
+            .map(|v| (v.field.clone(), v.description.clone()))
+            .collect()
+    }
+
+    #[getter]
+    fn violation_count(&self) -> usize {
+        self.inner.violation_count
+    }
+
+    #[getter]
+    fn n_upserts(&self) -> usize {
+        self.inner.upserts.len()
+    }
+
+    #[getter]
+    fn n_retirements(&self) -> usize {
+        self.inner.retirements.len()
+    }
+
+    /// (algs, slots) of the upserts, in the index's packed form.
+    fn upsert_packed<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        let p = &self.inner.upserts;
+        (PyBytes::new(py, &p.algs), PyBytes::new(py, &p.slots))
+    }
+
+    fn retire_packed<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        let p = &self.inner.retirements;
+        (PyBytes::new(py, &p.algs), PyBytes::new(py, &p.slots))
+    }
+
+    /// Store keys of the upserts: `prefix` + algorithm byte + digest.
+    fn upsert_keys<'py>(&self, py: Python<'py>, prefix: &[u8]) -> Vec<Bound<'py, PyBytes>> {
+        keys(py, prefix, &self.inner.upserts)
+    }
+
+    fn retire_keys<'py>(&self, py: Python<'py>, prefix: &[u8]) -> Vec<Bound<'py, PyBytes>> {
+        keys(py, prefix, &self.inner.retirements)
+    }
+
+    /// The UTF-8 reference IDs of the upserts.
+    fn references<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        (0..self.inner.upserts.len())
+            .map(|i| PyBytes::new(py, self.inner.reference(i)))
+            .collect()
+    }
+
+    /// The list-digest term of upsert `i`, and the sum of all of them (mod 2^128).
+    fn term(&self, i: usize) -> PyResult<u128> {
+        if i >= self.inner.upserts.len() {
+            return Err(PyValueError::new_err("upsert index out of range"));
+        }
+        Ok(self.inner.term(i))
+    }
+
+    fn terms_sum(&self) -> u128 {
+        self.inner.terms_sum()
+    }
+}
+
+fn keys<'py>(py: Python<'py>, prefix: &[u8], packed: &changes::Packed) -> Vec<Bound<'py, PyBytes>> {
+    let mut key = Vec::with_capacity(prefix.len() + 33);
+    (0..packed.len())
+        .map(|i| {
+            key.clear();
+            key.extend_from_slice(prefix);
+            key.push(packed.algs[i]);
+            key.extend_from_slice(packed.digest(i));
+            PyBytes::new(py, &key)
+        })
+        .collect()
+}
+
+/// Reads an `ApplyChangesRequest` from its wire bytes; ValueError if undecodable.
+#[pyfunction]
+fn parse_changes(py: Python<'_>, raw: Vec<u8>, pdq_min_quality: u8) -> PyResult<PyChanges> {
+    let parsed = detached(py, move || changes::parse_changes(&raw, pdq_min_quality));
+    parsed
+        .map(|inner| PyChanges { inner })
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The list-digest term of one entry (for entries the store handles one by one).
+#[pyfunction]
+fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
+    changes::entry_term(alg, digest, reference)
+}
+
 #[pymodule]
 fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
+    m.add_class::<PyChanges>()?;
+    m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
+    m.add_function(wrap_pyfunction!(entry_term, m)?)?;
     Ok(())
 }

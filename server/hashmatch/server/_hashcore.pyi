@@ -58,8 +58,68 @@ class Index:
         sorted by query index, list id, entry id, without duplicates.
         """
 
+    def match_pdq_groups(
+        self, hashes: bytes, group_sizes: bytes, qualities: bytes, max_distances: bytes
+    ) -> list[tuple[int, int, int]]:
+        """Match groups of PDQ hashes of one item each (e.g. its up to 8 dihedral variants).
+
+        ``hashes``: 32 bytes per PDQ hash, groups consecutive; ``group_sizes``: one byte per
+        group, 1..=8; ``qualities`` / ``max_distances``: one byte per group, as in
+        :meth:`match_batch`. Returns every ``(group_index, list_id, entry_id)`` such that some
+        hash of the group is within the effective threshold, sorted, without duplicates.
+        Releases the GIL. :class:`ValueError` on malformed input.
+        """
+
+    def compact(self) -> None:
+        """Run pending segment merges now (they otherwise run on a background thread)."""
+
+    def segments(self, list_id: int) -> tuple[int, int, int, int]:
+        """Segments per algorithm ``(md5, sha1, sha256, pdq)`` of a list (diagnostics)."""
+
     def counts(self, list_id: int) -> tuple[int, int, int, int]:
         """``(md5, sha1, sha256, pdq)`` entry counts; :class:`ValueError` if unknown."""
 
     def memory_bytes(self) -> int:
         """Approximate heap bytes held by all indexes."""
+
+class Changes:
+    """One ``ApplyChangesRequest`` read from its wire bytes and checked (see ``parse_changes``)."""
+
+    @property
+    def list(self) -> str: ...
+    @property
+    def batch_id(self) -> str: ...
+    @property
+    def expected_version(self) -> int | None: ...
+    @property
+    def fingerprint(self) -> bytes: ...
+    @property
+    def violations(self) -> list[tuple[str, str]]: ...
+    @property
+    def violation_count(self) -> int: ...
+    @property
+    def n_upserts(self) -> int: ...
+    @property
+    def n_retirements(self) -> int: ...
+    def upsert_packed(self) -> tuple[bytes, bytes]:
+        """``(algs, slots)`` of the upserts, in the index's packed form."""
+
+    def retire_packed(self) -> tuple[bytes, bytes]: ...
+    def upsert_keys(self, prefix: bytes) -> list[bytes]:
+        """Store keys of the upserts: ``prefix`` + algorithm byte + digest."""
+
+    def retire_keys(self, prefix: bytes) -> list[bytes]: ...
+    def references(self) -> list[bytes]:
+        """The UTF-8 reference IDs of the upserts."""
+
+    def term(self, i: int) -> int:
+        """The list-digest term of upsert ``i``; :class:`ValueError` if out of range."""
+
+    def terms_sum(self) -> int:
+        """Sum of all upsert terms (mod 2**128)."""
+
+def parse_changes(raw: bytes, pdq_min_quality: int) -> Changes:
+    """Read an ``ApplyChangesRequest`` from its wire bytes; :class:`ValueError` if undecodable."""
+
+def entry_term(alg: int, digest: bytes, reference: bytes) -> int:
+    """The list-digest term of one entry."""

@@ -1,0 +1,572 @@
+//! Bulk list changes: the entries of one `hashmatch.v1.ApplyChangesRequest`,
+//! read straight from its wire bytes, checked, and packed for the store and
+//! the indexes.
+//!
+//! A hotline loads millions of entries in batches of up to 100,000; reading and
+//! checking them entry by entry in Python costs more than storing them. This
+//! module does that one pass in Rust and hands back packed buffers, so the
+//! store's per-entry work is a few C-level LMDB calls.
+//!
+//! Field numbers follow `proto/hashmatch/v1/lists.proto` and `hashes.proto`;
+//! the Python tests check this reader against the protobuf runtime.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+
+/// Digest length of each algorithm number, `0` for unknown ones.
+pub fn digest_len(alg: u32) -> usize {
+    match alg {
+        1 => 16,
+        2 => 20,
+        3 | 4 => 32,
+        _ => 0,
+    }
+}
+
+const PDQ: u8 = 4;
+/// Same bounds as the match path: fewer or more set bits than this is the hash
+/// of a flat or blank image, which would match other such images.
+pub const PDQ_MIN_BITS: u32 = 16;
+pub const PDQ_MAX_BITS: u32 = 240;
+pub const MAX_REFERENCE_BYTES: usize = 128;
+/// Field violations reported per batch; more would only grow the error.
+pub const MAX_VIOLATIONS: usize = 100;
+pub const UNKNOWN_QUALITY: u8 = 255;
+
+/// One refused field, named by its path in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+/// Hashes in the core's packed form: one algorithm byte and one 32-byte slot
+/// (digest left-aligned, zero padding) per hash.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Packed {
+    pub algs: Vec<u8>,
+    pub slots: Vec<u8>,
+    pub qualities: Vec<u8>,
+}
+
+impl Packed {
+    pub fn len(&self) -> usize {
+        self.algs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.algs.is_empty()
+    }
+
+    /// The digest of hash `i` without its padding.
+    pub fn digest(&self, i: usize) -> &[u8] {
+        let len = digest_len(u32::from(self.algs[i]));
+        &self.slots[i * 32..i * 32 + len]
+    }
+
+    fn push(&mut self, alg: u8, value: &[u8], quality: u8) {
+        self.algs.push(alg);
+        let start = self.slots.len();
+        self.slots.resize(start + 32, 0);
+        self.slots[start..start + value.len()].copy_from_slice(value);
+        self.qualities.push(quality);
+    }
+}
+
+/// An `ApplyChangesRequest`, read and checked.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub list: String,
+    pub batch_id: String,
+    pub expected_version: Option<u64>,
+    pub upserts: Packed,
+    /// UTF-8 reference IDs of the upserts, concatenated; `ref_ends[i]` is where
+    /// the i-th one ends.
+    pub refs: Vec<u8>,
+    pub ref_ends: Vec<u32>,
+    pub retirements: Packed,
+    pub violations: Vec<Violation>,
+    /// How many violations were found in all (only the first few are kept).
+    pub violation_count: usize,
+    /// Identifies the batch's content (list, upserts, retirements), so a
+    /// re-sent batch_id can be told from one reused for other content.
+    pub fingerprint: u128,
+}
+
+impl Changes {
+    pub fn reference(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ref_ends[i - 1] as usize
+        };
+        &self.refs[start..self.ref_ends[i] as usize]
+    }
+
+    /// The list-digest term of upsert `i`: XXH3-128 of algorithm byte, digest
+    /// and UTF-8 reference ID.
+    pub fn term(&self, i: usize) -> u128 {
+        let mut h = Xxh3::new();
+        h.update(&[self.upserts.algs[i]]);
+        h.update(self.upserts.digest(i));
+        h.update(self.reference(i));
+        h.digest128()
+    }
+
+    /// The sum modulo 2^128 of every upsert's term.
+    pub fn terms_sum(&self) -> u128 {
+        (0..self.upserts.len()).fold(0u128, |acc, i| acc.wrapping_add(self.term(i)))
+    }
+
+    fn refuse(&mut self, field: String, description: impl Into<String>) {
+        self.violation_count += 1;
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(Violation {
+                field,
+                description: description.into(),
+            });
+        }
+    }
+}
+
+/// The wire bytes could not be read as an `ApplyChangesRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError;
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request is not a valid ApplyChangesRequest")
+    }
+}
+
+/// Reads one request. Field checks become violations (the batch is then to be
+/// refused whole); only undecodable bytes are an error.
+pub fn parse_changes(raw: &[u8], pdq_min_quality: u8) -> Result<Changes, WireError> {
+    let mut out = Changes::default();
+    let mut fingerprint = Xxh3::new();
+    let mut reader = Reader::new(raw);
+    while let Some((field, wire)) = reader.key()? {
+        match (field, wire) {
+            (1, Wire::Len(body)) => {
+                out.list = utf8(body)?;
+                fingerprint.update(&(body.len() as u64).to_le_bytes());
+                fingerprint.update(body);
+            }
+            (2, Wire::Len(body)) => out.batch_id = utf8(body)?,
+            (3, Wire::Len(body)) => {
+                fingerprint.update(&[3]);
+                fingerprint.update(&(body.len() as u64).to_le_bytes());
+                fingerprint.update(body);
+                let index = out.upserts.len();
+                read_entry(body, index, pdq_min_quality, &mut out)?;
+            }
+            (4, Wire::Len(body)) => {
+                fingerprint.update(&[4]);
+                fingerprint.update(&(body.len() as u64).to_le_bytes());
+                fingerprint.update(body);
+                let index = out.retirements.len();
+                let hash = read_hash(body)?;
+                let path = format!("retirements[{index}]");
+                check_hash(&hash, &path, None, &mut out);
+                out.retirements
+                    .push(hash.alg_byte(), hash.stored_value(), UNKNOWN_QUALITY);
+            }
+            (5, Wire::Varint(v)) => out.expected_version = Some(v),
+            _ => {} // unknown fields are skipped, as protobuf does
+        }
+    }
+    out.fingerprint = fingerprint.digest128();
+    check_duplicates(&mut out);
+    Ok(out)
+}
+
+struct HashField<'a> {
+    alg: u64,
+    value: &'a [u8],
+    quality: Option<u64>,
+}
+
+impl HashField<'_> {
+    fn alg_byte(&self) -> u8 {
+        u8::try_from(self.alg).unwrap_or(0)
+    }
+
+    /// The value as it may be stored: unusable values become empty (the batch
+    /// is refused anyway, but the buffers keep one slot per hash).
+    fn stored_value(&self) -> &[u8] {
+        if digest_len(self.alg as u32) == self.value.len() && self.alg <= 4 {
+            self.value
+        } else {
+            &[]
+        }
+    }
+}
+
+fn read_hash(body: &[u8]) -> Result<HashField<'_>, WireError> {
+    let mut hash = HashField {
+        alg: 0,
+        value: &[],
+        quality: None,
+    };
+    let mut reader = Reader::new(body);
+    while let Some((field, wire)) = reader.key()? {
+        match (field, wire) {
+            (1, Wire::Varint(v)) => hash.alg = v,
+            (2, Wire::Len(v)) => hash.value = v,
+            (3, Wire::Varint(v)) => hash.quality = Some(v),
+            _ => {}
+        }
+    }
+    Ok(hash)
+}
+
+fn read_entry(
+    body: &[u8],
+    index: usize,
+    pdq_min_quality: u8,
+    out: &mut Changes,
+) -> Result<(), WireError> {
+    let mut hash: Option<HashField<'_>> = None;
+    let mut reference: &[u8] = &[];
+    let mut reader = Reader::new(body);
+    while let Some((field, wire)) = reader.key()? {
+        match (field, wire) {
+            (1, Wire::Len(v)) => hash = Some(read_hash(v)?),
+            (2, Wire::Len(v)) => reference = v,
+            _ => {}
+        }
+    }
+    let path = format!("upserts[{index}]");
+    let (alg, value, quality) = match &hash {
+        None => {
+            out.refuse(format!("{path}.hash"), "is required");
+            (0, &[][..], UNKNOWN_QUALITY)
+        }
+        Some(h) => {
+            check_hash(h, &format!("{path}.hash"), Some(pdq_min_quality), out);
+            let q = h
+                .quality
+                .and_then(|q| u8::try_from(q).ok())
+                .filter(|q| *q <= 100)
+                .unwrap_or(UNKNOWN_QUALITY);
+            (h.alg_byte(), h.stored_value(), q)
+        }
+    };
+    check_reference(reference, &format!("{path}.reference_id"), out)?;
+    out.upserts.push(alg, value, quality);
+    out.refs.extend_from_slice(reference);
+    out.ref_ends.push(out.refs.len() as u32);
+    Ok(())
+}
+
+fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &mut Changes) {
+    let expected = if hash.alg <= 4 {
+        digest_len(hash.alg as u32)
+    } else {
+        0
+    };
+    if expected == 0 {
+        out.refuse(
+            format!("{path}.algorithm"),
+            "unknown or unspecified algorithm",
+        );
+        return;
+    }
+    if hash.value.len() != expected {
+        out.refuse(
+            format!("{path}.value"),
+            format!(
+                "must be {expected} bytes for this algorithm, got {}",
+                hash.value.len()
+            ),
+        );
+        return;
+    }
+    let is_pdq = hash.alg == u64::from(PDQ);
+    if let Some(q) = hash.quality {
+        if !is_pdq {
+            out.refuse(format!("{path}.quality"), "only PDQ hashes carry a quality");
+            return;
+        }
+        if q > 100 {
+            out.refuse(format!("{path}.quality"), "must be 0-100");
+            return;
+        }
+    }
+    let Some(min_quality) = min_quality else {
+        return;
+    };
+    if is_pdq {
+        let ones: u32 = hash.value.iter().map(|b| b.count_ones()).sum();
+        if !(PDQ_MIN_BITS..=PDQ_MAX_BITS).contains(&ones) {
+            out.refuse(format!("{path}.value"), "is a degenerate PDQ hash");
+        } else if hash.quality.is_some_and(|q| q < u64::from(min_quality)) {
+            out.refuse(
+                format!("{path}.quality"),
+                format!("is below the list's minimum PDQ quality {min_quality}"),
+            );
+        }
+    }
+}
+
+fn check_reference(reference: &[u8], path: &str, out: &mut Changes) -> Result<(), WireError> {
+    let text = std::str::from_utf8(reference).map_err(|_| WireError)?;
+    if text.is_empty() {
+        out.refuse(path.to_string(), "is required");
+    } else if reference.len() > MAX_REFERENCE_BYTES {
+        out.refuse(
+            path.to_string(),
+            format!(
+                "must be at most {MAX_REFERENCE_BYTES} bytes, got {}",
+                reference.len()
+            ),
+        );
+    } else if text.chars().any(|c| c.is_ascii_control()) {
+        out.refuse(path.to_string(), "must not contain control characters");
+    }
+    Ok(())
+}
+
+/// A hash may appear once per batch: the order of two changes to one hash
+/// would otherwise decide the outcome silently.
+fn check_duplicates(out: &mut Changes) {
+    let mut seen: HashMap<(u8, &[u8]), String> = HashMap::new();
+    let mut dups: Vec<(String, String)> = Vec::new();
+    let sides = [
+        ("upserts", &out.upserts, ".hash"),
+        ("retirements", &out.retirements, ""),
+    ];
+    for (name, packed, suffix) in sides {
+        for i in 0..packed.len() {
+            let digest = packed.digest(i);
+            if digest.is_empty() {
+                continue;
+            }
+            let path = format!("{name}[{i}]{suffix}");
+            if let Some(first) = seen.get(&(packed.algs[i], digest)) {
+                dups.push((path, format!("repeats the hash of {first}")));
+            } else {
+                seen.insert((packed.algs[i], digest), path);
+            }
+        }
+    }
+    for (field, description) in dups {
+        out.refuse(field, description);
+    }
+}
+
+fn utf8(body: &[u8]) -> Result<String, WireError> {
+    std::str::from_utf8(body)
+        .map(str::to_owned)
+        .map_err(|_| WireError)
+}
+
+/// The XXH3-128 of one (algorithm, digest, reference) entry, as the list digest
+/// adds it. Exposed for the store's per-entry paths.
+pub fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
+    let mut data = Vec::with_capacity(1 + digest.len() + reference.len());
+    data.push(alg);
+    data.extend_from_slice(digest);
+    data.extend_from_slice(reference);
+    xxh3_128(&data)
+}
+
+enum Wire<'a> {
+    Varint(u64),
+    Len(&'a [u8]),
+    Fixed,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut result = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.buf.get(self.pos).ok_or(WireError)?;
+            self.pos += 1;
+            result |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(result);
+            }
+        }
+        Err(WireError)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).ok_or(WireError)?;
+        let out = self.buf.get(self.pos..end).ok_or(WireError)?;
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// The next field number and its value, or None at the end.
+    fn key(&mut self) -> Result<Option<(u64, Wire<'a>)>, WireError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let wire = match key & 7 {
+            0 => Wire::Varint(self.varint()?),
+            1 => {
+                self.take(8)?;
+                Wire::Fixed
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| WireError)?;
+                Wire::Len(self.take(len)?)
+            }
+            5 => {
+                self.take(4)?;
+                Wire::Fixed
+            }
+            _ => return Err(WireError),
+        };
+        Ok(Some((key >> 3, wire)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn len_field(field: u64, body: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+
+    fn hash(alg: u64, value: &[u8], quality: Option<u64>) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(1 << 3, &mut out);
+        varint(alg, &mut out);
+        len_field(2, value, &mut out);
+        if let Some(q) = quality {
+            varint(3 << 3, &mut out);
+            varint(q, &mut out);
+        }
+        out
+    }
+
+    fn entry(alg: u64, value: &[u8], reference: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        len_field(1, &hash(alg, value, None), &mut out);
+        len_field(2, reference.as_bytes(), &mut out);
+        out
+    }
+
+    fn balanced_pdq(seed: u8) -> Vec<u8> {
+        (0..32)
+            .map(|i| {
+                if (i + seed).is_multiple_of(2) {
+                    0xf0
+                } else {
+                    0x0f
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_a_valid_batch() {
+        let mut raw = Vec::new();
+        len_field(1, b"iwf", &mut raw);
+        len_field(2, b"b1", &mut raw);
+        len_field(3, &entry(1, &[7; 16], "R-1"), &mut raw);
+        len_field(3, &entry(4, &balanced_pdq(0), "R-2"), &mut raw);
+        len_field(4, &hash(2, &[9; 20], None), &mut raw);
+        varint(5 << 3, &mut raw);
+        varint(41, &mut raw);
+        let c = parse_changes(&raw, 50).unwrap();
+        assert_eq!((c.list.as_str(), c.batch_id.as_str()), ("iwf", "b1"));
+        assert_eq!(c.expected_version, Some(41));
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(c.upserts.algs, vec![1, 4]);
+        assert_eq!(c.upserts.digest(0), &[7; 16]);
+        assert_eq!(&c.upserts.slots[16..32], &[0; 16]);
+        assert_eq!(c.reference(1), b"R-2");
+        assert_eq!(c.retirements.digest(0), &[9; 20]);
+        assert_eq!(c.term(0), entry_term(1, &[7; 16], b"R-1"));
+        assert_eq!(
+            c.terms_sum(),
+            c.term(0).wrapping_add(c.term(1)),
+            "terms add modulo 2^128"
+        );
+    }
+
+    #[test]
+    fn names_each_bad_field() {
+        let mut raw = Vec::new();
+        len_field(1, b"iwf", &mut raw);
+        len_field(3, &entry(1, &[7; 15], "R"), &mut raw);
+        len_field(3, &entry(9, &[7; 16], "R"), &mut raw);
+        len_field(3, &entry(4, &[0; 32], "R"), &mut raw);
+        len_field(3, &entry(1, &[8; 16], ""), &mut raw);
+        len_field(3, &entry(1, &[6; 16], "a\nb"), &mut raw);
+        let mut low = Vec::new();
+        len_field(1, &hash(4, &balanced_pdq(1), Some(10)), &mut low);
+        len_field(2, b"R", &mut low);
+        len_field(3, &low, &mut raw);
+        len_field(4, &hash(1, &[8; 16], None), &mut raw);
+        let c = parse_changes(&raw, 50).unwrap();
+        let fields: Vec<&str> = c.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "upserts[0].hash.value",
+                "upserts[1].hash.algorithm",
+                "upserts[2].hash.value",
+                "upserts[3].reference_id",
+                "upserts[4].reference_id",
+                "upserts[5].hash.quality",
+                "retirements[0]",
+            ]
+        );
+        assert!(c.violations[6].description.contains("upserts[3].hash"));
+        assert_eq!(c.upserts.len(), 6, "one slot per entry, even a refused one");
+    }
+
+    #[test]
+    fn undecodable_bytes_are_an_error() {
+        assert_eq!(parse_changes(&[0x1a, 0x05, 1], 50).unwrap_err(), WireError);
+        let mut raw = Vec::new();
+        len_field(3, &entry(1, &[7; 16], "x"), &mut raw);
+        let last = raw.len() - 1;
+        raw[last] = 0xff;
+        assert!(parse_changes(&raw, 50).is_err(), "invalid UTF-8 reference");
+    }
+
+    #[test]
+    fn fingerprint_follows_content_not_batch_id() {
+        let build = |batch: &[u8], reference: &str| {
+            let mut raw = Vec::new();
+            len_field(1, b"iwf", &mut raw);
+            len_field(2, batch, &mut raw);
+            len_field(3, &entry(1, &[7; 16], reference), &mut raw);
+            parse_changes(&raw, 50).unwrap().fingerprint
+        };
+        assert_eq!(build(b"a", "R"), build(b"b", "R"));
+        assert_ne!(build(b"a", "R"), build(b"a", "S"));
+    }
+}

@@ -1,0 +1,159 @@
+//! Large immutable arrays backed by transparent huge pages where the OS allows.
+//!
+//! Multi-index search is a stream of random reads over hundreds of MiB; with
+//! 4 KiB pages nearly every one of them also misses the TLB (and, in a VM,
+//! pays a two-dimensional page walk). Big arrays are therefore allocated
+//! 2 MiB-aligned and advised `MADV_HUGEPAGE` before they are first written.
+
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+const HUGE: usize = 2 << 20;
+
+/// Marker for plain-old-data element types whose all-zero bit pattern is a
+/// valid value (so a zeroed allocation is an initialised slice).
+///
+/// # Safety
+/// Implementors must be `Copy`, have no padding-sensitive invariants, and be
+/// valid when every byte is zero.
+pub unsafe trait Zeroable: Copy + Send + Sync + 'static {}
+// SAFETY: integers and arrays of integers are valid when all bytes are zero.
+unsafe impl Zeroable for u32 {}
+// SAFETY: as above.
+unsafe impl Zeroable for u64 {}
+// SAFETY: as above.
+unsafe impl Zeroable for [u64; 4] {}
+
+/// A fixed-length, heap-allocated slice of `T`; large ones are 2 MiB-aligned
+/// and backed by huge pages when available.
+pub struct HugeBuf<T: Zeroable> {
+    ptr: NonNull<T>,
+    len: usize,
+    layout: Option<Layout>,
+}
+
+// SAFETY: `HugeBuf` owns its elements exclusively, like `Box<[T]>`; `T` is
+// `Send + Sync` (required by `Zeroable`).
+unsafe impl<T: Zeroable> Send for HugeBuf<T> {}
+// SAFETY: shared access only hands out `&[T]`.
+unsafe impl<T: Zeroable> Sync for HugeBuf<T> {}
+
+impl<T: Zeroable> HugeBuf<T> {
+    /// `len` zero elements.
+    pub fn zeroed(len: usize) -> Self {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .expect("allocation size overflow");
+        if bytes < 2 * HUGE {
+            let v: Box<[T]> = (0..len).map(|_| Self::zero()).collect();
+            let len = v.len();
+            let ptr = NonNull::new(Box::into_raw(v) as *mut T).expect("Box pointer is non-null");
+            return HugeBuf {
+                ptr,
+                len,
+                layout: None,
+            };
+        }
+        let size = bytes.next_multiple_of(HUGE);
+        let layout = Layout::from_size_align(size, HUGE).expect("valid layout");
+        // SAFETY: `layout` has non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw as *mut T) else {
+            handle_alloc_error(layout)
+        };
+        advise_huge(raw, size);
+        HugeBuf {
+            ptr,
+            len,
+            layout: Some(layout),
+        }
+    }
+
+    /// A copy of `src`.
+    pub fn from_slice(src: &[T]) -> Self {
+        let mut b = Self::zeroed(src.len());
+        b.copy_from_slice(src);
+        b
+    }
+
+    fn zero() -> T {
+        // SAFETY: `T: Zeroable` is valid when all bytes are zero.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+impl<T: Zeroable> Deref for HugeBuf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` points to `len` initialised elements owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> DerefMut for HugeBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> Clone for HugeBuf<T> {
+    fn clone(&self) -> Self {
+        Self::from_slice(self)
+    }
+}
+
+impl<T: Zeroable> Drop for HugeBuf<T> {
+    fn drop(&mut self) {
+        match self.layout {
+            // SAFETY: allocated in `zeroed` with exactly this layout.
+            Some(layout) => unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) },
+            None => {
+                // SAFETY: came from `Box::<[T]>::into_raw` with this length.
+                drop(unsafe {
+                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                        self.ptr.as_ptr(),
+                        self.len,
+                    ))
+                });
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge(ptr: *mut u8, len: usize) {
+    extern "C" {
+        fn madvise(addr: *mut core::ffi::c_void, len: usize, advice: i32) -> i32;
+    }
+    const MADV_HUGEPAGE: i32 = 14;
+    // SAFETY: `[ptr, ptr + len)` is exactly our own fresh allocation;
+    // MADV_HUGEPAGE only changes how the kernel backs those pages, never their
+    // contents or validity. Failure is harmless (4 KiB pages) and ignored.
+    unsafe {
+        madvise(ptr as *mut core::ffi::c_void, len, MADV_HUGEPAGE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge(_ptr: *mut u8, _len: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_and_large() {
+        for n in [0usize, 1, 1000, 3 << 20] {
+            let mut b = HugeBuf::<u32>::zeroed(n);
+            assert_eq!(b.len(), n);
+            assert!(b.iter().all(|&x| x == 0));
+            if n > 0 {
+                b[n - 1] = 7;
+                let c = b.clone();
+                assert_eq!(c[n - 1], 7);
+            }
+        }
+    }
+}
