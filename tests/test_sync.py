@@ -63,7 +63,7 @@ def test_a_bad_message_stops_the_upload_and_keeps_earlier_batches(running: Runni
     with pytest.raises(InvalidArgument) as err:
         lists.upload_changes(batches)
     assert [v.field for v in err.value.violations] == ["messages[2].upserts[7].hash.value"]
-    assert "2 earlier batch(es) applied" in err.value.message
+    assert "the 2 before it are applied" in err.value.message
     info = lists.get_list("iwf")
     assert (info.version, info.last_batch_id) == (2, "up-1")
     assert info.digest == digest_of(batches[:2])

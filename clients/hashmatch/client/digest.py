@@ -28,10 +28,16 @@ class ListDigest:
         return cls(int.from_bytes(raw, "big")) if raw else cls()
 
     def add(self, algorithm: int, value: bytes, reference_id: str) -> None:
-        self.value = (self.value + entry_term(algorithm, value, reference_id)) % _MOD
+        self.add_term(entry_term(algorithm, value, reference_id))
 
     def remove(self, algorithm: int, value: bytes, reference_id: str) -> None:
-        self.value = (self.value - entry_term(algorithm, value, reference_id)) % _MOD
+        self.remove_term(entry_term(algorithm, value, reference_id))
+
+    def add_term(self, term: int) -> None:
+        self.value = (self.value + term) % _MOD
+
+    def remove_term(self, term: int) -> None:
+        self.value = (self.value - term) % _MOD
 
     def to_bytes(self) -> bytes:
         return self.value.to_bytes(16, "big")

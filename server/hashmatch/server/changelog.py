@@ -1,35 +1,31 @@
-"""Committed batches as the change log stores them, in a compact binary form.
+"""Committed batches as the change log stores them: columnar, in the core's packed form.
 
 Every serving process follows the log to keep its in-memory indexes current, and
-WatchChanges replays it to replicas. A record holds only effective changes: retirements of
-hashes that were not listed are not recorded.
+WatchChanges replays it to replicas. A record holds the batch as it was applied, with the
+entry id each upsert got, laid out so the indexes take its buffers without a per-entry
+step:
+
+    header (committed_at, n_upserts, n_retirements, digest, len(batch_id)) | batch_id
+    upsert algorithms (n) | upsert slots (32 n) | entry ids (u64 LE, n)
+    reference ends (u32 LE, n) | references (UTF-8, concatenated)
+    retirement algorithms (m) | retirement slots (32 m)
 """
 
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
+from hashmatch.server.core import SLOT
 
-_HEADER = struct.Struct(">dII16sH")  # committed_at, n_upserts, n_retirements, digest, batch_id len
-_UPSERT = struct.Struct(">BQH")  # algorithm, entry_id, reference length; hash follows algorithm
-_RETIRE = struct.Struct(">BQ")  # algorithm, entry_id
+if sys.byteorder != "little":  # entry ids travel as native arrays into a LE-only core
+    raise ImportError("hashmatch needs a little-endian machine")
 
-
-@dataclass(frozen=True)
-class Upsert:
-    algorithm: int
-    value: bytes
-    entry_id: int
-    reference_id: str
-
-
-@dataclass(frozen=True)
-class Retirement:
-    algorithm: int
-    value: bytes
-    entry_id: int
+_HEADER = struct.Struct("<dII16sH")
 
 
 @dataclass(frozen=True)
@@ -39,52 +35,79 @@ class ChangeRecord:
     batch_id: str
     committed_at: float
     digest: bytes
-    upserts: tuple[Upsert, ...]
-    retirements: tuple[Retirement, ...]
+    upsert_algs: bytes
+    upsert_slots: bytes
+    upsert_ids: bytes
+    ref_ends: bytes
+    refs: bytes
+    retire_algs: bytes
+    retire_slots: bytes
 
     def encode(self) -> bytes:
         batch_id = self.batch_id.encode("utf-8")
-        parts = [
-            _HEADER.pack(
-                self.committed_at,
-                len(self.upserts),
-                len(self.retirements),
-                self.digest,
-                len(batch_id),
-            ),
-            batch_id,
-        ]
-        for u in self.upserts:
-            ref = u.reference_id.encode("utf-8")
-            parts += [_UPSERT.pack(u.algorithm, u.entry_id, len(ref)), u.value, ref]
-        for r in self.retirements:
-            parts += [_RETIRE.pack(r.algorithm, r.entry_id), r.value]
-        return b"".join(parts)
+        header = _HEADER.pack(
+            self.committed_at,
+            len(self.upsert_algs),
+            len(self.retire_algs),
+            self.digest,
+            len(batch_id),
+        )
+        return b"".join(
+            (
+                header,
+                batch_id,
+                self.upsert_algs,
+                self.upsert_slots,
+                self.upsert_ids,
+                self.ref_ends,
+                self.refs,
+                self.retire_algs,
+                self.retire_slots,
+            )
+        )
 
     @classmethod
     def decode(cls, list_id: int, version: int, raw: bytes) -> ChangeRecord:
-        view = memoryview(raw)
-        committed_at, n_up, n_ret, digest, id_len = _HEADER.unpack_from(view, 0)
+        committed_at, n, m, digest, id_len = _HEADER.unpack_from(raw, 0)
         pos = _HEADER.size
-        batch_id = bytes(view[pos : pos + id_len]).decode("utf-8")
-        pos += id_len
-        upserts = []
-        for _ in range(n_up):
-            alg, entry_id, ref_len = _UPSERT.unpack_from(view, pos)
-            pos += _UPSERT.size
-            size = DIGEST_LENGTHS[alg]
-            value = bytes(view[pos : pos + size])
+        parts: list[bytes] = []
+        ends = array("I")
+        for size in (id_len, n, SLOT * n, 8 * n, 4 * n):
+            parts.append(raw[pos : pos + size])
             pos += size
-            ref = bytes(view[pos : pos + ref_len]).decode("utf-8")
-            pos += ref_len
-            upserts.append(Upsert(alg, value, entry_id, ref))
-        retirements = []
-        for _ in range(n_ret):
-            alg, entry_id = _RETIRE.unpack_from(view, pos)
-            pos += _RETIRE.size
-            size = DIGEST_LENGTHS[alg]
-            retirements.append(Retirement(alg, bytes(view[pos : pos + size]), entry_id))
-            pos += size
+        ends.frombytes(parts[4])
+        refs_len = ends[-1] if n else 0
+        refs = raw[pos : pos + refs_len]
+        pos += refs_len
+        retire_algs = raw[pos : pos + m]
+        retire_slots = raw[pos + m : pos + m + SLOT * m]
         return cls(
-            list_id, version, batch_id, committed_at, digest, tuple(upserts), tuple(retirements)
+            list_id,
+            version,
+            parts[0].decode("utf-8"),
+            committed_at,
+            digest,
+            parts[1],
+            parts[2],
+            parts[3],
+            parts[4],
+            refs,
+            retire_algs,
+            retire_slots,
         )
+
+    def upserts(self) -> Iterator[tuple[int, bytes, int, str]]:
+        """(algorithm, digest, entry_id, reference_id) of each upsert."""
+        ids = array("Q")
+        ids.frombytes(self.upsert_ids)
+        ends = array("I")
+        ends.frombytes(self.ref_ends)
+        start = 0
+        for i, alg in enumerate(self.upsert_algs):
+            value = self.upsert_slots[SLOT * i : SLOT * i + DIGEST_LENGTHS[alg]]
+            yield alg, value, ids[i], self.refs[start : ends[i]].decode("utf-8")
+            start = ends[i]
+
+    def retirements(self) -> Iterator[tuple[int, bytes]]:
+        for i, alg in enumerate(self.retire_algs):
+            yield alg, self.retire_slots[SLOT * i : SLOT * i + DIGEST_LENGTHS[alg]]

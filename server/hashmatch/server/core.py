@@ -1,20 +1,30 @@
 """Typed access to the compiled matching core (hashcore, in Rust).
 
-The compiled module is private; the server imports the index through here, and packs
-hashes the way the core expects them: one 32-byte slot per hash, digest left-aligned.
+The compiled module is private; the server imports the index and the batch reader
+through here, and packs query hashes the way the core expects them: one 32-byte slot per
+hash, digest left-aligned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from hashmatch.server._hashcore import Index
+from hashmatch.server._hashcore import Changes, Index, entry_term, parse_changes
 
 SLOT = 32
 UNKNOWN_QUALITY = 255
 LIST_THRESHOLD = 255
 
-__all__ = ["LIST_THRESHOLD", "SLOT", "UNKNOWN_QUALITY", "Index", "pack_hashes", "pack_ids"]
+__all__ = [
+    "LIST_THRESHOLD",
+    "SLOT",
+    "UNKNOWN_QUALITY",
+    "Changes",
+    "Index",
+    "entry_term",
+    "pack_hashes",
+    "parse_changes",
+]
 
 
 def pack_hashes(items: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes]:
@@ -26,7 +36,3 @@ def pack_hashes(items: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes]:
         slots += value
         slots += bytes(SLOT - len(value))
     return bytes(algs), bytes(slots)
-
-
-def pack_ids(ids: Sequence[int]) -> bytes:
-    return b"".join(i.to_bytes(8, "little") for i in ids)

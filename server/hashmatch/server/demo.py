@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 
 from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256
+from hashmatch.server.core import parse_changes
 from hashmatch.server.store import Role, Store, TenantExists
+from hashmatch.v1 import hashes_pb2, lists_pb2
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +37,20 @@ def ensure_demo(store: Store, data_dir: Path) -> None:
     with contextlib.suppress(TenantExists):
         store.add_tenant(DEMO_HOTLINE, Role.HOTLINE)
     store.create_list(DEMO_LIST, DEMO_HOTLINE, pdq_threshold=31, pdq_min_quality=50)
-    store.apply_changes(
-        DEMO_LIST,
-        "demo-1",
-        [
-            (alg, bytes.fromhex(h), f"DEMO-BRIDGE-{i + 1}")
+    request = lists_pb2.ApplyChangesRequest(
+        list=DEMO_LIST,
+        batch_id="demo-1",
+        upserts=[
+            lists_pb2.Entry(
+                hash=hashes_pb2.Hash(algorithm=alg, value=bytes.fromhex(h)),  # type: ignore[arg-type]
+                reference_id=f"DEMO-BRIDGE-{i + 1}",
+            )
             for i, (alg, h) in enumerate(BRIDGE.items())
         ],
-        [],
-        fingerprint=bytes(16),
         expected_version=0,
-        actor=DEMO_HOTLINE,
+    )
+    store.apply_changes(
+        DEMO_LIST, parse_changes(request.SerializeToString(), 50), actor=DEMO_HOTLINE
     )
     try:
         token = store.add_tenant(DEMO_PLATFORM, Role.PLATFORM)

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from hashmatch.server.changelog import ChangeRecord
-from hashmatch.server.core import Index, pack_hashes, pack_ids
+from hashmatch.server.core import Index
 from hashmatch.server.store import ListMeta, Store
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,9 @@ class IndexFollower:
         meta, chunks = snap
         self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality)
         total = 0
-        for chunk in chunks:
-            algs, slots = pack_hashes((alg, value) for alg, value, _ in chunk)
-            self.index.apply(meta.id, algs, slots, pack_ids([e for _, _, e in chunk]), b"", b"")
-            total += len(chunk)
+        for algs, slots, ids in chunks:
+            self.index.apply(meta.id, algs, slots, ids, b"", b"")
+            total += len(algs)
         log.info("loaded list %s: %d entries at version %d", meta.name, total, meta.version)
         # Batches committed after the snapshot are picked up by following the log.
         return self._follow(ServedList(meta.id, meta.name, meta.version))
@@ -99,15 +98,13 @@ class IndexFollower:
                 served = ServedList(served.id, served.name, record.version)
 
     def _apply(self, record: ChangeRecord) -> None:
-        add_algs, add_slots = pack_hashes((u.algorithm, u.value) for u in record.upserts)
-        del_algs, del_slots = pack_hashes((r.algorithm, r.value) for r in record.retirements)
         self.index.apply(
             record.list_id,
-            add_algs,
-            add_slots,
-            pack_ids([u.entry_id for u in record.upserts]),
-            del_algs,
-            del_slots,
+            record.upsert_algs,
+            record.upsert_slots,
+            record.upsert_ids,
+            record.retire_algs,
+            record.retire_slots,
         )
 
     def start(self) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import grpc
-import xxhash
 from google.protobuf import timestamp_pb2
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import store as st
 from hashmatch.server import validation
 from hashmatch.server.changelog import ChangeRecord
+from hashmatch.server.core import Changes, parse_changes
 from hashmatch.server.errors import ServiceError, Violation, invalid
 from hashmatch.server.follower import IndexFollower
 from hashmatch.server.handlers import require_role
@@ -19,6 +19,8 @@ from hashmatch.server.store import ListMeta, Role, Store, Tenant
 from hashmatch.v1 import hashes_pb2, lists_pb2
 
 DEFAULT_STATS_LIMIT = 100
+# Entries committed together by UploadChanges (see there).
+UPLOAD_GROUP_ENTRIES = 200_000
 # Batches read from the change log per step of a WatchChanges stream.
 WATCH_PAGE = 64
 MAX_STATS_LIMIT = 10_000
@@ -103,31 +105,46 @@ class ListServicer:
     ) -> lists_pb2.UploadChangesResponse:
         """Applies each message as its own batch, in order, stopping at the first refusal.
 
-        A refusal's message says which batches were applied before it, and GetList's
-        last_batch_id tells the same, so the uploader resumes right after them.
+        Consecutive batches of one list are committed together, up to UPLOAD_GROUP_ENTRIES
+        entries, which is what makes bulk loads fast; each stays atomic and gets its own
+        version. A refusal's message says how many batches were applied before it, and
+        GetList's last_batch_id names the last one, so the uploader resumes right after.
         """
         self._writable(tenant)
         summary = lists_pb2.UploadChangesResponse()
+        group: list[tuple[str, Changes]] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal size
+            if group:
+                outcomes = self._store(group[0][0], [c for _, c in group], tenant, summary)
+                for (_, changes), outcome in zip(group, outcomes, strict=True):
+                    _count(summary, changes.batch_id, outcome)
+                group.clear()
+                size = 0
+
         try:
             for index, request in enumerate(requests):
                 try:
-                    outcome = self._apply(request, tenant, prefix=f"messages[{index}].")
-                except ServiceError as exc:
-                    exc.message = (
-                        f"message {index} (batch_id {request.batch_id!r}) refused, "
-                        f"{summary.batches_applied + summary.batches_already_applied} "
-                        f"earlier batch(es) applied: {exc.message}"
-                    )
+                    changes = self._checked(request, tenant, prefix=f"messages[{index}].")
+                except ServiceError:
+                    flush()
                     raise
-                if outcome.already_applied:
-                    summary.batches_already_applied += 1
-                else:
-                    summary.batches_applied += 1
-                summary.version = outcome.version
-                summary.last_batch_id = request.batch_id
-                summary.upserted += outcome.upserted
-                summary.retired += outcome.retired
-                summary.digest = outcome.digest
+                if group and group[0][0] != request.list:
+                    flush()
+                group.append((request.list, changes))
+                size += changes.n_upserts + changes.n_retirements
+                if size >= UPLOAD_GROUP_ENTRIES:
+                    flush()
+            flush()
+        except ServiceError as exc:
+            done = summary.batches_applied + summary.batches_already_applied
+            exc.message = (
+                f"message {done} of the upload was refused; the {done} before it are applied: "
+                f"{exc.message}"
+            )
+            raise
         finally:
             self.follower.catch_up()
         return summary
@@ -172,48 +189,62 @@ class ListServicer:
             ]
         )
 
-    def _apply(
+    def _apply(self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant) -> st.ApplyOutcome:
+        changes = self._checked(request, tenant)
+        return self._store(request.list, [changes], tenant)[0]
+
+    def _checked(
         self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant, prefix: str = ""
-    ) -> st.ApplyOutcome:
+    ) -> Changes:
+        """Reads and checks a batch; INVALID_ARGUMENT names every bad field."""
         meta = self._owned(request.list, tenant, prefix)
-        batch, violations = validation.apply_changes(request, meta.pdq_min_quality)
+        # The core reads and checks the entries in one pass over the wire bytes.
+        changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
+        violations = validation.batch_fields(
+            request.batch_id, changes.n_upserts, changes.n_retirements
+        )
+        violations += [Violation(f, d) for f, d in changes.violations]
         if violations:
             raise invalid([Violation(prefix + v.field, v.description) for v in violations])
+        return changes
+
+    def _store(
+        self,
+        list_name: str,
+        batches: list[Changes],
+        tenant: Tenant,
+        summary: lists_pb2.UploadChangesResponse | None = None,
+    ) -> list[st.ApplyOutcome]:
+        """Commits checked batches together; a store refusal becomes its status, after
+        the batches before it are committed (and counted into `summary`)."""
         try:
-            return self.store.apply_changes(
-                request.list,
-                request.batch_id,
-                batch.upserts,
-                batch.retirements,
-                fingerprint=fingerprint(request),
-                expected_version=(
-                    request.expected_version if request.HasField("expected_version") else None
-                ),
-                actor=tenant.name,
-            )
-        except st.StaleVersion as exc:
+            outcomes, error = self.store.apply_many(list_name, batches, actor=tenant.name)
+        except st.StoreFull as exc:
+            raise _store_full(exc) from None
+        if error is None:
+            return outcomes
+        if summary is not None:
+            for changes, outcome in zip(batches, outcomes, strict=False):
+                _count(summary, changes.batch_id, outcome)
+        refused = batches[len(outcomes)]
+        if isinstance(error, st.StaleVersion):
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"expected_version {request.expected_version} is stale: "
-                f"the list is at version {exc.current}",
+                f"expected_version {refused.expected_version} is stale: "
+                f"the list is at version {error.current}",
                 hashes_pb2.ERROR_REASON_STALE_VERSION,
-                (Violation(f"{prefix}expected_version", f"the list is at version {exc.current}"),),
-            ) from None
-        except st.BatchIdReused:
+                (Violation("expected_version", f"the list is at version {error.current}"),),
+            )
+        if isinstance(error, st.BatchIdReused):
             raise ServiceError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this batch_id was already applied with different content",
                 hashes_pb2.ERROR_REASON_BATCH_ID_REUSED,
-                (
-                    Violation(
-                        f"{prefix}batch_id", "already used for a batch with different content"
-                    ),
-                ),
-            ) from None
-        except st.ListNotFound:
-            raise _not_found(request.list) from None
-        except st.StoreFull as exc:
-            raise _store_full(exc) from None
+                (Violation("batch_id", "already used for a batch with different content"),),
+            )
+        if isinstance(error, st.ListNotFound):
+            raise _not_found(list_name)
+        raise error
 
     def _writable(self, tenant: Tenant) -> None:
         require_role(tenant, Role.HOTLINE)
@@ -245,12 +276,18 @@ class ListServicer:
         return meta
 
 
-def fingerprint(request: lists_pb2.ApplyChangesRequest) -> bytes:
-    """Identifies a batch's content, so a re-sent batch_id can be told from a reused one."""
-    content = lists_pb2.ApplyChangesRequest(
-        list=request.list, upserts=request.upserts, retirements=request.retirements
-    )
-    return xxhash.xxh3_128_digest(content.SerializeToString(deterministic=True))
+def _count(
+    summary: lists_pb2.UploadChangesResponse, batch_id: str, outcome: st.ApplyOutcome
+) -> None:
+    if outcome.already_applied:
+        summary.batches_already_applied += 1
+    else:
+        summary.batches_applied += 1
+    summary.version = outcome.version
+    summary.last_batch_id = batch_id
+    summary.upserted += outcome.upserted
+    summary.retired += outcome.retired
+    summary.digest = outcome.digest
 
 
 def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
@@ -260,14 +297,14 @@ def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
         batch_id=record.batch_id,
         upserts=[
             lists_pb2.Entry(
-                hash=hashes_pb2.Hash(algorithm=u.algorithm, value=u.value),  # type: ignore[arg-type]
-                reference_id=u.reference_id,
+                hash=hashes_pb2.Hash(algorithm=alg, value=value),  # type: ignore[arg-type]
+                reference_id=ref,
             )
-            for u in record.upserts
+            for alg, value, _, ref in record.upserts()
         ],
         retirements=[
-            hashes_pb2.Hash(algorithm=r.algorithm, value=r.value)  # type: ignore[arg-type]
-            for r in record.retirements
+            hashes_pb2.Hash(algorithm=alg, value=value)  # type: ignore[arg-type]
+            for alg, value in record.retirements()
         ],
         committed_at=_timestamp(record.committed_at),
         digest=record.digest,

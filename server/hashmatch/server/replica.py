@@ -16,6 +16,7 @@ import grpc
 from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError
 from hashmatch.client.list_client import ListClient
+from hashmatch.server.core import parse_changes
 from hashmatch.server.follower import IndexFollower
 from hashmatch.server.store import Role, StaleVersion, Store, Tenant
 from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
@@ -112,15 +113,19 @@ class Replicator:
                 log.warning("replica: watching %s stopped: %s", name, exc)
 
     def _apply(self, name: str, batch: lists_pb2.ChangeBatch) -> None:
+        meta = self.store.get_list(name)
+        assert meta is not None, "a watched list exists locally"
+        request = lists_pb2.ApplyChangesRequest(
+            list=name,
+            batch_id=batch.batch_id,
+            upserts=batch.upserts,
+            retirements=batch.retirements,
+            expected_version=batch.version - 1,
+        )
+        changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
         try:
             outcome = self.store.apply_changes(
-                name,
-                batch.batch_id,
-                [(e.hash.algorithm, e.hash.value, e.reference_id) for e in batch.upserts],
-                [(h.algorithm, h.value) for h in batch.retirements],
-                fingerprint=batch.digest,
-                expected_version=batch.version - 1,
-                actor=f"replica-of:{self.connection.server}",
+                name, changes, actor=f"replica-of:{self.connection.server}"
             )
         except StaleVersion as exc:
             log.error(

@@ -10,7 +10,7 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
   tenants   name -> JSON {role, created_at}
   tokens    SHA-256(token) -> tenant name (tokens themselves are never stored)
   lists     name -> JSON list metadata (ListMeta)
-  entries   list_id u32 | algorithm u8 | hash -> entry_id u64
+  entries   list_id u32 | algorithm u8 | hash -> entry_id u64 LE
   refs      list_id u32 | entry_id u64 -> reference ID (UTF-8)
   changes   list_id u32 | version u64 -> ChangeRecord
   batches   list_id u32 | batch_id -> version u64 | request fingerprint (16 bytes)
@@ -27,16 +27,19 @@ import os
 import secrets
 import struct
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from hashmatch.client.digest import ListDigest
-from hashmatch.server.changelog import ChangeRecord, Retirement, Upsert
+from hashmatch.server.changelog import ChangeRecord
+from hashmatch.server.core import SLOT, Changes, entry_term
 
 # Sized far beyond any expected data once, up front: LMDB only reserves address space, and
 # a map that never has to grow cannot race with other processes resizing it.
@@ -142,12 +145,14 @@ def new_token() -> str:
     return "hm_" + secrets.token_urlsafe(32)
 
 
-def entry_key(list_id: int, algorithm: int, value: bytes) -> bytes:
-    return _U32.pack(list_id) + bytes((algorithm,)) + value
-
-
 def ref_key(list_id: int, entry_id: int) -> bytes:
+    # Big-endian ids: new entries' references append at the end of the tree.
     return _LIST_ENTRY.pack(list_id, entry_id)
+
+
+def _ref_key(list_id: int, raw_entry_id: bytes) -> bytes:
+    """The refs key of an entry id as stored in `entries` (u64 little-endian)."""
+    return _LIST_ENTRY.pack(list_id, int.from_bytes(raw_entry_id, "little"))
 
 
 class Store:
@@ -356,99 +361,155 @@ class Store:
         with self.read() as txn:
             return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
 
-    def apply_changes(
-        self,
-        list_name: str,
-        batch_id: str,
-        upserts: Sequence[tuple[int, bytes, str]],
-        retirements: Sequence[tuple[int, bytes]],
-        *,
-        fingerprint: bytes,
-        expected_version: int | None,
-        actor: str,
-    ) -> ApplyOutcome:
-        """Applies one batch atomically: retirements first, then upserts, in order.
+    def apply_changes(self, list_name: str, changes: Changes, *, actor: str) -> ApplyOutcome:
+        """Applies one checked batch atomically: retirements first, then upserts.
 
         A batch_id seen before answers with the version it made and changes nothing; the
-        same batch_id with different content is refused (BatchIdReused).
+        same batch_id with different content is refused (BatchIdReused). The batch must
+        have no violations (the service refuses those before calling).
         """
-        entries, refs = self._db("entries"), self._db("refs")
+        outcomes, error = self.apply_many(list_name, [changes], actor=actor)
+        if error is not None:
+            raise error
+        return outcomes[0]
+
+    def apply_many(
+        self, list_name: str, batches: Sequence[Changes], *, actor: str
+    ) -> tuple[list[ApplyOutcome], StoreError | None]:
+        """Applies batches in order in one write transaction, each one whole.
+
+        A bulk load commits a group of batches at once: LMDB then rewrites each touched
+        page once per group rather than once per batch. Every batch still gets its own
+        version, change record and batch_id. A batch refused by the store ends the group:
+        the batches before it are committed and its error is returned.
+        """
+        outcomes: list[ApplyOutcome] = []
+        error: StoreError | None = None
         with self._write() as txn:
-            raw = txn.get(list_name.encode(), db=self._db("lists"))
-            if raw is None:
-                raise ListNotFound(list_name)
-            meta = ListMeta.from_json(raw)
-            lid = meta.id
-            batch_key = _U32.pack(lid) + batch_id.encode("utf-8")
-            seen = txn.get(batch_key, db=self._db("batches"))
-            if seen is not None:
-                if seen[8:] != fingerprint:
-                    raise BatchIdReused(batch_id)
-                return ApplyOutcome(_U64.unpack(seen[:8])[0], True, 0, 0, meta.digest)
-            if expected_version is not None and expected_version != meta.version:
-                raise StaleVersion(meta.version)
+            for changes in batches:
+                try:
+                    outcomes.append(self._apply_one(txn, list_name, changes, actor))
+                except StoreFull:
+                    raise
+                except StoreError as exc:
+                    error = exc
+                    break
+        return outcomes, error
 
-            digest = ListDigest.from_bytes(meta.digest)
-            counts = list(meta.counts)
-            next_id = meta.next_entry_id
-            done_ret: list[Retirement] = []
-            done_up: list[Upsert] = []
-            for alg, value in retirements:
-                key = entry_key(lid, alg, value)
-                eid_raw = txn.pop(key, db=entries)
+    def _apply_one(
+        self, txn: lmdb.Transaction, list_name: str, changes: Changes, actor: str
+    ) -> ApplyOutcome:
+        entries, refs = self._db("entries"), self._db("refs")
+        raw = txn.get(list_name.encode(), db=self._db("lists"))
+        if raw is None:
+            raise ListNotFound(list_name)
+        meta = ListMeta.from_json(raw)
+        lid = meta.id
+        batch_key = _U32.pack(lid) + changes.batch_id.encode("utf-8")
+        seen = txn.get(batch_key, db=self._db("batches"))
+        if seen is not None:
+            if seen[8:] != changes.fingerprint:
+                raise BatchIdReused(changes.batch_id)
+            return ApplyOutcome(_U64.unpack(seen[:8])[0], True, 0, 0, meta.digest)
+        expected = changes.expected_version
+        if expected is not None and expected != meta.version:
+            raise StaleVersion(meta.version)
+
+        prefix = _U32.pack(lid)
+        digest = ListDigest.from_bytes(meta.digest)
+        counts = list(meta.counts)
+        retire_algs, retire_slots = changes.retire_packed()
+        retired = 0
+        if changes.n_retirements:
+            cur = txn.cursor(db=entries)
+            for key, eid_raw in cur.getmulti(changes.retire_keys(prefix)):
+                txn.delete(key, db=entries)
+                old_ref = txn.pop(_ref_key(lid, eid_raw), db=refs)
+                digest.remove_term(entry_term(key[4], key[5:], old_ref))
+                counts[key[4] - 1] -= 1
+                retired += 1
+
+        algs, slots = changes.upsert_packed()
+        keys = changes.upsert_keys(prefix)
+        new_refs = changes.references()
+        cur = txn.cursor(db=entries)
+        existing = dict(cur.getmulti(keys))
+        ids = array("Q")
+        next_id = meta.next_entry_id
+        if not existing:
+            # A bulk load: every entry is new, so the whole batch goes in at C speed.
+            ids.extend(range(next_id, next_id + len(keys)))
+            next_id += len(keys)
+            raw_ids = ids.tobytes()
+            id_values = [raw_ids[k : k + 8] for k in range(0, len(raw_ids), 8)]
+            # Sorted inserts touch each B-tree page once instead of at random.
+            cur.putmulti(sorted(zip(keys, id_values, strict=True)), overwrite=False)
+            txn.cursor(db=refs).putmulti(
+                zip([_LIST_ENTRY.pack(lid, i) for i in ids], new_refs, strict=True)
+            )
+            digest.add_term(changes.terms_sum())
+            for alg in range(1, 5):
+                counts[alg - 1] += algs.count(alg)
+            upserted = len(keys)
+        else:
+            upserted = 0
+            for i, key in enumerate(keys):
+                eid_raw = existing.get(key)
                 if eid_raw is None:
-                    continue
-                eid = _U64.unpack(eid_raw)[0]
-                old_ref = txn.pop(ref_key(lid, eid), db=refs)
-                digest.remove(alg, value, old_ref.decode("utf-8"))
-                counts[alg - 1] -= 1
-                done_ret.append(Retirement(alg, value, eid))
-            for alg, value, ref in upserts:
-                key = entry_key(lid, alg, value)
-                eid_raw = txn.get(key, db=entries)
-                if eid_raw is None:
-                    eid = next_id
+                    eid_raw = next_id.to_bytes(8, "little")
                     next_id += 1
-                    txn.put(key, _U64.pack(eid), db=entries)
-                    counts[alg - 1] += 1
+                    txn.put(key, eid_raw, db=entries)
+                    counts[algs[i] - 1] += 1
                 else:
-                    eid = _U64.unpack(eid_raw)[0]
-                    old_ref = txn.get(ref_key(lid, eid), db=refs).decode("utf-8")
-                    if old_ref == ref:
+                    old_ref = txn.get(_ref_key(lid, eid_raw), db=refs)
+                    if old_ref == new_refs[i]:
+                        ids.frombytes(eid_raw)
                         continue
-                    digest.remove(alg, value, old_ref)
-                txn.put(ref_key(lid, eid), ref.encode("utf-8"), db=refs)
-                digest.add(alg, value, ref)
-                done_up.append(Upsert(alg, value, eid, ref))
+                    digest.remove_term(entry_term(key[4], key[5:], old_ref))
+                ids.frombytes(eid_raw)
+                txn.put(_ref_key(lid, eid_raw), new_refs[i], db=refs)
+                digest.add_term(changes.term(i))
+                upserted += 1
 
-            now = time.time()
-            version = meta.version + 1
-            new_meta = replace(
-                meta,
-                version=version,
-                counts=(counts[0], counts[1], counts[2], counts[3]),
-                digest=digest.to_bytes(),
-                next_entry_id=next_id,
-                updated_at=now,
-                last_batch_id=batch_id,
-            )
-            record = ChangeRecord(
-                lid, version, batch_id, now, new_meta.digest, tuple(done_up), tuple(done_ret)
-            )
-            txn.put(_LIST_ENTRY.pack(lid, version), record.encode(), db=self._db("changes"))
-            txn.put(batch_key, _U64.pack(version) + fingerprint, db=self._db("batches"))
-            txn.put(list_name.encode(), new_meta.to_json(), db=self._db("lists"))
-            self._audit(
-                txn,
-                actor,
-                "apply-changes",
-                list=list_name,
-                batch_id=batch_id,
-                version=version,
-                upserted=len(done_up),
-                retired=len(done_ret),
-            )
-        return ApplyOutcome(version, False, len(done_up), len(done_ret), new_meta.digest)
+        now = time.time()
+        version = meta.version + 1
+        new_meta = replace(
+            meta,
+            version=version,
+            counts=(counts[0], counts[1], counts[2], counts[3]),
+            digest=digest.to_bytes(),
+            next_entry_id=next_id,
+            updated_at=now,
+            last_batch_id=changes.batch_id,
+        )
+        record = ChangeRecord(
+            lid,
+            version,
+            changes.batch_id,
+            now,
+            new_meta.digest,
+            algs,
+            slots,
+            ids.tobytes(),
+            array("I", accumulate(map(len, new_refs))).tobytes(),
+            b"".join(new_refs),
+            retire_algs,
+            retire_slots,
+        )
+        txn.put(_LIST_ENTRY.pack(lid, version), record.encode(), db=self._db("changes"))
+        txn.put(batch_key, _U64.pack(version) + changes.fingerprint, db=self._db("batches"))
+        txn.put(list_name.encode(), new_meta.to_json(), db=self._db("lists"))
+        self._audit(
+            txn,
+            actor,
+            "apply-changes",
+            list=list_name,
+            batch_id=changes.batch_id,
+            version=version,
+            upserted=upserted,
+            retired=retired,
+        )
+        return ApplyOutcome(version, False, upserted, retired, new_meta.digest)
 
     # -- match statistics ----------------------------------------------------------------
 
@@ -500,9 +561,10 @@ class Store:
 
     def snapshot_entries(
         self, list_name: str, chunk: int = 65536
-    ) -> tuple[ListMeta, Iterator[list[tuple[int, bytes, int]]]] | None:
-        """The list's metadata and, in chunks, every (algorithm, hash, entry_id) it holds,
-        all read from one consistent snapshot. Consume the iterator fully or close it."""
+    ) -> tuple[ListMeta, Iterator[tuple[bytes, bytes, bytes]]] | None:
+        """The list's metadata and, in packed chunks (algorithms, 32-byte slots, entry ids
+        as u64 LE), every entry it holds, all from one consistent snapshot. Consume the
+        iterator fully or close it."""
         txn = self.read()
         raw = txn.get(list_name.encode(), db=self._db("lists"))
         if raw is None:
@@ -510,21 +572,23 @@ class Store:
             return None
         meta = ListMeta.from_json(raw)
 
-        def chunks() -> Iterator[list[tuple[int, bytes, int]]]:
+        def chunks() -> Iterator[tuple[bytes, bytes, bytes]]:
             try:
                 prefix = _U32.pack(meta.id)
                 cur = txn.cursor(db=self._db("entries"))
-                batch: list[tuple[int, bytes, int]] = []
+                algs, slots, ids = bytearray(), bytearray(), bytearray()
                 if cur.set_range(prefix):
                     for key, eid in cur:
                         if not key.startswith(prefix):
                             break
-                        batch.append((key[4], key[5:], _U64.unpack(eid)[0]))
-                        if len(batch) >= chunk:
-                            yield batch
-                            batch = []
-                if batch:
-                    yield batch
+                        algs.append(key[4])
+                        slots += key[5:].ljust(SLOT, b"\0")
+                        ids += eid
+                        if len(algs) >= chunk:
+                            yield bytes(algs), bytes(slots), bytes(ids)
+                            algs, slots, ids = bytearray(), bytearray(), bytearray()
+                if algs:
+                    yield bytes(algs), bytes(slots), bytes(ids)
             finally:
                 txn.abort()
 

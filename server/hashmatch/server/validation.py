@@ -14,7 +14,6 @@ from hashmatch.server.errors import Violation
 from hashmatch.v1 import hashes_pb2, lists_pb2
 
 MAX_ITEM_ID_BYTES = 256
-MAX_REFERENCE_BYTES = 128
 MAX_BATCH_ID_BYTES = 128
 # A dihedral PDQ set (8) plus the three file digests, with room to spare.
 MAX_HASHES_PER_ITEM = 16
@@ -117,51 +116,15 @@ def create_list(req: lists_pb2.CreateListRequest) -> list[Violation]:
     return out
 
 
-@dataclass(frozen=True)
-class Batch:
-    upserts: list[tuple[int, bytes, str]]
-    retirements: list[tuple[int, bytes]]
-
-
-def apply_changes(
-    req: lists_pb2.ApplyChangesRequest, pdq_min_quality: int
-) -> tuple[Batch, list[Violation]]:
-    """Checks a whole batch; one bad entry refuses the batch (nothing is half-applied)."""
+def batch_fields(batch_id: str, n_upserts: int, n_retirements: int) -> list[Violation]:
+    """The batch-level checks of ApplyChanges; the core checks each entry."""
     out: list[Violation] = []
-    check_list_name(req.list, "list", out)
-    check_text(req.batch_id, "batch_id", MAX_BATCH_ID_BYTES, out, required=True)
-    total = len(req.upserts) + len(req.retirements)
+    check_text(batch_id, "batch_id", MAX_BATCH_ID_BYTES, out, required=True)
+    total = n_upserts + n_retirements
     if total == 0:
         out.append(Violation("upserts", "a batch needs at least one upsert or retirement"))
     elif total > MAX_CHANGES_PER_BATCH:
         out.append(
             Violation("upserts", f"at most {MAX_CHANGES_PER_BATCH} changes per batch, got {total}")
         )
-        return Batch([], []), out
-    upserts: list[tuple[int, bytes, str]] = []
-    for i, entry in enumerate(req.upserts):
-        path = f"upserts[{i}]"
-        if not entry.HasField("hash"):
-            out.append(Violation(f"{path}.hash", "is required"))
-            continue
-        before = len(out)
-        if check_hash(entry.hash, f"{path}.hash", out) and entry.hash.algorithm == PDQ:
-            if is_degenerate_pdq(entry.hash.value):
-                out.append(Violation(f"{path}.hash.value", "is a degenerate PDQ hash"))
-            elif entry.hash.HasField("quality") and entry.hash.quality < pdq_min_quality:
-                out.append(
-                    Violation(
-                        f"{path}.hash.quality",
-                        f"is below the list's minimum PDQ quality {pdq_min_quality}",
-                    )
-                )
-        check_text(
-            entry.reference_id, f"{path}.reference_id", MAX_REFERENCE_BYTES, out, required=True
-        )
-        if len(out) == before:
-            upserts.append((entry.hash.algorithm, entry.hash.value, entry.reference_id))
-    retirements: list[tuple[int, bytes]] = []
-    for i, h in enumerate(req.retirements):
-        if check_hash(h, f"retirements[{i}]", out):
-            retirements.append((h.algorithm, h.value))
-    return Batch(upserts, retirements), out
+    return out
