@@ -118,3 +118,47 @@ def test_a_taken_port_fails_loudly(server: tuple[str, Path], tmp_path: Path) -> 
         tool("hashmatch"), "serve", "--data-dir", str(tmp_path / "other"), "--listen", address
     )
     assert other.returncode != 0
+
+
+def test_push_streams_a_list_file_and_proves_the_digest(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    address, data_dir = server
+    added = run(
+        tool("hashmatch"),
+        "admin",
+        "add-tenant",
+        "ncmec",
+        "--role",
+        "hotline",
+        "--data-dir",
+        str(data_dir),
+    )
+    env = {**os.environ, "HASHMATCH_SERVER": address}
+    env["HASHMATCH_TOKEN"] = added.stdout.strip().splitlines()[-1]
+    client = tool("hashmatch-client")
+    assert run(client, "create-list", "ncmec", env=env).returncode == 0
+
+    rows = [
+        f'{{"algorithm": "sha256", "hash": "{i:064x}", "reference_id": "N-{i}"}}'
+        for i in range(1, 2501)
+    ]
+    rows.append(
+        f'{{"algorithm": "pdq", "hash": "{BRIDGE_PDQ}", "reference_id": "N-PDQ", "quality": 100}}'
+    )
+    good = tmp_path / "list.jsonl"
+    good.write_text("\n".join(rows) + "\n")
+    pushed = run(client, "push", "ncmec", str(good), "--batch-size", "1000", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "in 3 batch(es)" in pushed.stdout and "holds exactly this file" in pushed.stdout
+    again = run(client, "push", "ncmec", str(good), "--batch-size", "1000", env=env)
+    assert again.returncode == 0 and "resumed after 3" in again.stdout
+    local = run(client, "digest", str(good), env=env).stdout.strip()
+    assert f"digest={local}" in run(client, "get-list", "ncmec", env=env).stdout
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"sha1,{'ab' * 20},OK\npdq,{BRIDGE_PDQ},LOW,101\nmd5,nothex,X\n")
+    refused = run(client, "push", "ncmec", str(bad), env=env)
+    assert refused.returncode == 2
+    assert f"{bad}:2:" in refused.stderr and f"{bad}:3:" in refused.stderr
+    assert "nothing was sent" in refused.stderr

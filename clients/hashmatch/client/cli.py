@@ -17,9 +17,18 @@ from hashmatch.client.errors import HashmatchError
 from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
+from hashmatch.client.push import (
+    DEFAULT_BATCH_SIZE,
+    ProgressLine,
+    push,
+    summarize,
+    upload_id_for,
+)
 from hashmatch.client.results import ListInfo
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
+# The server takes at most 100,000 changes per batch.
+MAX_PUSH_BATCH = 100_000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +93,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
     p.add_argument("--expected-version", type=int)
     p.set_defaults(run=_apply)
+
+    p = sub.add_parser(
+        "push",
+        help="stream a list file (CSV or JSON lines) in batches; resumable; digest check",
+    )
+    p.add_argument("list")
+    p.add_argument("file", type=Path)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument(
+        "--upload-id",
+        help="names the batches (<id>:<n>); default: derived from the file, so a re-run resumes",
+    )
+    p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    p.set_defaults(run=_push)
+
+    p = sub.add_parser("digest", help="compute a list file's digest, to compare with get-list")
+    p.add_argument("file", type=Path)
+    p.set_defaults(run=_digest)
 
     p = sub.add_parser("create-list", help="create a list owned by the calling hotline")
     p.add_argument("name")
@@ -175,12 +202,10 @@ def _apply(args: argparse.Namespace) -> int:
     for row in read_rows(args.file):
         (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
     if bad:
-        for b in bad[:50]:
-            print(f"{args.file}:{b.line}: {b.problem}", file=sys.stderr)
-        print(f"hashmatch-client: {len(bad)} bad row(s); nothing was sent", file=sys.stderr)
+        _report_bad_rows(args.file, bad)
         return EXIT_ERROR
     changes = [
-        Change(make_hash(r.algorithm, r.value), None if args.retire else r.reference_id)
+        Change(make_hash(r.algorithm, r.value, r.quality), None if args.retire else r.reference_id)
         for r in rows
     ]
     with ListClient(connection(args)) as client:
@@ -193,6 +218,59 @@ def _apply(args: argparse.Namespace) -> int:
         f"retired={result.retired} digest={result.digest}"
     )
     return EXIT_CLEAN
+
+
+def _push(args: argparse.Namespace) -> int:
+    if not 1 <= args.batch_size <= MAX_PUSH_BATCH:
+        raise ValueError(f"--batch-size must be 1-{MAX_PUSH_BATCH}")
+    summary = summarize(args.file, retire=args.retire)
+    if summary.bad:
+        _report_bad_rows(args.file, summary.bad)
+        return EXIT_ERROR
+    upload_id = args.upload_id or upload_id_for(args.file)
+    with ListClient(connection(args)) as client:
+        result = push(
+            client,
+            args.file,
+            args.list,
+            summary=summary,
+            upload_id=upload_id,
+            batch_size=args.batch_size,
+            retire=args.retire,
+            progress=ProgressLine(summary.rows, f"push {args.list}"),
+        )
+    resumed = f", resumed after {result.skipped_batches}" if result.skipped_batches else ""
+    print(
+        f"pushed {result.rows} rows in {result.batches} batch(es){resumed}: "
+        f"list version {result.version}"
+    )
+    if args.retire:
+        return EXIT_CLEAN
+    if result.digest_matches:
+        print(f"digest {result.list_digest}: the list holds exactly this file")
+        return EXIT_CLEAN
+    print(
+        f"digest differs: file {result.file_digest}, list {result.list_digest} "
+        "(the list holds entries this file does not, or lacks some)",
+        file=sys.stderr,
+    )
+    return EXIT_MATCH
+
+
+def _digest(args: argparse.Namespace) -> int:
+    summary = summarize(args.file, retire=False)
+    if summary.bad:
+        _report_bad_rows(args.file, summary.bad)
+        return EXIT_ERROR
+    print(summary.digest)
+    return EXIT_CLEAN
+
+
+def _report_bad_rows(path: Path, bad: list[BadRow]) -> None:
+    for b in bad[:50]:
+        print(f"{path}:{b.line}: {b.problem}", file=sys.stderr)
+    more = " (first 50 shown)" if len(bad) > 50 else ""
+    print(f"hashmatch-client: {len(bad)} bad row(s){more}; nothing was sent", file=sys.stderr)
 
 
 def _create(args: argparse.Namespace) -> int:
