@@ -134,6 +134,36 @@ fn main() {
             found
         );
     }
+    // Dihedral-style groups of 8 hashes: together vs one by one.
+    let level = Level::current();
+    let groups: Vec<&[Pdq]> = queries.chunks_exact(8).collect();
+    let t0 = Instant::now();
+    let mut together = Vec::new();
+    for g in &groups {
+        out.clear();
+        seg.search(level, g, 31, &mut scratch, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        together.push(out.clone());
+    }
+    let dt_group = t0.elapsed();
+    let t0 = Instant::now();
+    for (g, want) in groups.iter().zip(&together) {
+        out.clear();
+        for q in g.iter() {
+            seg.search(level, std::slice::from_ref(q), 31, &mut scratch, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        assert_eq!(&out, want, "group answer differs from single queries");
+    }
+    let dt_single = t0.elapsed();
+    hashcore::stats::take();
+    println!(
+        "  groups of 8: {:.1} µs/group together, {:.1} µs/group as 8 single queries",
+        dt_group.as_secs_f64() * 1e6 / groups.len() as f64,
+        dt_single.as_secs_f64() * 1e6 / groups.len() as f64
+    );
     // Check a sample against a linear scan.
     let check = nq.min(200);
     let t0 = Instant::now();

@@ -229,7 +229,8 @@ fn build_table(hashes: &[Pdq], start: u32, bits: u32, dir_bits: u32) -> Table {
 /// Reusable buffers of one searching thread.
 #[derive(Default)]
 pub struct Scratch {
-    cands: Vec<u32>,
+    /// (position, query index within the group).
+    cands: Vec<(u32, u32)>,
     probes: Vec<Probe>,
     masks: Masks,
 }
@@ -311,6 +312,16 @@ impl PdqSegment {
         };
         seg.plans = (0..THRESHOLDS as u32).map(|t| seg.plan(t)).collect();
         seg
+    }
+
+    /// Directory of table `t` (0 = primary).
+    #[inline(always)]
+    fn offsets_of(&self, t: u32) -> &[u32] {
+        if t == 0 {
+            &self.primary_offsets
+        } else {
+            &self.tables[t as usize - 1].offsets
+        }
     }
 
     #[inline(always)]
@@ -459,6 +470,12 @@ impl PdqSegment {
     }
 }
 
+/// Hints the CPU to fetch the cache line holding `x`.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    prefetch_range(std::slice::from_ref(x));
+}
+
 /// Hints the CPU to fetch every cache line of `data`.
 #[inline(always)]
 fn prefetch_range<T>(data: &[T]) {
@@ -477,16 +494,6 @@ fn prefetch_range<T>(data: &[T]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = data;
-}
-
-/// Smallest distance from `h` to any of `qs`.
-#[inline(always)]
-fn min_dist(h: &Pdq, qs: &[Pdq]) -> u32 {
-    let mut best = u32::MAX;
-    for q in qs {
-        best = best.min(hamming(h, q));
-    }
-    best
 }
 
 #[inline(always)]
@@ -513,8 +520,12 @@ fn scan_body(seg: &PdqSegment, qs: &[Pdq], t: u32, out: &mut Vec<u32>) {
 #[derive(Clone, Copy, Default)]
 struct Probe {
     table: u32,
+    /// Index of the query within its group.
+    query: u32,
     cell: u32,
     rem: u32,
+    /// Query key bits below the directory bits (secondaries).
+    qlo: u32,
     lo: u32,
     hi: u32,
 }
@@ -534,18 +545,24 @@ fn mih_body(
         masks,
     } = scratch;
     cands.clear();
+    probes.clear();
     let hashes = &seg.hashes[..];
-    for q in qs {
-        let m = stats::mark();
-        // 1. Every bucket to visit (no memory traffic yet).
-        probes.clear();
+    let m = stats::mark();
+    // 1. Every bucket to visit, for every query of the group (no memory
+    //    traffic yet). Each query's own probes find all of its matches, so a
+    //    candidate is verified against its own query only.
+    for (qi, q) in qs.iter().enumerate() {
+        let query = qi as u32;
         if radii[0] >= 0 {
             let base = PdqSegment::primary_cell(q, seg.primary_dir);
             for &(mask, flips) in masks.get(seg.primary_dir, radii[0] as u32) {
+                let cell = base ^ mask;
                 probes.push(Probe {
                     table: 0,
-                    cell: base ^ mask,
+                    query,
+                    cell,
                     rem: flips,
+                    qlo: 0,
                     lo: 0,
                     hi: 0,
                 });
@@ -557,29 +574,37 @@ fn mih_body(
             }
             let key = extract(q, tab.start, tab.bits);
             let base = key >> tab.low_bits;
+            let qlo = key & (((1u64 << tab.low_bits) - 1) as u32);
             for &(mask, flips) in masks.get(tab.dir_bits, r as u32) {
                 probes.push(Probe {
                     table: ti as u32 + 1,
+                    query,
                     cell: base ^ mask,
                     rem: r as u32 - flips,
+                    qlo,
                     lo: 0,
                     hi: 0,
                 });
             }
         }
-        let m = stats::lap(0, m);
-        // 2. Directory reads: independent loads, many in flight.
-        for p in probes.iter_mut() {
-            let offs = if p.table == 0 {
-                &seg.primary_offsets[..]
-            } else {
-                &seg.tables[p.table as usize - 1].offsets[..]
-            };
+    }
+    let m = stats::lap(0, m);
+    // 2. Software pipeline over the probes: prefetch the directory word of
+    //    probe i, read the directory of probe i − D and prefetch its bucket,
+    //    scan the bucket of probe i − 2D. About D misses stay in flight at
+    //    each stage and data arrives just before it is needed.
+    const D: usize = 16;
+    let n = probes.len();
+    for i in 0..n + 2 * D {
+        if i < n {
+            let p = &probes[i];
+            prefetch(&seg.offsets_of(p.table)[p.cell as usize]);
+        }
+        if (D..n + D).contains(&i) {
+            let p = &mut probes[i - D];
+            let offs = seg.offsets_of(p.table);
             p.lo = offs[p.cell as usize];
             p.hi = offs[p.cell as usize + 1];
-        }
-        // 2b. Prefetch every bucket so that their cache misses overlap.
-        for p in probes.iter() {
             let (lo, hi) = (p.lo as usize, p.hi as usize);
             if p.table == 0 {
                 prefetch_range(&hashes[lo..hi]);
@@ -587,40 +612,42 @@ fn mih_body(
                 prefetch_range(&seg.tables[p.table as usize - 1].entries[lo..hi]);
             }
         }
-        let m = stats::lap(1, m);
-        // 3. Bucket scans.
-        for p in probes.iter() {
-            let (lo, hi) = (p.lo as usize, p.hi as usize);
-            if p.table == 0 {
-                for (i, h) in hashes[lo..hi].iter().enumerate() {
-                    if min_dist(h, qs) <= t {
-                        out.push((lo + i) as u32);
-                    }
-                }
-                continue;
-            }
-            let tab = &seg.tables[p.table as usize - 1];
-            let key = extract(q, tab.start, tab.bits);
-            let qlo = key & (((1u64 << tab.low_bits) - 1) as u32);
-            let idx_mask = ((1u64 << tab.idx_bits) - 1) as u32;
-            let shift = tab.idx_bits;
-            let rem = p.rem;
-            cands.extend(
-                tab.entries[lo..hi]
-                    .iter()
-                    .filter(|&&e| (((u64::from(e) >> shift) as u32) ^ qlo).count_ones() <= rem)
-                    .map(|&e| e & idx_mask),
-            );
+        if i < 2 * D || i - 2 * D >= n {
+            continue;
         }
-        stats::lap(2, m);
-        stats::add(4, probes.len() as u64);
-        stats::add(5, probes.iter().map(|p| u64::from(p.hi - p.lo)).sum());
+        let p = &probes[i - 2 * D];
+        let (lo, hi) = (p.lo as usize, p.hi as usize);
+        if p.table == 0 {
+            let q = &qs[p.query as usize];
+            for (k, h) in hashes[lo..hi].iter().enumerate() {
+                if hamming(h, q) <= t {
+                    out.push((lo + k) as u32);
+                }
+            }
+            continue;
+        }
+        let tab = &seg.tables[p.table as usize - 1];
+        let idx_mask = ((1u64 << tab.idx_bits) - 1) as u32;
+        let shift = tab.idx_bits;
+        let (rem, qlo, query) = (p.rem, p.qlo, p.query);
+        cands.extend(
+            tab.entries[lo..hi]
+                .iter()
+                .filter(|&&e| (((u64::from(e) >> shift) as u32) ^ qlo).count_ones() <= rem)
+                .map(|&e| (e & idx_mask, query)),
+        );
     }
+    let m = stats::lap(2, m);
+    stats::add(4, probes.len() as u64);
+    stats::add(5, probes.iter().map(|p| u64::from(p.hi - p.lo)).sum());
     stats::add(6, cands.len() as u64);
-    let m = stats::mark();
-    // 4. Verification: independent loads of the candidate hashes.
-    for &p in cands.iter() {
-        if min_dist(&hashes[p as usize], qs) <= t {
+    // 3. Verification, prefetching the candidate hash a few iterations ahead.
+    const V: usize = 8;
+    for (i, &(p, query)) in cands.iter().enumerate() {
+        if let Some(&(ahead, _)) = cands.get(i + V) {
+            prefetch(&hashes[ahead as usize]);
+        }
+        if hamming(&hashes[p as usize], &qs[query as usize]) <= t {
             out.push(p);
         }
     }
@@ -663,6 +690,10 @@ mod tests {
             out[b / 64] ^= 1 << (b % 64);
         }
         out
+    }
+
+    fn min_dist(h: &Pdq, qs: &[Pdq]) -> u32 {
+        qs.iter().map(|q| hamming(h, q)).min().unwrap_or(u32::MAX)
     }
 
     fn oracle(entries: &[(Pdq, u64)], qs: &[Pdq], t: u32) -> Vec<u64> {
