@@ -75,28 +75,42 @@ impl<const N: usize> ExactSegment<N> {
         }
     }
 
-    /// Looks up many keys; calls `hit(i, pos)` for each `keys[i]` present.
+    /// Looks up many keys; calls `hit(i, pos)` for each `keys[i]` present, in order.
     ///
-    /// Works in groups so that the directory and bucket loads of several
-    /// independent lookups are in flight together.
+    /// A software pipeline: the directory word of key `i` is prefetched, the
+    /// bucket of key `i − D` is located and prefetched, and key `i − 2D` is
+    /// searched, so that about `D` independent cache misses are in flight.
     pub fn find_many(&self, keys: &[&[u8; N]], mut hit: impl FnMut(usize, u32)) {
-        const GROUP: usize = 16;
-        let mut ranges = [(0u32, 0u32); GROUP];
-        for (g, group) in keys.chunks(GROUP).enumerate() {
-            for (r, k) in ranges.iter_mut().zip(group) {
-                let c = Self::cell_of(k, self.dir_bits);
-                *r = (self.offsets[c], self.offsets[c + 1]);
+        const D: usize = 16;
+        let n = keys.len();
+        let mut ranges = [(0u32, 0u32); 2 * D];
+        for i in 0..n + 2 * D {
+            if i < n {
+                let c = Self::cell_of(keys[i], self.dir_bits);
+                crate::mem::prefetch(&self.offsets[c]);
             }
-            for (i, (k, &(lo, hi))) in group.iter().zip(&ranges).enumerate() {
+            if i >= D && i - D < n {
+                let j = i - D;
+                let c = Self::cell_of(keys[j], self.dir_bits);
+                let (lo, hi) = (self.offsets[c], self.offsets[c + 1]);
+                ranges[j % (2 * D)] = (lo, hi);
+                if lo < hi {
+                    crate::mem::prefetch(&self.keys[lo as usize]);
+                    crate::mem::prefetch(&self.keys[hi as usize - 1]);
+                }
+            }
+            if i >= 2 * D && i - 2 * D < n {
+                let j = i - 2 * D;
+                let (lo, hi) = ranges[j % (2 * D)];
                 let (lo, hi) = (lo as usize, hi as usize);
                 let bucket = &self.keys[lo..hi];
                 let found = if bucket.len() <= 8 {
-                    bucket.iter().position(|b| b == *k)
+                    bucket.iter().position(|b| b == keys[j])
                 } else {
-                    bucket.binary_search(k).ok()
+                    bucket.binary_search(keys[j]).ok()
                 };
                 if let Some(p) = found {
-                    hit(g * GROUP + i, (lo + p) as u32);
+                    hit(j, (lo + p) as u32);
                 }
             }
         }

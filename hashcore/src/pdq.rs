@@ -32,7 +32,7 @@
 //! linear scan and uses the cheaper one; small segments are always scanned.
 
 use crate::dispatch;
-use crate::mem::HugeBuf;
+use crate::mem::{prefetch, prefetch_range, HugeBuf};
 use crate::simd::Level;
 use crate::stats;
 
@@ -468,32 +468,6 @@ impl PdqSegment {
             scan_body(seg, qs, t, out)
         })
     }
-}
-
-/// Hints the CPU to fetch the cache line holding `x`.
-#[inline(always)]
-fn prefetch<T>(x: &T) {
-    prefetch_range(std::slice::from_ref(x));
-}
-
-/// Hints the CPU to fetch every cache line of `data`.
-#[inline(always)]
-fn prefetch_range<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = data.as_ptr() as usize;
-        let end = start + std::mem::size_of_val(data);
-        let mut line = start & !63;
-        while line < end {
-            // SAFETY: `prefetcht0` is a hint that cannot fault or change memory;
-            // the address lies within `data` (SSE is part of the x86-64 baseline).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
-            line += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }
 
 #[inline(always)]
