@@ -3,12 +3,36 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from hashmatch.v1 import hashes_pb2 as _hashes_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeedbackReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_REASON_UNSPECIFIED: _ClassVar[FeedbackReason]
+    FEEDBACK_REASON_BENIGN: _ClassVar[FeedbackReason]
+    FEEDBACK_REASON_LEGAL_ADULT: _ClassVar[FeedbackReason]
+    FEEDBACK_REASON_UNRELATED_CONTENT: _ClassVar[FeedbackReason]
+    FEEDBACK_REASON_OTHER: _ClassVar[FeedbackReason]
+FEEDBACK_REASON_UNSPECIFIED: FeedbackReason
+FEEDBACK_REASON_BENIGN: FeedbackReason
+FEEDBACK_REASON_LEGAL_ADULT: FeedbackReason
+FEEDBACK_REASON_UNRELATED_CONTENT: FeedbackReason
+FEEDBACK_REASON_OTHER: FeedbackReason
+
+class FloodPolicy(_message.Message):
+    __slots__ = ("factor", "min_matches", "window_seconds")
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    factor: int
+    min_matches: int
+    window_seconds: int
+    def __init__(self, factor: _Optional[int] = ..., min_matches: _Optional[int] = ..., window_seconds: _Optional[int] = ...) -> None: ...
 
 class EntryCount(_message.Message):
     __slots__ = ("algorithm", "count")
@@ -19,7 +43,7 @@ class EntryCount(_message.Message):
     def __init__(self, algorithm: _Optional[_Union[_hashes_pb2.Algorithm, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class HashList(_message.Message):
-    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id")
+    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id", "flood", "quarantined")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +54,8 @@ class HashList(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOOD_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     version: int
@@ -40,17 +66,21 @@ class HashList(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     last_batch_id: str
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ...) -> None: ...
+    flood: FloodPolicy
+    quarantined: int
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., quarantined: _Optional[int] = ...) -> None: ...
 
 class CreateListRequest(_message.Message):
-    __slots__ = ("name", "pdq_threshold", "pdq_min_quality")
+    __slots__ = ("name", "pdq_threshold", "pdq_min_quality", "flood")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PDQ_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PDQ_MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    FLOOD_FIELD_NUMBER: _ClassVar[int]
     name: str
     pdq_threshold: int
     pdq_min_quality: int
-    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ...) -> None: ...
+    flood: FloodPolicy
+    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ...) -> None: ...
 
 class CreateListResponse(_message.Message):
     __slots__ = ("list",)
@@ -143,7 +173,7 @@ class WatchChangesRequest(_message.Message):
     def __init__(self, list: _Optional[str] = ..., since_version: _Optional[int] = ...) -> None: ...
 
 class ChangeBatch(_message.Message):
-    __slots__ = ("list", "version", "batch_id", "upserts", "retirements", "committed_at", "digest")
+    __slots__ = ("list", "version", "batch_id", "upserts", "retirements", "committed_at", "digest", "quarantined", "released")
     LIST_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +181,8 @@ class ChangeBatch(_message.Message):
     RETIREMENTS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     list: str
     version: int
     batch_id: str
@@ -158,7 +190,9 @@ class ChangeBatch(_message.Message):
     retirements: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
     committed_at: _timestamp_pb2.Timestamp
     digest: bytes
-    def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest: _Optional[bytes] = ...) -> None: ...
+    quarantined: _containers.RepeatedScalarFieldContainer[str]
+    released: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest: _Optional[bytes] = ..., quarantined: _Optional[_Iterable[str]] = ..., released: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetReferenceStatsRequest(_message.Message):
     __slots__ = ("list", "limit")
@@ -183,3 +217,93 @@ class GetReferenceStatsResponse(_message.Message):
     REFERENCES_FIELD_NUMBER: _ClassVar[int]
     references: _containers.RepeatedCompositeFieldContainer[ReferenceStats]
     def __init__(self, references: _Optional[_Iterable[_Union[ReferenceStats, _Mapping]]] = ...) -> None: ...
+
+class GetFeedbackRequest(_message.Message):
+    __slots__ = ("list", "limit")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    limit: int
+    def __init__(self, list: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReasonCount(_message.Message):
+    __slots__ = ("reason", "count")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    reason: FeedbackReason
+    count: int
+    def __init__(self, reason: _Optional[_Union[FeedbackReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ReferenceFeedback(_message.Message):
+    __slots__ = ("reference_id", "total", "counts", "notes", "last_reported_at")
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    reference_id: str
+    total: int
+    counts: _containers.RepeatedCompositeFieldContainer[ReasonCount]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    last_reported_at: _timestamp_pb2.Timestamp
+    def __init__(self, reference_id: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[ReasonCount, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., last_reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetFeedbackResponse(_message.Message):
+    __slots__ = ("references",)
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedCompositeFieldContainer[ReferenceFeedback]
+    def __init__(self, references: _Optional[_Iterable[_Union[ReferenceFeedback, _Mapping]]] = ...) -> None: ...
+
+class ListQuarantineRequest(_message.Message):
+    __slots__ = ("list",)
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    def __init__(self, list: _Optional[str] = ...) -> None: ...
+
+class QuarantinedReference(_message.Message):
+    __slots__ = ("reference_id", "since", "window_matches", "baseline")
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    reference_id: str
+    since: _timestamp_pb2.Timestamp
+    window_matches: int
+    baseline: float
+    def __init__(self, reference_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_matches: _Optional[int] = ..., baseline: _Optional[float] = ...) -> None: ...
+
+class ListQuarantineResponse(_message.Message):
+    __slots__ = ("references",)
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    references: _containers.RepeatedCompositeFieldContainer[QuarantinedReference]
+    def __init__(self, references: _Optional[_Iterable[_Union[QuarantinedReference, _Mapping]]] = ...) -> None: ...
+
+class ReleaseQuarantineRequest(_message.Message):
+    __slots__ = ("list", "reference_ids")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IDS_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    reference_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, list: _Optional[str] = ..., reference_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReleaseQuarantineResponse(_message.Message):
+    __slots__ = ("version", "released")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    released: int
+    def __init__(self, version: _Optional[int] = ..., released: _Optional[int] = ...) -> None: ...
+
+class UpdateListRequest(_message.Message):
+    __slots__ = ("name", "flood")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FLOOD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    flood: FloodPolicy
+    def __init__(self, name: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ...) -> None: ...
+
+class UpdateListResponse(_message.Message):
+    __slots__ = ("list",)
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    list: HashList
+    def __init__(self, list: _Optional[_Union[HashList, _Mapping]] = ...) -> None: ...

@@ -71,6 +71,26 @@ class ListServiceStub:
                 request_serializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsRequest.SerializeToString,
                 response_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsResponse.FromString,
                 _registered_method=True)
+        self.GetFeedback = channel.unary_unary(
+                '/hashmatch.v1.ListService/GetFeedback',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.GetFeedbackRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListQuarantine = channel.unary_unary(
+                '/hashmatch.v1.ListService/ListQuarantine',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.ListQuarantineRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.ListQuarantineResponse.FromString,
+                _registered_method=True)
+        self.ReleaseQuarantine = channel.unary_unary(
+                '/hashmatch.v1.ListService/ReleaseQuarantine',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.ReleaseQuarantineRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.ReleaseQuarantineResponse.FromString,
+                _registered_method=True)
+        self.UpdateList = channel.unary_unary(
+                '/hashmatch.v1.ListService/UpdateList',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListResponse.FromString,
+                _registered_method=True)
 
 
 class ListServiceServicer:
@@ -126,6 +146,35 @@ class ListServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFeedback(self, request, context):
+        """False-positive reports that platforms filed against the list (owner only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuarantine(self, request, context):
+        """References that flood detection quarantined, and why (owner only). A quarantined
+        reference answers NO_MATCH until it is released or retired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseQuarantine(self, request, context):
+        """Lets quarantined references match again (owner only). To remove them, retire them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateList(self, request, context):
+        """Changes a list's flood-quarantine policy (owner only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ListServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +212,26 @@ def add_ListServiceServicer_to_server(servicer, server):
                     servicer.GetReferenceStats,
                     request_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsRequest.FromString,
                     response_serializer=hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsResponse.SerializeToString,
+            ),
+            'GetFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeedback,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetFeedbackRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.GetFeedbackResponse.SerializeToString,
+            ),
+            'ListQuarantine': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuarantine,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.ListQuarantineRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.ListQuarantineResponse.SerializeToString,
+            ),
+            'ReleaseQuarantine': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseQuarantine,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.ReleaseQuarantineRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.ReleaseQuarantineResponse.SerializeToString,
+            ),
+            'UpdateList': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateList,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +425,114 @@ class ListService:
             '/hashmatch.v1.ListService/GetReferenceStats',
             hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsRequest.SerializeToString,
             hashmatch_dot_v1_dot_lists__pb2.GetReferenceStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/GetFeedback',
+            hashmatch_dot_v1_dot_lists__pb2.GetFeedbackRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.GetFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuarantine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/ListQuarantine',
+            hashmatch_dot_v1_dot_lists__pb2.ListQuarantineRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.ListQuarantineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseQuarantine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/ReleaseQuarantine',
+            hashmatch_dot_v1_dot_lists__pb2.ReleaseQuarantineRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.ReleaseQuarantineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/UpdateList',
+            hashmatch_dot_v1_dot_lists__pb2.UpdateListRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.UpdateListResponse.FromString,
             options,
             channel_credentials,
             insecure,

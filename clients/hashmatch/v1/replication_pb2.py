@@ -22,21 +22,22 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from hashmatch.v1 import hashes_pb2 as hashmatch_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehashmatch/v1/replication.proto\x12\x0chashmatch.v1\"\x13\n\x11GetTenantsRequest\"X\n\x10ReplicatedTenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0ctoken_hashes\x18\x03 \x03(\x0c\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\"E\n\x12GetTenantsResponse\x12/\n\x07tenants\x18\x01 \x03(\x0b\x32\x1e.hashmatch.v1.ReplicatedTenant2e\n\x12ReplicationService\x12O\n\nGetTenants\x12\x1f.hashmatch.v1.GetTenantsRequest\x1a .hashmatch.v1.GetTenantsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehashmatch/v1/replication.proto\x12\x0chashmatch.v1\x1a\x19hashmatch/v1/hashes.proto\"\x13\n\x11GetTenantsRequest\"\xa2\x01\n\x10ReplicatedTenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0ctoken_hashes\x18\x03 \x03(\x0c\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x11\n\tall_lists\x18\x05 \x01(\x08\x12\r\n\x05lists\x18\x06 \x03(\t\x12&\n\nallow_list\x18\x07 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"E\n\x12GetTenantsResponse\x12/\n\x07tenants\x18\x01 \x03(\x0b\x32\x1e.hashmatch.v1.ReplicatedTenant2e\n\x12ReplicationService\x12O\n\nGetTenants\x12\x1f.hashmatch.v1.GetTenantsRequest\x1a .hashmatch.v1.GetTenantsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashmatch.v1.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETTENANTSREQUEST']._serialized_start=48
-  _globals['_GETTENANTSREQUEST']._serialized_end=67
-  _globals['_REPLICATEDTENANT']._serialized_start=69
-  _globals['_REPLICATEDTENANT']._serialized_end=157
-  _globals['_GETTENANTSRESPONSE']._serialized_start=159
-  _globals['_GETTENANTSRESPONSE']._serialized_end=228
-  _globals['_REPLICATIONSERVICE']._serialized_start=230
-  _globals['_REPLICATIONSERVICE']._serialized_end=331
+  _globals['_GETTENANTSREQUEST']._serialized_start=75
+  _globals['_GETTENANTSREQUEST']._serialized_end=94
+  _globals['_REPLICATEDTENANT']._serialized_start=97
+  _globals['_REPLICATEDTENANT']._serialized_end=259
+  _globals['_GETTENANTSRESPONSE']._serialized_start=261
+  _globals['_GETTENANTSRESPONSE']._serialized_end=330
+  _globals['_REPLICATIONSERVICE']._serialized_start=332
+  _globals['_REPLICATIONSERVICE']._serialized_end=433
 # @@protoc_insertion_point(module_scope)

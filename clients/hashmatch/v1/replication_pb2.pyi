@@ -1,3 +1,4 @@
+from hashmatch.v1 import hashes_pb2 as _hashes_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -11,16 +12,22 @@ class GetTenantsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReplicatedTenant(_message.Message):
-    __slots__ = ("name", "role", "token_hashes", "created_at")
+    __slots__ = ("name", "role", "token_hashes", "created_at", "all_lists", "lists", "allow_list")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_HASHES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ALL_LISTS_FIELD_NUMBER: _ClassVar[int]
+    LISTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_LIST_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     token_hashes: _containers.RepeatedScalarFieldContainer[bytes]
     created_at: float
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., token_hashes: _Optional[_Iterable[bytes]] = ..., created_at: _Optional[float] = ...) -> None: ...
+    all_lists: bool
+    lists: _containers.RepeatedScalarFieldContainer[str]
+    allow_list: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., token_hashes: _Optional[_Iterable[bytes]] = ..., created_at: _Optional[float] = ..., all_lists: _Optional[bool] = ..., lists: _Optional[_Iterable[str]] = ..., allow_list: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ...) -> None: ...
 
 class GetTenantsResponse(_message.Message):
     __slots__ = ("tenants",)

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hashmatch.client.connection import Connection
 from hashmatch.server import demo
+from hashmatch.server.auth import TenantCache
 from hashmatch.server.core import Index
 from hashmatch.server.follower import IndexFollower
 from hashmatch.server.handlers import Pipeline, service_handler
@@ -29,13 +30,14 @@ from hashmatch.server.list_service import ListServicer
 from hashmatch.server.match_service import MatchServicer
 from hashmatch.server.metrics import Metrics, serve_http
 from hashmatch.server.observers import RpcLog, RpcMetrics
+from hashmatch.server.platform_service import PlatformServicer
 from hashmatch.server.replica import Replicator
 from hashmatch.server.replication_service import ReplicationServicer
 from hashmatch.server.settings import Settings
 from hashmatch.server.stats import MatchCounts, StatsFlusher
 from hashmatch.server.store import Store
 from hashmatch.server.tls import server_credentials
-from hashmatch.v1 import lists_pb2, match_pb2, replication_pb2
+from hashmatch.v1 import lists_pb2, match_pb2, platform_pb2, replication_pb2
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ SERVICES = (
     match_pb2.DESCRIPTOR.services_by_name["MatchService"],
     lists_pb2.DESCRIPTOR.services_by_name["ListService"],
     replication_pb2.DESCRIPTOR.services_by_name["ReplicationService"],
+    platform_pb2.DESCRIPTOR.services_by_name["PlatformService"],
 )
 
 
@@ -119,7 +122,7 @@ def build(
         stats = StatsFlusher(store, follower, counts, metrics, settings.stats_interval)
         reaper = DeadlineReaper()
         pipeline = Pipeline(
-            authenticate=store.authenticate,
+            authenticate=TenantCache(store),
             limiter=RateLimiter.from_settings(settings),
             reaper=reaper,
             deadline_cap=settings.deadline_cap,
@@ -140,6 +143,7 @@ def build(
                     SERVICES[1], ListServicer(store, follower, primary=settings.follow), pipeline
                 ),
                 service_handler(SERVICES[2], ReplicationServicer(store), pipeline),
+                service_handler(SERVICES[3], PlatformServicer(store, follower), pipeline),
             ]
         )
         health_servicer = health.HealthServicer()

@@ -5,10 +5,14 @@ WatchChanges replays it to replicas. A record holds the batch as it was applied,
 entry id each upsert got, laid out so the indexes take its buffers without a per-entry
 step:
 
-    header (committed_at, n_upserts, n_retirements, digest, len(batch_id)) | batch_id
+    header (committed_at, n_upserts, n_retirements, n_references, digest, len(batch_id),
+            kind) | batch_id
     upsert algorithms (n) | upsert slots (32 n) | entry ids (u64 LE, n)
-    reference ends (u32 LE, n) | references (UTF-8, concatenated)
+    reference ends (u32 LE, n_references) | references (UTF-8, concatenated)
     retirement algorithms (m) | retirement slots (32 m)
+
+A quarantine or release event (kind QUARANTINE / RELEASE) carries no entries; its reference
+columns name the references it quarantines or releases.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server.core import SLOT
@@ -25,7 +30,8 @@ from hashmatch.server.core import SLOT
 if sys.byteorder != "little":  # entry ids travel as native arrays into a LE-only core
     raise ImportError("hashmatch needs a little-endian machine")
 
-_HEADER = struct.Struct("<dII16sH")
+_HEADER = struct.Struct("<dIII16sHB")
+CHANGES, QUARANTINE, RELEASE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,47 @@ class ChangeRecord:
     refs: bytes
     retire_algs: bytes
     retire_slots: bytes
+    kind: int = CHANGES
+
+    @classmethod
+    def event(
+        cls,
+        list_id: int,
+        version: int,
+        kind: int,
+        references: list[str],
+        committed_at: float,
+        digest: bytes,
+    ) -> ChangeRecord:
+        """A quarantine or release of references: no entries change."""
+        encoded = [r.encode("utf-8") for r in references]
+        ends = array("I", accumulate(map(len, encoded))).tobytes()
+        return cls(
+            list_id,
+            version,
+            "",
+            committed_at,
+            digest,
+            b"",
+            b"",
+            b"",
+            ends,
+            b"".join(encoded),
+            b"",
+            b"",
+            kind,
+        )
+
+    def references(self) -> list[str]:
+        """The reference IDs of the upserts, or of the references a quarantine or release
+        event concerns."""
+        ends = array("I")
+        ends.frombytes(self.ref_ends)
+        out, start = [], 0
+        for end in ends:
+            out.append(self.refs[start:end].decode("utf-8"))
+            start = end
+        return out
 
     def encode(self) -> bytes:
         batch_id = self.batch_id.encode("utf-8")
@@ -49,8 +96,10 @@ class ChangeRecord:
             self.committed_at,
             len(self.upsert_algs),
             len(self.retire_algs),
+            len(self.ref_ends) // 4,
             self.digest,
             len(batch_id),
+            self.kind,
         )
         return b"".join(
             (
@@ -68,15 +117,15 @@ class ChangeRecord:
 
     @classmethod
     def decode(cls, list_id: int, version: int, raw: bytes) -> ChangeRecord:
-        committed_at, n, m, digest, id_len = _HEADER.unpack_from(raw, 0)
+        committed_at, n, m, n_refs, digest, id_len, kind = _HEADER.unpack_from(raw, 0)
         pos = _HEADER.size
         parts: list[bytes] = []
         ends = array("I")
-        for size in (id_len, n, SLOT * n, 8 * n, 4 * n):
+        for size in (id_len, n, SLOT * n, 8 * n, 4 * n_refs):
             parts.append(raw[pos : pos + size])
             pos += size
         ends.frombytes(parts[4])
-        refs_len = ends[-1] if n else 0
+        refs_len = ends[-1] if len(ends) else 0
         refs = raw[pos : pos + refs_len]
         pos += refs_len
         retire_algs = raw[pos : pos + m]
@@ -94,6 +143,7 @@ class ChangeRecord:
             refs,
             retire_algs,
             retire_slots,
+            kind,
         )
 
     def upserts(self) -> Iterator[tuple[int, bytes, int, str]]:

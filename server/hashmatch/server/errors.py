@@ -81,3 +81,10 @@ def _pack(msg: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(msg)  # type: ignore[arg-type]
     return packed
+
+
+def store_full(exc: Exception) -> ServiceError:
+    """The store is out of space; what it already held is intact and still served."""
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), hashes_pb2.ERROR_REASON_STORE_FULL
+    )

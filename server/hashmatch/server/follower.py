@@ -1,9 +1,10 @@
 """Keeps one serving process's in-memory indexes equal to what LMDB has committed.
 
 At start every list is loaded from one LMDB snapshot; afterwards the process follows the
-change log. A write made through this process calls `catch_up()` right after its commit,
-so the writer's own process serves the change before acknowledging it; other processes see
-it within one poll interval.
+change log (entry changes, and quarantine events). Platforms' subscriptions and
+allow-lists are reloaded whenever they change. A write made through this process calls
+`catch_up()` right after its commit, so the writer's own process serves the change before
+acknowledging it; other processes see it within one poll interval.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from hashmatch.server.changelog import ChangeRecord
-from hashmatch.server.core import Index
+from hashmatch.server.changelog import QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server.core import Index, pack_hashes
 from hashmatch.server.store import ListMeta, Store
 
 log = logging.getLogger(__name__)
+
+ALLOW_PDQ_THRESHOLD = 31
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,21 @@ class ServedList:
     id: int
     name: str
     version: int
+    # References that answer NO_MATCH until released (flood quarantine).
+    quarantined: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PlatformPolicy:
+    """Which lists apply to one platform, and the hashes it allow-listed (as list ids
+    of the allow index)."""
+
+    all_lists: bool = True
+    lists: frozenset[str] = frozenset()
+    allow_id: int | None = None
+
+    def wants(self, list_name: str) -> bool:
+        return self.all_lists or list_name in self.lists
 
 
 class IndexFollower:
@@ -34,6 +52,10 @@ class IndexFollower:
         self.index = index
         self.poll_interval = poll_interval
         self._lists: dict[int, ServedList] = {}
+        self._platforms: dict[str, PlatformPolicy] = {}
+        # Platforms' allow-lists, one core list per platform, PDQ within distance 31.
+        self.allow_index = Index()
+        self._allow_seq = -1
         self._seen_seq = -1
         self._lock = threading.Lock()
         # Notified after every catch-up that applied something (WatchChanges waits on it).
@@ -44,6 +66,9 @@ class IndexFollower:
     def lists(self) -> dict[int, ServedList]:
         # Replaced, never mutated, so readers need no lock.
         return self._lists
+
+    def platform(self, tenant: str) -> PlatformPolicy:
+        return self._platforms.get(tenant, _EVERY_LIST)
 
     def catch_up(self) -> None:
         """Applies every batch committed since the last call."""
@@ -60,6 +85,7 @@ class IndexFollower:
                     served[meta.id] = self._follow(current)
                 self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality)
             self._lists = served
+            self._reload_platforms()
             self._seen_seq = seq
         with self._applied:
             self._applied.notify_all()
@@ -74,11 +100,34 @@ class IndexFollower:
         with self._applied:
             return self._applied.wait_for(newer, timeout)
 
+    def _reload_platforms(self) -> None:
+        allow_seq = self.store.allow_seq()
+        allow_ids = {name: p.allow_id for name, p in self._platforms.items()}
+        if allow_seq != self._allow_seq:
+            allow_seq, allow_lists = self.store.allow_lists()
+            index = Index()
+            allow_ids = {}
+            for number, (name, hashes) in enumerate(sorted(allow_lists.items()), start=1):
+                index.configure_list(number, ALLOW_PDQ_THRESHOLD, 0)
+                algs, slots = pack_hashes(hashes)
+                index.apply(number, algs, slots, bytes(8 * len(hashes)), b"", b"")
+                allow_ids[name] = number
+            self.allow_index = index
+            self._allow_seq = allow_seq
+        subs = self.store.all_subscriptions()
+        policies = {}
+        for name in subs.keys() | allow_ids.keys():
+            all_lists, lists = subs.get(name, (True, []))
+            policies[name] = PlatformPolicy(all_lists, frozenset(lists), allow_ids.get(name))
+        self._platforms = policies
+
     def _load(self, listed: ListMeta) -> ServedList:
         snap = self.store.snapshot_entries(listed.name)
         if snap is None:  # dropped between the two reads
             return ServedList(listed.id, listed.name, listed.version)
         meta, chunks = snap
+        # Read after the snapshot: replaying later events on top converges all the same.
+        quarantined = frozenset(self.store.quarantined(meta.id))
         self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality)
         total = 0
         for algs, slots, ids in chunks:
@@ -86,7 +135,7 @@ class IndexFollower:
             total += len(algs)
         log.info("loaded list %s: %d entries at version %d", meta.name, total, meta.version)
         # Batches committed after the snapshot are picked up by following the log.
-        return self._follow(ServedList(meta.id, meta.name, meta.version))
+        return self._follow(ServedList(meta.id, meta.name, meta.version, quarantined))
 
     def _follow(self, served: ServedList) -> ServedList:
         while True:
@@ -94,8 +143,14 @@ class IndexFollower:
             if not records:
                 return served
             for record in records:
-                self._apply(record)
-                served = ServedList(served.id, served.name, record.version)
+                quarantined = served.quarantined
+                if record.kind == QUARANTINE:
+                    quarantined = quarantined | set(record.references())
+                elif record.kind == RELEASE:
+                    quarantined = quarantined - set(record.references())
+                else:
+                    self._apply(record)
+                served = ServedList(served.id, served.name, record.version, quarantined)
 
     def _apply(self, record: ChangeRecord) -> None:
         self.index.apply(
@@ -123,3 +178,6 @@ class IndexFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+_EVERY_LIST = PlatformPolicy()

@@ -10,9 +10,10 @@ from google.protobuf import timestamp_pb2
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import store as st
 from hashmatch.server import validation
-from hashmatch.server.changelog import ChangeRecord
+from hashmatch.server.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.core import Changes, parse_changes
-from hashmatch.server.errors import ServiceError, Violation, invalid
+from hashmatch.server.errors import ServiceError, Violation, invalid, store_full
+from hashmatch.server.flood import DEFAULT_FLOOD, FloodPolicy
 from hashmatch.server.follower import IndexFollower
 from hashmatch.server.handlers import require_role
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
@@ -50,9 +51,14 @@ class ListServicer:
             if request.HasField("pdq_min_quality")
             else validation.PDQ_DEFAULT_MIN_QUALITY
         )
+        flood = _flood_policy(request.flood) if request.HasField("flood") else DEFAULT_FLOOD
         try:
             meta = self.store.create_list(
-                request.name, tenant.name, pdq_threshold=threshold, pdq_min_quality=quality
+                request.name,
+                tenant.name,
+                pdq_threshold=threshold,
+                pdq_min_quality=quality,
+                flood=flood,
             )
         except st.ListExists:
             raise ServiceError(
@@ -61,22 +67,22 @@ class ListServicer:
                 hashes_pb2.ERROR_REASON_LIST_EXISTS,
             ) from None
         except st.StoreFull as exc:
-            raise _store_full(exc) from None
+            raise store_full(exc) from None
         self.follower.catch_up()
-        return lists_pb2.CreateListResponse(list=to_proto(meta))
+        return lists_pb2.CreateListResponse(list=self._describe(meta))
 
     def GetList(
         self, request: lists_pb2.GetListRequest, context: grpc.ServicerContext, tenant: Tenant
     ) -> lists_pb2.GetListResponse:
         require_role(tenant, Role.HOTLINE, Role.REPLICA)
-        return lists_pb2.GetListResponse(list=to_proto(self._readable(request.name, tenant)))
+        return lists_pb2.GetListResponse(list=self._describe(self._readable(request.name, tenant)))
 
     def ListLists(
         self, request: lists_pb2.ListListsRequest, context: grpc.ServicerContext, tenant: Tenant
     ) -> lists_pb2.ListListsResponse:
         require_role(tenant, Role.HOTLINE, Role.REPLICA)
         lists = [
-            to_proto(m)
+            self._describe(m)
             for m in self.store.lists()
             if tenant.role == Role.REPLICA or m.owner == tenant.name
         ]
@@ -220,7 +226,7 @@ class ListServicer:
         try:
             outcomes, error = self.store.apply_many(list_name, batches, actor=tenant.name)
         except st.StoreFull as exc:
-            raise _store_full(exc) from None
+            raise store_full(exc) from None
         if error is None:
             return outcomes
         if summary is not None:
@@ -254,6 +260,99 @@ class ListServicer:
                 f"this server is a read replica; send writes to the primary at {self.primary}",
                 hashes_pb2.ERROR_REASON_READ_ONLY_REPLICA,
             )
+
+    def GetFeedback(
+        self, request: lists_pb2.GetFeedbackRequest, context: grpc.ServicerContext, tenant: Tenant
+    ) -> lists_pb2.GetFeedbackResponse:
+        require_role(tenant, Role.HOTLINE)
+        meta = self._owned(request.list, tenant)
+        limit = request.limit or DEFAULT_STATS_LIMIT
+        if limit > MAX_STATS_LIMIT:
+            raise invalid([Violation("limit", f"must be at most {MAX_STATS_LIMIT}")])
+        reports = self.store.feedback(meta.id)
+        ranked = sorted(reports.items(), key=lambda kv: (-sum(kv[1]["counts"].values()), kv[0]))
+        return lists_pb2.GetFeedbackResponse(
+            references=[
+                lists_pb2.ReferenceFeedback(
+                    reference_id=ref,
+                    total=sum(record["counts"].values()),
+                    counts=[
+                        lists_pb2.ReasonCount(reason=int(reason), count=n)  # type: ignore[arg-type]
+                        for reason, n in sorted(record["counts"].items())
+                    ],
+                    notes=record["notes"],
+                    last_reported_at=_timestamp(record["last"]),
+                )
+                for ref, record in ranked[:limit]
+            ]
+        )
+
+    def ListQuarantine(
+        self,
+        request: lists_pb2.ListQuarantineRequest,
+        context: grpc.ServicerContext,
+        tenant: Tenant,
+    ) -> lists_pb2.ListQuarantineResponse:
+        require_role(tenant, Role.HOTLINE)
+        meta = self._owned(request.list, tenant)
+        return lists_pb2.ListQuarantineResponse(
+            references=[
+                lists_pb2.QuarantinedReference(
+                    reference_id=ref,
+                    since=_timestamp(record["since"]),
+                    window_matches=record["window_matches"],
+                    baseline=record["baseline"],
+                )
+                for ref, record in sorted(self.store.quarantined(meta.id).items())
+            ]
+        )
+
+    def ReleaseQuarantine(
+        self,
+        request: lists_pb2.ReleaseQuarantineRequest,
+        context: grpc.ServicerContext,
+        tenant: Tenant,
+    ) -> lists_pb2.ReleaseQuarantineResponse:
+        self._writable(tenant)
+        self._owned(request.list, tenant)
+        violations: list[Violation] = []
+        if not request.reference_ids:
+            violations.append(Violation("reference_ids", "at least one is required"))
+        for i, ref in enumerate(request.reference_ids):
+            validation.check_text(
+                ref,
+                f"reference_ids[{i}]",
+                validation.MAX_REFERENCE_BYTES,
+                violations,
+                required=True,
+            )
+        if violations:
+            raise invalid(violations)
+        try:
+            version, released = self.store.apply_event(
+                request.list, RELEASE, list(request.reference_ids), actor=tenant.name
+            )
+        except st.StoreFull as exc:
+            raise store_full(exc) from None
+        self.follower.catch_up()
+        return lists_pb2.ReleaseQuarantineResponse(version=version, released=released)
+
+    def UpdateList(
+        self, request: lists_pb2.UpdateListRequest, context: grpc.ServicerContext, tenant: Tenant
+    ) -> lists_pb2.UpdateListResponse:
+        self._writable(tenant)
+        self._owned(request.name, tenant)
+        if not request.HasField("flood"):
+            raise invalid([Violation("flood", "is required")])
+        policy = _flood_policy(request.flood)
+        try:
+            meta = self.store.update_flood_policy(request.name, policy, actor=tenant.name)
+        except st.StoreFull as exc:
+            raise store_full(exc) from None
+        return lists_pb2.UpdateListResponse(list=self._describe(meta))
+
+    def _describe(self, meta: ListMeta) -> lists_pb2.HashList:
+        return to_proto(meta, len(self.store.quarantined(meta.id)))
 
     def _readable(self, name: str, tenant: Tenant) -> ListMeta:
         meta = self.store.get_list(name)
@@ -291,6 +390,16 @@ def _count(
 
 
 def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
+    if record.kind != CHANGES:
+        refs = record.references()
+        return lists_pb2.ChangeBatch(
+            list=name,
+            version=record.version,
+            committed_at=_timestamp(record.committed_at),
+            digest=record.digest,
+            quarantined=refs if record.kind == QUARANTINE else [],
+            released=refs if record.kind == RELEASE else [],
+        )
     return lists_pb2.ChangeBatch(
         list=name,
         version=record.version,
@@ -311,7 +420,20 @@ def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
     )
 
 
-def to_proto(meta: ListMeta) -> lists_pb2.HashList:
+def _flood_policy(msg: lists_pb2.FloodPolicy) -> FloodPolicy:
+    violations: list[Violation] = []
+    if msg.factor > 1000:
+        violations.append(Violation("flood.factor", "must be 0-1000 (0 turns it off)"))
+    if not 1 <= msg.min_matches <= 1_000_000_000:
+        violations.append(Violation("flood.min_matches", "must be 1-1000000000"))
+    if not 10 <= msg.window_seconds <= 86_400:
+        violations.append(Violation("flood.window_seconds", "must be 10-86400"))
+    if violations:
+        raise invalid(violations)
+    return FloodPolicy(msg.factor, msg.min_matches, msg.window_seconds)
+
+
+def to_proto(meta: ListMeta, quarantined: int = 0) -> lists_pb2.HashList:
     return lists_pb2.HashList(
         name=meta.name,
         owner=meta.owner,
@@ -326,6 +448,12 @@ def to_proto(meta: ListMeta) -> lists_pb2.HashList:
         created_at=_timestamp(meta.created_at),
         updated_at=_timestamp(meta.updated_at),
         last_batch_id=meta.last_batch_id,
+        flood=lists_pb2.FloodPolicy(
+            factor=meta.flood.factor,
+            min_matches=meta.flood.min_matches,
+            window_seconds=meta.flood.window_seconds,
+        ),
+        quarantined=quarantined,
     )
 
 
@@ -349,10 +477,4 @@ def _not_owner(name: str) -> ServiceError:
         grpc.StatusCode.PERMISSION_DENIED,
         f"the list {name!r} belongs to another tenant",
         hashes_pb2.ERROR_REASON_NOT_LIST_OWNER,
-    )
-
-
-def _store_full(exc: st.StoreFull) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), hashes_pb2.ERROR_REASON_STORE_FULL
     )

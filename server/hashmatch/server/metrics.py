@@ -51,6 +51,7 @@ class Metrics:
     index_memory: Gauge
     changelog_lag_batches: Gauge
     changelog_lag_seconds: Gauge
+    probe_flags: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -112,6 +113,11 @@ class Metrics:
                 "hashmatch_changelog_lag_seconds",
                 "Age of the oldest committed batch this process has not applied yet",
                 multiprocess_mode="liveall",
+                registry=reg,
+            ),
+            probe_flags=Counter(
+                "hashmatch_probe_flags",
+                "Tenants throttled for probing a listed PDQ hash (oracle walks)",
                 registry=reg,
             ),
         )

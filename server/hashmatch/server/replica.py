@@ -16,9 +16,10 @@ import grpc
 from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError
 from hashmatch.client.list_client import ListClient
+from hashmatch.server.changelog import QUARANTINE, RELEASE
 from hashmatch.server.core import parse_changes
 from hashmatch.server.follower import IndexFollower
-from hashmatch.server.store import Role, StaleVersion, Store, Tenant
+from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant
 from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Replicator:
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
 
     def start(self) -> None:
+        self.store.mark_replica(self.connection.server)
         self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
         self._thread.start()
 
@@ -78,7 +80,14 @@ class Replicator:
             (Tenant(t.name, Role(t.role), t.created_at), list(t.token_hashes))
             for t in response.tenants
         ]
-        if self.store.mirror_tenants(tenants):
+        platforms = {
+            t.name: PlatformSettings(
+                t.all_lists, list(t.lists), [(h.algorithm, h.value) for h in t.allow_list]
+            )
+            for t in response.tenants
+            if t.role == Role.PLATFORM.value
+        }
+        if self.store.mirror_tenants(tenants, platforms):
             log.info("replica: tenants updated from the primary")
         for info in self._lists.list_lists():
             if self.store.get_list(info.name) is None:
@@ -112,7 +121,30 @@ class Replicator:
             if not self._stop.is_set():
                 log.warning("replica: watching %s stopped: %s", name, exc)
 
+    def _actor(self) -> str:
+        return f"replica-of:{self.connection.server}"
+
+    def _diverged(self, name: str, local: int, primary: int) -> HashmatchError:
+        log.error(
+            "replica: %s diverged (local version %d, primary batch %d); not applying",
+            name,
+            local,
+            primary,
+        )
+        return HashmatchError("replica diverged")
+
     def _apply(self, name: str, batch: lists_pb2.ChangeBatch) -> None:
+        if not batch.batch_id:  # a quarantine or release event
+            kind = QUARANTINE if batch.quarantined else RELEASE
+            refs = list(batch.quarantined or batch.released)
+            try:
+                self.store.apply_event(
+                    name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
+                )
+            except StaleVersion as exc:
+                raise self._diverged(name, exc.current, batch.version) from exc
+            self.follower.catch_up()
+            return
         meta = self.store.get_list(name)
         assert meta is not None, "a watched list exists locally"
         request = lists_pb2.ApplyChangesRequest(
@@ -124,17 +156,9 @@ class Replicator:
         )
         changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
         try:
-            outcome = self.store.apply_changes(
-                name, changes, actor=f"replica-of:{self.connection.server}"
-            )
+            outcome = self.store.apply_changes(name, changes, actor=self._actor())
         except StaleVersion as exc:
-            log.error(
-                "replica: %s diverged (local version %d, primary batch %d); not applying",
-                name,
-                exc.current,
-                batch.version,
-            )
-            raise HashmatchError("replica diverged") from exc
+            raise self._diverged(name, exc.current, batch.version) from exc
         if outcome.digest != batch.digest:
             log.error(
                 "replica: %s digest differs from the primary's at version %d", name, batch.version

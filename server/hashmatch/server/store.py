@@ -15,7 +15,11 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
   changes   list_id u32 | version u64 -> ChangeRecord
   batches   list_id u32 | batch_id -> version u64 | request fingerprint (16 bytes)
   audit     seq u64 -> JSON {at, actor, action, ...}
-  stats     list_id u32 | reference ID -> matches u64 | last match time f64
+  stats     list_id u32 | reference ID -> matches u64 | last match f64 | flood window (flood.py)
+  quarantine list_id u32 | reference ID -> JSON {since, window_matches, baseline}
+  feedback  list_id u32 | reference ID -> JSON {counts by reason, newest notes, last}
+  platforms tenant name -> JSON {all_lists, lists}: which lists apply to a platform
+  allow     tenant name | 0 | algorithm u8 | hash -> b"": a platform's allow-list
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import secrets
 import struct
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from itertools import accumulate
@@ -38,18 +42,20 @@ from typing import Any
 import lmdb
 
 from hashmatch.client.digest import ListDigest
-from hashmatch.server.changelog import ChangeRecord
+from hashmatch.server.changelog import QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.core import SLOT, Changes, entry_term
+from hashmatch.server.flood import DEFAULT_FLOOD, FloodPolicy, FloodStat
 
 # Sized far beyond any expected data once, up front: LMDB only reserves address space, and
 # a map that never has to grow cannot race with other processes resizing it.
 DEFAULT_MAP_SIZE = 256 << 30
+# Notes kept per reference in the feedback a list owner reads.
+MAX_NOTES = 10
 # Free space below which a failed write is taken for a full disk.
 LOW_DISK_BYTES = 64 << 20
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LIST_ENTRY = struct.Struct(">IQ")
-_STATS = struct.Struct(">Qd")
 
 
 class Role(StrEnum):
@@ -113,6 +119,7 @@ class ListMeta:
     created_at: float
     updated_at: float
     last_batch_id: str = ""
+    flood: FloodPolicy = DEFAULT_FLOOD
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -124,7 +131,17 @@ class ListMeta:
         data = json.loads(raw)
         data["digest"] = bytes.fromhex(data["digest"])
         data["counts"] = tuple(data["counts"])
+        data["flood"] = FloodPolicy(*data.get("flood", DEFAULT_FLOOD))
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """Which lists apply to a platform, and the (algorithm, hash) pairs it allow-listed."""
+
+    all_lists: bool
+    lists: list[str]
+    allow: list[tuple[int, bytes]]
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,10 @@ class Store:
                     "batches",
                     "audit",
                     "stats",
+                    "quarantine",
+                    "feedback",
+                    "platforms",
+                    "allow",
                 )
             }
         # A process that died holding a read slot would keep old pages alive forever.
@@ -220,6 +241,11 @@ class Store:
         seq = self._bump_seq(txn)
         record = {"at": time.time(), "actor": actor, "action": action, **fields}
         txn.put(_U64.pack(seq), json.dumps(record).encode(), db=self._db("audit"))
+
+    def record_audit(self, actor: str, action: str, **fields: Any) -> None:
+        """An audit event of its own (e.g. a suspected probe), never holding a hash."""
+        with self._write() as txn:
+            self._audit(txn, actor, action, **fields)
 
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest `limit` audit records, oldest first."""
@@ -291,29 +317,61 @@ class Store:
                 for key, raw in txn.cursor(db=self._db("tenants"))
             ]
 
-    def mirror_tenants(self, tenants: Sequence[tuple[Tenant, Sequence[bytes]]]) -> bool:
-        """Makes tenants and token hashes equal to the primary's; True when anything changed."""
-        wanted_tenants = {
-            t.name.encode(): json.dumps({"role": t.role.value, "created_at": t.created_at}).encode()
-            for t, _ in tenants
+    def mirror_tenants(
+        self,
+        tenants: Sequence[tuple[Tenant, Sequence[bytes]]],
+        platforms: Mapping[str, PlatformSettings],
+    ) -> bool:
+        """Makes tenants, token hashes and platform settings equal to the primary's; True
+        when anything changed."""
+        wanted: dict[str, dict[bytes, bytes]] = {
+            "tenants": {
+                t.name.encode(): json.dumps(
+                    {"role": t.role.value, "created_at": t.created_at}
+                ).encode()
+                for t, _ in tenants
+            },
+            "tokens": {h: t.name.encode() for t, hashes in tenants for h in hashes},
+            "platforms": {
+                name.encode(): json.dumps(
+                    {"all_lists": p.all_lists, "lists": sorted(p.lists)}
+                ).encode()
+                for name, p in platforms.items()
+            },
+            "allow": {
+                name.encode() + b"\0" + bytes((alg,)) + value: b""
+                for name, p in platforms.items()
+                for alg, value in p.allow
+            },
         }
-        wanted_tokens = {h: t.name.encode() for t, hashes in tenants for h in hashes}
         with self._write() as txn:
-            changed = False
-            for db_name, wanted in (("tenants", wanted_tenants), ("tokens", wanted_tokens)):
+            changed = set()
+            for db_name, want in wanted.items():
                 db = self._db(db_name)
                 current = dict(txn.cursor(db=db))
-                for key in current.keys() - wanted.keys():
+                for key in current.keys() - want.keys():
                     txn.delete(key, db=db)
-                    changed = True
-                for key, value in wanted.items():
+                    changed.add(db_name)
+                for key, value in want.items():
                     if current.get(key) != value:
                         txn.put(key, value, db=db)
-                        changed = True
+                        changed.add(db_name)
             if not changed:
                 # Nothing to write: abort keeps the sync-on commit off the disk.
                 raise _Unchanged
-        return changed
+            if "allow" in changed:
+                self._bump_allow(txn)
+            self._bump_seq(txn)
+        return bool(changed)
+
+    def platform_settings(self) -> dict[str, PlatformSettings]:
+        """Every platform's subscriptions and allow-list that differ from the default."""
+        _, allow = self.allow_lists()
+        subs = self.all_subscriptions()
+        return {
+            name: PlatformSettings(*subs.get(name, (True, [])), allow.get(name, []))
+            for name in subs.keys() | allow.keys()
+        }
 
     def authenticate(self, token: str) -> Tenant | None:
         with self.read() as txn:
@@ -326,7 +384,13 @@ class Store:
     # -- lists -------------------------------------------------------------------------
 
     def create_list(
-        self, name: str, owner: str, *, pdq_threshold: int, pdq_min_quality: int
+        self,
+        name: str,
+        owner: str,
+        *,
+        pdq_threshold: int,
+        pdq_min_quality: int,
+        flood: FloodPolicy = DEFAULT_FLOOD,
     ) -> ListMeta:
         now = time.time()
         with self._write() as txn:
@@ -347,6 +411,7 @@ class Store:
                 next_entry_id=1,
                 created_at=now,
                 updated_at=now,
+                flood=flood,
             )
             txn.put(name.encode(), meta.to_json(), db=self._db("lists"))
             self._audit(txn, owner, "create-list", list=name)
@@ -513,21 +578,255 @@ class Store:
 
     # -- match statistics ----------------------------------------------------------------
 
-    def add_match_counts(self, counts: dict[tuple[int, str], tuple[int, float]]) -> None:
-        """Adds (list_id, reference_id) -> (matches, last match time) to the totals.
+    def add_match_counts(
+        self, counts: dict[tuple[int, str], tuple[int, float]], now: float | None = None
+    ) -> list[tuple[str, str]]:
+        """Adds (list_id, reference_id) -> (matches, last match time) to the totals, and
+        quarantines references whose match rate floods past their list's policy.
 
         Serving processes count in memory and flush here now and then: one write
-        transaction per flush, never one per match.
+        transaction per flush, never one per match. Returns the (list, reference)
+        pairs quarantined by this flush. A replica never quarantines on its own: it
+        follows its primary's quarantine events.
         """
         if not counts:
-            return
+            return []
+        now = time.time() if now is None else now
         db = self._db("stats")
+        tripped: list[tuple[str, str]] = []
         with self._write() as txn:
+            detect = txn.get(b"replica_of", db=self._db("meta")) is None
+            lists = {m.id: m for m in self._all_lists(txn)}
+            floods: dict[int, list[tuple[str, int, float]]] = {}
             for (lid, ref), (n, last) in counts.items():
                 key = _U32.pack(lid) + ref.encode("utf-8")
                 raw = txn.get(key, db=db)
-                total, when = _STATS.unpack(raw) if raw is not None else (0, 0.0)
-                txn.put(key, _STATS.pack(total + n, max(when, last)), db=db)
+                stat = FloodStat.unpack(raw) if raw is not None else FloodStat()
+                meta = lists.get(lid)
+                policy = meta.flood if meta is not None else DEFAULT_FLOOD
+                stat, trip = stat.add(n, last, now, policy)
+                txn.put(key, stat.pack(), db=db)
+                if trip and detect and txn.get(key, db=self._db("quarantine")) is None:
+                    floods.setdefault(lid, []).append((ref, stat.window_count, stat.baseline))
+            for lid, refs in floods.items():
+                meta = lists[lid]
+                self._quarantine(txn, meta, refs, now)
+                tripped += [(meta.name, ref) for ref, _, _ in refs]
+        return tripped
+
+    def _all_lists(self, txn: lmdb.Transaction) -> list[ListMeta]:
+        return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
+
+    def _quarantine(
+        self,
+        txn: lmdb.Transaction,
+        meta: ListMeta,
+        refs: Sequence[tuple[str, int, float]],
+        now: float,
+    ) -> ListMeta:
+        """Quarantines references as one change-log event (a new list version)."""
+        prefix = _U32.pack(meta.id)
+        for ref, window, baseline in refs:
+            record = {"since": now, "window_matches": window, "baseline": baseline}
+            txn.put(
+                prefix + ref.encode("utf-8"), json.dumps(record).encode(), db=self._db("quarantine")
+            )
+        new_meta = self._log_event(txn, meta, QUARANTINE, [r for r, _, _ in refs], now)
+        self._audit(
+            txn,
+            "flood-detection",
+            "quarantine",
+            list=meta.name,
+            references=[r for r, _, _ in refs],
+            version=new_meta.version,
+        )
+        return new_meta
+
+    def _log_event(
+        self, txn: lmdb.Transaction, meta: ListMeta, kind: int, refs: list[str], now: float
+    ) -> ListMeta:
+        version = meta.version + 1
+        new_meta = replace(meta, version=version, updated_at=now)
+        record = ChangeRecord.event(meta.id, version, kind, refs, now, meta.digest)
+        txn.put(_LIST_ENTRY.pack(meta.id, version), record.encode(), db=self._db("changes"))
+        txn.put(meta.name.encode(), new_meta.to_json(), db=self._db("lists"))
+        return new_meta
+
+    def quarantined(self, list_id: int) -> dict[str, dict[str, Any]]:
+        """reference_id -> {since, window_matches, baseline} of the list's quarantine."""
+        prefix = _U32.pack(list_id)
+        out: dict[str, dict[str, Any]] = {}
+        with self.read() as txn:
+            cur = txn.cursor(db=self._db("quarantine"))
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out[key[4:].decode("utf-8")] = json.loads(raw)
+        return out
+
+    def apply_event(
+        self,
+        list_name: str,
+        kind: int,
+        refs: Sequence[str],
+        *,
+        actor: str,
+        expected_version: int | None = None,
+    ) -> tuple[int, int]:
+        """Quarantines or releases references by hand (an owner's release, or a replica
+        copying its primary). Returns (list version, references changed); nothing is
+        logged when nothing changes, unless a replica must keep its primary's version."""
+        db = self._db("quarantine")
+        now = time.time()
+        with self._write() as txn:
+            raw = txn.get(list_name.encode(), db=self._db("lists"))
+            if raw is None:
+                raise ListNotFound(list_name)
+            meta = ListMeta.from_json(raw)
+            if expected_version is not None and expected_version != meta.version:
+                raise StaleVersion(meta.version)
+            prefix = _U32.pack(meta.id)
+            changed = []
+            for ref in dict.fromkeys(refs):
+                key = prefix + ref.encode("utf-8")
+                present = txn.get(key, db=db) is not None
+                if kind == RELEASE and present:
+                    txn.delete(key, db=db)
+                    changed.append(ref)
+                elif kind == QUARANTINE and not present:
+                    record = {"since": now, "window_matches": 0, "baseline": 0.0}
+                    txn.put(key, json.dumps(record).encode(), db=db)
+                    changed.append(ref)
+            if not changed and expected_version is None:
+                return meta.version, 0
+            new_meta = self._log_event(txn, meta, kind, changed, now)
+            action = "release" if kind == RELEASE else "quarantine"
+            self._audit(
+                txn, actor, action, list=list_name, references=changed, version=new_meta.version
+            )
+        return new_meta.version, len(changed)
+
+    def update_flood_policy(self, list_name: str, policy: FloodPolicy, *, actor: str) -> ListMeta:
+        with self._write() as txn:
+            raw = txn.get(list_name.encode(), db=self._db("lists"))
+            if raw is None:
+                raise ListNotFound(list_name)
+            meta = replace(ListMeta.from_json(raw), flood=policy, updated_at=time.time())
+            txn.put(list_name.encode(), meta.to_json(), db=self._db("lists"))
+            self._audit(txn, actor, "update-list", list=list_name, flood=list(policy))
+        return meta
+
+    def mark_replica(self, primary: str) -> None:
+        """Records that this store copies `primary`: it then never quarantines by itself."""
+        with self._write() as txn:
+            txn.put(b"replica_of", primary.encode(), db=self._db("meta"))
+
+    # -- feedback and platform settings -------------------------------------------------
+
+    def add_feedback(self, list_id: int, reference_id: str, reason: int, note: str) -> None:
+        key = _U32.pack(list_id) + reference_id.encode("utf-8")
+        db = self._db("feedback")
+        with self._write() as txn:
+            raw = txn.get(key, db=db)
+            record = json.loads(raw) if raw is not None else {"counts": {}, "notes": []}
+            record["counts"][str(reason)] = record["counts"].get(str(reason), 0) + 1
+            if note:
+                record["notes"] = [note, *record["notes"]][:MAX_NOTES]
+            record["last"] = time.time()
+            txn.put(key, json.dumps(record).encode(), db=db)
+
+    def feedback(self, list_id: int) -> dict[str, dict[str, Any]]:
+        prefix = _U32.pack(list_id)
+        out: dict[str, dict[str, Any]] = {}
+        with self.read() as txn:
+            cur = txn.cursor(db=self._db("feedback"))
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out[key[4:].decode("utf-8")] = json.loads(raw)
+        return out
+
+    def subscriptions(self, tenant: str) -> tuple[bool, list[str]]:
+        """(all_lists, lists) of a platform; every list unless it chose otherwise."""
+        with self.read() as txn:
+            raw = txn.get(tenant.encode(), db=self._db("platforms"))
+        if raw is None:
+            return True, []
+        data = json.loads(raw)
+        return bool(data["all_lists"]), list(data["lists"])
+
+    def all_subscriptions(self) -> dict[str, tuple[bool, list[str]]]:
+        with self.read() as txn:
+            return {
+                key.decode(): (bool(d["all_lists"]), list(d["lists"]))
+                for key, d in ((k, json.loads(v)) for k, v in txn.cursor(db=self._db("platforms")))
+            }
+
+    def set_subscriptions(self, tenant: str, all_lists: bool, lists: Sequence[str]) -> None:
+        with self._write() as txn:
+            record = {"all_lists": all_lists, "lists": sorted(set(lists))}
+            txn.put(tenant.encode(), json.dumps(record).encode(), db=self._db("platforms"))
+            self._audit(
+                txn, tenant, "set-subscriptions", all_lists=all_lists, lists=record["lists"]
+            )
+
+    def update_allow_list(
+        self,
+        tenant: str,
+        add: Sequence[tuple[int, bytes]],
+        remove: Sequence[tuple[int, bytes]],
+    ) -> int:
+        """Changes a platform's allow-list; returns its new size."""
+        prefix = tenant.encode() + b"\0"
+        db = self._db("allow")
+        with self._write() as txn:
+            for alg, value in remove:
+                txn.delete(prefix + bytes((alg,)) + value, db=db)
+            for alg, value in add:
+                txn.put(prefix + bytes((alg,)) + value, b"", db=db)
+            self._bump_allow(txn)
+            self._audit(txn, tenant, "update-allow-list", added=len(add), removed=len(remove))
+            return sum(1 for _ in self._allow_keys(txn, prefix))
+
+    def _bump_allow(self, txn: lmdb.Transaction) -> None:
+        raw = txn.get(b"allow_seq", db=self._db("meta"))
+        n = (_U64.unpack(raw)[0] if raw else 0) + 1
+        txn.put(b"allow_seq", _U64.pack(n), db=self._db("meta"))
+
+    def _allow_keys(self, txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
+        cur = txn.cursor(db=self._db("allow"))
+        if cur.set_range(prefix):
+            for key in cur.iternext(values=False):
+                if not key.startswith(prefix):
+                    break
+                yield key
+
+    def allow_list(self, tenant: str) -> list[tuple[int, bytes]]:
+        prefix = tenant.encode() + b"\0"
+        with self.read() as txn:
+            return [(k[len(prefix)], k[len(prefix) + 1 :]) for k in self._allow_keys(txn, prefix)]
+
+    def allow_lists(self) -> tuple[int, dict[str, list[tuple[int, bytes]]]]:
+        """(change counter, every platform's allow-list), from one snapshot."""
+        out: dict[str, list[tuple[int, bytes]]] = {}
+        with self.read() as txn:
+            raw = txn.get(b"allow_seq", db=self._db("meta"))
+            for key in txn.cursor(db=self._db("allow")).iternext(values=False):
+                name, _, rest = key.partition(b"\0")
+                out.setdefault(name.decode(), []).append((rest[0], rest[1:]))
+        return (_U64.unpack(raw)[0] if raw else 0), out
+
+    def allow_seq(self) -> int:
+        with self.read() as txn:
+            raw = txn.get(b"allow_seq", db=self._db("meta"))
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def has_matched(self, list_id: int, reference_id: str) -> bool:
+        with self.read() as txn:
+            key = _U32.pack(list_id) + reference_id.encode("utf-8")
+            return txn.get(key, db=self._db("stats")) is not None
 
     def match_counts(self, list_id: int) -> list[tuple[str, int, float]]:
         """(reference_id, matches, last match time) for every reference that matched."""
@@ -539,8 +838,8 @@ class Store:
                 for key, raw in cur:
                     if not key.startswith(prefix):
                         break
-                    n, last = _STATS.unpack(raw)
-                    out.append((key[4:].decode("utf-8"), n, last))
+                    stat = FloodStat.unpack(raw)
+                    out.append((key[4:].decode("utf-8"), stat.total, stat.last))
         return out
 
     # -- reading for the indexes -------------------------------------------------------

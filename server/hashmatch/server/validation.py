@@ -14,6 +14,7 @@ from hashmatch.server.errors import Violation
 from hashmatch.v1 import hashes_pb2, lists_pb2
 
 MAX_ITEM_ID_BYTES = 256
+MAX_REFERENCE_BYTES = 128
 MAX_BATCH_ID_BYTES = 128
 # A dihedral PDQ set (8) plus the three file digests, with room to spare.
 MAX_HASHES_PER_ITEM = 16
