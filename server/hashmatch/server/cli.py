@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hashmatch.server import __version__, logs
 from hashmatch.server.app import serve
+from hashmatch.server.bench.signoff import add_parser as add_bench_parser
 from hashmatch.server.settings import Settings, SettingsError
 from hashmatch.server.store import Role, Store, StoreError
 
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     _data_dir(p)
     p.set_defaults(run=_audit)
+
+    add_bench_parser(sub)  # `hashmatch bench signoff`: see hashmatch.server.bench
     return parser
 
 
