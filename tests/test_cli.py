@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import eventually
+
 BIN = Path(sys.executable).parent
 BRIDGE_MD5 = "d35c785545392755e7e4164457657269"
 BRIDGE_PDQ = "d8f8f0cee0f4a84f0637022a078f67f0b36e2ed596621e1d33e6339c4e9c9b22"
@@ -162,3 +164,47 @@ def test_push_streams_a_list_file_and_proves_the_digest(
     assert refused.returncode == 2
     assert f"{bad}:2:" in refused.stderr and f"{bad}:3:" in refused.stderr
     assert "nothing was sent" in refused.stderr
+
+
+def test_trust_commands_for_platforms_and_hotlines(server: tuple[str, Path]) -> None:
+    address, data_dir = server
+    client = tool("hashmatch-client")
+    platform = {**os.environ, "HASHMATCH_SERVER": address}
+    platform["HASHMATCH_TOKEN"] = (data_dir / "demo-platform.token").read_text().strip()
+
+    shown = run(client, "subscribe", "--all", env=platform)
+    assert shown.returncode == 0 and "available: demo" in shown.stdout
+    assert run(client, "allow", "add", "md5", BRIDGE_MD5, env=platform).stdout.strip() == (
+        "allow-list holds 1 hash(es)"
+    )
+    assert run(client, "match", "--md5", BRIDGE_MD5, env=platform).returncode == 0
+    assert f"md5,{BRIDGE_MD5}" in run(client, "allow", "show", env=platform).stdout
+    run(client, "allow", "remove", "md5", BRIDGE_MD5, env=platform)
+    assert run(client, "match", "--md5", BRIDGE_MD5, env=platform).returncode == 1
+
+    def reported() -> bool:
+        done = run(
+            client,
+            "report",
+            "demo",
+            "DEMO-BRIDGE-1",
+            "--reason",
+            "benign",
+            "--note",
+            "test photo",
+            env=platform,
+        )
+        return done.returncode == 0
+
+    eventually(reported, "the match count reached the store")
+    hotline_token = (
+        run(tool("hashmatch"), "admin", "issue-token", "demo-hotline", "--data-dir", str(data_dir))
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    hotline = {**platform, "HASHMATCH_TOKEN": hotline_token}
+    feedback = run(client, "feedback", "demo", env=hotline)
+    assert "DEMO-BRIDGE-1\t1 report(s)\tbenign=1" in feedback.stdout
+    assert "note: test photo" in feedback.stdout
+    assert run(client, "quarantine", "demo", env=hotline).stdout == ""
+    assert "released 0" in run(client, "release", "demo", "DEMO-BRIDGE-1", env=hotline).stdout

@@ -11,12 +11,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash, parse_hex_digest
+from hashmatch.client.algorithms import (
+    MD5,
+    NAMES,
+    PDQ,
+    SHA1,
+    SHA256,
+    make_hash,
+    parse_algorithm,
+    parse_hex_digest,
+)
 from hashmatch.client.connection import Connection, TlsConfig
 from hashmatch.client.errors import HashmatchError
 from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
+from hashmatch.client.platform_client import REASONS, PlatformClient
 from hashmatch.client.push import (
     DEFAULT_BATCH_SIZE,
     ProgressLine,
@@ -25,6 +35,7 @@ from hashmatch.client.push import (
     upload_id_for,
 )
 from hashmatch.client.results import ListInfo
+from hashmatch.v1 import lists_pb2
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
 # The server takes at most 100,000 changes per batch.
@@ -111,6 +122,37 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("digest", help="compute a list file's digest, to compare with get-list")
     p.add_argument("file", type=Path)
     p.set_defaults(run=_digest)
+
+    p = sub.add_parser("report", help="report a matched reference as a false positive")
+    p.add_argument("list")
+    p.add_argument("reference_id")
+    p.add_argument("--reason", required=True, choices=sorted(REASONS))
+    p.add_argument("--note", default="", help="short; must not identify a user or the content")
+    p.set_defaults(run=_report)
+
+    p = sub.add_parser("subscribe", help="choose which lists apply to this platform")
+    p.add_argument("lists", nargs="*", metavar="LIST")
+    p.add_argument("--all", action="store_true", help="every list, now and future")
+    p.set_defaults(run=_subscribe)
+
+    p = sub.add_parser("allow", help="this platform's allow-list of hashes reviewed as benign")
+    p.add_argument("action", choices=["add", "remove", "show"])
+    p.add_argument("algorithm", nargs="?")
+    p.add_argument("hash_hex", nargs="?")
+    p.set_defaults(run=_allow)
+
+    p = sub.add_parser("feedback", help="false-positive reports against your list")
+    p.add_argument("list")
+    p.set_defaults(run=_feedback)
+
+    p = sub.add_parser("quarantine", help="references of your list quarantined for flooding")
+    p.add_argument("list")
+    p.set_defaults(run=_quarantine)
+
+    p = sub.add_parser("release", help="let quarantined references match again")
+    p.add_argument("list")
+    p.add_argument("reference_ids", nargs="+", metavar="REFERENCE_ID")
+    p.set_defaults(run=_release)
 
     p = sub.add_parser("create-list", help="create a list owned by the calling hotline")
     p.add_argument("name")
@@ -271,6 +313,71 @@ def _report_bad_rows(path: Path, bad: list[BadRow]) -> None:
         print(f"{path}:{b.line}: {b.problem}", file=sys.stderr)
     more = " (first 50 shown)" if len(bad) > 50 else ""
     print(f"hashmatch-client: {len(bad)} bad row(s){more}; nothing was sent", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    with PlatformClient(connection(args)) as client:
+        client.report_false_positive(args.list, args.reference_id, args.reason, args.note)
+    print(f"reported {args.reference_id} in {args.list} as {args.reason}")
+    return EXIT_CLEAN
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    if args.all == bool(args.lists):
+        raise ValueError("give list names, or --all")
+    with PlatformClient(connection(args)) as client:
+        subs = client.subscribe(None if args.all else args.lists)
+    chosen = "every list" if subs.all_lists else ", ".join(subs.lists)
+    print(f"subscribed to {chosen} (available: {', '.join(subs.available)})")
+    return EXIT_CLEAN
+
+
+def _allow(args: argparse.Namespace) -> int:
+    with PlatformClient(connection(args)) as client:
+        if args.action == "show":
+            for h in client.allow_list():
+                print(f"{NAMES[h.algorithm]},{h.value.hex()}")
+            return EXIT_CLEAN
+        if not (args.algorithm and args.hash_hex):
+            raise ValueError(f"allow {args.action} needs ALGORITHM and HASH_HEX")
+        alg = parse_algorithm(args.algorithm)
+        h = make_hash(alg, parse_hex_digest(alg, args.hash_hex))
+        size = client.update_allow_list(
+            add=[h] if args.action == "add" else [], remove=[h] if args.action == "remove" else []
+        )
+    print(f"allow-list holds {size} hash(es)")
+    return EXIT_CLEAN
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        for ref in client.feedback(args.list):
+            reasons = " ".join(
+                f"{lists_pb2.FeedbackReason.Name(c.reason).removeprefix('FEEDBACK_REASON_').lower()}"
+                f"={c.count}"
+                for c in ref.counts
+            )
+            print(f"{ref.reference_id}\t{ref.total} report(s)\t{reasons}")
+            for note in ref.notes:
+                print(f"\tnote: {note}")
+    return EXIT_CLEAN
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        for q in client.quarantine(args.list):
+            print(
+                f"{q.reference_id}\tsince {q.since.ToDatetime().isoformat(timespec='seconds')}"
+                f"\t{q.window_matches} matches in a window (baseline {q.baseline:.1f})"
+            )
+    return EXIT_CLEAN
+
+
+def _release(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        released = client.release(args.list, args.reference_ids)
+    print(f"released {released} reference(s)")
+    return EXIT_CLEAN
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -103,6 +103,37 @@ class ListClient:
         response = self.connection.call(lambda: self._stub.GetReferenceStats(request, **self._kw()))
         return [(r.reference_id, r.matches) for r in response.references]
 
+    def feedback(self, list_name: str, limit: int = 100) -> list[lists_pb2.ReferenceFeedback]:
+        """False-positive reports platforms filed against the list, most reported first."""
+        request = lists_pb2.GetFeedbackRequest(list=list_name, limit=limit)
+        response = self.connection.call(lambda: self._stub.GetFeedback(request, **self._kw()))
+        return list(response.references)
+
+    def quarantine(self, list_name: str) -> list[lists_pb2.QuarantinedReference]:
+        """References flood detection quarantined (they answer NO_MATCH), and why."""
+        request = lists_pb2.ListQuarantineRequest(list=list_name)
+        response = self.connection.call(lambda: self._stub.ListQuarantine(request, **self._kw()))
+        return list(response.references)
+
+    def release(self, list_name: str, reference_ids: Iterable[str]) -> int:
+        """Lets quarantined references match again; returns how many were released."""
+        request = lists_pb2.ReleaseQuarantineRequest(
+            list=list_name, reference_ids=list(reference_ids)
+        )
+        response = self.connection.call(lambda: self._stub.ReleaseQuarantine(request, **self._kw()))
+        return response.released
+
+    def set_flood_policy(
+        self, list_name: str, *, factor: int, min_matches: int, window_seconds: int
+    ) -> ListInfo:
+        """factor 0 turns flood quarantine off for the list."""
+        policy = lists_pb2.FloodPolicy(
+            factor=factor, min_matches=min_matches, window_seconds=window_seconds
+        )
+        request = lists_pb2.UpdateListRequest(name=list_name, flood=policy)
+        response = self.connection.call(lambda: self._stub.UpdateList(request, **self._kw()))
+        return ListInfo.from_proto(response.list)
+
     def close(self) -> None:
         self._channel.close()
 
