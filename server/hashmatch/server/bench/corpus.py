@@ -152,14 +152,13 @@ def build(size: int, seed: int = 1, *, retractions: int = 20, sample: int = 2_00
                 Case(f"{NAMES[alg]} unlisted {b}", alg, rng.randbytes(DIGEST_LENGTHS[alg]), False)
             )
     cases.append(Case("pdq unlisted", PDQ, rng.randbytes(32), False))
-    retractable = [
-        Entry(
-            (MD5, SHA256, PDQ)[i % 3],
-            rng.randbytes(DIGEST_LENGTHS[(MD5, SHA256, PDQ)[i % 3]]),
-            f"RETRACT-{i:04d}",
-        )
-        for i in range(retractions)
-    ]
+    # Exact hashes only: a listed PDQ hash that stops matching for the tenant that just
+    # matched it is what the server's probe detector flags as a walk of the match boundary.
+    retract_algs = (MD5, SHA1, SHA256)
+    retractable = []
+    for i in range(retractions):
+        alg = retract_algs[i % len(retract_algs)]
+        retractable.append(Entry(alg, rng.randbytes(DIGEST_LENGTHS[alg]), f"RETRACT-{i:04d}"))
     if size < len(special) + len(retractable):
         raise ValueError(
             f"the list needs at least {len(special) + len(retractable)} entries "

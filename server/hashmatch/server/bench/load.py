@@ -86,7 +86,7 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     return out
 
 
-def _channel(address: str) -> grpc.Channel:
+def open_channel(address: str) -> grpc.Channel:
     # A connection of its own per channel, so several workers behind one port share load.
     return grpc.insecure_channel(
         address,
@@ -187,7 +187,7 @@ def _client_job(
     hashes = query_hashes(seed, 4_096, listed)
     metadata = (("authorization", f"Bearer {target.token}"),)
     tallies = [_Tally() for _ in range(threads)]
-    channels = [_channel(target.address) for _ in range(threads)]
+    channels = [open_channel(target.address) for _ in range(threads)]
     stubs = [match_pb2_grpc.MatchServiceStub(c) for c in channels]
     if spec.mode == "batch":
         requests: list[Any] = [

@@ -14,8 +14,8 @@ import grpc
 from hashmatch.client import Change, Connection, ListClient, RetryPolicy
 from hashmatch.client.algorithms import NAMES, PDQ
 from hashmatch.server.bench.corpus import PDQ_QUALITY, Case, Entry, SyntheticList
-from hashmatch.server.bench.load import _channel, percentiles
-from hashmatch.v1 import hashes_pb2, lists_pb2, match_pb2, match_pb2_grpc
+from hashmatch.server.bench.load import open_channel, percentiles
+from hashmatch.v1 import hashes_pb2, lists_pb2, lists_pb2_grpc, match_pb2, match_pb2_grpc
 
 UPLOAD_METHOD = "/hashmatch.v1.ListService/UploadChanges"
 UPLOAD_TIMEOUT = 1800.0
@@ -30,6 +30,23 @@ def _hash(algorithm: int, value: bytes) -> hashes_pb2.Hash:
 
 def list_client(address: str, token: str) -> ListClient:
     return ListClient(Connection(server=address, token=token, timeout=60.0, retry=RetryPolicy(3)))
+
+
+def create_list(address: str, token: str, name: str) -> None:
+    """Creates `name` with default PDQ settings and flood quarantine off: a load generator
+    repeats its hits by design, which flood detection would rightly quarantine."""
+    channel = open_channel(address)
+    try:
+        lists_pb2_grpc.ListServiceStub(channel).CreateList(
+            lists_pb2.CreateListRequest(
+                name=name,
+                flood=lists_pb2.FloodPolicy(factor=0, min_matches=100, window_seconds=60),
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=30.0,
+        )
+    finally:
+        channel.close()
 
 
 @dataclass
@@ -55,9 +72,8 @@ def load_list(address: str, token: str, name: str, synthetic: SyntheticList) -> 
     t = time.perf_counter()
     payload = [b.SerializeToString() for b in synthetic.batches(name)]
     prepare = time.perf_counter() - t
-    with list_client(address, token) as lc:
-        lc.create_list(name)
-    channel = _channel(address)
+    create_list(address, token, name)
+    channel = open_channel(address)
     try:
         upload = channel.stream_unary(
             UPLOAD_METHOD,
@@ -90,7 +106,7 @@ def load_list(address: str, token: str, name: str, synthetic: SyntheticList) -> 
 
 def retire_all(address: str, token: str, name: str, synthetic: SyntheticList) -> float:
     """Retires every synthetic entry again (clean-up on a remote target); returns seconds."""
-    channel = _channel(address)
+    channel = open_channel(address)
     payload = []
     for k, batch in enumerate(synthetic.batches(name, prefix="signoff-cleanup")):
         retire = lists_pb2.ApplyChangesRequest(list=name, batch_id=f"{batch.batch_id}-{k}")
@@ -160,7 +176,7 @@ def retraction_visibility(
     """For each entry: check it matches, retire it through ApplyChanges, then poll Match on
     `pollers` separate connections (with several workers, the kernel spreads them over the
     processes) until all answer NO_MATCH. At most `limit_s` per entry."""
-    channels = [_channel(address) for _ in range(pollers)]
+    channels = [open_channel(address) for _ in range(pollers)]
     stubs = [match_pb2_grpc.MatchServiceStub(c) for c in channels]
     visible: list[float] = []
     acks: list[float] = []
@@ -210,7 +226,7 @@ class CaseResult:
 def check_corpus(address: str, token: str, cases: Iterable[Case]) -> list[CaseResult]:
     """Matches every boundary case once, through MatchBatch, and compares the verdicts."""
     cases = list(cases)
-    channel = _channel(address)
+    channel = open_channel(address)
     try:
         stub = match_pb2_grpc.MatchServiceStub(channel)
         request = match_pb2.MatchBatchRequest(
@@ -238,7 +254,7 @@ def healthy(address: str, timeout: float = 5.0) -> bool:
     """True when the address answers gRPC health checks (no token needed)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    channel = _channel(address)
+    channel = open_channel(address)
     try:
         stub = health_pb2_grpc.HealthStub(channel)
         status = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout).status

@@ -177,7 +177,11 @@ def plots(out: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], st
         return "target" if w is None else f"{w} worker{'s' if w != 1 else ''}"
 
     if modes:
-        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.6), squeeze=False)
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1000 else f"{v:g}")
+        levels = sorted({c["concurrency"] for c in cells})
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.4 * len(modes), 4.8), squeeze=False)
         for ax, mode in zip(axes[0], modes, strict=True):
             for k, w in enumerate(configs):
                 rows = sorted(
@@ -186,45 +190,41 @@ def plots(out: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], st
                 )
                 if not rows:
                     continue
-                x = [c["hashes_per_s"] if mode != "unary" else c["calls_per_s"] for c in rows]
-                for q, style, marker in (("p50", "-", "o"), ("p99", "--", "s")):
+                x = [c["concurrency"] for c in rows]
+                for q, style, marker in (("p50", "-", "o"), ("p99", "--", "s"), ("p999", ":", "^")):
                     ax.plot(
                         x,
                         [c["latency_ms"][q] for c in rows],
                         style,
                         marker=marker,
                         color=colors(k),
-                        label=f"{label(w)} {q}",
+                        label=f"{label(w)} {q.replace('p999', 'p99.9')}",
                     )
-                for c, xv in zip(rows, x, strict=True):
-                    ax.annotate(
-                        f"c={c['concurrency']}",
-                        (xv, c["latency_ms"]["p99"]),
-                        textcoords="offset points",
-                        xytext=(4, 4),
-                        fontsize=8,
-                        color=colors(k),
-                    )
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(levels)
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_yscale("log")
-            ax.set_title(f"{mode}: latency vs load")
-            ax.set_xlabel(f"achieved throughput ({MODE_UNITS[mode]})")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(f"{mode}")
+            ax.set_xlabel(
+                "streams in flight (offered load)"
+                if mode == "stream"
+                else "calls in flight (offered load)"
+            )
             ax.set_ylabel(
-                "latency per call (ms, log)"
-                if mode != "stream"
-                else "latency per message (ms, log)"
+                "ms per message (log scale)" if mode == "stream" else "ms per call (log scale)"
             )
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle("Latency percentiles against offered load (c = calls or streams in flight)")
-        fig.tight_layout()
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9)
+        fig.suptitle("Latency percentiles against offered load (closed loop)")
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.savefig(out / "latency_vs_load.png", dpi=110)
         plt.close(fig)
         made.append(
-            (
-                "latency_vs_load.png",
-                "Latency p50 (solid) and p99 (dashed) against achieved throughput; each "
-                "point is one concurrency level c",
-            )
+            ("latency_vs_load.png", "Latency p50, p99 and p99.9 against calls or streams in flight")
         )
 
         fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.2), squeeze=False)
@@ -247,6 +247,7 @@ def plots(out: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], st
                 )
             ax.set_title(f"{mode}: peak throughput")
             ax.set_ylabel("hashes per second")
+            ax.yaxis.set_major_formatter(plain)
             ax.set_ylim(0, max([*peaks, 1.0]) * 1.18)
             ax.grid(True, axis="y", alpha=0.3)
         title = "Peak throughput against serving processes (workers)"
@@ -278,6 +279,10 @@ def plots(out: Path, results: dict[str, Any]) -> tuple[list[tuple[str, str]], st
                     label=label(w),
                 )
             ax.set_xscale("log", base=2)
+            ax.set_xticks(levels)
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_formatter(plain)
             ax.set_title(f"{mode}: throughput vs concurrency")
             ax.set_xlabel("calls or streams in flight")
             ax.set_ylabel("hashes per second")
