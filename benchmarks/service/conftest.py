@@ -3,7 +3,10 @@
     .venv/bin/python -m pytest benchmarks/service -p no:cacheprovider \
         --benchmark-json=service-$(git rev-parse --short HEAD).json
     .venv/bin/pytest-benchmark compare service-OLD.json service-NEW.json \
-        --columns=min,median,mean,ops --sort=name
+        --group-by=name --columns=min,median,ops
+
+(`--group-by=name` puts each benchmark's runs side by side, so a regression shows as a
+ratio against the faster run.)
 
 ``HASHMATCH_BENCH_ENTRIES`` sets the list size (default 100,000; the sign-off uses
 1,000,000). The server is `hashmatch serve` in a subprocess on 127.0.0.1 with one worker,
