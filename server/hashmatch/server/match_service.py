@@ -136,8 +136,7 @@ _NO_MATCH_BARE_RESULT = b"\x0a" + _varint(len(_NO_MATCH_BARE)) + _NO_MATCH_BARE
 # The bytes before an item_id of n UTF-8 bytes, alone and as a batch result.
 _ID_HEAD = [b"\x0a" + _varint(n) for n in range(validation.MAX_ITEM_ID_BYTES + 1)]
 _RESULT_HEAD = [
-    b"\x0a" + _varint(len(head) + n + len(_NO_MATCH_TAIL)) + head
-    for n, head in enumerate(_ID_HEAD)
+    b"\x0a" + _varint(len(head) + n + len(_NO_MATCH_TAIL)) + head for n, head in enumerate(_ID_HEAD)
 ]
 
 
