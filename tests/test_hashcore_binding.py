@@ -278,3 +278,21 @@ def test_many_batches_then_compact(index: Index, rng: random.Random) -> None:
     assert 1 <= index.segments(1)[3] <= 4
     probes = [entries[10], entries[600], flip_bits(entries[2999], 30, rng)]
     assert match(index, [(PDQ, p) for p in probes]) == [(1, 1, 600), (2, 1, 2999)]
+
+
+def test_packed_matches_equal_tuples(index: Index, rng: random.Random) -> None:
+    index.configure_list(2, 31, 0)
+    md5 = [rng.randbytes(16) for _ in range(20)]
+    add(index, 1, [(MD5, d, i) for i, d in enumerate(md5)])
+    add(index, 2, [(MD5, d, 100 + i) for i, d in enumerate(md5[::2])])
+    queries = [(MD5, d) for d in md5] + [(MD5, rng.randbytes(16))]
+    n = len(queries)
+    args = (
+        bytes(a for a, _ in queries),
+        b"".join(slot(a, d) for a, d in queries),
+        bytes([UNKNOWN] * n),
+        bytes([UNKNOWN] * n),
+    )
+    packed = index.match_batch_packed(*args)
+    assert list(struct.iter_unpack("<IIQ", packed)) == index.match_batch(*args)
+    assert len(packed) == 16 * 30

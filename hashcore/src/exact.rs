@@ -80,18 +80,27 @@ impl<const N: usize> ExactSegment<N> {
     /// A software pipeline: the directory word of key `i` is prefetched, the
     /// bucket of key `i − D` is located and prefetched, and key `i − 2D` is
     /// searched, so that about `D` independent cache misses are in flight.
-    pub fn find_many(&self, keys: &[&[u8; N]], mut hit: impl FnMut(usize, u32)) {
+    pub fn find_many(&self, keys: &[&[u8; N]], hit: impl FnMut(usize, u32)) {
+        self.find_each(keys.len(), |i| keys[i], hit);
+    }
+
+    /// [`Self::find_many`] over `key(0..n)`.
+    pub fn find_each<'k>(
+        &self,
+        n: usize,
+        key: impl Fn(usize) -> &'k [u8; N],
+        mut hit: impl FnMut(usize, u32),
+    ) {
         const D: usize = 16;
-        let n = keys.len();
         let mut ranges = [(0u32, 0u32); 2 * D];
         for i in 0..n + 2 * D {
             if i < n {
-                let c = Self::cell_of(keys[i], self.dir_bits);
+                let c = Self::cell_of(key(i), self.dir_bits);
                 crate::mem::prefetch(&self.offsets[c]);
             }
             if i >= D && i - D < n {
                 let j = i - D;
-                let c = Self::cell_of(keys[j], self.dir_bits);
+                let c = Self::cell_of(key(j), self.dir_bits);
                 let (lo, hi) = (self.offsets[c], self.offsets[c + 1]);
                 ranges[j % (2 * D)] = (lo, hi);
                 if lo < hi {
@@ -104,10 +113,11 @@ impl<const N: usize> ExactSegment<N> {
                 let (lo, hi) = ranges[j % (2 * D)];
                 let (lo, hi) = (lo as usize, hi as usize);
                 let bucket = &self.keys[lo..hi];
+                let k = key(j);
                 let found = if bucket.len() <= 8 {
-                    bucket.iter().position(|b| b == keys[j])
+                    bucket.iter().position(|b| b == k)
                 } else {
-                    bucket.binary_search(keys[j]).ok()
+                    bucket.binary_search(k).ok()
                 };
                 if let Some(p) = found {
                     hit(j, (lo + p) as u32);

@@ -15,6 +15,7 @@
 //! same way.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -77,6 +78,21 @@ pub enum Key {
 /// One match: `(query_index, list_id, entry_id)`.
 pub type Match = (u32, u32, u64);
 
+/// Bytes of one packed match: `query_index` and `list_id` as little-endian
+/// `u32`, `entry_id` as little-endian `u64`.
+pub const PACKED_MATCH: usize = 16;
+
+/// Packs matches into [`PACKED_MATCH`]-byte records.
+pub fn pack_matches(matches: &[Match]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(matches.len() * PACKED_MATCH);
+    for &(q, l, e) in matches {
+        out.extend_from_slice(&q.to_le_bytes());
+        out.extend_from_slice(&l.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+    }
+    out
+}
+
 fn check_len(field: &'static str, expected: usize, actual: usize) -> Result<(), CoreError> {
     if expected == actual {
         Ok(())
@@ -96,6 +112,19 @@ pub fn decode_keys(
     algs: &[u8],
     hashes: &[u8],
 ) -> Result<Vec<Key>, CoreError> {
+    let mut out = Vec::with_capacity(algs.len());
+    decode_keys_into(algs_field, hashes_field, algs, hashes, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_keys`] appending to `out` (left partly filled on error).
+pub fn decode_keys_into(
+    algs_field: &'static str,
+    hashes_field: &'static str,
+    algs: &[u8],
+    hashes: &[u8],
+    out: &mut Vec<Key>,
+) -> Result<(), CoreError> {
     let expected = algs
         .len()
         .checked_mul(SLOT)
@@ -105,32 +134,29 @@ pub fn decode_keys(
             actual: hashes.len(),
         })?;
     check_len(hashes_field, expected, hashes.len())?;
-    algs.iter()
-        .zip(hashes.chunks_exact(SLOT))
-        .enumerate()
-        .map(|(i, (&a, slot))| {
-            let alg = Alg::from_byte(a).ok_or(CoreError::UnknownAlgorithm {
-                field: algs_field,
+    out.reserve(algs.len());
+    for (i, (&a, slot)) in algs.iter().zip(hashes.chunks_exact(SLOT)).enumerate() {
+        let alg = Alg::from_byte(a).ok_or(CoreError::UnknownAlgorithm {
+            field: algs_field,
+            index: i,
+            byte: a,
+        })?;
+        let n = alg.digest_len();
+        if slot[n..].iter().any(|&b| b != 0) {
+            return Err(CoreError::NonZeroPadding {
+                field: hashes_field,
                 index: i,
-                byte: a,
-            })?;
-            let n = alg.digest_len();
-            if slot[n..].iter().any(|&b| b != 0) {
-                return Err(CoreError::NonZeroPadding {
-                    field: hashes_field,
-                    index: i,
-                });
-            }
-            let mut full = [0u8; 32];
-            full.copy_from_slice(slot);
-            Ok(match alg {
-                Alg::Md5 => Key::Md5(full[..16].try_into().expect("16-byte slice")),
-                Alg::Sha1 => Key::Sha1(full[..20].try_into().expect("20-byte slice")),
-                Alg::Sha256 => Key::Sha256(full),
-                Alg::Pdq => Key::Pdq(pdq_from_bytes(&full)),
-            })
-        })
-        .collect()
+            });
+        }
+        let slot: &[u8; 32] = slot.try_into().expect("32-byte slot");
+        out.push(match alg {
+            Alg::Md5 => Key::Md5(slot[..16].try_into().expect("16-byte slice")),
+            Alg::Sha1 => Key::Sha1(slot[..20].try_into().expect("20-byte slice")),
+            Alg::Sha256 => Key::Sha256(*slot),
+            Alg::Pdq => Key::Pdq(pdq_from_bytes(slot)),
+        });
+    }
+    Ok(())
 }
 
 /// A decoded, validated batch of changes for one list.
@@ -180,7 +206,21 @@ impl Queries {
         qualities: &[u8],
         max_distances: &[u8],
     ) -> Result<Queries, CoreError> {
-        let keys = decode_keys("algs", "hashes", algs, hashes)?;
+        let mut q = Queries::default();
+        q.decode_into(algs, hashes, qualities, max_distances)?;
+        Ok(q)
+    }
+
+    /// [`Queries::decode`] reusing this value's buffers (no allocation once warm).
+    pub fn decode_into(
+        &mut self,
+        algs: &[u8],
+        hashes: &[u8],
+        qualities: &[u8],
+        max_distances: &[u8],
+    ) -> Result<(), CoreError> {
+        self.keys.clear();
+        decode_keys_into("algs", "hashes", algs, hashes, &mut self.keys)?;
         check_len("qualities", algs.len(), qualities.len())?;
         check_len("max_distances", algs.len(), max_distances.len())?;
         if let Some((index, &byte)) = qualities
@@ -190,11 +230,11 @@ impl Queries {
         {
             return Err(CoreError::InvalidQuality { index, byte });
         }
-        Ok(Queries {
-            keys,
-            qualities: qualities.to_vec(),
-            max_distances: max_distances.to_vec(),
-        })
+        self.qualities.clear();
+        self.qualities.extend_from_slice(qualities);
+        self.max_distances.clear();
+        self.max_distances.extend_from_slice(max_distances);
+        Ok(())
     }
 }
 
@@ -484,14 +524,25 @@ impl Shared {
     }
 }
 
+static MAX_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Caps the worker threads of large batch calls (process-wide); 0 = every core.
+pub fn set_max_threads(n: usize) {
+    MAX_THREADS.store(n, Ordering::Relaxed);
+}
+
 /// Worker threads for large batches.
 fn cores() -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| {
+    let all = *CORES.get_or_init(|| {
         std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(16)
-    })
+    });
+    match MAX_THREADS.load(Ordering::Relaxed) {
+        0 => all,
+        n => n.min(all),
+    }
 }
 
 /// Splits `0..n` into about `cores()` contiguous ranges when `work` is large,
@@ -544,25 +595,28 @@ fn pdq_ids(
     ids.dedup();
 }
 
-/// Exact lookups of `keys` (with their query indexes) in one tier.
-fn exact_hits<'a, const N: usize>(
+/// Exact lookups of the queries `which` (indexes into `keys`) in one tier.
+fn exact_hits<const N: usize>(
     tier: &Tier<ExactSegment<N>>,
     list_id: u32,
-    keys: &[(u32, &'a [u8; N])],
-    digests: &mut Vec<&'a [u8; N]>,
+    which: &[u32],
+    digest: impl Fn(&Key) -> &[u8; N],
+    keys: &[Key],
     out: &mut Vec<Match>,
 ) {
-    if keys.is_empty() || tier.parts.is_empty() {
+    if which.is_empty() || tier.parts.is_empty() {
         return;
     }
-    digests.clear();
-    digests.extend(keys.iter().map(|k| k.1));
     for part in &tier.parts {
-        part.seg.find_many(digests, |i, p| {
-            if !part.is_dead(p) {
-                out.push((keys[i].0, list_id, part.seg.id_at(p)));
-            }
-        });
+        part.seg.find_each(
+            which.len(),
+            |i| digest(&keys[which[i] as usize]),
+            |i, p| {
+                if !part.is_dead(p) {
+                    out.push((which[i], list_id, part.seg.id_at(p)));
+                }
+            },
+        );
     }
 }
 
@@ -696,27 +750,54 @@ impl Index {
         range: std::ops::Range<usize>,
         level: Level,
     ) -> Vec<Match> {
-        let mut md5 = vec![];
-        let mut sha1 = vec![];
-        let mut sha256 = vec![];
-        let mut pdq = vec![];
+        // Query indexes per algorithm (small: 4 bytes per query).
+        let (mut md5, mut sha1, mut sha256, mut pdq) = (vec![], vec![], vec![], vec![]);
         for (qi, key) in q.keys[range.clone()].iter().enumerate() {
             let qi = (range.start + qi) as u32;
             match key {
-                Key::Md5(d) => md5.push((qi, d)),
-                Key::Sha1(d) => sha1.push((qi, d)),
-                Key::Sha256(d) => sha256.push((qi, d)),
+                Key::Md5(_) => md5.push(qi),
+                Key::Sha1(_) => sha1.push(qi),
+                Key::Sha256(_) => sha256.push(qi),
                 Key::Pdq(h) => pdq.push((qi, *h)),
             }
         }
         let mut out = Vec::new();
-        let (mut b16, mut b20, mut b32) = (vec![], vec![], vec![]);
         let mut scratch = Scratch::default();
         let (mut pos, mut ids) = (vec![], vec![]);
         for (&lid, list) in &state.lists {
-            exact_hits(&list.md5, lid, &md5, &mut b16, &mut out);
-            exact_hits(&list.sha1, lid, &sha1, &mut b20, &mut out);
-            exact_hits(&list.sha256, lid, &sha256, &mut b32, &mut out);
+            exact_hits(
+                &list.md5,
+                lid,
+                &md5,
+                |k| match k {
+                    Key::Md5(d) => d,
+                    _ => unreachable!("md5 queries"),
+                },
+                &q.keys,
+                &mut out,
+            );
+            exact_hits(
+                &list.sha1,
+                lid,
+                &sha1,
+                |k| match k {
+                    Key::Sha1(d) => d,
+                    _ => unreachable!("sha1 queries"),
+                },
+                &q.keys,
+                &mut out,
+            );
+            exact_hits(
+                &list.sha256,
+                lid,
+                &sha256,
+                |k| match k {
+                    Key::Sha256(d) => d,
+                    _ => unreachable!("sha256 queries"),
+                },
+                &q.keys,
+                &mut out,
+            );
             if list.pdq.parts.is_empty() {
                 continue;
             }
@@ -740,7 +821,9 @@ impl Index {
                 out.extend(ids.iter().map(|&id| (qi, lid, id)));
             }
         }
-        out.sort_unstable();
+        if !out.is_sorted() {
+            out.sort_unstable();
+        }
         out.dedup();
         out
     }

@@ -30,6 +30,37 @@ where
     py.detach(f)
 }
 
+thread_local! {
+    /// Decoded-query buffers reused by this thread's batch calls (a fresh
+    /// multi-megabyte allocation per call costs page faults).
+    static QUERIES: std::cell::RefCell<Queries> = std::cell::RefCell::new(Queries::default());
+}
+
+/// Copies and validates a query batch into this thread's reusable buffers,
+/// then runs `f` on it with the GIL released.
+fn with_queries<T: Send>(
+    py: Python<'_>,
+    args: (&[u8], &[u8], &[u8], &[u8]),
+    f: impl FnOnce(&Queries) -> T + Send,
+) -> Result<T, CoreError> {
+    const KEEP: usize = 1 << 16;
+    QUERIES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut q) => {
+            q.decode_into(args.0, args.1, args.2, args.3)?;
+            let shared: &Queries = &q;
+            let out = detached(py, || f(shared));
+            if q.keys.capacity() > KEEP {
+                *q = Queries::default();
+            }
+            Ok(out)
+        }
+        Err(_) => {
+            let q = Queries::decode(args.0, args.1, args.2, args.3)?;
+            Ok(detached(py, || f(&q)))
+        }
+    })
+}
+
 /// All hash lists of one serving process. Thread-safe.
 #[pyclass(name = "Index", module = "hashmatch.server._hashcore", frozen)]
 struct PyIndex {
@@ -86,8 +117,23 @@ impl PyIndex {
         qualities: &[u8],
         max_distances: &[u8],
     ) -> Result<Vec<(u32, u32, u64)>, CoreError> {
-        let queries = Queries::decode(algs, hashes, qualities, max_distances)?;
-        Ok(detached(py, || self.inner.match_batch(&queries)))
+        let args = (algs, hashes, qualities, max_distances);
+        with_queries(py, args, |q| self.inner.match_batch(q))
+    }
+
+    fn match_batch_packed<'py>(
+        &self,
+        py: Python<'py>,
+        algs: &[u8],
+        hashes: &[u8],
+        qualities: &[u8],
+        max_distances: &[u8],
+    ) -> Result<Bound<'py, PyBytes>, CoreError> {
+        let args = (algs, hashes, qualities, max_distances);
+        let packed = with_queries(py, args, |q| {
+            index::pack_matches(&self.inner.match_batch(q))
+        })?;
+        Ok(PyBytes::new(py, &packed))
     }
 
     fn match_pdq_groups(
@@ -239,9 +285,28 @@ fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
     changes::entry_term(alg, digest, reference)
 }
 
+/// Caps the threads one large batch call uses (process-wide); 0 = every core.
+#[pyfunction]
+fn set_max_threads(n: usize) {
+    index::set_max_threads(n);
+}
+
+/// CPU level of the hot loops: "avx512", "avx2", "popcnt" or "portable".
+#[pyfunction]
+fn cpu_level() -> &'static str {
+    match crate::simd::Level::current() {
+        crate::simd::Level::Avx512 => "avx512",
+        crate::simd::Level::Avx2 => "avx2",
+        crate::simd::Level::Popcnt => "popcnt",
+        crate::simd::Level::Portable => "portable",
+    }
+}
+
 #[pymodule]
 fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
+    m.add_function(wrap_pyfunction!(set_max_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(cpu_level, m)?)?;
     m.add_class::<PyChanges>()?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
     m.add_function(wrap_pyfunction!(entry_term, m)?)?;

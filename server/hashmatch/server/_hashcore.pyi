@@ -58,6 +58,16 @@ class Index:
         sorted by query index, list id, entry id, without duplicates.
         """
 
+    def match_batch_packed(
+        self, algs: bytes, hashes: bytes, qualities: bytes, max_distances: bytes
+    ) -> bytes:
+        """:meth:`match_batch` with the matches packed into 16-byte records.
+
+        Each record: ``query_index`` and ``list_id`` as little-endian ``u32``, then
+        ``entry_id`` as little-endian ``u64`` (``struct`` format ``"<IIQ"``); same order.
+        Much cheaper than building tuples when a batch has many matches.
+        """
+
     def match_pdq_groups(
         self, hashes: bytes, group_sizes: bytes, qualities: bytes, max_distances: bytes
     ) -> list[tuple[int, int, int]]:
@@ -81,6 +91,12 @@ class Index:
 
     def memory_bytes(self) -> int:
         """Approximate heap bytes held by all indexes."""
+
+def set_max_threads(n: int) -> None:
+    """Cap the threads one large batch call uses (process-wide); 0 = every core."""
+
+def cpu_level() -> str:
+    """Instruction-set level of the hot loops: "avx512", "avx2", "popcnt" or "portable"."""
 
 class Changes:
     """One ``ApplyChangesRequest`` read from its wire bytes and checked (see ``parse_changes``)."""
