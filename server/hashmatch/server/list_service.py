@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -21,7 +22,11 @@ from hashmatch.v1 import hashes_pb2, lists_pb2
 
 DEFAULT_STATS_LIMIT = 100
 # Entries committed together by UploadChanges (see there).
-UPLOAD_GROUP_ENTRIES = 200_000
+# LMDB rewrites each B-tree page a transaction touches once, and random hashes touch
+# pages everywhere, so larger groups write far less per entry; the time bound keeps a
+# slow uploader's batches from waiting long to be served.
+UPLOAD_GROUP_ENTRIES = 1_000_000
+UPLOAD_GROUP_SECONDS = 2.0
 # Batches read from the change log per step of a WatchChanges stream.
 WATCH_PAGE = 64
 MAX_STATS_LIMIT = 10_000
@@ -111,18 +116,21 @@ class ListServicer:
     ) -> lists_pb2.UploadChangesResponse:
         """Applies each message as its own batch, in order, stopping at the first refusal.
 
-        Consecutive batches of one list are committed together, up to UPLOAD_GROUP_ENTRIES
-        entries, which is what makes bulk loads fast; each stays atomic and gets its own
-        version. A refusal's message says how many batches were applied before it, and
-        GetList's last_batch_id names the last one, so the uploader resumes right after.
+        Consecutive batches of one list are committed together (up to UPLOAD_GROUP_ENTRIES
+        entries or UPLOAD_GROUP_SECONDS), which is what makes bulk loads fast; each stays
+        atomic and gets its own version. A refusal's message says how many batches were
+        applied before it, and GetList's last_batch_id names the last one, so the uploader
+        resumes right after.
         """
         self._writable(tenant)
         summary = lists_pb2.UploadChangesResponse()
         group: list[tuple[str, Changes]] = []
         size = 0
+        opened = time.monotonic()
 
         def flush() -> None:
-            nonlocal size
+            nonlocal size, opened
+            opened = time.monotonic()
             if group:
                 outcomes = self._store(group[0][0], [c for _, c in group], tenant, summary)
                 for (_, changes), outcome in zip(group, outcomes, strict=True):
@@ -139,9 +147,12 @@ class ListServicer:
                     raise
                 if group and group[0][0] != request.list:
                     flush()
+                if not group:
+                    opened = time.monotonic()
                 group.append((request.list, changes))
                 size += changes.n_upserts + changes.n_retirements
-                if size >= UPLOAD_GROUP_ENTRIES:
+                full = size >= UPLOAD_GROUP_ENTRIES
+                if full or time.monotonic() - opened > UPLOAD_GROUP_SECONDS:
                     flush()
             flush()
         except ServiceError as exc:
