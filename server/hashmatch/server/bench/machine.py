@@ -38,6 +38,7 @@ def _version(dist: str) -> str | None:
 
 
 def describe() -> dict[str, Any]:
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

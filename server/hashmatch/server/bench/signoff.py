@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -500,6 +501,8 @@ def _finish(
         results["notes"].append(note)
     results["plots"] = [name for name, _ in images]
     results["wall_seconds"] = time.perf_counter() - results.pop("t0")
+    if hasattr(os, "getloadavg"):
+        results["machine"]["load_average_end"] = list(os.getloadavg())
     report.write_json(out / "results.json", results)
     doc = _document(results, images)
     (out / "report.md").write_text(doc.markdown())
@@ -718,6 +721,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
             ["memory", mem],
             ["OS", m["os"]],
             ["load average at start", ", ".join(f"{x:.2f}" for x in m["load_average"] or [])],
+            ["load average at end", ", ".join(f"{x:.2f}" for x in m.get("load_average_end") or [])],
             *[[k, v or "n/a"] for k, v in results["versions"].items()],
         ],
     )
