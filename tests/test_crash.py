@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -148,3 +149,27 @@ def test_a_full_disk_is_a_clean_error_and_the_store_recovers(tiny_fs: Path) -> N
         assert lists.get_list("iwf").version == applied + 1
     finally:
         running.service.stop(grace=0)
+
+
+def test_reader_slots_of_a_killed_process_are_reclaimed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pathlib import Path; from hashmatch.server.store import Store;"
+            f"t = Store(Path({str(tmp_path)!r})).read(); t.get(b'x');"
+            "print('reading', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "reading"
+        holder.kill()
+        holder.wait()
+        # The dead process's read slot would pin old pages and make the file grow.
+        assert store.reclaim_readers() == 1
+        assert store.reclaim_readers() == 0
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from hashmatch.server.changelog import QUARANTINE, RELEASE, ChangeRecord
@@ -20,6 +21,8 @@ from hashmatch.server.store import ListMeta, Store
 log = logging.getLogger(__name__)
 
 ALLOW_PDQ_THRESHOLD = 31
+# How often reader slots left by dead processes are reclaimed (they pin old pages).
+READER_CHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,13 @@ class IndexFollower:
         self._thread.start()
 
     def _run(self) -> None:
+        next_check = time.monotonic() + READER_CHECK_SECONDS
         while not self._stop.wait(self.poll_interval):
             try:
                 self.catch_up()
+                if time.monotonic() > next_check:
+                    self.store.reclaim_readers()
+                    next_check = time.monotonic() + READER_CHECK_SECONDS
             except Exception:
                 log.exception("following the change log failed; retrying")
 

@@ -209,8 +209,12 @@ class Store:
                     "allow",
                 )
             }
-        # A process that died holding a read slot would keep old pages alive forever.
-        self.env.reader_check()
+        self.reclaim_readers()
+
+    def reclaim_readers(self) -> int:
+        """Frees reader slots of processes that died: they would pin old pages forever and
+        make the file grow. Returns how many were freed."""
+        return int(self.env.reader_check())
 
     def close(self) -> None:
         self.env.close()
