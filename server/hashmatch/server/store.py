@@ -658,16 +658,14 @@ class Store:
 
     def quarantined(self, list_id: int) -> dict[str, dict[str, Any]]:
         """reference_id -> {since, window_matches, baseline} of the list's quarantine."""
-        prefix = _U32.pack(list_id)
-        out: dict[str, dict[str, Any]] = {}
+        return self._by_reference("quarantine", list_id)
+
+    def _by_reference(self, db_name: str, list_id: int) -> dict[str, dict[str, Any]]:
         with self.read() as txn:
-            cur = txn.cursor(db=self._db("quarantine"))
-            if cur.set_range(prefix):
-                for key, raw in cur:
-                    if not key.startswith(prefix):
-                        break
-                    out[key[4:].decode("utf-8")] = json.loads(raw)
-        return out
+            return {
+                key[4:].decode("utf-8"): json.loads(raw)
+                for key, raw in _prefixed(txn, self._db(db_name), _U32.pack(list_id))
+            }
 
     def apply_event(
         self,
@@ -741,16 +739,8 @@ class Store:
             txn.put(key, json.dumps(record).encode(), db=db)
 
     def feedback(self, list_id: int) -> dict[str, dict[str, Any]]:
-        prefix = _U32.pack(list_id)
-        out: dict[str, dict[str, Any]] = {}
-        with self.read() as txn:
-            cur = txn.cursor(db=self._db("feedback"))
-            if cur.set_range(prefix):
-                for key, raw in cur:
-                    if not key.startswith(prefix):
-                        break
-                    out[key[4:].decode("utf-8")] = json.loads(raw)
-        return out
+        """reference_id -> {counts by reason, newest notes, last} of the list's reports."""
+        return self._by_reference("feedback", list_id)
 
     def subscriptions(self, tenant: str) -> tuple[bool, list[str]]:
         """(all_lists, lists) of a platform; every list unless it chose otherwise."""
@@ -800,12 +790,7 @@ class Store:
         txn.put(b"allow_seq", _U64.pack(n), db=self._db("meta"))
 
     def _allow_keys(self, txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
-        cur = txn.cursor(db=self._db("allow"))
-        if cur.set_range(prefix):
-            for key in cur.iternext(values=False):
-                if not key.startswith(prefix):
-                    break
-                yield key
+        return (key for key, _ in _prefixed(txn, self._db("allow"), prefix))
 
     def allow_list(self, tenant: str) -> list[tuple[int, bytes]]:
         prefix = tenant.encode() + b"\0"
@@ -834,30 +819,22 @@ class Store:
 
     def match_counts(self, list_id: int) -> list[tuple[str, int, float]]:
         """(reference_id, matches, last match time) for every reference that matched."""
-        prefix = _U32.pack(list_id)
-        out = []
         with self.read() as txn:
-            cur = txn.cursor(db=self._db("stats"))
-            if cur.set_range(prefix):
-                for key, raw in cur:
-                    if not key.startswith(prefix):
-                        break
-                    stat = FloodStat.unpack(raw)
-                    out.append((key[4:].decode("utf-8"), stat.total, stat.last))
-        return out
+            stats = _prefixed(txn, self._db("stats"), _U32.pack(list_id))
+            return [
+                (key[4:].decode("utf-8"), stat.total, stat.last)
+                for key, stat in ((k, FloodStat.unpack(v)) for k, v in stats)
+            ]
 
     # -- reading for the indexes -------------------------------------------------------
 
     def changes_since(self, list_id: int, version: int, limit: int = 1000) -> list[ChangeRecord]:
         """Committed batches of the list with a version above `version`, in order."""
         out: list[ChangeRecord] = []
-        prefix = _U32.pack(list_id)
+        start = _LIST_ENTRY.pack(list_id, version + 1)
         with self.read() as txn:
-            cur = txn.cursor(db=self._db("changes"))
-            if not cur.set_range(_LIST_ENTRY.pack(list_id, version + 1)):
-                return out
-            for key, raw in cur:
-                if not key.startswith(prefix) or len(out) >= limit:
+            for key, raw in _prefixed(txn, self._db("changes"), _U32.pack(list_id), start):
+                if len(out) >= limit:
                     break
                 out.append(ChangeRecord.decode(list_id, _LIST_ENTRY.unpack(key)[1], raw))
         return out
@@ -877,19 +854,15 @@ class Store:
 
         def chunks() -> Iterator[tuple[bytes, bytes, bytes]]:
             try:
-                prefix = _U32.pack(meta.id)
-                cur = txn.cursor(db=self._db("entries"))
+                entries = _prefixed(txn, self._db("entries"), _U32.pack(meta.id))
                 algs, slots, ids = bytearray(), bytearray(), bytearray()
-                if cur.set_range(prefix):
-                    for key, eid in cur:
-                        if not key.startswith(prefix):
-                            break
-                        algs.append(key[4])
-                        slots += key[5:].ljust(SLOT, b"\0")
-                        ids += eid
-                        if len(algs) >= chunk:
-                            yield bytes(algs), bytes(slots), bytes(ids)
-                            algs, slots, ids = bytearray(), bytearray(), bytearray()
+                for key, eid in entries:
+                    algs.append(key[4])
+                    slots += key[5:].ljust(SLOT, b"\0")
+                    ids += eid
+                    if len(algs) >= chunk:
+                        yield bytes(algs), bytes(slots), bytes(ids)
+                        algs, slots, ids = bytearray(), bytearray(), bytearray()
                 if algs:
                     yield bytes(algs), bytes(slots), bytes(ids)
             finally:
@@ -905,6 +878,18 @@ class Store:
                 raw = txn.get(ref_key(lid, eid), db=self._db("refs"))
                 out.append(raw.decode("utf-8") if raw is not None else None)
         return out
+
+
+def _prefixed(
+    txn: lmdb.Transaction, db: Any, prefix: bytes, start: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every key that starts with `prefix`, from `start` (or the prefix)."""
+    cur = txn.cursor(db=db)
+    if cur.set_range(start if start is not None else prefix):
+        for key, value in cur:
+            if not key.startswith(prefix):
+                break
+            yield key, value
 
 
 class _WriteTxn:
