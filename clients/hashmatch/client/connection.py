@@ -14,7 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 import grpc
 import grpc.aio
@@ -239,10 +240,36 @@ class Connection:
             time.sleep(wait)
 
 
+class ChannelClient:
+    """Owns one channel to the server: close it, or use the client as a context manager."""
+
+    def __init__(self, connection: Connection | None = None) -> None:
+        self.connection = connection or Connection.from_env()
+        self._channel = self.connection.open_channel()
+
+    def _kw(self) -> dict[str, object]:
+        return {"timeout": self.connection.timeout, "metadata": self.connection.metadata()}
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 __all__ = [
     "DEFAULT_SERVER",
     "RETRYABLE_CODES",
     "Attempts",
+    "ChannelClient",
     "Connection",
     "RetryPolicy",
     "TlsConfig",

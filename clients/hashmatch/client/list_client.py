@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 
 import grpc
 
-from hashmatch.client.connection import Connection
+from hashmatch.client.connection import ChannelClient, Connection
 from hashmatch.client.errors import from_rpc_error
 from hashmatch.client.results import ApplyResult, ListInfo
 from hashmatch.v1 import hashes_pb2, lists_pb2, lists_pb2_grpc
@@ -22,16 +21,12 @@ class Change:
     reference_id: str | None
 
 
-class ListClient:
+class ListClient(ChannelClient):
     """Synchronous client for ListService."""
 
     def __init__(self, connection: Connection | None = None) -> None:
-        self.connection = connection or Connection.from_env()
-        self._channel = self.connection.open_channel()
+        super().__init__(connection)
         self._stub = lists_pb2_grpc.ListServiceStub(self._channel)
-
-    def _kw(self) -> dict[str, object]:
-        return {"timeout": self.connection.timeout, "metadata": self.connection.metadata()}
 
     def create_list(
         self, name: str, *, pdq_threshold: int | None = None, pdq_min_quality: int | None = None
@@ -133,20 +128,6 @@ class ListClient:
         request = lists_pb2.UpdateListRequest(name=list_name, flood=policy)
         response = self.connection.call(lambda: self._stub.UpdateList(request, **self._kw()))
         return ListInfo.from_proto(response.list)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> ListClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def build_batch(

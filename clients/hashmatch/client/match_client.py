@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
-from hashmatch.client.connection import Connection
+from hashmatch.client.connection import ChannelClient, Connection
 from hashmatch.client.errors import HashmatchError
 from hashmatch.client.hashing import FileHashes, UnreadableFile, hash_file, pdq_available
 from hashmatch.client.results import FileResult, MatchResult, Verdict
@@ -106,7 +105,7 @@ def merge_results(files: Sequence[HashedFile], answered: Sequence[MatchResult]) 
     return out
 
 
-class MatchClient:
+class MatchClient(ChannelClient):
     """Synchronous client for MatchService. Thread-safe; reuse one per process.
 
     Every call takes an optional ``timeout`` (seconds, retries included) overriding the
@@ -114,8 +113,7 @@ class MatchClient:
     """
 
     def __init__(self, connection: Connection | None = None) -> None:
-        self.connection = connection or Connection.from_env()
-        self._channel = self.connection.open_channel()
+        super().__init__(connection)
         self._stub = match_pb2_grpc.MatchServiceStub(self._channel)
 
     def match(
@@ -192,17 +190,3 @@ class MatchClient:
             answered = self.match_batch(items, timeout=timeout) if items else []
             out += merge_results(chunk, answered)
         return out
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> MatchClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

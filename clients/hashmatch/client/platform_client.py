@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
 
-from hashmatch.client.connection import Connection
+from hashmatch.client.connection import ChannelClient, Connection
 from hashmatch.v1 import hashes_pb2, lists_pb2, platform_pb2, platform_pb2_grpc
 
 REASONS = {
@@ -16,16 +15,12 @@ REASONS = {
 }
 
 
-class PlatformClient:
+class PlatformClient(ChannelClient):
     """Synchronous client for PlatformService; every call acts for the calling platform."""
 
     def __init__(self, connection: Connection | None = None) -> None:
-        self.connection = connection or Connection.from_env()
-        self._channel = self.connection.open_channel()
+        super().__init__(connection)
         self._stub = platform_pb2_grpc.PlatformServiceStub(self._channel)
-
-    def _kw(self) -> dict[str, object]:
-        return {"timeout": self.connection.timeout, "metadata": self.connection.metadata()}
 
     def report_false_positive(
         self, list_name: str, reference_id: str, reason: str, note: str = ""
@@ -64,17 +59,3 @@ class PlatformClient:
         request = platform_pb2.GetAllowListRequest()
         response = self.connection.call(lambda: self._stub.GetAllowList(request, **self._kw()))
         return list(response.hashes)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> PlatformClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
