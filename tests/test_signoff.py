@@ -53,7 +53,7 @@ def test_signoff_writes_a_well_formed_report(tmp_path: Path) -> None:
     assert modes == {(m, c) for m in ("unary", "batch", "stream") for c in (1, 2)}
     assert results["list_load"]["entries"] == 2000
     assert results["lists"][0]["version"] >= 1
-    assert results["memory"]["rss_after"]["VmRSS"] > 0
+    assert results["memory"]["rss_after_restart"]["VmRSS"] > 0
     assert results["retraction"][0]["samples"] == 3
     assert results["machine"]["logical_cores"] >= 1
     assert results["versions"]["python"] and results["versions"]["grpcio"]
