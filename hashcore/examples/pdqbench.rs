@@ -100,6 +100,11 @@ fn main() {
         build.as_secs_f64(),
         seg.memory_bytes() as f64 / seg.len() as f64
     );
+    if let Ok(s) = std::fs::read_to_string("/proc/self/smaps_rollup") {
+        for line in s.lines().filter(|l| l.starts_with("Rss") || l.starts_with("AnonHuge")) {
+            println!("  {line}");
+        }
+    }
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
     let mut results: Vec<Vec<u32>> = Vec::new();

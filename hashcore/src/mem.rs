@@ -5,7 +5,7 @@
 //! pays a two-dimensional page walk). Big arrays are therefore allocated
 //! 2 MiB-aligned and advised `MADV_HUGEPAGE` before they are first written.
 
-use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -58,11 +58,15 @@ impl<T: Zeroable> HugeBuf<T> {
         let size = bytes.next_multiple_of(HUGE);
         let layout = Layout::from_size_align(size, HUGE).expect("valid layout");
         // SAFETY: `layout` has non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
+        let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw as *mut T) else {
             handle_alloc_error(layout)
         };
+        // Advise before the first write: zeroing is what faults the pages in.
         advise_huge(raw, size);
+        // SAFETY: `raw` is a fresh allocation of `size` bytes; all-zero bytes
+        // are valid `T` (`Zeroable`), so the first `len` elements are initialised.
+        unsafe { std::ptr::write_bytes(raw, 0, size) };
         HugeBuf {
             ptr,
             len,
