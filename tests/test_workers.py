@@ -33,6 +33,7 @@ class Server:
     address: str
     log: Path
     tokens: dict[str, str]
+    rpc_seen: int = 0
 
     def log_lines(self) -> list[dict[str, object]]:
         out = []
@@ -43,6 +44,17 @@ class Server:
 
     def rpc_lines(self) -> list[dict[str, object]]:
         return [r for r in self.log_lines() if r.get("msg") == "rpc"]
+
+    def next_rpc_line(self, timeout: float = 10.0) -> dict[str, object]:
+        """The RPC line of the call just answered (calls made one at a time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.rpc_lines()
+            if len(lines) > self.rpc_seen or time.monotonic() > deadline:
+                assert len(lines) == self.rpc_seen + 1, "expected one new RPC log line"
+                self.rpc_seen = len(lines)
+                return lines[-1]
+            time.sleep(0.01)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -115,8 +127,8 @@ def test_two_workers_both_answer_and_both_see_a_change(two_workers: Server) -> N
             stub = match_pb2_grpc.MatchServiceStub(channel)
             response = stub.Match(request, metadata=metadata, timeout=10)
             assert response.verdict == match_pb2.VERDICT_NO_MATCH
-            # The RPC line is written before the response is sent.
-            pid = int(server.rpc_lines()[-1]["pid"])  # type: ignore[call-overload]
+            # Log lines are written in small groups, within 0.1 s: wait for this call's.
+            pid = int(server.next_rpc_line()["pid"])  # type: ignore[call-overload]
             if pid in channels:
                 channel.close()
             else:

@@ -99,8 +99,10 @@ class DeadlineReaper:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, grpc.ServicerContext]] = []
-        self._live: set[int] = set()
+        # The heap holds (deadline, ticket) only; the context of a live call is in _live,
+        # so a finished call's context is released at once, not when its deadline passes.
+        self._heap: list[tuple[float, int]] = []
+        self._live: dict[int, grpc.ServicerContext] = {}
         self._seq = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="deadline-reaper", daemon=True)
@@ -109,16 +111,16 @@ class DeadlineReaper:
     def register(self, deadline: float, context: grpc.ServicerContext) -> int:
         ticket = next(self._seq)
         with self._cond:
-            self._live.add(ticket)
+            self._live[ticket] = context
             first = not self._heap or deadline < self._heap[0][0]
-            heapq.heappush(self._heap, (deadline, ticket, context))
+            heapq.heappush(self._heap, (deadline, ticket))
             if first:
                 self._cond.notify()
         return ticket
 
     def done(self, ticket: int) -> None:
         with self._cond:
-            self._live.discard(ticket)
+            self._live.pop(ticket, None)
 
     def _run(self) -> None:
         with self._cond:
@@ -127,9 +129,9 @@ class DeadlineReaper:
                 while self._heap and (
                     self._heap[0][0] <= now or self._heap[0][1] not in self._live
                 ):
-                    _, ticket, context = heapq.heappop(self._heap)
-                    if ticket in self._live:
-                        self._live.discard(ticket)
+                    _, ticket = heapq.heappop(self._heap)
+                    context = self._live.pop(ticket, None)
+                    if context is not None:
                         context.cancel()
                 timeout = self._heap[0][0] - now if self._heap else None
                 self._cond.wait(timeout)

@@ -10,12 +10,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+import weakref
 from typing import Any, TextIO
 
 RPC_LOGGER = "hashmatch.rpc"
 # Attributes every LogRecord has; anything else was passed with `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+# How long a log line may wait in the buffer before it is written (seconds).
+FLUSH_INTERVAL = 0.1
+MAX_PENDING = 512
+
+
+# One encoder for every line (json.dumps with options builds a new one per call).
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,7 +43,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, separators=(",", ":"))
+        return _ENCODE(out)
 
 
 class TextFormatter(logging.Formatter):
@@ -47,18 +58,94 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-        + f".{int(created % 1 * 1000):03d}Z"
-    )
+    global _second
+    whole = int(created)
+    second = _second
+    if second[0] != whole:  # one strftime per second, not per line
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int(created % 1 * 1000):03d}Z"
+
+
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that collects lines and writes them together, at most
+    FLUSH_INTERVAL seconds after the first (at once for warnings and errors, when
+    MAX_PENDING lines wait, and on flush or close).
+
+    One RPC log line per call would otherwise cost a write system call per call (stderr
+    is line-buffered); on a busy serving process that is a GIL hand-off and a context
+    switch (and, behind a pipe, a wake-up of the reader) per request.
+    """
+
+    def __init__(self, stream: TextIO | None = None, interval: float = FLUSH_INTERVAL) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._closed = threading.Event()
+        # The flusher holds only a weak reference, so a dropped handler is collected.
+        thread = threading.Thread(
+            target=_flush_every,
+            args=(weakref.ref(self), interval, self._closed),
+            name="log-flush",
+            daemon=True,
+        )
+        thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held.
+        try:
+            self._pending.append(self.format(record))
+            if record.levelno >= logging.WARNING or len(self._pending) >= MAX_PENDING:
+                self._write_pending()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            lines.append("")
+            self.stream.write(self.terminator.join(lines))
+            self.stream.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_pending()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self.flush()
+        finally:
+            super().close()
+
+
+def _flush_every(
+    ref: weakref.ReferenceType[BufferedStreamHandler], interval: float, closed: threading.Event
+) -> None:
+    while not closed.wait(interval):
+        handler = ref()
+        if handler is None:
+            return
+        try:
+            if handler._pending:
+                handler.flush()
+        except Exception:  # a closed or broken stream: nothing left to flush to
+            return
+        del handler
 
 
 def configure(log_format: str = "auto", level: str = "INFO", stream: TextIO | None = None) -> None:
     """Sets up the root logger of a serving process (the CLI calls this once)."""
     out = stream if stream is not None else sys.stderr
     use_json = log_format == "json" or (log_format == "auto" and not out.isatty())
-    handler = logging.StreamHandler(out)
+    handler = BufferedStreamHandler(out)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

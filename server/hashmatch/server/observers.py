@@ -23,18 +23,29 @@ class RpcLog:
         self.log = logger if logger is not None else logging.getLogger(RPC_LOGGER)
 
     def __call__(self, call: Call) -> None:
-        if not self.log.isEnabledFor(logging.INFO):
+        log = self.log
+        if not log.isEnabledFor(logging.INFO):
             return
-        self.log.info(
-            "rpc",
-            extra={
-                "method": call.method,
-                "code": call.code.name,
-                "duration_ms": round(call.duration * 1000, 3),
-                "tenant": call.tenant or None,
-                "items": call.items,
-                "peer": call.peer,
-            },
+        # makeRecord + handle is what Logger.info does, minus the search of the caller's
+        # frame (file and line of this function are constant and printed by no formatter).
+        log.handle(
+            log.makeRecord(
+                log.name,
+                logging.INFO,
+                __file__,
+                0,
+                "rpc",
+                None,
+                None,
+                extra={
+                    "method": call.method,
+                    "code": call.code.name,
+                    "duration_ms": round(call.duration * 1000, 3),
+                    "tenant": call.tenant or None,
+                    "items": call.items,
+                    "peer": call.peer,
+                },
+            )
         )
 
 
