@@ -311,3 +311,13 @@ def test_benign_traffic_raises_no_flag() -> None:
             detector.observe("p", [base], rotations)
             sent += 8
     assert detector.flags == 0
+
+
+def test_the_same_image_not_matching_after_a_retraction_is_no_probe() -> None:
+    rng = random.Random(7)
+    detector = ProbeDetector(ProbePolicy(flag_after=2))
+    image = random_pdq(rng)
+    detector.observe("p", [image], [])
+    for _ in range(10):  # polled again after its entry was retired
+        assert not detector.observe("p", [], [image])
+    assert detector.observe("p", [], [flip_bits(image, 1, rng), flip_bits(image, 2, rng)])

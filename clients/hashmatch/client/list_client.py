@@ -29,9 +29,15 @@ class ListClient(ChannelClient):
         self._stub = lists_pb2_grpc.ListServiceStub(self._channel)
 
     def create_list(
-        self, name: str, *, pdq_threshold: int | None = None, pdq_min_quality: int | None = None
+        self,
+        name: str,
+        *,
+        pdq_threshold: int | None = None,
+        pdq_min_quality: int | None = None,
+        flood: lists_pb2.FloodPolicy | None = None,
     ) -> ListInfo:
-        request = lists_pb2.CreateListRequest(name=name)
+        """flood: the quarantine policy (FloodPolicy(factor=0) turns it off)."""
+        request = lists_pb2.CreateListRequest(name=name, flood=flood)
         if pdq_threshold is not None:
             request.pdq_threshold = pdq_threshold
         if pdq_min_quality is not None:

@@ -432,6 +432,8 @@ def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
 
 
 def _flood_policy(msg: lists_pb2.FloodPolicy) -> FloodPolicy:
+    if msg.factor == 0:  # off: the other fields mean nothing then
+        return FloodPolicy(0, DEFAULT_FLOOD.min_matches, DEFAULT_FLOOD.window_seconds)
     violations: list[Violation] = []
     if msg.factor > 1000:
         violations.append(Violation("flood.factor", "must be 0-1000 (0 turns it off)"))

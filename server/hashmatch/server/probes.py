@@ -80,7 +80,8 @@ class ProbeDetector:
             misses = 0
             for value in unmatched:
                 query = int.from_bytes(value, "big")
-                if any((query ^ m).bit_count() <= p.radius for _, m in state.matched):
+                # Distance 0 is the same image again (e.g. after a retraction), not a walk.
+                if any(0 < (query ^ m).bit_count() <= p.radius for _, m in state.matched):
                     misses += 1
             state.matched.extend((now, int.from_bytes(v, "big")) for v in matched)
             if not misses:
