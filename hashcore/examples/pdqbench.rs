@@ -101,7 +101,10 @@ fn main() {
         seg.memory_bytes() as f64 / seg.len() as f64
     );
     if let Ok(s) = std::fs::read_to_string("/proc/self/smaps_rollup") {
-        for line in s.lines().filter(|l| l.starts_with("Rss") || l.starts_with("AnonHuge")) {
+        for line in s
+            .lines()
+            .filter(|l| l.starts_with("Rss") || l.starts_with("AnonHuge"))
+        {
             println!("  {line}");
         }
     }

@@ -418,6 +418,41 @@ impl PdqSegment {
             .map(|i| (lo + i) as u32)
     }
 
+    /// Calls `hit(i, pos)` for every `key(i)`, `i < n`, present; lookups are
+    /// software-pipelined (directory, then bucket, then search).
+    pub fn find_each<'k>(
+        &self,
+        n: usize,
+        key: impl Fn(usize) -> &'k Pdq,
+        mut hit: impl FnMut(usize, u32),
+    ) {
+        const D: usize = 16;
+        let mut ranges = [(0u32, 0u32); 2 * D];
+        let dir = self.primary_dir;
+        for i in 0..n + 2 * D {
+            if i < n {
+                prefetch(&self.primary_offsets[Self::primary_cell(key(i), dir) as usize]);
+            }
+            if i >= D && i - D < n {
+                let j = i - D;
+                let c = Self::primary_cell(key(j), dir) as usize;
+                let (lo, hi) = (self.primary_offsets[c], self.primary_offsets[c + 1]);
+                ranges[j % (2 * D)] = (lo, hi);
+                prefetch_range(&self.hashes[lo as usize..hi as usize]);
+            }
+            if i >= 2 * D && i - 2 * D < n {
+                let j = i - 2 * D;
+                let (lo, hi) = ranges[j % (2 * D)];
+                let k = sort_key(key(j));
+                if let Ok(p) =
+                    self.hashes[lo as usize..hi as usize].binary_search_by(|x| sort_key(x).cmp(&k))
+                {
+                    hit(j, lo + p as u32);
+                }
+            }
+        }
+    }
+
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         let tables: usize = self
@@ -780,6 +815,12 @@ mod tests {
             for (h, id) in &entries {
                 prop_assert_eq!(seg.find(h).map(|p| seg.id_at(p)), Some(*id));
             }
+            let keys: Vec<Pdq> = entries.iter().map(|e| e.0).chain(queries).collect();
+            let mut got = vec![];
+            seg.find_each(keys.len(), |i| &keys[i], |i, p| got.push((i, p)));
+            let want: Vec<(usize, u32)> =
+                keys.iter().enumerate().filter_map(|(i, k)| seg.find(k).map(|p| (i, p))).collect();
+            prop_assert_eq!(got, want);
         }
     }
 }

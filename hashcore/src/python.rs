@@ -237,6 +237,52 @@ impl PyChanges {
         keys(py, prefix, &self.inner.retirements)
     }
 
+    /// `entries` rows for the upserts as new entries, sorted by key (sorted inserts touch
+    /// each B-tree page once): (`prefix` + algorithm + digest, entry id as u64 LE), the
+    /// i-th upsert getting id `first_id + i`.
+    fn entry_pairs<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: &[u8],
+        first_id: u64,
+    ) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let packed = &self.inner.upserts;
+        let mut rows: Vec<(Vec<u8>, u64)> = (0..packed.len())
+            .map(|i| {
+                let mut key = Vec::with_capacity(prefix.len() + 33);
+                key.extend_from_slice(prefix);
+                key.push(packed.algs[i]);
+                key.extend_from_slice(packed.digest(i));
+                (key, first_id + i as u64)
+            })
+            .collect();
+        rows.sort_unstable();
+        rows.iter()
+            .map(|(key, id)| (PyBytes::new(py, key), PyBytes::new(py, &id.to_le_bytes())))
+            .collect()
+    }
+
+    /// `refs` rows for the upserts as new entries: (list id u32 BE + entry id u64 BE,
+    /// UTF-8 reference ID), in id order.
+    fn ref_pairs<'py>(
+        &self,
+        py: Python<'py>,
+        list_id: u32,
+        first_id: u64,
+    ) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let mut key = [0u8; 12];
+        key[..4].copy_from_slice(&list_id.to_be_bytes());
+        (0..self.inner.upserts.len())
+            .map(|i| {
+                key[4..].copy_from_slice(&(first_id + i as u64).to_be_bytes());
+                (
+                    PyBytes::new(py, &key),
+                    PyBytes::new(py, self.inner.reference(i)),
+                )
+            })
+            .collect()
+    }
+
     /// The UTF-8 reference IDs of the upserts.
     fn references<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         (0..self.inner.upserts.len())

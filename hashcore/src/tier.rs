@@ -26,6 +26,21 @@ pub trait Segment: Send + Sync + Sized + 'static {
         self.len() == 0
     }
     fn find(&self, key: &Self::Key) -> Option<u32>;
+    /// Calls `hit(i, pos)` for every `key(i)`, `i < n`, present.
+    fn find_each<'k>(
+        &self,
+        n: usize,
+        key: impl Fn(usize) -> &'k Self::Key,
+        mut hit: impl FnMut(usize, u32),
+    ) where
+        Self::Key: 'k,
+    {
+        for i in 0..n {
+            if let Some(p) = self.find(key(i)) {
+                hit(i, p);
+            }
+        }
+    }
     fn key_at(&self, pos: u32) -> Self::Key;
     fn id_at(&self, pos: u32) -> u64;
     fn memory_bytes(&self) -> usize;
@@ -41,6 +56,14 @@ impl<const N: usize> Segment for ExactSegment<N> {
     }
     fn find(&self, key: &[u8; N]) -> Option<u32> {
         ExactSegment::find(self, key)
+    }
+    fn find_each<'k>(
+        &self,
+        n: usize,
+        key: impl Fn(usize) -> &'k [u8; N],
+        hit: impl FnMut(usize, u32),
+    ) {
+        ExactSegment::find_each(self, n, key, hit)
     }
     fn key_at(&self, pos: u32) -> [u8; N] {
         ExactSegment::key_at(self, pos)
@@ -63,6 +86,9 @@ impl Segment for PdqSegment {
     }
     fn find(&self, key: &Pdq) -> Option<u32> {
         PdqSegment::find(self, key)
+    }
+    fn find_each<'k>(&self, n: usize, key: impl Fn(usize) -> &'k Pdq, hit: impl FnMut(usize, u32)) {
+        PdqSegment::find_each(self, n, key, hit)
     }
     fn key_at(&self, pos: u32) -> Pdq {
         self.hash_at(pos)
@@ -190,6 +216,26 @@ impl<S: Segment> Tier<S> {
         })
     }
 
+    /// [`Tier::locate`] for many keys at once (lookups pipelined per segment).
+    fn locate_many<'k, T>(
+        &self,
+        items: &'k [T],
+        key: impl Fn(usize) -> &'k S::Key,
+    ) -> Vec<Option<(usize, u32)>> {
+        let mut loc = vec![None; items.len()];
+        if self.parts.is_empty() {
+            return loc;
+        }
+        for (pi, part) in self.parts.iter().enumerate().rev() {
+            part.seg.find_each(items.len(), &key, |i, pos| {
+                if loc[i].is_none() && !part.is_dead(pos) {
+                    loc[i] = Some((pi, pos));
+                }
+            });
+        }
+        loc
+    }
+
     /// The live id of `key`.
     pub fn get(&self, key: &S::Key) -> Option<u64> {
         self.locate(key)
@@ -200,14 +246,13 @@ impl<S: Segment> Tier<S> {
     /// must be unique). `self` is unchanged.
     pub fn with_changes(&self, dels: &[S::Key], adds: Vec<(S::Key, u64)>) -> Tier<S> {
         let mut retired: HashSet<(usize, u32)> = HashSet::new();
-        for k in dels {
-            if let Some(loc) = self.locate(k) {
-                retired.insert(loc);
-            }
+        for loc in self.locate_many(dels, |i| &dels[i]).into_iter().flatten() {
+            retired.insert(loc);
         }
+        let found = self.locate_many(&adds, |i| &adds[i].0);
         let mut fresh = Vec::with_capacity(adds.len());
-        for (k, id) in adds {
-            match self.locate(&k) {
+        for ((k, id), loc) in adds.into_iter().zip(found) {
+            match loc {
                 Some(loc) if !retired.contains(&loc) => {
                     if self.parts[loc.0].seg.id_at(loc.1) == id {
                         continue; // already live with this id
