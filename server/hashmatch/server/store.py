@@ -499,43 +499,39 @@ class Store:
                 retired += 1
 
         algs, slots = changes.upsert_packed()
-        keys = changes.upsert_keys(prefix)
-        new_refs = changes.references()
-        cur = txn.cursor(db=entries)
-        existing = dict(cur.getmulti(keys))
-        ids = array("Q")
-        next_id = meta.next_entry_id
-        if not existing:
-            # A bulk load: every entry is new, so the whole batch goes in at C speed.
-            ids.extend(range(next_id, next_id + len(keys)))
-            next_id += len(keys)
-            raw_ids = ids.tobytes()
-            id_values = [raw_ids[k : k + 8] for k in range(0, len(raw_ids), 8)]
-            # Sorted inserts touch each B-tree page once instead of at random.
-            cur.putmulti(sorted(zip(keys, id_values, strict=True)), overwrite=False)
-            txn.cursor(db=refs).putmulti(
-                zip([_LIST_ENTRY.pack(lid, i) for i in ids], new_refs, strict=True)
-            )
+        n = changes.n_upserts
+        first_id = meta.next_entry_id
+        next_id = first_id + n
+        ids = array("Q", range(first_id, next_id))
+        # Every upsert is first tried as a new entry, in key order: for a bulk load that is
+        # all there is to do, in two C-level calls.
+        _, added = txn.cursor(db=entries).putmulti(
+            changes.entry_pairs(prefix, first_id), overwrite=False
+        )
+        if added == n:
+            txn.cursor(db=refs).putmulti(changes.ref_pairs(lid, first_id))
             digest.add_term(changes.terms_sum())
             for alg in range(1, 5):
                 counts[alg - 1] += algs.count(alg)
-            upserted = len(keys)
+            upserted = n
         else:
+            # Some hashes were listed already: they kept their entry id (and a new id was
+            # skipped); give them the new reference where it differs.
+            keys = changes.upsert_keys(prefix)
+            stored = dict(txn.cursor(db=entries).getmulti(keys))
+            new_refs = changes.references()
             upserted = 0
             for i, key in enumerate(keys):
-                eid_raw = existing.get(key)
-                if eid_raw is None:
-                    eid_raw = next_id.to_bytes(8, "little")
-                    next_id += 1
-                    txn.put(key, eid_raw, db=entries)
+                eid_raw = stored[key]
+                eid = int.from_bytes(eid_raw, "little")
+                if eid == first_id + i:
                     counts[algs[i] - 1] += 1
                 else:
+                    ids[i] = eid
                     old_ref = txn.get(_ref_key(lid, eid_raw), db=refs)
                     if old_ref == new_refs[i]:
-                        ids.frombytes(eid_raw)
                         continue
                     digest.remove_term(entry_term(key[4], key[5:], old_ref))
-                ids.frombytes(eid_raw)
                 txn.put(_ref_key(lid, eid_raw), new_refs[i], db=refs)
                 digest.add_term(changes.term(i))
                 upserted += 1
@@ -560,8 +556,7 @@ class Store:
             algs,
             slots,
             ids.tobytes(),
-            array("I", accumulate(map(len, new_refs))).tobytes(),
-            b"".join(new_refs),
+            *_reference_columns(changes.references()),
             retire_algs,
             retire_slots,
         )
@@ -878,6 +873,11 @@ class Store:
                 raw = txn.get(ref_key(lid, eid), db=self._db("refs"))
                 out.append(raw.decode("utf-8") if raw is not None else None)
         return out
+
+
+def _reference_columns(refs: list[bytes]) -> tuple[bytes, bytes]:
+    """A change record's reference columns: u32 LE end offsets, then the UTF-8 bytes."""
+    return array("I", accumulate(map(len, refs))).tobytes(), b"".join(refs)
 
 
 def _prefixed(
