@@ -11,6 +11,7 @@ from conftest import Running, start
 from hashmatch.client import MD5, PDQ, FailedPrecondition, Unauthenticated
 from hashmatch.client.list_client import build_batch
 from hashmatch.server.app import build
+from hashmatch.server.changelog import QUARANTINE, RELEASE
 from hashmatch.server.settings import Settings
 from helpers import eventually, hashes, random_digest, random_pdq, retire, upsert
 
@@ -71,6 +72,19 @@ def test_replica_mirrors_lists_tenants_and_verdicts(tmp_path: Path) -> None:
                 "M-1-50"
             ]
             assert client.match(hashes((PDQ, pdqs[5]))).matched
+
+        # Quarantine and release are change-log events the replica follows too.
+        primary.service.store.apply_event("iwf", QUARANTINE, ["M-1-50"], actor="test")
+        primary.service.follower.catch_up()
+        eventually(
+            lambda: not replica.matcher().match(hashes((MD5, md5s[150]))).matched,
+            "the replica honours the quarantine",
+        )
+        primary.service.store.apply_event("iwf", RELEASE, ["M-1-50"], actor="test")
+        eventually(
+            lambda: replica.matcher().match(hashes((MD5, md5s[150]))).matched,
+            "the replica honours the release",
+        )
 
         with pytest.raises(FailedPrecondition) as err:
             replica.lists().apply_changes("iwf", "x", [upsert(MD5, bytes(16), "R")])

@@ -9,6 +9,7 @@ digest after each batch is checked against the primary's.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 
 import grpc
@@ -23,6 +24,11 @@ from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, 
 from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# Batches read ahead of the store (the reader waits when this many are queued).
+QUEUED_BATCHES = 64
+# Entries applied in one store transaction while catching up.
+GROUP_ENTRIES = 1_000_000
 
 
 class Replicator:
@@ -108,18 +114,67 @@ class Replicator:
                 watcher.start()
 
     def _watch(self, name: str) -> None:
-        """Follows one list until stopped or the stream fails (the next sync restarts it)."""
+        """Follows one list until stopped or the stream fails (the next sync restarts it).
+
+        A reader thread takes batches off the stream while this one applies them, as many
+        as have arrived at once in one store transaction: a replica catching up on a large
+        list then writes each B-tree page once per group, not once per batch.
+        """
         meta = self.store.get_list(name)
         if meta is None:
             return
+        arrived: queue.Queue[lists_pb2.ChangeBatch | BaseException | None] = queue.Queue(
+            maxsize=QUEUED_BATCHES
+        )
+
+        def read() -> None:
+            try:
+                for batch in self._lists.watch_changes(name, meta.version):
+                    arrived.put(batch)
+                    if self._stop.is_set():
+                        break
+                arrived.put(None)
+            except BaseException as exc:  # handed to the applying thread
+                arrived.put(exc)
+
+        threading.Thread(target=read, name=f"read-{name}", daemon=True).start()
         try:
-            for batch in self._lists.watch_changes(name, meta.version):
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                try:
+                    first = arrived.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                group = [first]
+                size = 0
+                while size < GROUP_ENTRIES and isinstance(group[-1], lists_pb2.ChangeBatch):
+                    size += len(group[-1].upserts) + len(group[-1].retirements)
+                    try:
+                        group.append(arrived.get_nowait())
+                    except queue.Empty:
+                        break
+                batches = [b for b in group if isinstance(b, lists_pb2.ChangeBatch)]
+                self._apply_all(name, batches)
+                end = group[-1]
+                if end is None:
                     return
-                self._apply(name, batch)
+                if isinstance(end, BaseException):
+                    raise end
         except HashmatchError as exc:
             if not self._stop.is_set():
                 log.warning("replica: watching %s stopped: %s", name, exc)
+
+    def _apply_all(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> None:
+        """Applies batches in order: runs of entry batches together, events one by one."""
+        run: list[lists_pb2.ChangeBatch] = []
+        for batch in batches:
+            if batch.batch_id:
+                run.append(batch)
+                continue
+            self._apply_run(name, run)
+            run = []
+            self._apply_event(name, batch)
+        self._apply_run(name, run)
+        self.follower.catch_up()
 
     def _actor(self) -> str:
         return f"replica-of:{self.connection.server}"
@@ -133,34 +188,43 @@ class Replicator:
         )
         return HashmatchError("replica diverged")
 
-    def _apply(self, name: str, batch: lists_pb2.ChangeBatch) -> None:
-        if not batch.batch_id:  # a quarantine or release event
-            kind = QUARANTINE if batch.quarantined else RELEASE
-            refs = list(batch.quarantined or batch.released)
-            try:
-                self.store.apply_event(
-                    name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
-                )
-            except StaleVersion as exc:
-                raise self._diverged(name, exc.current, batch.version) from exc
-            self.follower.catch_up()
+    def _apply_event(self, name: str, batch: lists_pb2.ChangeBatch) -> None:
+        kind = QUARANTINE if batch.quarantined else RELEASE
+        refs = list(batch.quarantined or batch.released)
+        try:
+            self.store.apply_event(
+                name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
+            )
+        except StaleVersion as exc:
+            raise self._diverged(name, exc.current, batch.version) from exc
+
+    def _apply_run(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> None:
+        if not batches:
             return
         meta = self.store.get_list(name)
         assert meta is not None, "a watched list exists locally"
-        request = lists_pb2.ApplyChangesRequest(
-            list=name,
-            batch_id=batch.batch_id,
-            upserts=batch.upserts,
-            retirements=batch.retirements,
-            expected_version=batch.version - 1,
-        )
-        changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
-        try:
-            outcome = self.store.apply_changes(name, changes, actor=self._actor())
-        except StaleVersion as exc:
-            raise self._diverged(name, exc.current, batch.version) from exc
-        if outcome.digest != batch.digest:
-            log.error(
-                "replica: %s digest differs from the primary's at version %d", name, batch.version
+        changes = [
+            parse_changes(
+                lists_pb2.ApplyChangesRequest(
+                    list=name,
+                    batch_id=b.batch_id,
+                    upserts=b.upserts,
+                    retirements=b.retirements,
+                    expected_version=b.version - 1,
+                ).SerializeToString(),
+                meta.pdq_min_quality,
             )
-        self.follower.catch_up()
+            for b in batches
+        ]
+        outcomes, error = self.store.apply_many(name, changes, actor=self._actor())
+        for batch, outcome in zip(batches, outcomes, strict=False):
+            if outcome.digest != batch.digest:
+                log.error(
+                    "replica: %s digest differs from the primary's at version %d",
+                    name,
+                    batch.version,
+                )
+        if isinstance(error, StaleVersion):
+            raise self._diverged(name, error.current, batches[len(outcomes)].version)
+        if error is not None:
+            raise HashmatchError(f"replica could not apply a batch of {name}: {error}")
