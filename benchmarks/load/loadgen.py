@@ -258,9 +258,13 @@ def _overload(
 class Recovery:
     seconds: float  # from the end of the overload to the first call of a healthy streak
     probes_refused_during: float  # share of the probe's calls refused during the overload
+    # p99 latency (ms) of the probe's calls during the overload: what a light client sees.
+    probe_p99_during: float = float("nan")
 
 
-def _probe(address: str, token: str, listed: list[bytes], overload_end: float) -> Recovery:
+def _probe(
+    address: str, token: str, listed: list[bytes], overload_start: float, overload_end: float
+) -> Recovery:
     """One client calling Match every 5 ms through the overload and until it is healthy."""
     rng = random.Random(7)
     metadata = (("authorization", f"Bearer {token}"),)
@@ -268,6 +272,7 @@ def _probe(address: str, token: str, listed: list[bytes], overload_end: float) -
     stub = match_pb2_grpc.MatchServiceStub(channel)
     stub.Match(_request(rng, listed, 1), metadata=metadata, timeout=30)
     during = refused = 0
+    during_latencies: list[float] = []
     streak_from: float | None = None
     streak = 0
     try:
@@ -279,21 +284,33 @@ def _probe(address: str, token: str, listed: list[bytes], overload_end: float) -
                 ok = (time.perf_counter() - t0) * 1000 <= RECOVERED_MS
             except grpc.RpcError as exc:
                 ok = False
-                if started < overload_end and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                if (
+                    overload_start <= started < overload_end
+                    and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                ):
                     refused += 1
-            if started < overload_end:
+            if started < overload_start:
+                pass
+            elif started < overload_end:
                 during += 1
+                during_latencies.append(time.perf_counter() - t0)
             elif ok:
                 if streak == 0:
                     streak_from = started
                 streak += 1
                 if streak >= RECOVERED_STREAK:
                     assert streak_from is not None
-                    return Recovery(max(0.0, streak_from - overload_end), refused / max(during, 1))
+                    return Recovery(
+                        max(0.0, streak_from - overload_end),
+                        refused / max(during, 1),
+                        _pct(sorted(during_latencies), 0.99),
+                    )
             else:
                 streak = 0
             time.sleep(0.005)
-        return Recovery(float("inf"), refused / max(during, 1))
+        return Recovery(
+            float("inf"), refused / max(during, 1), _pct(sorted(during_latencies), 0.99)
+        )
     finally:
         channel.close()
 
@@ -380,7 +397,8 @@ def run_cell(
         # The clients stop issuing calls at about start_at + seconds.
         end = start_at + args.seconds
         prober = threading.Thread(
-            target=lambda: probe.append(_probe(address, token, listed, end)), daemon=True
+            target=lambda: probe.append(_probe(address, token, listed, start_at + WARMUP, end)),
+            daemon=True,
         )
         prober.start()
     outs = pool.starmap(_client, [(j, listed) for j in jobs])
@@ -529,6 +547,7 @@ def main() -> int:
                             extra = (
                                 f"  offered {row.offered:.0f}/s"
                                 f"  refused {row.refused_share:.0%} (p99 {row.refused_p99:.2f} ms)"
+                                f"  probe p99 {row.recovery.probe_p99_during:.2f} ms"
                                 f"  recovered in {row.recovery.seconds:.2f} s"
                             )
                         print(
@@ -559,13 +578,15 @@ def main() -> int:
         )
         print(
             "| server | offered/s | answers/s | OK/s | refused | p99 refused ms | p99 all ms | "
-            "probe refused during | recovered after s |"
+            "probe refused | probe p99 ms | recovered after s |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in overloads:
             rec = r.recovery
             recovery = (
-                f"{rec.probes_refused_during:.0%} | {rec.seconds:.2f}" if rec is not None else " |"
+                f"{rec.probes_refused_during:.0%} | {rec.probe_p99_during:.2f} | {rec.seconds:.2f}"
+                if rec is not None
+                else " | |"
             )
             print(
                 f"| {r.server} | {r.offered:,.0f} | {r.answered:,.0f} | {r.rps:,.0f} | "
