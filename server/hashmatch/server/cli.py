@@ -10,6 +10,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -150,48 +152,41 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_store(args: argparse.Namespace) -> Store:
-    return Store(args.data_dir)
+@contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[Store]:
+    store = Store(args.data_dir)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _add_tenant(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    try:
+    with _opened(args) as store:
         token = store.add_tenant(args.name, Role(args.role))
-    finally:
-        store.close()
     print(f"created {args.role} tenant {args.name}; its token (shown once):")
     print(token)
     return 0
 
 
 def _issue_token(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    try:
+    with _opened(args) as store:
         token = store.issue_token(args.name)
-    finally:
-        store.close()
     print(f"new token for {args.name} (shown once):")
     print(token)
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    try:
+    with _opened(args) as store:
         count = store.revoke_tokens(args.name)
-    finally:
-        store.close()
     print(f"revoked {count} token(s) of {args.name}")
     return 0
 
 
 def _list_tenants(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    try:
+    with _opened(args) as store:
         rows = store.tenants()
-    finally:
-        store.close()
     for tenant, live in rows:
         created = datetime.fromtimestamp(tenant.created_at, UTC).isoformat(timespec="seconds")
         print(f"{tenant.name}\t{tenant.role.value}\t{live} token(s)\tcreated {created}")
@@ -199,11 +194,8 @@ def _list_tenants(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    store = _with_store(args)
-    try:
+    with _opened(args) as store:
         records = store.audit_log(args.limit)
-    finally:
-        store.close()
     for record in records:
         print(json.dumps(record))
     return 0
