@@ -8,6 +8,7 @@ calls. Each is checked against its plain equivalent (no timing assertions).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
 import subprocess
@@ -25,8 +26,10 @@ from hashmatch.client.errors import Unauthenticated
 from hashmatch.server import match_service
 from hashmatch.server.auth import TenantCache
 from hashmatch.server.errors import Violation
+from hashmatch.server.handlers import Call
 from hashmatch.server.limits import DeadlineReaper
-from hashmatch.server.logs import BufferedStreamHandler, JsonFormatter
+from hashmatch.server.logs import BufferedStreamHandler, JsonFormatter, direct_json_handler
+from hashmatch.server.observers import RpcLog
 from hashmatch.server.store import Role, Store
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
 from helpers import hashes, random_digest, random_pdq, upsert
@@ -252,3 +255,35 @@ def test_reaper_cancels_late_calls_and_lets_go_of_finished_ones() -> None:
         assert not done.cancelled.is_set()
     finally:
         reaper.stop()
+
+
+def _rpc_line(add_filter: bool) -> dict[str, object]:
+    out = io.StringIO()
+    handler = BufferedStreamHandler(out, interval=3600)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"hashmatch-test.rpc.{add_filter}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    if add_filter:  # any filter sends the line through the logging machinery
+        logger.addFilter(lambda record: True)
+    assert (direct_json_handler(logger) is None) == add_filter
+    try:
+        call = Call("MatchService/Match", 0.0, "ipv4:127.0.0.1:1", "acme", 1)
+        call.duration = 0.0012345
+        RpcLog(logger)(call)
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    line: dict[str, object] = json.loads(out.getvalue())
+    return line
+
+
+def test_direct_rpc_line_equals_the_logging_machinerys() -> None:
+    direct, generic = _rpc_line(False), _rpc_line(True)
+    for line in (direct, generic):
+        del line["ts"]
+        del line["logger"]
+    assert list(direct.items()) == list(generic.items())
+    assert direct["msg"] == "rpc" and direct["duration_ms"] == 1.234

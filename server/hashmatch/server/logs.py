@@ -29,21 +29,38 @@ MAX_PENDING = 512
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
+def json_line(
+    created: float, level: str, logger: str, pid: int | None, msg: str, fields: dict[str, Any]
+) -> str:
+    """One JSON log line: the standard keys, then `fields` in their order."""
+    out: dict[str, Any] = {
+        "ts": _iso(created),
+        "level": level,
+        "logger": logger,
+        "pid": pid,
+        "msg": msg,
+    }
+    out.update(fields)
+    return _ENCODE(out)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": _iso(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "msg": record.getMessage(),
+        fields = {
+            key: value
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return _ENCODE(out)
+            fields["exc"] = self.formatException(record.exc_info)
+        return json_line(
+            record.created,
+            record.levelname.lower(),
+            record.name,
+            record.process,
+            record.getMessage(),
+            fields,
+        )
 
 
 class TextFormatter(logging.Formatter):
@@ -104,6 +121,18 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
 
+    def add_line(self, line: str) -> None:
+        """Queues a line formatted elsewhere (see `direct_json_handler`)."""
+        self.acquire()
+        try:
+            self._pending.append(line)
+            if len(self._pending) >= MAX_PENDING:
+                self._write_pending()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "log line"}))
+        finally:
+            self.release()
+
     def _write_pending(self) -> None:
         if self._pending:
             lines, self._pending = self._pending, []
@@ -124,6 +153,37 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
         finally:
             super().close()
+
+
+def direct_json_handler(logger: logging.Logger) -> BufferedStreamHandler | None:
+    """The one handler an INFO record of `logger` would reach, when that handler is a plain
+    BufferedStreamHandler with a JsonFormatter and nothing on the way filters records.
+
+    Then a caller may build the JSON line itself (`json_line`) and hand it to
+    `add_line`: the same line the logging machinery would write, without a LogRecord.
+    In any other set-up (other handlers, filters, formatters) it returns None.
+    """
+    if logger.manager.disable >= logging.INFO:
+        return None
+    found: BufferedStreamHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not BufferedStreamHandler
+                or type(handler.formatter) is not JsonFormatter
+                or handler.filters
+                or handler.level > logging.INFO
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
 
 
 def _flush_every(
