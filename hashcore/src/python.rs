@@ -283,6 +283,20 @@ impl PyChanges {
             .collect()
     }
 
+    /// The change log's reference columns: u32 LE end offsets, then the UTF-8 bytes.
+    fn reference_columns<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        let ends: Vec<u8> = self
+            .inner
+            .ref_ends
+            .iter()
+            .flat_map(|end| end.to_le_bytes())
+            .collect();
+        (PyBytes::new(py, &ends), PyBytes::new(py, &self.inner.refs))
+    }
+
     /// The UTF-8 reference IDs of the upserts.
     fn references<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         (0..self.inner.upserts.len())

@@ -35,7 +35,6 @@ from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -509,7 +508,10 @@ class Store:
             changes.entry_pairs(prefix, first_id), overwrite=False
         )
         if added == n:
-            txn.cursor(db=refs).putmulti(changes.ref_pairs(lid, first_id))
+            cur = txn.cursor(db=refs)
+            # New ids are the largest keys when this is the newest list: append them.
+            tail = cur.key() if cur.last() else b""
+            cur.putmulti(changes.ref_pairs(lid, first_id), append=tail < ref_key(lid, first_id))
             digest.add_term(changes.terms_sum())
             for alg in range(1, 5):
                 counts[alg - 1] += algs.count(alg)
@@ -556,7 +558,7 @@ class Store:
             algs,
             slots,
             ids.tobytes(),
-            *_reference_columns(changes.references()),
+            *changes.reference_columns(),
             retire_algs,
             retire_slots,
         )
@@ -873,11 +875,6 @@ class Store:
                 raw = txn.get(ref_key(lid, eid), db=self._db("refs"))
                 out.append(raw.decode("utf-8") if raw is not None else None)
         return out
-
-
-def _reference_columns(refs: list[bytes]) -> tuple[bytes, bytes]:
-    """A change record's reference columns: u32 LE end offsets, then the UTF-8 bytes."""
-    return array("I", accumulate(map(len, refs))).tobytes(), b"".join(refs)
 
 
 def _prefixed(
