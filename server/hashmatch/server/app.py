@@ -102,11 +102,14 @@ def build(
     reuse_port: bool = False,
     metrics: Metrics | None = None,
     serve_metrics: bool = True,
+    replicate: bool = True,
 ) -> Service:
     """Opens the store, loads the indexes and starts serving on settings.listen.
 
     `reuse_port` is for workers sharing a port; `metrics` lets the caller pass its
-    registry; `serve_metrics=False` leaves /metrics to the caller (the workers' parent).
+    registry; `serve_metrics=False` leaves /metrics to the caller (the workers' parent);
+    `replicate=False` serves a replica's store without copying the primary into it (one
+    worker of a replica copies, the others serve what it wrote).
     """
     metrics = metrics if metrics is not None else Metrics.create()
     store = Store(settings.data_dir, map_size=settings.map_size)
@@ -165,7 +168,7 @@ def build(
         for svc in ("", *(s.full_name for s in SERVICES)):
             health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
         replicator = None
-        if settings.follow:
+        if settings.follow and replicate:
             replicator = Replicator(
                 store, follower, Connection(server=settings.follow, token=settings.follow_token)
             )

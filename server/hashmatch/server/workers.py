@@ -90,7 +90,8 @@ def _worker_main(index: int, settings: Any, events: Any) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        service = build(settings, reuse_port=True, serve_metrics=False)
+        # One worker copies the primary into the shared store; two would race each other.
+        service = build(settings, reuse_port=True, serve_metrics=False, replicate=index == 0)
     except Exception as exc:
         events.put(("failed", index, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
