@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+echo "== set-up (venv, install, Rust build) took ${SECONDS}s"
 echo "== cargo fmt / clippy / test (hashcore)"
 cargo fmt --manifest-path hashcore/Cargo.toml -- --check
 cargo clippy --quiet --manifest-path hashcore/Cargo.toml --all-targets -- -D warnings
@@ -11,5 +12,5 @@ cargo test --quiet --manifest-path hashcore/Cargo.toml --release
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check server clients/hashmatch/client tests scripts benchmarks
-echo "== pytest"
+echo "== pytest (checks so far took ${SECONDS}s)"
 .venv/bin/python -m pytest "$@"
