@@ -11,8 +11,9 @@ requests/s, hashes/s and p50/p99/p999 latency:
 - overload (hashmatch only): Match offered open-loop at `--overload-factor` times the
   unary rate just measured (calls sent on a fixed schedule whatever the answers; latency
   counted from the scheduled time, so a client falling behind shows as latency). It reports
-  how many calls were refused (RESOURCE_EXHAUSTED), the p99 latency of those refusals and
-  of all answers, and how long after the overload ends a probe client sees the service
+  how many calls were refused (RESOURCE_EXHAUSTED) and how many gRPC core cancelled
+  before the server saw them (its backlog limit), the p99 latency of the refusals and of
+  all answers, and how long after the overload ends a probe client sees the service
   healthy again (20 calls in a row answered OK, each within 20 ms).
 
     .venv/bin/python benchmarks/load/loadgen.py                # about 2 minutes
@@ -85,6 +86,10 @@ class Outcome:
     # Overload only: answers RESOURCE_EXHAUSTED, and their latencies.
     refused: int = 0
     refused_latencies: list[float] = field(default_factory=list)
+    # Overload only: answers CANCELLED. grpc core cancels calls beyond its backlog of calls
+    # the server has not picked up yet (grpc.server.max_pending_requests) before any
+    # Python code sees them.
+    cancelled: int = 0
 
 
 def _request(rng: random.Random, listed: list[bytes], i: int) -> match_pb2.MatchRequest:
@@ -232,6 +237,8 @@ def _overload(
             elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 done.refused += 1
                 done.refused_latencies.append(t1 - t0)
+            elif code == grpc.StatusCode.CANCELLED:
+                done.cancelled += 1
             else:
                 done.errors += 1
 
@@ -332,6 +339,7 @@ def _client(job: Job, listed: list[bytes]) -> Outcome:
         sum(o.errors for o in outs),
         sum(o.refused for o in outs),
         [x for o in outs for x in o.refused_latencies],
+        sum(o.cancelled for o in outs),
     )
 
 
@@ -349,6 +357,7 @@ class Row:
     offered: float = 0.0  # calls per second sent
     answered: float = 0.0  # answers per second, OK and refused
     refused_share: float = 0.0
+    cancelled_share: float = 0.0
     refused_p99: float = float("nan")
     recovery: Recovery | None = None
 
@@ -420,6 +429,7 @@ def run_cell(
         offered=rate or 0.0,
         answered=len(lat) / span,
         refused_share=refused / max(len(lat), 1),
+        cancelled_share=sum(o.cancelled for o in outs) / max(len(lat), 1),
         refused_p99=_pct(sorted(x for o in outs for x in o.refused_latencies), 0.99),
         recovery=probe[0] if probe else None,
     )
@@ -547,6 +557,7 @@ def main() -> int:
                             extra = (
                                 f"  offered {row.offered:.0f}/s"
                                 f"  refused {row.refused_share:.0%} (p99 {row.refused_p99:.2f} ms)"
+                                f"  cancelled {row.cancelled_share:.0%}"
                                 f"  probe p99 {row.recovery.probe_p99_during:.2f} ms"
                                 f"  recovered in {row.recovery.seconds:.2f} s"
                             )
@@ -577,10 +588,11 @@ def main() -> int:
             "before it, open loop\n"
         )
         print(
-            "| server | offered/s | answers/s | OK/s | refused | p99 refused ms | p99 all ms | "
+            "| server | offered/s | answers/s | OK/s | refused | cancelled by core | "
+            "p99 refused ms | p99 all ms | "
             "probe refused | probe p99 ms | recovered after s |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in overloads:
             rec = r.recovery
             recovery = (
@@ -590,7 +602,8 @@ def main() -> int:
             )
             print(
                 f"| {r.server} | {r.offered:,.0f} | {r.answered:,.0f} | {r.rps:,.0f} | "
-                f"{r.refused_share:.0%} | {r.refused_p99:.2f} | {r.p99:.2f} | {recovery} |"
+                f"{r.refused_share:.0%} | {r.cancelled_share:.0%} | {r.refused_p99:.2f} | "
+                f"{r.p99:.2f} | {recovery} |"
             )
     return 0
 
