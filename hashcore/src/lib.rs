@@ -1,15 +1,20 @@
 //! `hashcore` — the matching core of hashmatch.
 //!
-//! The crate is pure Rust and knows nothing of Python: the indexes live in
-//! [`exact`], [`pdq`] and [`index`]; the PyO3 binding (module
-//! `hashmatch.server._hashcore`) lives in `python.rs` behind the cargo feature
-//! `python`, so `cargo test` runs without an interpreter.
+//! The crate is pure Rust and knows nothing of Python; the PyO3 binding
+//! (module `hashmatch.server._hashcore`) lives in `python.rs` behind the cargo
+//! feature `python`, so `cargo test` runs without an interpreter.
 //!
-//! * [`exact::ExactSet`] — MD5 / SHA-1 / SHA-256 digests → entry id.
-//! * [`pdq::PdqIndex`] — 256-bit PDQ hashes, every entry within a Hamming
-//!   distance threshold (exact recall).
-//! * [`index::Index`] — all hash lists of one serving process; one atomic batch
-//!   of additions and deletions per call, batch matching across every list.
+//! * [`exact::ExactSegment`] — immutable sorted MD5 / SHA-1 / SHA-256 digests
+//!   with a prefix directory; batched lookups are software-pipelined.
+//! * [`pdq::PdqSegment`] — immutable PDQ hashes with exact-recall Hamming
+//!   search by multi-index hashing (11 substrings, generalised pigeonhole),
+//!   run-time CPU dispatch ([`simd`]) and huge-page backed arrays.
+//! * [`tier::Tier`] — one hash type of one list as a few segments plus
+//!   copy-on-write retirements; size-tiered merges.
+//! * [`index::Index`] — every list of one serving process as one immutable
+//!   snapshot behind an `ArcSwap`: readers never wait, a write batch is
+//!   published atomically, merges run on a background thread.
+//! * [`changes`] — reads `ApplyChangesRequest` wire bytes for the store.
 //!
 //! Wire encoding shared with the binding (see [`index`]): one algorithm byte per
 //! entry (`1` MD5, `2` SHA-1, `3` SHA-256, `4` PDQ), one 32-byte slot per hash

@@ -120,6 +120,9 @@ struct Table {
     idx_bits: u32,
     offsets: HugeBuf<u32>,
     entries: HugeBuf<u32>,
+    /// Mean bucket size seen by an entry (Σ size² / n): above the plain mean
+    /// when data is clustered.
+    skew: f64,
 }
 
 /// Search plan for one threshold.
@@ -138,6 +141,7 @@ pub struct PdqSegment {
     /// Primary table (the top substring): directory over its top `primary_dir` bits.
     primary_dir: u32,
     primary_offsets: HugeBuf<u32>,
+    primary_skew: f64,
     tables: Box<[Table]>,
     plans: Box<[Plan]>,
 }
@@ -192,6 +196,19 @@ fn for_each_cell(base: u32, d: u32, r: u32, f: &mut impl FnMut(u32, u32)) {
     rec(base, 0, d, r, 0, f);
 }
 
+/// Σ size² / n over the buckets of a directory: the size of the bucket an
+/// entry (or a query near it) falls in, on average.
+fn bucket_skew(offsets: &[u32], n: usize) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let sq: f64 = offsets
+        .windows(2)
+        .map(|w| f64::from(w[1] - w[0]).powi(2))
+        .sum();
+    sq / n as f64
+}
+
 /// Counting sort of positions by `hi(key)` → (offsets, packed entries).
 fn build_table(hashes: &[Pdq], start: u32, bits: u32, dir_bits: u32) -> Table {
     let low_bits = bits - dir_bits;
@@ -215,6 +232,7 @@ fn build_table(hashes: &[Pdq], start: u32, bits: u32, dir_bits: u32) -> Table {
         entries[fill[cell] as usize] = ((low << idx_bits) | pos as u64) as u32;
         fill[cell] += 1;
     }
+    let skew = bucket_skew(&offsets, hashes.len());
     Table {
         start,
         bits,
@@ -223,6 +241,7 @@ fn build_table(hashes: &[Pdq], start: u32, bits: u32, dir_bits: u32) -> Table {
         idx_bits,
         offsets,
         entries,
+        skew,
     }
 }
 
@@ -306,6 +325,7 @@ impl PdqSegment {
             hashes,
             ids,
             primary_dir,
+            primary_skew: bucket_skew(&primary_offsets, n),
             primary_offsets,
             tables: tables.into_boxed_slice(),
             plans: Box::new([]),
@@ -363,18 +383,26 @@ impl PdqSegment {
         let n = self.hashes.len() as f64;
         let m = self.tables.len() as u32 + 1;
         let r = Self::radii(m, t);
+        // Clustered data: the query's own bucket holds its cluster (`skew`
+        // entries on average, not the plain mean), all of them candidates.
+        // Accounting for it makes a badly skewed segment fall back to the scan
+        // instead of doing worse than it.
         let mut cost = 0.0;
         if r[0] >= 0 {
             let cells = ball(self.primary_dir, i32::from(r[0]));
-            cost += cells * (PROBE + n / f64::from(1u32 << self.primary_dir) * PRIMARY_SCAN);
+            let mean = n / f64::from(1u32 << self.primary_dir);
+            cost += cells * (PROBE + mean * PRIMARY_SCAN);
+            cost += (self.primary_skew - mean).max(0.0) * PRIMARY_SCAN;
         }
         for (tab, &ri) in self.tables.iter().zip(&r[1..]) {
             if ri < 0 {
                 continue;
             }
             let cells = ball(tab.dir_bits, i32::from(ri));
-            cost += cells * (PROBE + n / (1u64 << tab.dir_bits) as f64 * SCAN);
+            let mean = n / (1u64 << tab.dir_bits) as f64;
+            cost += cells * (PROBE + mean * SCAN);
             cost += ball(tab.bits, i32::from(ri)) * n / (1u64 << tab.bits) as f64 * VERIFY;
+            cost += (tab.skew - mean).max(0.0) * (SCAN + VERIFY);
         }
         if cost < n * FLAT {
             Plan::Mih(r)
@@ -771,6 +799,39 @@ mod tests {
             assert_eq!(ids(&seg, level, &[[0; 4]], 0), vec![1]);
             assert_eq!(ids(&seg, level, &[[u64::MAX; 4]], 63), vec![2]);
         }
+    }
+
+    /// Degenerate data (every hash alike outside 16 bits) puts whole segments
+    /// in one bucket per table: the plan falls back to the linear scan rather
+    /// than doing worse than it, and answers stay exact.
+    #[test]
+    fn skewed_segment_plans_a_scan() {
+        let entries: Vec<(Pdq, u64)> = (0..65536u64).map(|i| ([i, 0, 0, 0], i)).collect();
+        let seg = PdqSegment::build(entries.clone());
+        assert!(seg.is_indexed());
+        assert!(matches!(seg.plans[31], Plan::Flat));
+        let q = [5, 0, 0, 1];
+        assert_eq!(
+            ids(&seg, Level::current(), &[q], 31),
+            oracle(&entries, &[q], 31)
+        );
+        let random = PdqSegment::build(
+            (0..65536u64)
+                .map(|i| {
+                    let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    (
+                        [
+                            x,
+                            x.rotate_left(17),
+                            x.rotate_left(31),
+                            x.rotate_left(47) ^ i,
+                        ],
+                        i,
+                    )
+                })
+                .collect(),
+        );
+        assert!(matches!(random.plans[31], Plan::Mih(_)));
     }
 
     proptest! {
