@@ -144,3 +144,22 @@ def test_a_retraction_through_upload_stops_matching(running: Running) -> None:
     assert running.matcher().match(hashes((SHA256, value))).matched
     lists.upload_changes([build_batch("iwf", "r1", [retire(SHA256, value)])])
     assert not running.matcher().match(hashes((SHA256, value))).matched
+
+
+def test_malformed_utf8_in_an_upload_names_the_message_and_field(running: Running) -> None:
+    import grpc
+
+    lists = running.lists()
+    lists.create_list("iwf")
+    batches = make_batches(random.Random(8), 3, 5)
+    raw = [b.SerializeToString() for b in batches]
+    raw[1] = raw[1].replace(b"R-1-2", b"R-\xff-2")
+    token = running.tokens["hotline-a"]
+    with grpc.insecure_channel(running.address) as channel:
+        upload = channel.stream_unary("/hashmatch.v1.ListService/UploadChanges")
+        with pytest.raises(grpc.RpcError) as err:
+            upload(iter(raw), metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "messages[1].upserts[2].reference_id" in err.value.details()
+    assert "the 1 before it are applied" in err.value.details()
+    assert lists.get_list("iwf").version == 1

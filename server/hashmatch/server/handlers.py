@@ -317,14 +317,18 @@ class _Method:
         self, call: Call, tenant: Tenant, requests: Iterator[Any], limit: float | None
     ) -> Iterator[Message | Undecodable]:
         limiter = self.p.limiter
-        for request in requests:
+        for index, request in enumerate(requests):
+            if isinstance(request, Undecodable) and not self.per_item_errors:
+                # Name the message as well as the field: "messages[3].upserts[7].reference_id".
+                field = f"messages[{index}]" + (f".{request.field}" if request.field else "")
+                raise invalid([Violation(field, request.description)])
             items = self.count_items(request) or (1 if self.per_item_errors else 0)
             call.items += items
             if limit is not None and time.monotonic() > limit:
                 raise deadline_exceeded()
             if limiter is not None:
                 limiter.acquire(tenant.name, max(items, 1))
-            yield request if self.per_item_errors else _checked(request)
+            yield request
 
 
 def _serialize(message: Message | bytes) -> bytes:

@@ -139,8 +139,14 @@ class ListServicer:
                 size = 0
 
         try:
-            for index, request in enumerate(requests):
+            messages = enumerate(requests)
+            while True:
                 try:
+                    # Reading the next message can fail too (e.g. malformed UTF-8): what
+                    # came before it is applied all the same.
+                    index, request = next(messages, (-1, None))
+                    if request is None:
+                        break
                     changes = self._checked(request, tenant, prefix=f"messages[{index}].")
                 except ServiceError:
                     flush()
