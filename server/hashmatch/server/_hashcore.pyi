@@ -128,6 +128,17 @@ class Changes:
     def references(self) -> list[bytes]:
         """The UTF-8 reference IDs of the upserts."""
 
+    def entry_pairs(self, prefix: bytes, first_id: int) -> list[tuple[bytes, bytes]]:
+        """``entries`` rows for the upserts as new entries, sorted by key: (``prefix`` +
+        algorithm + digest, entry id ``first_id + i`` as u64 little-endian)."""
+
+    def ref_pairs(self, list_id: int, first_id: int) -> list[tuple[bytes, bytes]]:
+        """``refs`` rows for the upserts as new entries, in id order: (list id u32 BE +
+        entry id u64 BE, UTF-8 reference ID)."""
+
+    def reference_columns(self) -> tuple[bytes, bytes]:
+        """The change log's reference columns: u32 LE end offsets, then the UTF-8 bytes."""
+
     def term(self, i: int) -> int:
         """The list-digest term of upsert ``i``; :class:`ValueError` if out of range."""
 
