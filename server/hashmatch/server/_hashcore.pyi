@@ -10,6 +10,8 @@ Wire encoding shared by :meth:`Index.apply` and :meth:`Index.match_batch`:
 Every malformed input raises :class:`ValueError`; nothing is applied then.
 """
 
+import builtins
+
 class Index:
     """All hash lists of one serving process. Thread-safe."""
 
@@ -110,7 +112,7 @@ class Changes:
     @property
     def fingerprint(self) -> bytes: ...
     @property
-    def violations(self) -> list[tuple[str, str]]: ...
+    def violations(self) -> builtins.list[tuple[str, str]]: ...
     @property
     def violation_count(self) -> int: ...
     @property
@@ -121,18 +123,18 @@ class Changes:
         """``(algs, slots)`` of the upserts, in the index's packed form."""
 
     def retire_packed(self) -> tuple[bytes, bytes]: ...
-    def upsert_keys(self, prefix: bytes) -> list[bytes]:
+    def upsert_keys(self, prefix: bytes) -> builtins.list[bytes]:
         """Store keys of the upserts: ``prefix`` + algorithm byte + digest."""
 
-    def retire_keys(self, prefix: bytes) -> list[bytes]: ...
-    def references(self) -> list[bytes]:
+    def retire_keys(self, prefix: bytes) -> builtins.list[bytes]: ...
+    def references(self) -> builtins.list[bytes]:
         """The UTF-8 reference IDs of the upserts."""
 
-    def entry_pairs(self, prefix: bytes, first_id: int) -> list[tuple[bytes, bytes]]:
+    def entry_pairs(self, prefix: bytes, first_id: int) -> builtins.list[tuple[bytes, bytes]]:
         """``entries`` rows for the upserts as new entries, sorted by key: (``prefix`` +
         algorithm + digest, entry id ``first_id + i`` as u64 little-endian)."""
 
-    def ref_pairs(self, list_id: int, first_id: int) -> list[tuple[bytes, bytes]]:
+    def ref_pairs(self, list_id: int, first_id: int) -> builtins.list[tuple[bytes, bytes]]:
         """``refs`` rows for the upserts as new entries, in id order: (list id u32 BE +
         entry id u64 BE, UTF-8 reference ID)."""
 
