@@ -12,5 +12,7 @@ cargo test --quiet --manifest-path hashcore/Cargo.toml --release
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check server clients/hashmatch/client tests scripts benchmarks
+echo "== mypy"
+.venv/bin/mypy
 echo "== pytest (checks so far took ${SECONDS}s)"
 .venv/bin/python -m pytest "$@"

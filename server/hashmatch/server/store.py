@@ -32,11 +32,11 @@ import secrets
 import struct
 import time
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lmdb
 
@@ -55,6 +55,37 @@ LOW_DISK_BYTES = 64 << 20
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LIST_ENTRY = struct.Struct(">IQ")
+
+
+class _Cursor(Protocol):
+    """An LMDB cursor as this module uses it: transactions are opened with
+    buffers=False, so keys and values are always bytes (py-lmdb's own types also allow
+    memoryviews)."""
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]: ...
+    def iterprev(self) -> Iterator[tuple[bytes, bytes]]: ...
+    def iternext(self, keys: bool = ..., values: bool = ...) -> Iterator[bytes]: ...
+    def last(self) -> bool: ...
+    def key(self) -> bytes: ...
+    def set_range(self, key: bytes) -> bool: ...
+    def getmulti(self, keys: Iterable[bytes]) -> list[tuple[bytes, bytes]]: ...
+    def putmulti(
+        self, items: Iterable[tuple[bytes, bytes]], overwrite: bool = ..., append: bool = ...
+    ) -> tuple[int, int]: ...
+
+
+class _Txn(Protocol):
+    """An LMDB transaction as this module uses it (see _Cursor)."""
+
+    def get(self, key: bytes, default: None = None, db: Any = ...) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes, db: Any = ...) -> bool: ...
+    def pop(self, key: bytes, db: Any = ...) -> bytes | None: ...
+    def delete(self, key: bytes, value: bytes = ..., db: Any = ...) -> bool: ...
+    def cursor(self, db: Any = ...) -> _Cursor: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+    def __enter__(self) -> _Txn: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class Role(StrEnum):
@@ -190,7 +221,7 @@ class Store:
         )
         with self._write() as txn:
             self._dbs = {
-                name: self.env.open_db(name.encode(), txn=txn)
+                name: self.env.open_db(name.encode(), txn=cast(Any, txn))
                 for name in (
                     "meta",
                     "tenants",
@@ -226,10 +257,10 @@ class Store:
     def _write(self) -> _WriteTxn:
         return _WriteTxn(self.env, self.path)
 
-    def read(self) -> lmdb.Transaction:
-        return self.env.begin(buffers=False)
+    def read(self) -> _Txn:
+        return cast(_Txn, self.env.begin(buffers=False))
 
-    def _bump_seq(self, txn: lmdb.Transaction) -> int:
+    def _bump_seq(self, txn: _Txn) -> int:
         raw = txn.get(b"seq", db=self._db("meta"))
         seq = (_U64.unpack(raw)[0] if raw else 0) + 1
         txn.put(b"seq", _U64.pack(seq), db=self._db("meta"))
@@ -240,7 +271,7 @@ class Store:
             raw = txn.get(b"seq", db=self._db("meta"))
         return _U64.unpack(raw)[0] if raw else 0
 
-    def _audit(self, txn: lmdb.Transaction, actor: str, action: str, **fields: Any) -> None:
+    def _audit(self, txn: _Txn, actor: str, action: str, **fields: Any) -> None:
         seq = self._bump_seq(txn)
         record = {"at": time.time(), "actor": actor, "action": action, **fields}
         txn.put(_U64.pack(seq), json.dumps(record).encode(), db=self._db("audit"))
@@ -464,9 +495,7 @@ class Store:
                     break
         return outcomes, error
 
-    def _apply_one(
-        self, txn: lmdb.Transaction, list_name: str, changes: Changes, actor: str
-    ) -> ApplyOutcome:
+    def _apply_one(self, txn: _Txn, list_name: str, changes: Changes, actor: str) -> ApplyOutcome:
         entries, refs = self._db("entries"), self._db("refs")
         raw = txn.get(list_name.encode(), db=self._db("lists"))
         if raw is None:
@@ -615,12 +644,12 @@ class Store:
                 tripped += [(meta.name, ref) for ref, _, _ in refs]
         return tripped
 
-    def _all_lists(self, txn: lmdb.Transaction) -> list[ListMeta]:
+    def _all_lists(self, txn: _Txn) -> list[ListMeta]:
         return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
 
     def _quarantine(
         self,
-        txn: lmdb.Transaction,
+        txn: _Txn,
         meta: ListMeta,
         refs: Sequence[tuple[str, int, float]],
         now: float,
@@ -644,7 +673,7 @@ class Store:
         return new_meta
 
     def _log_event(
-        self, txn: lmdb.Transaction, meta: ListMeta, kind: int, refs: list[str], now: float
+        self, txn: _Txn, meta: ListMeta, kind: int, refs: list[str], now: float
     ) -> ListMeta:
         version = meta.version + 1
         new_meta = replace(meta, version=version, updated_at=now)
@@ -779,14 +808,15 @@ class Store:
                 txn.put(prefix + bytes((alg,)) + value, b"", db=db)
             self._bump_allow(txn)
             self._audit(txn, tenant, "update-allow-list", added=len(add), removed=len(remove))
-            return sum(1 for _ in self._allow_keys(txn, prefix))
+            size = sum(1 for _ in self._allow_keys(txn, prefix))
+        return size
 
-    def _bump_allow(self, txn: lmdb.Transaction) -> None:
+    def _bump_allow(self, txn: _Txn) -> None:
         raw = txn.get(b"allow_seq", db=self._db("meta"))
         n = (_U64.unpack(raw)[0] if raw else 0) + 1
         txn.put(b"allow_seq", _U64.pack(n), db=self._db("meta"))
 
-    def _allow_keys(self, txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
+    def _allow_keys(self, txn: _Txn, prefix: bytes) -> Iterator[bytes]:
         return (key for key, _ in _prefixed(txn, self._db("allow"), prefix))
 
     def allow_list(self, tenant: str) -> list[tuple[int, bytes]]:
@@ -878,7 +908,7 @@ class Store:
 
 
 def _prefixed(
-    txn: lmdb.Transaction, db: Any, prefix: bytes, start: bytes | None = None
+    txn: _Txn, db: Any, prefix: bytes, start: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of every key that starts with `prefix`, from `start` (or the prefix)."""
     cur = txn.cursor(db=db)
@@ -895,10 +925,10 @@ class _WriteTxn:
     def __init__(self, env: lmdb.Environment, path: Path) -> None:
         self.env = env
         self.path = path
-        self.txn: lmdb.Transaction | None = None
+        self.txn: _Txn | None = None
 
-    def __enter__(self) -> lmdb.Transaction:
-        self.txn = self.env.begin(write=True)
+    def __enter__(self) -> _Txn:
+        self.txn = cast(_Txn, self.env.begin(write=True))
         return self.txn
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -911,7 +941,7 @@ class _WriteTxn:
                 raise StoreFull(
                     "the store is out of space; nothing of this write was kept"
                 ) from exc
-            return
+            return False
         try:
             self.txn.commit()
         except lmdb.Error as err:
