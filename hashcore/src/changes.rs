@@ -373,6 +373,82 @@ pub fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
     xxh3_128(&data)
 }
 
+/// Protobuf wire bytes of change-log columns: one `field` of message `Entry { Hash hash
+/// = 1; string reference_id = 2; }` per upsert, with `Hash { algorithm = 1; value = 2; }`.
+/// `ref_ends` holds u32 LE end offsets into `refs`. Used to send committed batches to
+/// replicas without building a message per entry.
+pub fn encode_entries(
+    field: u32,
+    algs: &[u8],
+    slots: &[u8],
+    ref_ends: &[u8],
+    refs: &[u8],
+) -> Result<Vec<u8>, WireError> {
+    let n = algs.len();
+    if slots.len() != n * 32 || ref_ends.len() != n * 4 {
+        return Err(WireError);
+    }
+    let mut out = Vec::with_capacity(n * 64 + refs.len());
+    let mut start = 0usize;
+    for (i, &alg) in algs.iter().enumerate() {
+        let end = u32::from_le_bytes(
+            ref_ends[i * 4..i * 4 + 4]
+                .try_into()
+                .map_err(|_| WireError)?,
+        ) as usize;
+        let reference = refs.get(start..end).ok_or(WireError)?;
+        start = end;
+        let hash = hash_message(alg, &slots[i * 32..i * 32 + 32])?;
+        let mut entry = Vec::with_capacity(hash.len() + reference.len() + 8);
+        put_len_field(1, &hash, &mut entry);
+        put_len_field(2, reference, &mut entry);
+        put_len_field(field, &entry, &mut out);
+    }
+    Ok(out)
+}
+
+/// Protobuf wire bytes of one `field` of message `Hash` per packed hash.
+pub fn encode_hashes(field: u32, algs: &[u8], slots: &[u8]) -> Result<Vec<u8>, WireError> {
+    if slots.len() != algs.len() * 32 {
+        return Err(WireError);
+    }
+    let mut out = Vec::with_capacity(algs.len() * 40);
+    for (i, &alg) in algs.iter().enumerate() {
+        put_len_field(
+            field,
+            &hash_message(alg, &slots[i * 32..i * 32 + 32])?,
+            &mut out,
+        );
+    }
+    Ok(out)
+}
+
+fn hash_message(alg: u8, slot: &[u8]) -> Result<Vec<u8>, WireError> {
+    let len = digest_len(u32::from(alg));
+    if len == 0 {
+        return Err(WireError);
+    }
+    let mut hash = Vec::with_capacity(len + 4);
+    put_varint(1 << 3, &mut hash);
+    put_varint(u64::from(alg), &mut hash);
+    put_len_field(2, &slot[..len], &mut hash);
+    Ok(hash)
+}
+
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_len_field(field: u32, body: &[u8], out: &mut Vec<u8>) {
+    put_varint(u64::from(field) << 3 | 2, out);
+    put_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
 enum Wire<'a> {
     Varint(u64),
     Len(&'a [u8]),
@@ -555,6 +631,21 @@ mod tests {
         let last = raw.len() - 1;
         raw[last] = 0xff;
         assert!(parse_changes(&raw, 50).is_err(), "invalid UTF-8 reference");
+    }
+
+    #[test]
+    fn encoded_entries_read_back_as_upserts() {
+        let mut raw = Vec::new();
+        len_field(3, &entry(1, &[7; 16], "R-1"), &mut raw);
+        len_field(3, &entry(4, &balanced_pdq(0), "R-2"), &mut raw);
+        len_field(4, &hash(2, &[9; 20], None), &mut raw);
+        let c = parse_changes(&raw, 50).unwrap();
+        let ends: Vec<u8> = c.ref_ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+        let mut again =
+            encode_entries(3, &c.upserts.algs, &c.upserts.slots, &ends, &c.refs).unwrap();
+        again.extend(encode_hashes(4, &c.retirements.algs, &c.retirements.slots).unwrap());
+        assert_eq!(again, raw, "the same bytes a protobuf encoder writes");
+        assert!(encode_entries(3, &[9], &[0; 32], &[0; 4], &[]).is_err());
     }
 
     #[test]

@@ -339,6 +339,34 @@ fn parse_changes(py: Python<'_>, raw: Vec<u8>, pdq_min_quality: u8) -> PyResult<
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// Protobuf wire bytes of change-log upsert columns as repeated `Entry` field `field`.
+#[pyfunction]
+fn encode_entries<'py>(
+    py: Python<'py>,
+    field: u32,
+    algs: &[u8],
+    slots: &[u8],
+    ref_ends: &[u8],
+    refs: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    changes::encode_entries(field, algs, slots, ref_ends, refs)
+        .map(|raw| PyBytes::new(py, &raw))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Protobuf wire bytes of packed hashes as repeated `Hash` field `field`.
+#[pyfunction]
+fn encode_hashes<'py>(
+    py: Python<'py>,
+    field: u32,
+    algs: &[u8],
+    slots: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    changes::encode_hashes(field, algs, slots)
+        .map(|raw| PyBytes::new(py, &raw))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// The list-digest term of one entry (for entries the store handles one by one).
 #[pyfunction]
 fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
@@ -370,5 +398,7 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChanges>()?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
     m.add_function(wrap_pyfunction!(entry_term, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_hashes, m)?)?;
     Ok(())
 }

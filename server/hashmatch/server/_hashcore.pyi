@@ -152,3 +152,10 @@ def parse_changes(raw: bytes, pdq_min_quality: int) -> Changes:
 
 def entry_term(alg: int, digest: bytes, reference: bytes) -> int:
     """The list-digest term of one entry."""
+
+def encode_entries(field: int, algs: bytes, slots: bytes, ref_ends: bytes, refs: bytes) -> bytes:
+    """Protobuf wire bytes of change-log upsert columns as repeated ``Entry`` field
+    ``field``; :class:`ValueError` on mismatched columns."""
+
+def encode_hashes(field: int, algs: bytes, slots: bytes) -> bytes:
+    """Protobuf wire bytes of packed hashes as repeated ``Hash`` field ``field``."""

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hashmatch.server._hashcore import Changes, Index, entry_term, parse_changes
+from hashmatch.server._hashcore import (
+    Changes,
+    Index,
+    encode_entries,
+    encode_hashes,
+    entry_term,
+    parse_changes,
+)
 
 SLOT = 32
 UNKNOWN_QUALITY = 255
@@ -21,6 +28,8 @@ __all__ = [
     "UNKNOWN_QUALITY",
     "Changes",
     "Index",
+    "encode_entries",
+    "encode_hashes",
     "entry_term",
     "pack_hashes",
     "parse_changes",

@@ -12,7 +12,7 @@ from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import store as st
 from hashmatch.server import validation
 from hashmatch.server.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
-from hashmatch.server.core import Changes, parse_changes
+from hashmatch.server.core import Changes, encode_entries, encode_hashes, parse_changes
 from hashmatch.server.errors import ServiceError, Violation, invalid, store_full
 from hashmatch.server.flood import DEFAULT_FLOOD, FloodPolicy
 from hashmatch.server.follower import IndexFollower
@@ -177,7 +177,7 @@ class ListServicer:
         request: lists_pb2.WatchChangesRequest,
         context: grpc.ServicerContext,
         tenant: Tenant,
-    ) -> Iterator[lists_pb2.ChangeBatch]:
+    ) -> Iterator[bytes]:
         """Replays committed batches after since_version, then follows new ones live."""
         require_role(tenant, Role.HOTLINE, Role.REPLICA)
         meta = self._readable(request.list, tenant)
@@ -406,35 +406,31 @@ def _count(
     summary.digest = outcome.digest
 
 
-def change_batch(name: str, record: ChangeRecord) -> lists_pb2.ChangeBatch:
-    if record.kind != CHANGES:
-        refs = record.references()
-        return lists_pb2.ChangeBatch(
-            list=name,
-            version=record.version,
-            committed_at=_timestamp(record.committed_at),
-            digest=record.digest,
-            quarantined=refs if record.kind == QUARANTINE else [],
-            released=refs if record.kind == RELEASE else [],
-        )
-    return lists_pb2.ChangeBatch(
+def change_batch(name: str, record: ChangeRecord) -> bytes:
+    """The wire bytes of a committed batch as WatchChanges sends it. The entries are
+    encoded by the core straight from the change log's columns (a replica catching up
+    reads millions of them); protobuf takes the fields in any order."""
+    head = lists_pb2.ChangeBatch(
         list=name,
         version=record.version,
         batch_id=record.batch_id,
-        upserts=[
-            lists_pb2.Entry(
-                hash=hashes_pb2.Hash(algorithm=alg, value=value),  # type: ignore[arg-type]
-                reference_id=ref,
-            )
-            for alg, value, _, ref in record.upserts()
-        ],
-        retirements=[
-            hashes_pb2.Hash(algorithm=alg, value=value)  # type: ignore[arg-type]
-            for alg, value in record.retirements()
-        ],
         committed_at=_timestamp(record.committed_at),
         digest=record.digest,
     )
+    if record.kind != CHANGES:
+        refs = record.references()
+        target = head.quarantined if record.kind == QUARANTINE else head.released
+        target.extend(refs)
+        return head.SerializeToString()
+    upserts = encode_entries(
+        _UPSERTS_FIELD, record.upsert_algs, record.upsert_slots, record.ref_ends, record.refs
+    )
+    retirements = encode_hashes(_RETIREMENTS_FIELD, record.retire_algs, record.retire_slots)
+    return head.SerializeToString() + upserts + retirements
+
+
+_UPSERTS_FIELD = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["upserts"].number
+_RETIREMENTS_FIELD = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["retirements"].number
 
 
 def _flood_policy(msg: lists_pb2.FloodPolicy) -> FloodPolicy:
