@@ -552,7 +552,9 @@ fn par_ranges<T: Send>(
     work: usize,
     f: impl Fn(std::ops::Range<usize>) -> Vec<T> + Sync,
 ) -> Vec<T> {
-    const PARALLEL_WORK: usize = 50_000;
+    // Units: one exact lookup; a PDQ query counts 200. Spawning a thread costs
+    // tens of µs, ~4k exact lookups.
+    const PARALLEL_WORK: usize = 4096;
     let threads = cores().min(n.max(1));
     if threads <= 1 || work < PARALLEL_WORK {
         return f(0..n);

@@ -19,6 +19,9 @@ use crate::pdq::{Pdq, PdqSegment};
 /// An immutable segment type.
 pub trait Segment: Send + Sync + Sized + 'static {
     type Key: Copy + Ord + std::hash::Hash + Send + Sync;
+    /// Merge the newest parts into an older one once they hold `1 / MERGE_FACTOR`
+    /// of its entries: higher keeps fewer parts (cheaper reads, more rebuilding).
+    const MERGE_FACTOR: usize = 1;
     /// Builds from entries with unique keys.
     fn build(entries: Vec<(Self::Key, u64)>) -> Self;
     fn len(&self) -> usize;
@@ -48,6 +51,8 @@ pub trait Segment: Send + Sync + Sized + 'static {
 
 impl<const N: usize> Segment for ExactSegment<N> {
     type Key = [u8; N];
+    // Every lookup probes every part, and exact segments rebuild quickly.
+    const MERGE_FACTOR: usize = 4;
     fn build(entries: Vec<([u8; N], u64)>) -> Self {
         ExactSegment::build(entries)
     }
@@ -284,7 +289,8 @@ impl<S: Segment> Tier<S> {
     }
 
     /// The next merge worth doing, if any: the newest parts as soon as they
-    /// hold at least as many live entries as the part before them; too many
+    /// hold at least 1 / `MERGE_FACTOR` as many live entries as the part
+    /// before them; too many
     /// parts; or a part with a quarter of its entries retired.
     pub fn plan(&self) -> Option<MergePlan<S>> {
         let n = self.parts.len();
@@ -292,7 +298,7 @@ impl<S: Segment> Tier<S> {
         let mut start = None;
         for i in (0..n).rev() {
             let live = self.parts[i].live();
-            if i + 1 < n && live <= newer {
+            if i + 1 < n && live <= newer * S::MERGE_FACTOR {
                 start = Some(i);
             }
             newer += live;
