@@ -163,3 +163,29 @@ def test_malformed_utf8_in_an_upload_names_the_message_and_field(running: Runnin
     assert "messages[1].upserts[2].reference_id" in err.value.details()
     assert "the 1 before it are applied" in err.value.details()
     assert lists.get_list("iwf").version == 1
+
+
+def test_batches_committed_together_still_apply_in_order(running: Running) -> None:
+    """UploadChanges commits consecutive batches in one transaction: a later batch sees
+    what an earlier one in the same group did."""
+    rng = random.Random(9)
+    a, b, c = (random_digest(rng, SHA1) for _ in range(3))
+    lists = running.lists()
+    lists.create_list("iwf")
+    summary = lists.upload_changes(
+        [
+            build_batch("iwf", "g1", [upsert(SHA1, a, "A"), upsert(SHA1, b, "B")]),
+            build_batch("iwf", "g2", [upsert(SHA1, a, "A2"), upsert(SHA1, c, "C")]),
+            build_batch("iwf", "g3", [retire(SHA1, b), upsert(SHA1, c, "C")]),
+        ]
+    )
+    assert (summary.version, summary.upserted, summary.retired) == (3, 4, 1)
+    expected = ListDigest()
+    expected.add(SHA1, a, "A2")
+    expected.add(SHA1, c, "C")
+    info = lists.get_list("iwf")
+    assert (info.digest, info.counts["sha1"]) == (expected.hex(), 2)
+    client = running.matcher()
+    assert [r.reference_id for r in client.match(hashes((SHA1, a))).references] == ["A2"]
+    assert not client.match(hashes((SHA1, b))).matched
+    assert [r.reference_id for r in client.match(hashes((SHA1, c))).references] == ["C"]
