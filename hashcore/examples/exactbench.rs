@@ -62,6 +62,7 @@ fn main() {
         refs.len() as f64 / dt / 1e6
     );
 
+    hashcore::index::set_max_threads(1);
     let index = Index::with_background(false);
     index.configure_list(1, ListConfig::new(31, 50).unwrap());
     let mut algs = vec![1u8; n];

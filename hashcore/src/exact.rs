@@ -106,6 +106,8 @@ impl<const N: usize> ExactSegment<N> {
                 if lo < hi {
                     crate::mem::prefetch(&self.keys[lo as usize]);
                     crate::mem::prefetch(&self.keys[hi as usize - 1]);
+                    // A hit reads its id next: fetch that line too.
+                    crate::mem::prefetch(&self.ids[lo as usize]);
                 }
             }
             if i >= 2 * D && i - 2 * D < n {
