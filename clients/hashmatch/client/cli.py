@@ -27,9 +27,9 @@ from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
 from hashmatch.client.platform_client import REASONS, PlatformClient
+from hashmatch.client.progress import Progress
 from hashmatch.client.push import (
     DEFAULT_BATCH_SIZE,
-    ProgressLine,
     push,
     summarize,
     upload_id_for,
@@ -270,6 +270,7 @@ def _push(args: argparse.Namespace) -> int:
         _report_bad_rows(args.file, summary.bad)
         return EXIT_ERROR
     upload_id = args.upload_id or upload_id_for(args.file)
+    bar = Progress(summary.rows, 0, unit="rows")
     with ListClient(connection(args)) as client:
         result = push(
             client,
@@ -279,8 +280,10 @@ def _push(args: argparse.Namespace) -> int:
             upload_id=upload_id,
             batch_size=args.batch_size,
             retire=args.retire,
-            progress=ProgressLine(summary.rows, f"push {args.list}"),
+            # push reports rows sent so far; after a resume that can go back.
+            progress=lambda sent: bar.advance(sent - bar.files),
         )
+    bar.close()
     resumed = f", resumed after {result.skipped_batches}" if result.skipped_batches else ""
     print(
         f"pushed {result.rows} rows in {result.batches} batch(es){resumed}: "

@@ -1,4 +1,7 @@
-"""A one-line progress bar on standard error: count, rate, MB/s and ETA. Silent off a TTY."""
+"""A one-line progress bar on standard error: count, rate, MB/s and ETA. Silent off a TTY.
+
+Counts files for `scan` and list rows for `push` (`unit`); MB/s shows when sizes are known.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ class Progress:
         *,
         stream: TextIO | None = None,
         enabled: bool | None = None,
+        unit: str = "files",
     ) -> None:
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total_files = total_files
@@ -68,11 +73,11 @@ class Progress:
         bar = "#" * filled + "." * (bar_width - filled)
         eta = format_duration(max(left, 0.0)) if left is not None else "?"
         matched = f", {self.matched} matched" if self.matched else ""
-        text = (
-            f"[{bar}] {done:4.0%} {self.files}/{self.total_files} files{matched}  "
-            f"{rate:.1f} files/s  {mbps:.1f} MB/s  ETA {eta}"
+        volume = f"  {mbps:.1f} MB/s" if self.total_bytes else ""
+        return (
+            f"[{bar}] {done:4.0%} {self.files}/{self.total_files} {self.unit}{matched}  "
+            f"{rate:.1f} {self.unit}/s{volume}  ETA {eta}"
         )
-        return text
 
     def _draw(self, now: float) -> None:
         columns = shutil.get_terminal_size((80, 24)).columns

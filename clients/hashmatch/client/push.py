@@ -7,7 +7,6 @@ given, so pushing the same file again resumes after the last batch the service a
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -122,7 +121,8 @@ def push(
     attempts: int = 5,
     progress: Callable[[int], None] = lambda rows: None,
 ) -> PushResult:
-    """Streams the file in batches; after a dropped connection, resumes where it stopped."""
+    """Streams the file in batches; after a dropped connection, resumes where it stopped.
+    `progress` is called with the number of rows sent so far."""
     total_batches = -(-summary.rows // batch_size)
     first_skip = skip = resume_point(client, list_name, upload_id)
     progress(min(skip * batch_size, summary.rows))
@@ -157,30 +157,3 @@ def _reporting(
         yield request
         done += rows
         progress(done)
-
-
-class ProgressLine:
-    """A one-line progress display with rate and ETA on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total = max(total, 1)
-        self.label = label
-        self.start = time.monotonic()
-        self.enabled = sys.stderr.isatty()
-        self._last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.2 and done < self.total):
-            return
-        self._last = now
-        rate = done / max(now - self.start, 1e-6)
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        pct = 100.0 * done / self.total
-        sys.stderr.write(
-            f"\r{self.label}: {done}/{self.total} rows ({pct:5.1f}%) {rate:,.0f} rows/s "
-            f"ETA {eta:,.0f}s "
-        )
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
