@@ -31,6 +31,13 @@ const PDQ: u8 = 4;
 pub const PDQ_MIN_BITS: u32 = 16;
 pub const PDQ_MAX_BITS: u32 = 240;
 pub const MAX_REFERENCE_BYTES: usize = 128;
+
+/// True for the PDQ hash of a flat or blank image: one that would match other such
+/// images. The one rule for list entries and for queries alike.
+pub fn is_degenerate_pdq(value: &[u8]) -> bool {
+    let ones: u32 = value.iter().map(|b| b.count_ones()).sum();
+    !(PDQ_MIN_BITS..=PDQ_MAX_BITS).contains(&ones)
+}
 /// Field violations reported per batch; more would only grow the error.
 pub const MAX_VIOLATIONS: usize = 100;
 pub const UNKNOWN_QUALITY: u8 = 255;
@@ -299,8 +306,7 @@ fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &m
         return;
     };
     if is_pdq {
-        let ones: u32 = hash.value.iter().map(|b| b.count_ones()).sum();
-        if !(PDQ_MIN_BITS..=PDQ_MAX_BITS).contains(&ones) {
+        if is_degenerate_pdq(hash.value) {
             out.refuse(format!("{path}.value"), "is a degenerate PDQ hash");
         } else if hash.quality.is_some_and(|q| q < u64::from(min_quality)) {
             out.refuse(

@@ -367,6 +367,12 @@ fn encode_hashes<'py>(
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// True for the PDQ hash of a flat or blank image (see [`changes::is_degenerate_pdq`]).
+#[pyfunction]
+fn is_degenerate_pdq(value: &[u8]) -> bool {
+    changes::is_degenerate_pdq(value)
+}
+
 /// The list-digest term of one entry (for entries the store handles one by one).
 #[pyfunction]
 fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
@@ -398,6 +404,7 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChanges>()?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
     m.add_function(wrap_pyfunction!(entry_term, m)?)?;
+    m.add_function(wrap_pyfunction!(is_degenerate_pdq, m)?)?;
     m.add_function(wrap_pyfunction!(encode_entries, m)?)?;
     m.add_function(wrap_pyfunction!(encode_hashes, m)?)?;
     Ok(())

@@ -159,3 +159,7 @@ def encode_entries(field: int, algs: bytes, slots: bytes, ref_ends: bytes, refs:
 
 def encode_hashes(field: int, algs: bytes, slots: bytes) -> bytes:
     """Protobuf wire bytes of packed hashes as repeated ``Hash`` field ``field``."""
+
+def is_degenerate_pdq(value: bytes) -> bool:
+    """True for the PDQ hash of a flat or blank image (fewer than 16 or more than 240 set
+    bits): the same rule refuses such list entries and skips such queries."""

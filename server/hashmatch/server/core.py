@@ -15,6 +15,7 @@ from hashmatch.server._hashcore import (
     encode_entries,
     encode_hashes,
     entry_term,
+    is_degenerate_pdq,
     parse_changes,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "encode_entries",
     "encode_hashes",
     "entry_term",
+    "is_degenerate_pdq",
     "pack_hashes",
     "parse_changes",
 ]

@@ -12,7 +12,13 @@ import grpc
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ
 from hashmatch.server import validation
-from hashmatch.server.core import LIST_THRESHOLD, SLOT, UNKNOWN_QUALITY, pack_hashes
+from hashmatch.server.core import (
+    LIST_THRESHOLD,
+    SLOT,
+    UNKNOWN_QUALITY,
+    is_degenerate_pdq,
+    pack_hashes,
+)
 from hashmatch.server.errors import ServiceError, Violation, invalid
 from hashmatch.server.follower import IndexFollower, ServedList
 from hashmatch.server.handlers import require_role
@@ -54,7 +60,7 @@ class _Queries:
     def add(self, owner: int, algorithm: int, value: bytes, quality: int | None) -> None:
         if algorithm == PDQ:
             self.has_pdq = True
-            if validation.is_degenerate_pdq(value):
+            if is_degenerate_pdq(value):
                 return
         self.owners.append(owner)
         self.packed.append((algorithm, value))

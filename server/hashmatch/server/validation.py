@@ -60,12 +60,6 @@ def check_hash(msg: hashes_pb2.Hash, path: str, out: list[Violation]) -> bool:
     return ok
 
 
-def is_degenerate_pdq(value: bytes) -> bool:
-    """Flat or blank images hash to (nearly) constant bit strings that match each other."""
-    ones = int.from_bytes(value, "big").bit_count()
-    return ones < 16 or ones > 240
-
-
 def check_text(
     value: str, path: str, max_bytes: int, out: list[Violation], *, required: bool
 ) -> None:
