@@ -71,6 +71,10 @@ def test_demo_list_matches_through_both_command_lines(server: tuple[str, Path]) 
     assert (miss.returncode, miss.stdout.strip()) == (0, "NO_MATCH")
     bad = run(client, "match", "--md5", "abc", env=env)
     assert bad.returncode == 2 and "hex" in bad.stderr
+    anonymous = {k: v for k, v in env.items() if k != "HASHMATCH_TOKEN"}
+    refused = run(client, "match", "--md5", BRIDGE_MD5, env=anonymous)
+    assert refused.returncode == 2 and "UNAUTHENTICATED" in refused.stderr
+    assert "set HASHMATCH_TOKEN" in refused.stderr
 
 
 def test_admin_tenant_then_hotline_applies_a_csv(server: tuple[str, Path], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ HASHMATCH_TOKEN. Exit codes follow virus scanners: 0 no match, 1 match, 2 error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from hashmatch.client.algorithms import (
     parse_hex_digest,
 )
 from hashmatch.client.connection import Connection, TlsConfig
-from hashmatch.client.errors import HashmatchError
+from hashmatch.client.errors import HashmatchError, Unauthenticated
 from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
@@ -38,6 +39,7 @@ from hashmatch.client.results import ListInfo
 from hashmatch.v1 import lists_pb2
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
+TOKEN_ENV = "HASHMATCH_TOKEN"
 # The server takes at most 100,000 changes per batch.
 MAX_PUSH_BATCH = 100_000
 
@@ -48,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except HashmatchError as exc:
         print(f"hashmatch-client: {exc}", file=sys.stderr)
+        if isinstance(exc, Unauthenticated) and not (args.token or os.environ.get(TOKEN_ENV)):
+            print(
+                f"hashmatch-client: no token given: use --token or set {TOKEN_ENV}", file=sys.stderr
+            )
         return EXIT_ERROR
     except (ValueError, OSError) as exc:
         print(f"hashmatch-client: {exc}", file=sys.stderr)
