@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from hashmatch.client import MD5, PDQ, SHA1, SHA256, Change, make_hash
-from hashmatch.server.probes import ProbeDetector
+from hashmatch.server.matching.probes import ProbeDetector
 from hashmatch.v1 import hashes_pb2
 
 LENGTHS = {MD5: 16, SHA1: 20, SHA256: 32, PDQ: 32}

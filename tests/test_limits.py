@@ -13,9 +13,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from hashmatch.client import MD5, make_hash
-from hashmatch.server import validation
 from hashmatch.server.app import Service, build
-from hashmatch.server.limits import RateLimiter
+from hashmatch.server.rpc.limits import RateLimiter
+from hashmatch.server.services import validation
 from hashmatch.server.settings import Settings, TenantLimit
 from hashmatch.server.store import Role
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
@@ -139,8 +139,8 @@ def test_unlimited_tenant() -> None:
     assert RateLimiter.from_settings(settings).try_acquire("anyone", 10**9) is None
 
 
-@pytest.mark.parametrize("limited", [{"max_concurrent_rpcs": 1}], indirect=True)
-def test_calls_beyond_the_concurrency_cap_are_refused_at_once(limited: Limited) -> None:
+@pytest.mark.parametrize("limited", [{"max_tenant_streams": 1}], indirect=True)
+def test_streams_beyond_the_tenants_share_are_refused_at_once(limited: Limited) -> None:
     outbox: queue.Queue[match_pb2.MatchRequest | None] = queue.Queue()
 
     def requests() -> Iterator[match_pb2.MatchRequest]:
@@ -149,15 +149,21 @@ def test_calls_beyond_the_concurrency_cap_are_refused_at_once(limited: Limited) 
 
     stream = limited.stub.MatchStream(requests(), metadata=limited.metadata)
     outbox.put(item())
-    next(stream)  # the stream holds the only slot
+    next(stream)  # the stream holds the tenant's only stream slot
     try:
+        second = limited.stub.MatchStream(iter([item()]), metadata=limited.metadata, timeout=10)
         with pytest.raises(grpc.RpcError) as info:
-            limited.stub.Match(item(), metadata=limited.metadata, timeout=10)
+            list(second)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info_detail, retry = details(info.value)
+        assert info_detail.reason == "ERROR_REASON_OVERLOADED"  # type: ignore[attr-defined]
+        assert retry.retry_delay.ToMilliseconds() > 0  # type: ignore[attr-defined]
+        # Unary calls are counted apart: the open stream does not take their room.
+        assert limited.stub.Match(item(), metadata=limited.metadata, timeout=10).verdict
     finally:
         outbox.put(None)
         list(stream)
-    assert limited.stub.Match(item(), metadata=limited.metadata, timeout=10).verdict
+    assert list(limited.stub.MatchStream(iter([item()]), metadata=limited.metadata, timeout=10))
 
 
 @pytest.mark.parametrize("limited", [{"stream_deadline_cap": 0.3}], indirect=True)

@@ -11,8 +11,8 @@ from conftest import Running, start
 from hashmatch.client import MD5, PDQ, FailedPrecondition, Unauthenticated
 from hashmatch.client.list_client import build_batch
 from hashmatch.server.app import build
-from hashmatch.server.changelog import QUARANTINE, RELEASE
 from hashmatch.server.settings import Settings
+from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from helpers import eventually, hashes, random_digest, random_pdq, retire, upsert
 
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import Running
 from hashmatch.client import MD5, PDQ, SHA256, InvalidArgument, PermissionDenied, make_hash
 from hashmatch.client.errors import from_rpc_error
-from hashmatch.server.flood import FloodPolicy, FloodStat
-from hashmatch.server.probes import ProbeDetector, ProbePolicy
+from hashmatch.server.matching.flood import FloodPolicy, FloodStat
+from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
 from hashmatch.server.store import Role
 from hashmatch.v1 import lists_pb2, lists_pb2_grpc, platform_pb2, platform_pb2_grpc
 from helpers import (

@@ -21,7 +21,7 @@ sys.path.insert(0, str(TESTS))
 
 from conftest import start  # noqa: E402
 from hashmatch.client import PDQ, make_hash  # noqa: E402
-from hashmatch.server.probes import ProbeDetector  # noqa: E402
+from hashmatch.server.matching.probes import ProbeDetector  # noqa: E402
 from hashmatch.v1 import match_pb2  # noqa: E402
 from helpers import benign_mix, boundary_walk, random_pdq, upsert  # noqa: E402
 

@@ -28,6 +28,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
     ERROR_REASON_READ_ONLY_REPLICA: _ClassVar[ErrorReason]
     ERROR_REASON_BATCH_ID_REUSED: _ClassVar[ErrorReason]
+    ERROR_REASON_OVERLOADED: _ClassVar[ErrorReason]
+    ERROR_REASON_STREAM_IDLE: _ClassVar[ErrorReason]
 ALGORITHM_UNSPECIFIED: Algorithm
 ALGORITHM_MD5: Algorithm
 ALGORITHM_SHA1: Algorithm
@@ -46,6 +48,8 @@ ERROR_REASON_STORE_FULL: ErrorReason
 ERROR_REASON_RATE_LIMITED: ErrorReason
 ERROR_REASON_READ_ONLY_REPLICA: ErrorReason
 ERROR_REASON_BATCH_ID_REUSED: ErrorReason
+ERROR_REASON_OVERLOADED: ErrorReason
+ERROR_REASON_STREAM_IDLE: ErrorReason
 
 class Hash(_message.Message):
     __slots__ = ("algorithm", "value", "quality")

@@ -1,19 +1,21 @@
-"""Assembles a serving process: store, index follower, gRPC server, health, reflection.
+"""Assembles a serving process: store, index follower, asyncio gRPC server, health,
+reflection.
 
-`build` has no signals, globals or fixed port (tests call it with port 0); `serve` owns
-signals and the orderly shutdown: health NOT_SERVING, drain in-flight calls, flush match
-statistics, close LMDB. `--workers N` is `workers.supervise`, which runs `build` in N
-spawned processes.
+`build` has no signals, globals or fixed port (tests call it with port 0): it starts the
+server on an event loop of its own thread and returns. `main.serve` owns signals and the
+orderly shutdown (`Service.stop`): health NOT_SERVING, drain in-flight calls, flush match
+statistics, close LMDB.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import signal
 import threading
+from collections.abc import Coroutine
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,22 +23,22 @@ from grpc_reflection.v1alpha import reflection
 
 from hashmatch.client.connection import Connection
 from hashmatch.server import demo
-from hashmatch.server.auth import TenantCache
 from hashmatch.server.core import Index
-from hashmatch.server.follower import IndexFollower
-from hashmatch.server.handlers import Pipeline, service_handler
-from hashmatch.server.limits import DeadlineReaper, RateLimiter
-from hashmatch.server.list_service import ListServicer
-from hashmatch.server.match_service import MatchServicer
+from hashmatch.server.matching.stats import MatchCounts, StatsFlusher
 from hashmatch.server.metrics import Metrics, serve_http
-from hashmatch.server.observers import RpcLog, RpcMetrics
-from hashmatch.server.platform_service import PlatformServicer
-from hashmatch.server.replica import Replicator
-from hashmatch.server.replication_service import ReplicationServicer
+from hashmatch.server.rpc.auth import BadTokenThrottle, TenantCache
+from hashmatch.server.rpc.limits import Admission, RateLimiter
+from hashmatch.server.rpc.observers import RpcLog, RpcMetrics
+from hashmatch.server.rpc.pipeline import Pipeline, service_handler
+from hashmatch.server.rpc.tls import server_credentials
+from hashmatch.server.services.lists import ListServicer
+from hashmatch.server.services.match import MatchServicer
+from hashmatch.server.services.platform import PlatformServicer
+from hashmatch.server.services.replication import ReplicationServicer
 from hashmatch.server.settings import Settings
-from hashmatch.server.stats import MatchCounts, StatsFlusher
 from hashmatch.server.store import Store
-from hashmatch.server.tls import server_credentials
+from hashmatch.server.sync.follower import IndexFollower
+from hashmatch.server.sync.replica import Replicator
 from hashmatch.v1 import lists_pb2, match_pb2, platform_pb2, replication_pb2
 
 log = logging.getLogger(__name__)
@@ -48,38 +50,66 @@ SERVICES = (
     platform_pb2.DESCRIPTOR.services_by_name["PlatformService"],
 )
 
+T = TypeVar("T")
+
+
+class EventLoop:
+    """The event loop every call of this process runs on, on a thread of its own, with
+    the thread pool for calls that block."""
+
+    def __init__(self, threads: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pool = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc")
+        self.loop.set_default_executor(self.pool)
+        self._thread = threading.Thread(target=self.loop.run_forever, name="rpc-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs `coro` on the loop and waits for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.pool.shutdown(wait=True)
+        self.loop.close()
+
 
 @dataclass
 class Service:
     settings: Settings
     store: Store
     follower: IndexFollower
-    server: grpc.Server
-    health: health.HealthServicer
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
     port: int
+    loop: EventLoop
     replicator: Replicator | None = None
     metrics: Metrics | None = None
     stats: StatsFlusher | None = None
-    reaper: DeadlineReaper | None = None
     # The /metrics HTTP server when this process serves it, and its port.
     metrics_http: Any = None
     metrics_port: int | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → drain in-flight calls → flush statistics → close LMDB."""
-        for svc in ("", *(s.full_name for s in SERVICES)):
-            self.health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.server.stop(self.settings.grace if grace is None else grace).wait()
+        seconds = self.settings.grace if grace is None else grace
+
+        async def drain() -> None:
+            for svc in ("", *(s.full_name for s in SERVICES)):
+                await self.health.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.server.stop(seconds)
+
+        self.loop.run(drain())
         if self.replicator is not None:
             self.replicator.stop()
-        if self.reaper is not None:
-            self.reaper.stop()
         if self.stats is not None:
             try:
                 self.stats.stop()
             except Exception:
                 log.exception("flushing match statistics on shutdown failed")
         self.follower.stop()
+        self.loop.close()
         self.store.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -114,8 +144,7 @@ def build(
     metrics = metrics if metrics is not None else Metrics.create()
     store = Store(settings.data_dir, map_size=settings.map_size)
     follower: IndexFollower | None = None
-    reaper: DeadlineReaper | None = None
-    stats: StatsFlusher | None = None
+    loop: EventLoop | None = None
     try:
         if settings.demo:
             demo.ensure_demo(store, settings.data_dir)
@@ -123,50 +152,30 @@ def build(
         follower.start()
         counts = MatchCounts()
         stats = StatsFlusher(store, follower, counts, metrics, settings.stats_interval)
-        reaper = DeadlineReaper()
         pipeline = Pipeline(
             authenticate=TenantCache(store),
             limiter=RateLimiter.from_settings(settings),
-            reaper=reaper,
+            admission=Admission.from_settings(settings),
+            bad_tokens=BadTokenThrottle(),
             deadline_cap=settings.deadline_cap,
             stream_deadline_cap=settings.stream_deadline_cap,
+            stream_idle_timeout=settings.stream_idle_timeout,
             observers=(RpcLog(), RpcMetrics(metrics)),
         )
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
-            options=server_options(settings, reuse_port),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        )
-        server.add_generic_rpc_handlers(
-            [
-                service_handler(
-                    SERVICES[0], MatchServicer(store, follower, counts, metrics), pipeline
-                ),
-                service_handler(
-                    SERVICES[1], ListServicer(store, follower, primary=settings.follow), pipeline
-                ),
-                service_handler(SERVICES[2], ReplicationServicer(store), pipeline),
-                service_handler(SERVICES[3], PlatformServicer(store, follower), pipeline),
-            ]
-        )
-        health_servicer = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [*(s.full_name for s in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME],
-            server,
-        )
-        credentials = server_credentials(settings)
-        if credentials is None:
-            port = server.add_insecure_port(settings.listen)
-        else:
-            port = server.add_secure_port(settings.listen, credentials)
+        handlers = [
+            service_handler(SERVICES[0], MatchServicer(store, follower, counts, metrics), pipeline),
+            service_handler(
+                SERVICES[1], ListServicer(store, follower, primary=settings.follow), pipeline
+            ),
+            service_handler(SERVICES[2], ReplicationServicer(store), pipeline),
+            service_handler(SERVICES[3], PlatformServicer(store, follower), pipeline),
+        ]
+        loop = EventLoop(settings.threads)
+        server, health_servicer, port = loop.run(_start(settings, reuse_port, handlers))
         metrics_http, metrics_port = None, None
         if serve_metrics and settings.metrics_listen:
             metrics_http, metrics_port = serve_http(settings.metrics_listen, metrics.registry)
-        server.start()
         stats.start()
-        for svc in ("", *(s.full_name for s in SERVICES)):
-            health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
         replicator = None
         if settings.follow and replicate:
             replicator = Replicator(
@@ -174,8 +183,8 @@ def build(
             )
             replicator.start()
     except BaseException:
-        if reaper is not None:
-            reaper.stop()
+        if loop is not None:
+            loop.close()
         if follower is not None:
             follower.stop()
         store.close()
@@ -187,45 +196,32 @@ def build(
         server,
         health_servicer,
         port,
+        loop,
         replicator,
         metrics,
         stats,
-        reaper,
         metrics_http,
         metrics_port,
     )
 
 
-def wait_for_signal() -> int:
-    """Blocks until SIGTERM or SIGINT; returns the signal number."""
-    stopping = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stopping.wait()
-    return received[0]
-
-
-def serve(settings: Settings) -> None:
-    if settings.workers > 1:
-        from hashmatch.server.workers import supervise
-
-        supervise(settings)
-        return
-    service = build(settings)
-    host = settings.listen.rsplit(":", 1)[0]
-    if service.metrics_port is not None:
-        log.info(
-            "metrics on port %d", service.metrics_port, extra={"metrics_port": service.metrics_port}
-        )
-    # Tests and scripts read this line to learn the port when it was chosen by the OS.
-    print(f"hashmatch serving on {host}:{service.port}", flush=True)
-    signum = wait_for_signal()
-    log.info("received signal %d: draining", signum)
-    service.stop()
-    log.info("stopped")
+async def _start(
+    settings: Settings, reuse_port: bool, handlers: list[grpc.GenericRpcHandler]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    server = grpc.aio.server(options=server_options(settings, reuse_port))
+    server.add_generic_rpc_handlers(handlers)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*(s.full_name for s in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server,
+    )
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, credentials)
+    await server.start()
+    for svc in ("", *(s.full_name for s in SERVICES)):
+        await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer, port

@@ -1,22 +1,14 @@
-"""Refusals as the service raises them, and their one mapping to gRPC statuses.
+"""Refusals as the domain raises them: what went wrong, never how it travels.
 
-Handlers raise ServiceError; the handler wrapper in `handlers.py` turns it into a
-google.rpc.Status with ErrorInfo (a reason from hashmatch.v1.ErrorReason) and, for bad
-fields, BadRequest field violations. Messages never echo list data.
+Nothing here knows gRPC. Each refusal is a class; `rpc/status.py` holds the one table that
+turns a class into a status code and an `ErrorReason`. A refusal's message names the field
+or the rule, never list data or a submitted hash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
-
-from hashmatch.v1 import hashes_pb2
-
-DOMAIN = "hashmatch.v1"
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -25,66 +17,110 @@ class Violation:
     description: str
 
 
-@dataclass
-class ServiceError(Exception):
-    code: grpc.StatusCode
-    message: str
-    reason: int = hashes_pb2.ERROR_REASON_UNSPECIFIED
-    violations: Sequence[Violation] = field(default_factory=tuple)
-    retry_after: float | None = None
-
-    def __str__(self) -> str:
-        return f"{self.code.name}: {self.message}"
-
-    def to_status(self) -> status_pb2.Status:
-        details = []
-        info = error_details_pb2.ErrorInfo(
-            reason=hashes_pb2.ErrorReason.Name(self.reason), domain=DOMAIN
-        )
-        details.append(_pack(info))
-        if self.violations:
-            bad = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in self.violations
-                ]
-            )
-            details.append(_pack(bad))
-        if self.retry_after is not None:
-            delay = duration_pb2.Duration()
-            delay.FromMilliseconds(int(self.retry_after * 1000))
-            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-
-
 # A batch of 100,000 bad entries must not produce an error larger than the batch.
 MAX_VIOLATIONS = 100
 
 
-def invalid(violations: Sequence[Violation], message: str | None = None) -> ServiceError:
+class Refusal(Exception):
+    """A request the service will not carry out; subclasses say why."""
+
+    def __init__(
+        self,
+        message: str,
+        violations: Sequence[Violation] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.violations = tuple(violations[:MAX_VIOLATIONS])
+        # Seconds after which the same request may succeed (RESOURCE_EXHAUSTED kinds).
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(Refusal):
+    """A field breaks a rule; `violations` names each field."""
+
+
+class Unauthenticated(Refusal):
+    pass
+
+
+class WrongRole(Refusal):
+    pass
+
+
+class NotListOwner(Refusal):
+    pass
+
+
+class ListNotFound(Refusal):
+    pass
+
+
+class ReferenceNotFound(Refusal):
+    pass
+
+
+class ListExists(Refusal):
+    pass
+
+
+class StaleVersion(Refusal):
+    def __init__(self, current: int, message: str | None = None) -> None:
+        super().__init__(
+            message or f"the list is at version {current}",
+            (Violation("expected_version", f"the list is at version {current}"),),
+        )
+        self.current = current
+
+
+class BatchIdReused(Refusal):
+    pass
+
+
+class ReadOnlyReplica(Refusal):
+    pass
+
+
+class RateLimited(Refusal):
+    pass
+
+
+class ProbeThrottled(Refusal):
+    """PDQ queries of a tenant are paused after it walked a listed hash's threshold."""
+
+
+class Overloaded(Refusal):
+    """The process, or the tenant's share of it, has no room for another call now."""
+
+
+class StoreFull(Refusal):
+    """The store is out of space; what it already held is intact and still served."""
+
+
+class DeadlineExceeded(Refusal):
+    pass
+
+
+class StreamIdle(Refusal):
+    """A stream sent nothing for longer than the idle limit."""
+
+
+class Unimplemented(Refusal):
+    pass
+
+
+def invalid(violations: Sequence[Violation], message: str | None = None) -> InvalidArgument:
     first = violations[0]
     text = message or (
         f"invalid field {first.field}: {first.description}"
         + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else "")
     )
-    return ServiceError(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        text,
-        hashes_pb2.ERROR_REASON_INVALID_FIELD,
-        tuple(violations[:MAX_VIOLATIONS]),
-    )
+    return InvalidArgument(text, violations)
 
 
-def _pack(msg: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(msg)  # type: ignore[arg-type]
-    return packed
-
-
-def store_full(exc: Exception) -> ServiceError:
-    """The store is out of space; what it already held is intact and still served."""
-    return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), hashes_pb2.ERROR_REASON_STORE_FULL
-    )
+def deadline_exceeded() -> DeadlineExceeded:
+    return DeadlineExceeded("the call's deadline passed before it was answered")

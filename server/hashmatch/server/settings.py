@@ -50,11 +50,18 @@ class Settings:
     map_size: int = DEFAULT_MAP_SIZE
     # How often a serving process polls the change log for batches committed elsewhere.
     poll_interval: float = 0.02
-    # gRPC handler threads per process.
+    # Threads per process for calls that block (store writes, large batches); calls are
+    # served on one event loop, so an open stream or a slow client holds no thread.
     threads: int = 16
-    # Calls in progress or queued per process; beyond it grpcio answers RESOURCE_EXHAUSTED
-    # at once (no unbounded queue).
+    # Unary calls in progress per process; beyond it RESOURCE_EXHAUSTED at once (no
+    # unbounded queue). One tenant may hold at most `tenant_share` of them.
     max_concurrent_rpcs: int = 64
+    tenant_share: float = 0.5
+    # Open streams (MatchStream, UploadChanges, WatchChanges) per process and per tenant.
+    max_streams: int = 4096
+    max_tenant_streams: int = 256
+    # Seconds a client-streaming call may go without sending a message before it is ended.
+    stream_idle_timeout: float = 60.0
     max_message_bytes: int = 64 * 1024 * 1024
     # Server-side deadline (seconds) for unary calls that carry none or a longer one.
     deadline_cap: float = 30.0
@@ -109,6 +116,12 @@ class Settings:
             raise SettingsError("log_format must be auto, json or text")
         if self.threads < 1 or self.max_concurrent_rpcs < 1:
             raise SettingsError("threads and max_concurrent_rpcs must be at least 1")
+        if self.max_streams < 1 or self.max_tenant_streams < 1:
+            raise SettingsError("max_streams and max_tenant_streams must be at least 1")
+        if not 0 < self.tenant_share <= 1:
+            raise SettingsError("tenant_share must be more than 0 and at most 1")
+        if self.stream_idle_timeout <= 0:
+            raise SettingsError("stream_idle_timeout must be positive")
         return self
 
     @classmethod

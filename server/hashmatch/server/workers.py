@@ -30,6 +30,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from hashmatch.server import logs
+from hashmatch.server.app import build
 from hashmatch.server.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,6 @@ def claim_port(host: str, port: int) -> socket.socket:
 
 def _worker_main(index: int, settings: Any, events: Any) -> None:
     """Entry point of a spawned worker: build, report ready, serve until signalled."""
-    from hashmatch.server.app import build
-
     logs.configure(settings.log_format, settings.log_level)
     stopping = threading.Event()
 

@@ -41,9 +41,10 @@ from typing import Any, Protocol, cast
 import lmdb
 
 from hashmatch.client.digest import ListDigest
-from hashmatch.server.changelog import QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server import errors
 from hashmatch.server.core import SLOT, Changes, entry_term
-from hashmatch.server.flood import DEFAULT_FLOOD, FloodPolicy, FloodStat
+from hashmatch.server.matching.flood import DEFAULT_FLOOD, FloodPolicy, FloodStat
+from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
 
 # Sized far beyond any expected data once, up front: LMDB only reserves address space, and
 # a map that never has to grow cannot race with other processes resizing it.
@@ -124,8 +125,11 @@ class BatchIdReused(StoreError):
     pass
 
 
-class StoreFull(StoreError):
+class StoreFull(StoreError, errors.StoreFull):
     """The disk or the map is full. Nothing of the failed write was kept."""
+
+    def __init__(self, message: str) -> None:
+        errors.StoreFull.__init__(self, message)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,11 @@ through ListService.GetFeedback, never who sent it.
 
 from __future__ import annotations
 
-import grpc
-
-from hashmatch.server import store as st
-from hashmatch.server import validation
-from hashmatch.server.errors import ServiceError, Violation, invalid, store_full
-from hashmatch.server.follower import IndexFollower
-from hashmatch.server.handlers import require_role
+from hashmatch.server.errors import ReferenceNotFound, Violation, invalid
+from hashmatch.server.services import validation
+from hashmatch.server.services.access import require_role
 from hashmatch.server.store import Role, Store, Tenant
+from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import hashes_pb2, lists_pb2, platform_pb2
 
 MAX_NOTE_BYTES = 500
@@ -29,7 +26,6 @@ class PlatformServicer:
     def ReportFalsePositive(
         self,
         request: platform_pb2.ReportFalsePositiveRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> platform_pb2.ReportFalsePositiveResponse:
         require_role(tenant, Role.PLATFORM)
@@ -51,22 +47,16 @@ class PlatformServicer:
         # Only a reference that has matched can be reported as a false positive; this
         # also keeps reports from piling up for made-up references.
         if meta is None or not self.store.has_matched(meta.id, request.reference_id):
-            raise ServiceError(
-                grpc.StatusCode.NOT_FOUND,
+            raise ReferenceNotFound(
                 "that list has no matched reference of that ID",
-                hashes_pb2.ERROR_REASON_LIST_NOT_FOUND,
                 (Violation("reference_id", "has not matched in that list"),),
             )
-        try:
-            self.store.add_feedback(meta.id, request.reference_id, request.reason, request.note)
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+        self.store.add_feedback(meta.id, request.reference_id, request.reason, request.note)
         return platform_pb2.ReportFalsePositiveResponse()
 
     def GetSubscriptions(
         self,
         request: platform_pb2.GetSubscriptionsRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> platform_pb2.Subscriptions:
         require_role(tenant, Role.PLATFORM)
@@ -75,7 +65,6 @@ class PlatformServicer:
     def SetSubscriptions(
         self,
         request: platform_pb2.SetSubscriptionsRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> platform_pb2.Subscriptions:
         require_role(tenant, Role.PLATFORM)
@@ -89,17 +78,13 @@ class PlatformServicer:
             violations.append(Violation("lists", "name at least one list, or set all_lists"))
         if violations:
             raise invalid(violations)
-        try:
-            self.store.set_subscriptions(tenant.name, request.all_lists, list(request.lists))
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+        self.store.set_subscriptions(tenant.name, request.all_lists, list(request.lists))
         self.follower.catch_up()
         return self._subscriptions(tenant)
 
     def UpdateAllowList(
         self,
         request: platform_pb2.UpdateAllowListRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> platform_pb2.UpdateAllowListResponse:
         require_role(tenant, Role.PLATFORM)
@@ -116,21 +101,17 @@ class PlatformServicer:
         current = len(self.store.allow_list(tenant.name))
         if current + len(request.add) > MAX_ALLOW_LIST:
             raise invalid([Violation("add", f"an allow-list holds at most {MAX_ALLOW_LIST}")])
-        try:
-            size = self.store.update_allow_list(
-                tenant.name,
-                [(h.algorithm, h.value) for h in request.add],
-                [(h.algorithm, h.value) for h in request.remove],
-            )
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+        size = self.store.update_allow_list(
+            tenant.name,
+            [(h.algorithm, h.value) for h in request.add],
+            [(h.algorithm, h.value) for h in request.remove],
+        )
         self.follower.catch_up()
         return platform_pb2.UpdateAllowListResponse(size=size)
 
     def GetAllowList(
         self,
         request: platform_pb2.GetAllowListRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> platform_pb2.GetAllowListResponse:
         require_role(tenant, Role.PLATFORM)

@@ -17,10 +17,10 @@ import grpc
 from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError
 from hashmatch.client.list_client import ListClient
-from hashmatch.server.changelog import QUARANTINE, RELEASE
 from hashmatch.server.core import parse_changes
-from hashmatch.server.follower import IndexFollower
 from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant
+from hashmatch.server.store.changelog import QUARANTINE, RELEASE
+from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)

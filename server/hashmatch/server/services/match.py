@@ -6,12 +6,9 @@ are used for the lookup and then dropped: never stored, never logged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
-import grpc
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ
-from hashmatch.server import validation
 from hashmatch.server.core import (
     LIST_THRESHOLD,
     SLOT,
@@ -19,16 +16,18 @@ from hashmatch.server.core import (
     is_degenerate_pdq,
     pack_hashes,
 )
-from hashmatch.server.errors import ServiceError, Violation, invalid
-from hashmatch.server.follower import IndexFollower, ServedList
-from hashmatch.server.handlers import require_role
+from hashmatch.server.errors import ProbeThrottled, Violation, invalid
+from hashmatch.server.matching.probes import ProbeDetector
+from hashmatch.server.matching.stats import MatchCounts
 from hashmatch.server.metrics import Metrics
-from hashmatch.server.probes import ProbeDetector
-from hashmatch.server.stats import MatchCounts
+from hashmatch.server.rpc.decode import Undecodable, lenient_deserializer
+from hashmatch.server.rpc.status import to_status
+from hashmatch.server.services import validation
+from hashmatch.server.services.access import require_role
+from hashmatch.server.services.validation import QueryHash
 from hashmatch.server.store import Role, Store, Tenant
-from hashmatch.server.validation import QueryHash
-from hashmatch.server.wire import Undecodable
-from hashmatch.v1 import hashes_pb2, match_pb2
+from hashmatch.server.sync.follower import IndexFollower, ServedList
+from hashmatch.v1 import match_pb2
 
 _LENGTHS = dict(DIGEST_LENGTHS)
 # Characters of an item_id that certainly fit MAX_ITEM_ID_BYTES in UTF-8 (4 bytes each).
@@ -160,7 +159,7 @@ def _matched(item_id: str, references: list[match_pb2.Reference]) -> bytes:
 
 
 def _failed(item_id: str, violations: list[Violation]) -> bytes:
-    error = invalid(violations).to_status()
+    error = to_status(invalid(violations))
     return match_pb2.MatchResponse(item_id=item_id, error=error).SerializeToString()
 
 
@@ -196,6 +195,10 @@ def _batch_response(
 
 
 class MatchServicer:
+    # Cheap enough to answer on the event loop.
+    INLINE = frozenset({"Match", "MatchBatch"})
+    RAW = frozenset({"MatchStream"})
+
     def __init__(
         self,
         store: Store,
@@ -217,9 +220,7 @@ class MatchServicer:
             "probe-detection", "throttle", tenant=tenant, near_misses=near_misses, seconds=cooldown
         )
 
-    def Match(
-        self, request: match_pb2.MatchRequest, context: grpc.ServicerContext, tenant: Tenant
-    ) -> bytes:
+    def Match(self, request: match_pb2.MatchRequest, tenant: Tenant) -> bytes:
         """A MatchResponse, encoded."""
         require_role(tenant, Role.PLATFORM)
         queries = _Queries()
@@ -233,9 +234,7 @@ class MatchServicer:
         refs = self._references(tenant, queries, 1)[0]
         return _matched(item_id, refs) if refs else _no_match(item_id)
 
-    def MatchBatch(
-        self, request: match_pb2.MatchBatchRequest, context: grpc.ServicerContext, tenant: Tenant
-    ) -> bytes:
+    def MatchBatch(self, request: match_pb2.MatchBatchRequest, tenant: Tenant) -> bytes:
         """A MatchBatchResponse, encoded."""
         require_role(tenant, Role.PLATFORM)
         items = request.items
@@ -261,15 +260,18 @@ class MatchServicer:
             item_ids.append(item_id)
         return _batch_response(item_ids, self._references(tenant, queries, n), errors)
 
-    def MatchStream(
+    async def MatchStream(
         self,
-        requests: Iterator[match_pb2.MatchRequest | Undecodable],
-        context: grpc.ServicerContext,
+        requests: AsyncIterator[bytes],
         tenant: Tenant,
-    ) -> Iterator[bytes]:
+        meter: Callable[[int], None],
+    ) -> AsyncIterator[bytes]:
         """One response (encoded) per request, in order; an invalid item gets its own error."""
         require_role(tenant, Role.PLATFORM)
-        for request in requests:
+        decode = lenient_deserializer(match_pb2.MatchRequest)
+        async for raw in requests:
+            meter(1)
+            request = decode(raw)
             if isinstance(request, Undecodable):
                 violation = Violation(request.field or "(request)", request.description)
                 yield _failed("", [violation])
@@ -294,11 +296,9 @@ class MatchServicer:
         if queries.has_pdq:
             wait = self.probes.throttled_for(tenant.name)
             if wait:
-                raise ServiceError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise ProbeThrottled(
                     "PDQ queries from this tenant are paused: its recent queries look like a "
                     "probe of a listed hash",
-                    hashes_pb2.ERROR_REASON_RATE_LIMITED,
                     retry_after=wait,
                 )
         return self._match(queries, n_items, tenant.name)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-
-from hashmatch.server.handlers import require_role
+from hashmatch.server.services.access import require_role
 from hashmatch.server.store import Role, Store, Tenant
 from hashmatch.v1 import hashes_pb2, replication_pb2
 
@@ -16,7 +14,6 @@ class ReplicationServicer:
     def GetTenants(
         self,
         request: replication_pb2.GetTenantsRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> replication_pb2.GetTenantsResponse:
         require_role(tenant, Role.REPLICA)

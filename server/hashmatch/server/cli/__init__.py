@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hashmatch.server import __version__, logs
-from hashmatch.server.app import serve
 from hashmatch.server.bench.signoff import add_parser as add_bench_parser
+from hashmatch.server.main import serve
 from hashmatch.server.settings import Settings, SettingsError
 from hashmatch.server.store import Role, Store, StoreError
 

@@ -13,9 +13,9 @@ import time
 import grpc
 from prometheus_client import Counter, Histogram
 
-from hashmatch.server.handlers import Call
 from hashmatch.server.logs import RPC_LOGGER, direct_json_handler, json_line
 from hashmatch.server.metrics import Metrics
+from hashmatch.server.rpc.pipeline import Call
 
 
 class RpcLog:
@@ -26,7 +26,7 @@ class RpcLog:
 
     def __call__(self, call: Call) -> None:
         log = self.log
-        if not log.isEnabledFor(logging.INFO):
+        if call.quiet or not log.isEnabledFor(logging.INFO):
             return
         fields = {
             "method": call.method,

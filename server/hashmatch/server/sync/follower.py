@@ -9,14 +9,15 @@ acknowledging it; other processes see it within one poll interval.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
-from hashmatch.server.changelog import QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.core import Index, pack_hashes
 from hashmatch.server.store import ListMeta, Store
+from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class IndexFollower:
         self._allow_seq = -1
         self._seen_seq = -1
         self._lock = threading.Lock()
-        # Notified after every catch-up that applied something (WatchChanges waits on it).
-        self._applied = threading.Condition()
+        # Coroutines waiting for the next catch-up that applies something (WatchChanges),
+        # each woken on its own event loop.
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._waiters_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,18 +93,39 @@ class IndexFollower:
             self._lists = served
             self._reload_platforms()
             self._seen_seq = seq
-        with self._applied:
-            self._applied.notify_all()
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, set()
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_wake, future)
 
-    def wait_for_commit(self, version_of: int, after: int, timeout: float) -> bool:
-        """Waits until list `version_of` is served past version `after`, or the timeout."""
+    async def committed(self, list_id: int, after: int, timeout: float) -> bool:
+        """Waits, holding no thread, until list `list_id` is served past version `after`
+        or `timeout` seconds pass; True when it is."""
 
         def newer() -> bool:
-            served = self._lists.get(version_of)
+            served = self._lists.get(list_id)
             return served is not None and served.version > after
 
-        with self._applied:
-            return self._applied.wait_for(newer, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not newer():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            waiter = (loop, loop.create_future())
+            with self._waiters_lock:
+                self._waiters.add(waiter)
+            try:
+                if newer():  # applied between the check and the registration
+                    return True
+                async with asyncio.timeout(left):
+                    await waiter[1]
+            except TimeoutError:
+                return newer()
+            finally:
+                with self._waiters_lock:
+                    self._waiters.discard(waiter)
+        return True
 
     def _reload_platforms(self) -> None:
         allow_seq = self.store.allow_seq()
@@ -188,3 +212,8 @@ class IndexFollower:
 
 
 _EVERY_LIST = PlatformPolicy()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 
-from hashmatch.server.follower import IndexFollower
 from hashmatch.server.metrics import Metrics
 from hashmatch.server.store import Store
+from hashmatch.server.sync.follower import IndexFollower
 
 log = logging.getLogger(__name__)
 

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
+from hashmatch.server import errors
 from hashmatch.server import store as st
-from hashmatch.server import validation
-from hashmatch.server.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.core import Changes, encode_entries, encode_hashes, parse_changes
-from hashmatch.server.errors import ServiceError, Violation, invalid, store_full
-from hashmatch.server.flood import DEFAULT_FLOOD, FloodPolicy
-from hashmatch.server.follower import IndexFollower
-from hashmatch.server.handlers import require_role
+from hashmatch.server.errors import Refusal, Violation, invalid
+from hashmatch.server.matching.flood import DEFAULT_FLOOD, FloodPolicy
+from hashmatch.server.services import validation
+from hashmatch.server.services.access import not_found, owned, readable, require_role
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
-from hashmatch.v1 import hashes_pb2, lists_pb2
+from hashmatch.server.store.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server.sync.follower import IndexFollower
+from hashmatch.v1 import lists_pb2
 
 DEFAULT_STATS_LIMIT = 100
 # Entries committed together by UploadChanges (see there).
@@ -40,7 +41,7 @@ class ListServicer:
         self.primary = primary
 
     def CreateList(
-        self, request: lists_pb2.CreateListRequest, context: grpc.ServicerContext, tenant: Tenant
+        self, request: lists_pb2.CreateListRequest, tenant: Tenant
     ) -> lists_pb2.CreateListResponse:
         self._writable(tenant)
         violations = validation.create_list(request)
@@ -66,24 +67,19 @@ class ListServicer:
                 flood=flood,
             )
         except st.ListExists:
-            raise ServiceError(
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"a list named {request.name!r} already exists",
-                hashes_pb2.ERROR_REASON_LIST_EXISTS,
-            ) from None
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+            raise errors.ListExists(f"a list named {request.name!r} already exists") from None
         self.follower.catch_up()
         return lists_pb2.CreateListResponse(list=self._describe(meta))
 
     def GetList(
-        self, request: lists_pb2.GetListRequest, context: grpc.ServicerContext, tenant: Tenant
+        self, request: lists_pb2.GetListRequest, tenant: Tenant
     ) -> lists_pb2.GetListResponse:
         require_role(tenant, Role.HOTLINE, Role.REPLICA)
-        return lists_pb2.GetListResponse(list=self._describe(self._readable(request.name, tenant)))
+        meta = readable(self.store, request.name, tenant, "name")
+        return lists_pb2.GetListResponse(list=self._describe(meta))
 
     def ListLists(
-        self, request: lists_pb2.ListListsRequest, context: grpc.ServicerContext, tenant: Tenant
+        self, request: lists_pb2.ListListsRequest, tenant: Tenant
     ) -> lists_pb2.ListListsResponse:
         require_role(tenant, Role.HOTLINE, Role.REPLICA)
         lists = [
@@ -94,7 +90,7 @@ class ListServicer:
         return lists_pb2.ListListsResponse(lists=lists)
 
     def ApplyChanges(
-        self, request: lists_pb2.ApplyChangesRequest, context: grpc.ServicerContext, tenant: Tenant
+        self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant
     ) -> lists_pb2.ApplyChangesResponse:
         self._writable(tenant)
         outcome = self._apply(request, tenant)
@@ -108,10 +104,9 @@ class ListServicer:
             digest=outcome.digest,
         )
 
-    def UploadChanges(
+    async def UploadChanges(
         self,
-        requests: Iterator[lists_pb2.ApplyChangesRequest],
-        context: grpc.ServicerContext,
+        requests: AsyncIterator[lists_pb2.ApplyChangesRequest],
         tenant: Tenant,
     ) -> lists_pb2.UploadChangesResponse:
         """Applies each message as its own batch, in order, stopping at the first refusal.
@@ -120,7 +115,8 @@ class ListServicer:
         entries or UPLOAD_GROUP_SECONDS), which is what makes bulk loads fast; each stays
         atomic and gets its own version. A refusal's message says how many batches were
         applied before it, and GetList's last_batch_id names the last one, so the uploader
-        resumes right after.
+        resumes right after. Reading and parsing happen on the event loop; commits, which
+        wait for the disk, on the thread pool.
         """
         self._writable(tenant)
         summary = lists_pb2.UploadChangesResponse()
@@ -128,64 +124,72 @@ class ListServicer:
         size = 0
         opened = time.monotonic()
 
-        def flush() -> None:
+        async def flush() -> None:
             nonlocal size, opened
             opened = time.monotonic()
             if group:
-                outcomes = self._store(group[0][0], [c for _, c in group], tenant, summary)
-                for (_, changes), outcome in zip(group, outcomes, strict=True):
-                    _count(summary, changes.batch_id, outcome)
+                batches = list(group)
                 group.clear()
                 size = 0
+                outcomes = await asyncio.to_thread(
+                    self._store, batches[0][0], [c for _, c in batches], tenant, summary
+                )
+                for (_, changes), outcome in zip(batches, outcomes, strict=True):
+                    _count(summary, changes.batch_id, outcome)
 
         try:
-            messages = enumerate(requests)
+            index = 0
+            iterator = requests.__aiter__()
             while True:
                 try:
                     # Reading the next message can fail too (e.g. malformed UTF-8): what
                     # came before it is applied all the same.
-                    index, request = next(messages, (-1, None))
-                    if request is None:
+                    try:
+                        request = await iterator.__anext__()
+                    except StopAsyncIteration:
                         break
                     changes = self._checked(request, tenant, prefix=f"messages[{index}].")
-                except ServiceError:
-                    flush()
+                except Refusal:
+                    await flush()
                     raise
+                index += 1
                 if group and group[0][0] != request.list:
-                    flush()
+                    await flush()
                 if not group:
                     opened = time.monotonic()
                 group.append((request.list, changes))
                 size += changes.n_upserts + changes.n_retirements
                 full = size >= UPLOAD_GROUP_ENTRIES
                 if full or time.monotonic() - opened > UPLOAD_GROUP_SECONDS:
-                    flush()
-            flush()
-        except ServiceError as exc:
+                    await flush()
+            await flush()
+        except Refusal as exc:
             done = summary.batches_applied + summary.batches_already_applied
             exc.message = (
                 f"message {done} of the upload was refused; the {done} before it are applied: "
                 f"{exc.message}"
             )
+            exc.args = (exc.message,)
             raise
         finally:
-            self.follower.catch_up()
+            await asyncio.to_thread(self.follower.catch_up)
         return summary
 
-    def WatchChanges(
+    async def WatchChanges(
         self,
         request: lists_pb2.WatchChangesRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
-    ) -> Iterator[bytes]:
+    ) -> AsyncIterator[bytes]:
         """Replays committed batches after since_version, then follows new ones live."""
         require_role(tenant, Role.HOTLINE, Role.REPLICA)
-        meta = self._readable(request.list, tenant)
+        meta = readable(self.store, request.list, tenant)
         version = request.since_version
-        while context.is_active():
-            records = self.store.changes_since(meta.id, version, limit=WATCH_PAGE)
+        while True:
+            records = await asyncio.to_thread(
+                self.store.changes_since, meta.id, version, WATCH_PAGE
+            )
             if not records:
-                self.follower.wait_for_commit(version_of=meta.id, after=version, timeout=1.0)
+                await self.follower.committed(meta.id, version, timeout=1.0)
                 continue
             for record in records:
                 yield change_batch(meta.name, record)
@@ -194,11 +198,10 @@ class ListServicer:
     def GetReferenceStats(
         self,
         request: lists_pb2.GetReferenceStatsRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> lists_pb2.GetReferenceStatsResponse:
         require_role(tenant, Role.HOTLINE)
-        meta = self._owned(request.list, tenant)
+        meta = owned(self.store, request.list, tenant)
         limit = request.limit or DEFAULT_STATS_LIMIT
         if limit > MAX_STATS_LIMIT:
             raise invalid([Violation("limit", f"must be at most {MAX_STATS_LIMIT}")])
@@ -220,7 +223,7 @@ class ListServicer:
         self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant, prefix: str = ""
     ) -> Changes:
         """Reads and checks a batch; INVALID_ARGUMENT names every bad field."""
-        meta = self._owned(request.list, tenant, prefix)
+        meta = owned(self.store, request.list, tenant, prefix)
         # The core reads and checks the entries in one pass over the wire bytes.
         changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
         violations = validation.batch_fields(
@@ -240,10 +243,7 @@ class ListServicer:
     ) -> list[st.ApplyOutcome]:
         """Commits checked batches together; a store refusal becomes its status, after
         the batches before it are committed (and counted into `summary`)."""
-        try:
-            outcomes, error = self.store.apply_many(list_name, batches, actor=tenant.name)
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+        outcomes, error = self.store.apply_many(list_name, batches, actor=tenant.name)
         if error is None:
             return outcomes
         if summary is not None:
@@ -251,38 +251,32 @@ class ListServicer:
                 _count(summary, changes.batch_id, outcome)
         refused = batches[len(outcomes)]
         if isinstance(error, st.StaleVersion):
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise errors.StaleVersion(
+                error.current,
                 f"expected_version {refused.expected_version} is stale: "
                 f"the list is at version {error.current}",
-                hashes_pb2.ERROR_REASON_STALE_VERSION,
-                (Violation("expected_version", f"the list is at version {error.current}"),),
             )
         if isinstance(error, st.BatchIdReused):
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise errors.BatchIdReused(
                 "this batch_id was already applied with different content",
-                hashes_pb2.ERROR_REASON_BATCH_ID_REUSED,
                 (Violation("batch_id", "already used for a batch with different content"),),
             )
         if isinstance(error, st.ListNotFound):
-            raise _not_found(list_name)
+            raise not_found(list_name)
         raise error
 
     def _writable(self, tenant: Tenant) -> None:
         require_role(tenant, Role.HOTLINE)
         if self.primary is not None:
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"this server is a read replica; send writes to the primary at {self.primary}",
-                hashes_pb2.ERROR_REASON_READ_ONLY_REPLICA,
+            raise errors.ReadOnlyReplica(
+                f"this server is a read replica; send writes to the primary at {self.primary}"
             )
 
     def GetFeedback(
-        self, request: lists_pb2.GetFeedbackRequest, context: grpc.ServicerContext, tenant: Tenant
+        self, request: lists_pb2.GetFeedbackRequest, tenant: Tenant
     ) -> lists_pb2.GetFeedbackResponse:
         require_role(tenant, Role.HOTLINE)
-        meta = self._owned(request.list, tenant)
+        meta = owned(self.store, request.list, tenant)
         limit = request.limit or DEFAULT_STATS_LIMIT
         if limit > MAX_STATS_LIMIT:
             raise invalid([Violation("limit", f"must be at most {MAX_STATS_LIMIT}")])
@@ -307,11 +301,10 @@ class ListServicer:
     def ListQuarantine(
         self,
         request: lists_pb2.ListQuarantineRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> lists_pb2.ListQuarantineResponse:
         require_role(tenant, Role.HOTLINE)
-        meta = self._owned(request.list, tenant)
+        meta = owned(self.store, request.list, tenant)
         return lists_pb2.ListQuarantineResponse(
             references=[
                 lists_pb2.QuarantinedReference(
@@ -327,11 +320,10 @@ class ListServicer:
     def ReleaseQuarantine(
         self,
         request: lists_pb2.ReleaseQuarantineRequest,
-        context: grpc.ServicerContext,
         tenant: Tenant,
     ) -> lists_pb2.ReleaseQuarantineResponse:
         self._writable(tenant)
-        self._owned(request.list, tenant)
+        owned(self.store, request.list, tenant)
         violations: list[Violation] = []
         if not request.reference_ids:
             violations.append(Violation("reference_ids", "at least one is required"))
@@ -345,51 +337,25 @@ class ListServicer:
             )
         if violations:
             raise invalid(violations)
-        try:
-            version, released = self.store.apply_event(
-                request.list, RELEASE, list(request.reference_ids), actor=tenant.name
-            )
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+        version, released = self.store.apply_event(
+            request.list, RELEASE, list(request.reference_ids), actor=tenant.name
+        )
         self.follower.catch_up()
         return lists_pb2.ReleaseQuarantineResponse(version=version, released=released)
 
     def UpdateList(
-        self, request: lists_pb2.UpdateListRequest, context: grpc.ServicerContext, tenant: Tenant
+        self, request: lists_pb2.UpdateListRequest, tenant: Tenant
     ) -> lists_pb2.UpdateListResponse:
         self._writable(tenant)
-        self._owned(request.name, tenant)
+        owned(self.store, request.name, tenant)
         if not request.HasField("flood"):
             raise invalid([Violation("flood", "is required")])
         policy = _flood_policy(request.flood)
-        try:
-            meta = self.store.update_flood_policy(request.name, policy, actor=tenant.name)
-        except st.StoreFull as exc:
-            raise store_full(exc) from None
+        meta = self.store.update_flood_policy(request.name, policy, actor=tenant.name)
         return lists_pb2.UpdateListResponse(list=self._describe(meta))
 
     def _describe(self, meta: ListMeta) -> lists_pb2.HashList:
         return to_proto(meta, len(self.store.quarantined(meta.id)))
-
-    def _readable(self, name: str, tenant: Tenant) -> ListMeta:
-        meta = self.store.get_list(name)
-        if meta is None:
-            raise _not_found(name)
-        if tenant.role == Role.HOTLINE and meta.owner != tenant.name:
-            raise _not_owner(name)
-        return meta
-
-    def _owned(self, name: str, tenant: Tenant, prefix: str = "") -> ListMeta:
-        violations: list[Violation] = []
-        validation.check_list_name(name, f"{prefix}list", violations)
-        if violations:
-            raise invalid(violations)
-        meta = self.store.get_list(name)
-        if meta is None:
-            raise _not_found(name)
-        if meta.owner != tenant.name:
-            raise _not_owner(name)
-        return meta
 
 
 def _count(
@@ -476,20 +442,3 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
-
-
-def _not_found(name: str) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.NOT_FOUND,
-        f"no list named {name!r}",
-        hashes_pb2.ERROR_REASON_LIST_NOT_FOUND,
-        (Violation("list", "no such list"),),
-    )
-
-
-def _not_owner(name: str) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.PERMISSION_DENIED,
-        f"the list {name!r} belongs to another tenant",
-        hashes_pb2.ERROR_REASON_NOT_LIST_OWNER,
-    )
