@@ -33,6 +33,9 @@ pub enum CoreError {
     InvalidQuality { index: usize, byte: u8 },
     /// More than the allowed number of hashes in one dihedral group.
     InvalidGroup { index: usize },
+    /// A reference column entry that is out of order, out of range, or not
+    /// UTF-8 (`offset`: the byte where it fails).
+    InvalidReference { index: usize, offset: usize },
 }
 
 impl fmt::Display for CoreError {
@@ -69,6 +72,13 @@ impl fmt::Display for CoreError {
             }
             CoreError::InvalidGroup { index } => {
                 write!(f, "groups[{index}]: invalid dihedral group")
+            }
+            CoreError::InvalidReference { index, offset } => {
+                write!(
+                    f,
+                    "ref_ends[{index}]: references must be UTF-8 with ordered end offsets \
+                     (fails at byte {offset})"
+                )
             }
         }
     }

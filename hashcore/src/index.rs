@@ -14,7 +14,7 @@
 //! (or synchronously, see [`Index::with_background`]) and are published the
 //! same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
@@ -23,8 +23,12 @@ use arc_swap::ArcSwap;
 use crate::error::CoreError;
 use crate::exact::ExactSegment;
 use crate::pdq::{pdq_from_bytes, Pdq, PdqSegment, Scratch};
+use crate::policy::Policy;
+use crate::refs::RefStore;
+use crate::request::Request;
 use crate::simd::Level;
 use crate::tier::{MergePlan, Segment, Tier};
+use crate::verdicts::{Answer, Counts, Verdicts};
 
 /// Width of one hash slot in the wire encoding.
 pub const SLOT: usize = 32;
@@ -159,11 +163,54 @@ pub fn decode_keys_into(
     Ok(())
 }
 
+/// Reference IDs of a batch's additions: the change log's columns, checked.
+#[derive(Debug, Clone, Default)]
+pub struct RefColumns {
+    /// End of each reference in `text`.
+    pub ends: Vec<u32>,
+    pub text: String,
+}
+
+impl RefColumns {
+    /// Reads `n` references: `ref_ends` holds one u32 LE end offset per
+    /// reference into `refs` (UTF-8, concatenated).
+    pub fn decode(n: usize, ref_ends: &[u8], refs: &[u8]) -> Result<RefColumns, CoreError> {
+        check_len("ref_ends", n.saturating_mul(4), ref_ends.len())?;
+        let text = std::str::from_utf8(refs).map_err(|e| CoreError::InvalidReference {
+            index: 0,
+            offset: e.valid_up_to(),
+        })?;
+        let mut ends = Vec::with_capacity(n);
+        let mut start = 0usize;
+        for (index, chunk) in ref_ends.chunks_exact(4).enumerate() {
+            let end = u32::from_le_bytes(chunk.try_into().expect("4-byte chunk"));
+            let e = end as usize;
+            if e < start || e > text.len() || !text.is_char_boundary(e) {
+                return Err(CoreError::InvalidReference { index, offset: e });
+            }
+            ends.push(end);
+            start = e;
+        }
+        Ok(RefColumns {
+            ends,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Reference `i`.
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize).unwrap_or("")
+    }
+}
+
 /// A decoded, validated batch of changes for one list.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub deletions: Vec<Key>,
     pub additions: Vec<(Key, u64)>,
+    /// The reference ID of each addition, when given.
+    pub refs: Option<RefColumns>,
 }
 
 impl Batch {
@@ -186,7 +233,17 @@ impl Batch {
         Ok(Batch {
             deletions,
             additions,
+            refs: None,
         })
+    }
+
+    /// Adds the additions' reference IDs (see [`RefColumns::decode`]); both
+    /// columns empty means none given.
+    pub fn with_refs(mut self, ref_ends: &[u8], refs: &[u8]) -> Result<Batch, CoreError> {
+        if !(ref_ends.is_empty() && refs.is_empty()) {
+            self.refs = Some(RefColumns::decode(self.additions.len(), ref_ends, refs)?);
+        }
+        Ok(self)
     }
 }
 
@@ -330,10 +387,36 @@ impl GroupQueries {
     }
 }
 
-/// All hashes of one list: one tier per algorithm.
+/// A cheap hasher for sets of [`Key`]s: digests are already uniform.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+/// All hashes of one list: one tier per algorithm, the entries' references
+/// and the list's served state.
 #[derive(Clone)]
 struct List {
     config: ListConfig,
+    /// Name answered in `Reference.list`.
+    name: Arc<str>,
+    /// Served version, answered in `Reference.list_version`.
+    version: u64,
+    /// References answering NO_MATCH (flood quarantine).
+    quarantined: Arc<HashSet<Box<str>>>,
+    refs: Arc<RefStore>,
     md5: Tier<ExactSegment<16>>,
     sha1: Tier<ExactSegment<20>>,
     sha256: Tier<ExactSegment<32>>,
@@ -357,6 +440,10 @@ impl List {
     fn new(config: ListConfig) -> List {
         List {
             config,
+            name: Arc::from(""),
+            version: 0,
+            quarantined: Arc::default(),
+            refs: Arc::default(),
             md5: Tier::default(),
             sha1: Tier::default(),
             sha256: Tier::default(),
@@ -392,6 +479,10 @@ impl List {
         }
         List {
             config: self.config,
+            name: Arc::clone(&self.name),
+            version: self.version,
+            quarantined: Arc::clone(&self.quarantined),
+            refs: self.refs_after(batch),
             md5: step(&self.md5, d16, a16),
             sha1: step(&self.sha1, d20, a20),
             sha256: step(&self.sha256, d32, a32),
@@ -399,18 +490,63 @@ impl List {
         }
     }
 
+    /// The live entry id of `key`.
+    fn id_of(&self, key: &Key) -> Option<u64> {
+        match key {
+            Key::Md5(d) => self.md5.get(d),
+            Key::Sha1(d) => self.sha1.get(d),
+            Key::Sha256(d) => self.sha256.get(d),
+            Key::Pdq(h) => self.pdq.get(h),
+        }
+    }
+
+    /// References once `batch` is applied: those of deleted and replaced
+    /// entries dropped, the additions' (last one per key) added.
+    fn refs_after(&self, batch: &Batch) -> Arc<RefStore> {
+        if batch.refs.is_none() && self.refs.is_empty() {
+            return Arc::clone(&self.refs);
+        }
+        let mut removed = Vec::new();
+        if !self.refs.is_empty() {
+            removed.extend(batch.deletions.iter().filter_map(|k| self.id_of(k)));
+            // A re-added entry keeping its id keeps its reference unless a new one is given.
+            removed.extend(
+                batch
+                    .additions
+                    .iter()
+                    .filter_map(|(k, id)| self.id_of(k).filter(|old| old != id)),
+            );
+        }
+        let mut added = Vec::new();
+        if let Some(cols) = &batch.refs {
+            let mut seen: HashSet<Key, std::hash::BuildHasherDefault<DigestHasher>> =
+                HashSet::with_capacity_and_hasher(batch.additions.len(), Default::default());
+            for (i, (key, id)) in batch.additions.iter().enumerate().rev() {
+                if seen.insert(*key) {
+                    added.push((*id, cols.get(i)));
+                }
+            }
+        }
+        if removed.is_empty() && added.is_empty() {
+            return Arc::clone(&self.refs);
+        }
+        Arc::new(self.refs.with_changes(&removed, &added))
+    }
+
     fn memory_bytes(&self) -> usize {
-        self.md5.memory_bytes()
+        self.refs.memory_bytes()
+            + self.md5.memory_bytes()
             + self.sha1.memory_bytes()
             + self.sha256.memory_bytes()
             + self.pdq.memory_bytes()
     }
 }
 
-/// One immutable snapshot of every list.
+/// One immutable snapshot of every list and every platform policy.
 #[derive(Clone, Default)]
 struct State {
     lists: BTreeMap<u32, Arc<List>>,
+    policies: Arc<HashMap<Box<str>, Arc<Policy>>>,
 }
 
 #[derive(Default)]
@@ -423,6 +559,7 @@ struct Signal {
 
 struct Shared {
     state: ArcSwap<State>,
+    counts: Arc<Counts>,
     write: Mutex<()>,
     signal: Mutex<Signal>,
     wake: Condvar,
@@ -653,6 +790,7 @@ impl Index {
         Index {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(State::default()),
+                counts: Arc::default(),
                 write: Mutex::new(()),
                 signal: Mutex::new(Signal::default()),
                 wake: Condvar::new(),
@@ -689,17 +827,84 @@ impl Index {
 
     /// Creates `list_id` if absent, or changes its thresholds.
     pub fn configure_list(&self, list_id: u32, config: ListConfig) {
+        self.configure_list_named(list_id, config, None);
+    }
+
+    /// [`Index::configure_list`], also setting the list's name when given
+    /// (a new list's name is otherwise empty; an existing one keeps its own).
+    pub fn configure_list_named(&self, list_id: u32, config: ListConfig, name: Option<&str>) {
         let _w = lock(&self.shared.write);
         self.shared.publish(|state| {
-            let list = match state.lists.get(&list_id) {
+            let mut list = match state.lists.get(&list_id) {
                 Some(l) => List {
                     config,
                     ..List::clone(l)
                 },
                 None => List::new(config),
             };
+            if let Some(name) = name {
+                list.name = Arc::from(name);
+            }
             state.lists.insert(list_id, Arc::new(list));
         });
+    }
+
+    /// Sets the served version and the quarantined references of `list_id`.
+    pub fn set_list_state(
+        &self,
+        list_id: u32,
+        version: u64,
+        quarantined: impl IntoIterator<Item = String>,
+    ) -> Result<(), CoreError> {
+        let quarantined: HashSet<Box<str>> = quarantined
+            .into_iter()
+            .map(String::into_boxed_str)
+            .collect();
+        let _w = lock(&self.shared.write);
+        let state = self.shared.state.load_full();
+        let list = state
+            .lists
+            .get(&list_id)
+            .ok_or(CoreError::UnknownList(list_id))?;
+        let next = Arc::new(List {
+            version,
+            quarantined: Arc::new(quarantined),
+            ..List::clone(list)
+        });
+        self.shared.publish(|s| {
+            s.lists.insert(list_id, next);
+        });
+        Ok(())
+    }
+
+    /// Sets a tenant's subscriptions (`all_lists`, else only `lists`) and
+    /// allow-list (hashes that produce no hits for it).
+    pub fn set_policy(&self, tenant: &str, all_lists: bool, lists: Vec<u32>, allow: Vec<Key>) {
+        let policy = Arc::new(Policy::new(all_lists, lists, allow));
+        let _w = lock(&self.shared.write);
+        self.shared.publish(|state| {
+            let mut policies = HashMap::clone(&state.policies);
+            policies.insert(tenant.into(), policy);
+            state.policies = Arc::new(policies);
+        });
+    }
+
+    /// Removes a tenant's policy: it then sees every list, with no allow-list.
+    pub fn remove_policy(&self, tenant: &str) {
+        let _w = lock(&self.shared.write);
+        if self.shared.state.load().policies.contains_key(tenant) {
+            self.shared.publish(|state| {
+                let mut policies = HashMap::clone(&state.policies);
+                policies.remove(tenant);
+                state.policies = Arc::new(policies);
+            });
+        }
+    }
+
+    /// Match events counted by [`Verdicts::encode`] since the last call:
+    /// `(tenant, list_id, reference, matches, last unix time)`.
+    pub fn take_counts(&self) -> Vec<(String, u32, String, u64, f64)> {
+        self.shared.counts.take()
     }
 
     /// Removes `list_id`; absent lists are ignored.
@@ -714,6 +919,17 @@ impl Index {
 
     /// Applies one batch atomically: deletions, then additions.
     pub fn apply(&self, list_id: u32, batch: &Batch) -> Result<(), CoreError> {
+        self.apply_with(list_id, batch, None)
+    }
+
+    /// [`Index::apply`], also making `version` (when given) the list's served
+    /// version, in the same snapshot.
+    pub fn apply_with(
+        &self,
+        list_id: u32,
+        batch: &Batch,
+        version: Option<u64>,
+    ) -> Result<(), CoreError> {
         {
             let _w = lock(&self.shared.write);
             let state = self.shared.state.load_full();
@@ -721,7 +937,11 @@ impl Index {
                 .lists
                 .get(&list_id)
                 .ok_or(CoreError::UnknownList(list_id))?;
-            let next = Arc::new(list.with_batch(batch));
+            let mut next = list.with_batch(batch);
+            if let Some(v) = version {
+                next.version = v;
+            }
+            let next = Arc::new(next);
             self.shared.publish(|s| {
                 s.lists.insert(list_id, next);
             });
@@ -742,7 +962,26 @@ impl Index {
         let work = (n + pdq * 200) * state.lists.len();
         let level = Level::current();
         par_ranges(n, work, |range| {
-            Self::match_range(&state, queries, range, level)
+            Self::match_range(&state, queries, range, level, &|_| true)
+        })
+    }
+
+    /// [`Index::match_batch`] on one snapshot, only against lists `wants` accepts.
+    fn search(
+        state: &State,
+        queries: &Queries,
+        wants: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Vec<Match> {
+        let n = queries.keys.len();
+        let pdq = queries
+            .keys
+            .iter()
+            .filter(|k| matches!(k, Key::Pdq(_)))
+            .count();
+        let work = (n + pdq * 200) * state.lists.len();
+        let level = Level::current();
+        par_ranges(n, work, |range| {
+            Self::match_range(state, queries, range, level, wants)
         })
     }
 
@@ -751,6 +990,7 @@ impl Index {
         q: &Queries,
         range: std::ops::Range<usize>,
         level: Level,
+        wants: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<Match> {
         // Query indexes per algorithm (small: 4 bytes per query).
         let (mut md5, mut sha1, mut sha256, mut pdq) = (vec![], vec![], vec![], vec![]);
@@ -767,6 +1007,9 @@ impl Index {
         let mut scratch = Scratch::default();
         let (mut pos, mut ids) = (vec![], vec![]);
         for (&lid, list) in &state.lists {
+            if !wants(lid) {
+                continue;
+            }
             exact_hits(
                 &list.md5,
                 lid,
@@ -830,6 +1073,118 @@ impl Index {
         out
     }
 
+    /// Reads, checks and matches one `MatchRequest` (or `MatchBatchRequest`
+    /// when `batch`) for `tenant` (see [`crate::request`]); never panics.
+    /// Lists, references, list state and policy come from one snapshot.
+    pub fn match_request(
+        &self,
+        raw: &[u8],
+        batch: bool,
+        tenant: &str,
+        pdq_paused: bool,
+    ) -> Verdicts {
+        let request = Request::parse(raw, batch, pdq_paused);
+        let mut v = Verdicts::new(request, tenant, pdq_paused, Arc::clone(&self.shared.counts));
+        if v.request.violations.is_empty() && !v.request.queries.keys.is_empty() {
+            let state = self.shared.state.load_full();
+            Self::resolve(&state, &mut v);
+        }
+        v
+    }
+
+    /// Fills `v`'s answers: hits of the tenant's lists, less allow-listed
+    /// queries, entries without a reference and quarantined references; one
+    /// answer per (item, list, reference), first hit first.
+    fn resolve(state: &State, v: &mut Verdicts) {
+        let policy = state.policies.get(&*v.tenant);
+        let wants = |lid: u32| policy.is_none_or(|p| p.wants(lid));
+        let q = &v.request.queries;
+        let hits = Self::search(state, q, &wants);
+        if hits.is_empty() {
+            return;
+        }
+        let allow = policy.filter(|p| p.has_allow_list());
+        // Per query: 0 = not checked yet, 1 = allow-listed, 2 = not.
+        let mut allowed = vec![0u8; if allow.is_some() { q.keys.len() } else { 0 }];
+        let (mut scratch, mut pos) = (Scratch::default(), Vec::new());
+        let level = Level::current();
+        let mut served = vec![false; q.keys.len()];
+        let mut answers = Vec::new();
+        let mut texts = String::new();
+        // (list, reference) answered for the current item: few, so scanned,
+        // until there are many and a set takes over.
+        const SCAN: usize = 32;
+        let mut mine: Vec<(u32, &str)> = Vec::new();
+        let mut seen: HashSet<(u32, &str)> = HashSet::new();
+        let mut seen_item = u32::MAX;
+        let mut current: Option<(u32, &Arc<List>)> = None;
+        for &(qi, lid, eid) in &hits {
+            let qi_ = qi as usize;
+            if let Some(p) = allow {
+                if allowed[qi_] == 0 {
+                    allowed[qi_] = if p.allows(&q.keys[qi_], level, &mut scratch, &mut pos) {
+                        1
+                    } else {
+                        2
+                    };
+                }
+                if allowed[qi_] == 1 {
+                    continue;
+                }
+            }
+            let list = match current {
+                Some((id, l)) if id == lid => l,
+                _ => match state.lists.get(&lid) {
+                    Some(l) => {
+                        current = Some((lid, l));
+                        l
+                    }
+                    None => continue,
+                },
+            };
+            let Some(reference) = list.refs.get(eid) else {
+                continue; // an entry loaded without its reference
+            };
+            if !list.quarantined.is_empty() && list.quarantined.contains(reference) {
+                continue;
+            }
+            served[qi_] = true;
+            let item = v.request.owners[qi_];
+            if item != seen_item {
+                mine.clear();
+                seen.clear();
+                seen_item = item;
+            }
+            let duplicate = if mine.len() < SCAN {
+                mine.contains(&(lid, reference))
+            } else {
+                if seen.is_empty() {
+                    seen.extend(mine.iter().copied());
+                }
+                seen.contains(&(lid, reference))
+            };
+            if duplicate {
+                continue;
+            }
+            mine.push((lid, reference));
+            if !seen.is_empty() {
+                seen.insert((lid, reference));
+            }
+            let start = texts.len() as u32;
+            texts.push_str(reference);
+            answers.push(Answer {
+                item,
+                list_id: lid,
+                list_version: list.version,
+                list_name: Arc::clone(&list.name),
+                reference: (start, texts.len() as u32),
+            });
+        }
+        v.served = served;
+        v.answers = answers;
+        v.texts = texts;
+    }
+
     /// Matches groups of PDQ hashes (one item each): returns every
     /// `(group_index, list_id, entry_id)` where some hash of the group is
     /// within the effective threshold, sorted and deduplicated.
@@ -889,10 +1244,29 @@ impl Index {
         ))
     }
 
-    /// Approximate heap bytes held by all lists.
+    /// Approximate heap bytes held by all lists and policies.
     pub fn memory_bytes(&self) -> usize {
         let state = self.shared.state.load();
-        state.lists.values().map(|l| l.memory_bytes()).sum()
+        state
+            .lists
+            .values()
+            .map(|l| l.memory_bytes())
+            .sum::<usize>()
+            + state
+                .policies
+                .values()
+                .map(|p| p.memory_bytes())
+                .sum::<usize>()
+    }
+
+    /// Heap bytes of `list_id`'s references (diagnostics).
+    pub fn reference_bytes(&self, list_id: u32) -> Result<usize, CoreError> {
+        let state = self.shared.state.load();
+        let l = state
+            .lists
+            .get(&list_id)
+            .ok_or(CoreError::UnknownList(list_id))?;
+        Ok(l.refs.memory_bytes())
     }
 }
 

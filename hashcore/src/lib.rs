@@ -15,6 +15,11 @@
 //!   snapshot behind an `ArcSwap`: readers never wait, a write batch is
 //!   published atomically, merges run on a background thread.
 //! * [`changes`] — reads `ApplyChangesRequest` wire bytes for the store.
+//! * The match path on bytes: [`request`] reads and validates a
+//!   `MatchRequest` / `MatchBatchRequest`, [`index::Index::match_request`]
+//!   matches it against one snapshot (lists, [`refs`] reference IDs, list
+//!   state, [`policy`] subscriptions and allow-lists) and [`verdicts`] writes
+//!   the response bytes ([`proto`]: the wire format).
 //!
 //! Wire encoding shared with the binding (see [`index`]): one algorithm byte per
 //! entry (`1` MD5, `2` SHA-1, `3` SHA-256, `4` PDQ), one 32-byte slot per hash
@@ -27,12 +32,18 @@ pub mod exact;
 pub mod index;
 mod mem;
 pub mod pdq;
+pub mod policy;
+pub mod proto;
+pub mod refs;
+pub mod request;
 pub mod simd;
 pub mod stats;
 pub mod tier;
+pub mod verdicts;
 
 #[cfg(feature = "python")]
 mod python;
 
 pub use error::CoreError;
-pub use index::{Alg, Batch, GroupQueries, Index, ListConfig, Match, Queries};
+pub use index::{Alg, Batch, GroupQueries, Index, ListConfig, Match, Queries, RefColumns};
+pub use verdicts::Verdicts;

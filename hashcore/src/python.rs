@@ -13,6 +13,7 @@ use pyo3::types::PyBytes;
 use crate::changes;
 use crate::error::CoreError;
 use crate::index::{self, Batch, GroupQueries, ListConfig, Queries};
+use crate::verdicts;
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -76,16 +77,77 @@ impl PyIndex {
         }
     }
 
+    #[pyo3(signature = (list_id, pdq_threshold, pdq_min_quality, name=None))]
     fn configure_list(
         &self,
         list_id: i64,
         pdq_threshold: i64,
         pdq_min_quality: i64,
+        name: Option<&str>,
     ) -> Result<(), CoreError> {
         let id = index::list_id(list_id)?;
         let config = ListConfig::new(pdq_threshold, pdq_min_quality)?;
-        self.inner.configure_list(id, config);
+        self.inner.configure_list_named(id, config, name);
         Ok(())
+    }
+
+    fn set_list_state(
+        &self,
+        list_id: i64,
+        version: u64,
+        quarantined: Vec<String>,
+    ) -> Result<(), CoreError> {
+        self.inner
+            .set_list_state(index::list_id(list_id)?, version, quarantined)
+    }
+
+    fn set_policy(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        all_lists: bool,
+        lists: Vec<i64>,
+        allow_algs: &[u8],
+        allow_slots: &[u8],
+    ) -> Result<(), CoreError> {
+        let lists = lists
+            .into_iter()
+            .map(index::list_id)
+            .collect::<Result<Vec<u32>, _>>()?;
+        let allow = index::decode_keys("allow_algs", "allow_slots", allow_algs, allow_slots)?;
+        let tenant = tenant.to_owned();
+        detached(py, || {
+            self.inner.set_policy(&tenant, all_lists, lists, allow)
+        });
+        Ok(())
+    }
+
+    fn remove_policy(&self, tenant: &str) {
+        self.inner.remove_policy(tenant);
+    }
+
+    fn take_counts(&self) -> Vec<(String, u32, String, u64, f64)> {
+        self.inner.take_counts()
+    }
+
+    fn reference_bytes(&self, list_id: i64) -> Result<usize, CoreError> {
+        self.inner.reference_bytes(index::list_id(list_id)?)
+    }
+
+    #[pyo3(signature = (raw, batch, tenant, pdq_paused=false))]
+    fn match_request(
+        &self,
+        py: Python<'_>,
+        raw: &[u8],
+        batch: bool,
+        tenant: &str,
+        pdq_paused: bool,
+    ) -> PyVerdicts {
+        let (raw, tenant) = (raw.to_vec(), tenant.to_owned());
+        let inner = detached(py, || {
+            self.inner.match_request(&raw, batch, &tenant, pdq_paused)
+        });
+        PyVerdicts { inner }
     }
 
     fn drop_list(&self, list_id: i64) -> Result<(), CoreError> {
@@ -94,6 +156,10 @@ impl PyIndex {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        list_id, add_algs, add_hashes, add_ids, del_algs, del_hashes,
+        ref_ends=None, refs=None, version=None
+    ))]
     fn apply(
         &self,
         py: Python<'_>,
@@ -103,10 +169,14 @@ impl PyIndex {
         add_ids: &[u8],
         del_algs: &[u8],
         del_hashes: &[u8],
+        ref_ends: Option<&[u8]>,
+        refs: Option<&[u8]>,
+        version: Option<u64>,
     ) -> Result<(), CoreError> {
         let id = index::list_id(list_id)?;
-        let batch = Batch::decode(add_algs, add_hashes, add_ids, del_algs, del_hashes)?;
-        detached(py, || self.inner.apply(id, &batch))
+        let batch = Batch::decode(add_algs, add_hashes, add_ids, del_algs, del_hashes)?
+            .with_refs(ref_ends.unwrap_or_default(), refs.unwrap_or_default())?;
+        detached(py, || self.inner.apply_with(id, &batch, version))
     }
 
     fn match_batch(
@@ -162,6 +232,51 @@ impl PyIndex {
 
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
+    }
+}
+
+/// The answer to one match request: its violations, and its response bytes.
+#[pyclass(name = "Verdicts", module = "hashmatch.server._hashcore", frozen)]
+struct PyVerdicts {
+    inner: verdicts::Verdicts,
+}
+
+#[pymethods]
+impl PyVerdicts {
+    #[getter]
+    fn violations(&self) -> Vec<(String, String)> {
+        let v = &self.inner.request.violations;
+        v.iter()
+            .map(|v| (v.field.clone(), v.description.clone()))
+            .collect()
+    }
+
+    #[getter]
+    fn items(&self) -> usize {
+        self.inner.items()
+    }
+
+    #[getter]
+    fn has_pdq(&self) -> bool {
+        self.inner.request.has_pdq
+    }
+
+    fn pdq_queries<'py>(&self, py: Python<'py>) -> Vec<(u32, Bound<'py, PyBytes>, bool)> {
+        self.inner
+            .pdq_queries()
+            .into_iter()
+            .map(|(item, value, hit)| (item, PyBytes::new(py, &value), hit))
+            .collect()
+    }
+
+    #[pyo3(signature = (refuse_from=-1, retry_after_ms=0))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        refuse_from: i64,
+        retry_after_ms: u64,
+    ) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.encode(refuse_from, retry_after_ms))
     }
 }
 
@@ -399,6 +514,7 @@ fn cpu_level() -> &'static str {
 #[pymodule]
 fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
+    m.add_class::<PyVerdicts>()?;
     m.add_function(wrap_pyfunction!(set_max_threads, m)?)?;
     m.add_function(wrap_pyfunction!(cpu_level, m)?)?;
     m.add_class::<PyChanges>()?;

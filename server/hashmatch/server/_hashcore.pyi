@@ -5,7 +5,11 @@ Wire encoding shared by :meth:`Index.apply` and :meth:`Index.match_batch`:
 - ``algs``: one byte per hash: 1 = MD5 (16-byte digest), 2 = SHA-1 (20),
   3 = SHA-256 (32), 4 = PDQ (32);
 - ``hashes``: one 32-byte slot per hash, digest left-aligned, remaining bytes zero;
-- ``add_ids``: one little-endian ``u64`` per added entry (opaque entry id).
+- ``add_ids``: one little-endian ``u64`` per added entry (opaque entry id, unique
+  within a list);
+- ``ref_ends`` / ``refs``: the reference ID of each added entry, as the change log's
+  columns: one ``u32`` little-endian end offset per entry into ``refs`` (UTF-8 IDs
+  concatenated).
 
 Every malformed input raises :class:`ValueError`; nothing is applied then.
 """
@@ -16,11 +20,64 @@ class Index:
     """All hash lists of one serving process. Thread-safe."""
 
     def __init__(self) -> None: ...
-    def configure_list(self, list_id: int, pdq_threshold: int, pdq_min_quality: int) -> None:
+    def configure_list(
+        self, list_id: int, pdq_threshold: int, pdq_min_quality: int, name: str | None = None
+    ) -> None:
         """Create list ``list_id`` (u32) if absent, or change its thresholds.
 
         ``pdq_threshold`` must be in 0..=63 and ``pdq_min_quality`` in 0..=100,
-        else :class:`ValueError`.
+        else :class:`ValueError`. ``name`` (answered in ``Reference.list``) is set when
+        given; ``None`` keeps an existing list's name (a new list's is then ``""``).
+        """
+
+    def set_list_state(self, list_id: int, version: int, quarantined: builtins.list[str]) -> None:
+        """Set a list's served version (``Reference.list_version``) and its quarantined
+        reference IDs (they answer NO_MATCH), in one snapshot. :class:`ValueError` if the
+        list is unknown."""
+
+    def set_policy(
+        self,
+        tenant: str,
+        all_lists: bool,
+        lists: builtins.list[int],
+        allow_algs: bytes,
+        allow_slots: bytes,
+    ) -> None:
+        """Set a platform's policy: unless ``all_lists``, only list ids in ``lists`` answer
+        for it; a query hash it allow-listed (packed hashes: one alg byte + one 32-byte slot
+        each) produces no hits for it: exact algorithms by equality, PDQ within Hamming
+        distance 31 of an allow-listed PDQ hash. Replaces any earlier policy."""
+
+    def remove_policy(self, tenant: str) -> None:
+        """Forget a platform's policy: it then sees every list and has no allow-list."""
+
+    def take_counts(self) -> builtins.list[tuple[str, int, str, int, float]]:
+        """Match events counted by :meth:`Verdicts.encode` since the last call, cleared:
+        ``(tenant, list_id, reference_id, matches, last_unix_time)``."""
+
+    def reference_bytes(self, list_id: int) -> int:
+        """Heap bytes held by a list's reference IDs (diagnostics)."""
+
+    def match_request(
+        self, raw: bytes, batch: bool, tenant: str, pdq_paused: bool = False
+    ) -> Verdicts:
+        """Read, validate and match a ``hashmatch.v1.MatchRequest`` (``batch=False``) or
+        ``MatchBatchRequest`` from its wire bytes, for ``tenant``; releases the GIL.
+
+        Never raises on any ``raw``: problems become :attr:`Verdicts.violations` (the call
+        is refused) or per-item errors in the response (batch). Validation follows
+        ``validation.match_item`` (texts included). Bytes that are not a protobuf message:
+        ``("(request)", "the request is not a valid protobuf message")``. In a batch, an item
+        whose body is not a valid message gets ``("items[i]", "is not a valid protobuf
+        message")`` and one whose ``item_id`` is not UTF-8 ``("items[i].item_id", "is not
+        valid UTF-8")``, as per-item errors.
+
+        Matching: lists, references, list state and the tenant's policy are read from one
+        snapshot; degenerate PDQ never matches; a PDQ query below a list's minimum quality
+        is not matched against it; entries without a reference and quarantined references
+        never answer; one ``Reference`` per (item, list, reference_id), first hit first (by
+        query, list id, entry id). ``pdq_paused``: PDQ is not searched at all and every
+        valid item with a PDQ hash gets a RESOURCE_EXHAUSTED error in :meth:`Verdicts.encode`.
         """
 
     def drop_list(self, list_id: int) -> None:
@@ -34,14 +91,22 @@ class Index:
         add_ids: bytes,
         del_algs: bytes,
         del_hashes: bytes,
+        ref_ends: bytes | None = b"",
+        refs: bytes | None = b"",
+        version: int | None = None,
     ) -> None:
         """Apply one atomic batch to one list.
 
-        Concurrent :meth:`match_batch` callers see all of it or none. Within a list
-        an ``(alg, digest)`` pair is unique: adding an existing one replaces its id;
-        deleting an absent one is a no-op. Deletions are applied before additions.
+        Concurrent readers see all of it or none (entries, their references and
+        ``version`` in one snapshot). Within a list an ``(alg, digest)`` pair is unique:
+        adding an existing one replaces its id (and reference); deleting an absent one is a
+        no-op. Deletions are applied before additions. References of deleted and replaced
+        entries are released. Without ``ref_ends``/``refs`` (both empty) the added entries
+        have no reference and never answer :meth:`match_request`. ``version``, when given,
+        becomes the list's served version.
         :class:`ValueError` on an unknown list, unknown alg byte, lengths that do
-        not agree, or non-zero padding.
+        not agree (including reference columns not one per addition), non-zero padding,
+        or references that are not UTF-8 with ordered end offsets.
         """
 
     def match_batch(
@@ -93,6 +158,38 @@ class Index:
 
     def memory_bytes(self) -> int:
         """Approximate heap bytes held by all indexes."""
+
+class Verdicts:
+    """The answer to one :meth:`Index.match_request`."""
+
+    @property
+    def violations(self) -> builtins.list[tuple[str, str]]:
+        """Whole-call ``(field, description)`` violations; empty when the call is fine. For a
+        single request: its violations (unary Match raises INVALID_ARGUMENT with them)."""
+
+    @property
+    def items(self) -> int:
+        """Items in the request (0 when a batch was refused before its items were read)."""
+
+    @property
+    def has_pdq(self) -> bool:
+        """Some valid item carries a well-formed PDQ hash (degenerate or not)."""
+
+    def pdq_queries(self) -> builtins.list[tuple[int, bytes, bool]]:
+        """``(item index, 32-byte value, served)`` per non-degenerate PDQ hash searched;
+        ``served``: it produced at least one hit answered to this tenant (after its
+        subscriptions, allow-list and quarantine). Empty when PDQ was paused."""
+
+    def encode(self, refuse_from: int = -1, retry_after_ms: int = 0) -> bytes:
+        """The response wire bytes: a ``MatchResponse`` (single request; carrying ``error``
+        when invalid) or a ``MatchBatchResponse`` (results in request order; ``b""`` when the
+        batch has whole-call violations). Valid items with a PDQ hash whose index is
+        ``>= refuse_from`` (when ``>= 0``), and all of them when PDQ was paused, get an error
+        result: RESOURCE_EXHAUSTED with ErrorInfo ``ERROR_REASON_RATE_LIMITED`` and RetryInfo
+        ``retry_after_ms``. Invalid items get INVALID_ARGUMENT with ErrorInfo and BadRequest
+        (at most 100 violations), as ``errors.invalid``. The first call counts one match
+        event per (item, list, reference) answered MATCH (see :meth:`Index.take_counts`).
+        """
 
 def set_max_threads(n: int) -> None:
     """Cap the threads one large batch call uses (process-wide); 0 = every core."""

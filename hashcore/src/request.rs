@@ -1,0 +1,371 @@
+//! Match requests read from their wire bytes and validated: a
+//! `hashmatch.v1.MatchRequest` or `MatchBatchRequest` (see
+//! `proto/hashmatch/v1/match.proto`) becomes the items' ids, their violations
+//! and the packed query hashes for the index.
+//!
+//! The rules and texts are those of the service's `validation.py`:
+//!
+//! * `item_id`: at most 256 bytes of UTF-8 without control characters;
+//! * `hashes`: 1 to 16; each a known algorithm with a digest of its length,
+//!   `quality` only on PDQ and at most 100.
+//! * a batch holds 1 to 10,000 items; an item's paths are prefixed `items[i].`.
+//!
+//! Undecodable input: bytes that are not a protobuf message are one
+//! whole-call violation `(request)`. In a batch whose framing is readable, an
+//! item whose own body is not (truncated, bad wire type…) is refused alone,
+//! with the violation `items[i]` "is not a valid protobuf message"; an
+//! `item_id` that is not UTF-8 refuses its item with `…item_id` "is not valid
+//! UTF-8" (for a single request these two are the request's violations).
+//! Unknown fields, fields with an unexpected wire type, and groups are
+//! skipped as the protobuf runtime skips them; a singular field given twice
+//! keeps its last value.
+
+use crate::changes::{is_degenerate_pdq, Violation};
+use crate::index::{Key, Queries, DISTANCE_DEFAULT, QUALITY_UNKNOWN};
+use crate::pdq::pdq_from_bytes;
+use crate::proto::{Reader, Value};
+
+pub const MAX_ITEM_ID_BYTES: usize = 256;
+pub const MAX_HASHES_PER_ITEM: usize = 16;
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
+pub const NOT_PROTOBUF: &str = "the request is not a valid protobuf message";
+const ITEM_NOT_PROTOBUF: &str = "is not a valid protobuf message";
+const NOT_UTF8: &str = "is not valid UTF-8";
+
+/// One item of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Item {
+    /// `ids[id.0..id.1]` is the item_id (empty when not readable).
+    pub id: (u32, u32),
+    /// The item has at least one well-formed PDQ hash (degenerate or not);
+    /// always false for an invalid item.
+    pub has_pdq: bool,
+    /// Index into [`Request::errors`] + 1 when the item is invalid, else 0.
+    pub error: u32,
+}
+
+/// A request, read and checked.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub batch: bool,
+    /// Whole-call violations: the call is to be refused (for a single request,
+    /// its item's violations).
+    pub violations: Vec<Violation>,
+    pub items: Vec<Item>,
+    /// Item ids, concatenated.
+    pub ids: Vec<u8>,
+    /// Violations of each invalid item, all of them.
+    pub errors: Vec<Vec<Violation>>,
+    /// Hashes to search (PDQ left out when paused, degenerate PDQ always).
+    pub queries: Queries,
+    /// `owners[k]`: the item of query `k` (non-decreasing).
+    pub owners: Vec<u32>,
+    /// Some valid item has a well-formed PDQ hash.
+    pub has_pdq: bool,
+}
+
+/// One `Hash` as read.
+#[derive(Clone, Copy)]
+struct HashField<'a> {
+    alg: u64,
+    value: &'a [u8],
+    quality: Option<u64>,
+}
+
+impl Request {
+    pub fn item_id(&self, i: usize) -> &[u8] {
+        let (a, b) = self.items[i].id;
+        &self.ids[a as usize..b as usize]
+    }
+
+    /// Violations of item `i`, if it is invalid.
+    pub fn item_errors(&self, i: usize) -> Option<&[Violation]> {
+        match self.items[i].error {
+            0 => None,
+            e => self.errors.get(e as usize - 1).map(Vec::as_slice),
+        }
+    }
+
+    /// Reads and checks a `MatchRequest` (`batch == false`) or a
+    /// `MatchBatchRequest`. PDQ hashes are not queued for search when
+    /// `pdq_paused`. Never panics.
+    pub fn parse(raw: &[u8], batch: bool, pdq_paused: bool) -> Request {
+        let mut req = Request {
+            batch,
+            ..Request::default()
+        };
+        let mut scratch = Vec::new();
+        if !batch {
+            match read_item(raw, &mut scratch) {
+                Ok(fields) => req.add_item(fields, Prefix(None), &scratch, pdq_paused),
+                Err(Undecodable::Wire) => {
+                    req.refuse_item(None, vec![violation("(request)", NOT_PROTOBUF)])
+                }
+                Err(Undecodable::Utf8) => {
+                    req.refuse_item(None, vec![violation("item_id", NOT_UTF8)])
+                }
+            }
+            if let Some(v) = req.item_errors(0) {
+                req.violations = v.to_vec();
+            }
+            req.fill_distances();
+            return req;
+        }
+        let mut bodies: Vec<&[u8]> = Vec::new();
+        let mut reader = Reader::new(raw);
+        loop {
+            match reader.next() {
+                Ok(Some((1, Value::Len(body)))) => bodies.push(body),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    req.violations.push(violation("(request)", NOT_PROTOBUF));
+                    return req;
+                }
+            }
+        }
+        let n = bodies.len();
+        if n == 0 {
+            req.violations
+                .push(violation("items", "at least one item is required"));
+            return req;
+        }
+        if n > MAX_BATCH_ITEMS {
+            req.violations.push(violation(
+                "items",
+                format!("at most {MAX_BATCH_ITEMS} items, got {n}"),
+            ));
+            return req;
+        }
+        req.items.reserve_exact(n);
+        req.owners.reserve(n);
+        req.queries.keys.reserve(n);
+        req.queries.qualities.reserve(n);
+        for (i, body) in bodies.into_iter().enumerate() {
+            match read_item(body, &mut scratch) {
+                Ok(fields) => req.add_item(fields, Prefix(Some(i)), &scratch, pdq_paused),
+                Err(Undecodable::Wire) => req.refuse_item(
+                    None,
+                    vec![violation(format!("items[{i}]"), ITEM_NOT_PROTOBUF)],
+                ),
+                Err(Undecodable::Utf8) => req.refuse_item(
+                    None,
+                    vec![violation(format!("items[{i}].item_id"), NOT_UTF8)],
+                ),
+            }
+        }
+        req.fill_distances();
+        req
+    }
+
+    /// Every query uses its lists' own thresholds.
+    fn fill_distances(&mut self) {
+        self.queries.max_distances.clear();
+        self.queries
+            .max_distances
+            .resize(self.queries.keys.len(), DISTANCE_DEFAULT);
+    }
+
+    fn refuse_item(&mut self, id: Option<&[u8]>, violations: Vec<Violation>) {
+        let start = self.ids.len() as u32;
+        if let Some(id) = id {
+            self.ids.extend_from_slice(id);
+        }
+        self.errors.push(violations);
+        self.items.push(Item {
+            id: (start, self.ids.len() as u32),
+            has_pdq: false,
+            error: self.errors.len() as u32,
+        });
+    }
+
+    /// Checks one decoded item (its hashes in `hashes`).
+    fn add_item(&mut self, id: &[u8], prefix: Prefix, hashes: &[HashField<'_>], pdq_paused: bool) {
+        let mut out: Vec<Violation> = Vec::new();
+        if id.len() > MAX_ITEM_ID_BYTES {
+            out.push(violation(
+                format!("{prefix}item_id"),
+                format!(
+                    "must be at most {MAX_ITEM_ID_BYTES} bytes, got {}",
+                    id.len()
+                ),
+            ));
+        } else if id.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            out.push(violation(
+                format!("{prefix}item_id"),
+                "must not contain control characters",
+            ));
+        }
+        if hashes.is_empty() {
+            out.push(violation(
+                format!("{prefix}hashes"),
+                "at least one hash is required",
+            ));
+        } else if hashes.len() > MAX_HASHES_PER_ITEM {
+            out.push(violation(
+                format!("{prefix}hashes"),
+                format!("at most {MAX_HASHES_PER_ITEM} hashes per item"),
+            ));
+        }
+        for (j, h) in hashes.iter().enumerate() {
+            check_hash(h, prefix, j, &mut out);
+        }
+        if !out.is_empty() {
+            self.refuse_item(Some(id), out);
+            return;
+        }
+        let owner = self.items.len() as u32;
+        let mut has_pdq = false;
+        for h in hashes {
+            let Some(key) = key_of(h) else { continue };
+            let quality = h
+                .quality
+                .map_or(QUALITY_UNKNOWN, |q| (q as u32).min(100) as u8);
+            if let Key::Pdq(_) = key {
+                has_pdq = true;
+                if pdq_paused || is_degenerate_pdq(h.value) {
+                    continue;
+                }
+            }
+            self.queries.keys.push(key);
+            self.queries.qualities.push(quality);
+            self.owners.push(owner);
+        }
+        self.has_pdq |= has_pdq;
+        let start = self.ids.len() as u32;
+        self.ids.extend_from_slice(id);
+        self.items.push(Item {
+            id: (start, self.ids.len() as u32),
+            has_pdq,
+            error: 0,
+        });
+    }
+}
+
+/// An item's path prefix (`""` or `"items[i]."`), formatted only into a violation.
+#[derive(Clone, Copy)]
+struct Prefix(Option<usize>);
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(i) => write!(f, "items[{i}]."),
+            None => Ok(()),
+        }
+    }
+}
+
+fn violation(field: impl Into<String>, description: impl Into<String>) -> Violation {
+    Violation {
+        field: field.into(),
+        description: description.into(),
+    }
+}
+
+/// The enum value protobuf keeps for a varint: its low 32 bits as `int32`.
+fn alg_number(alg: u64) -> i32 {
+    alg as u32 as i32
+}
+
+fn expected_len(alg: i32) -> Option<usize> {
+    match alg {
+        1 => Some(16),
+        2 => Some(20),
+        3 | 4 => Some(32),
+        _ => None,
+    }
+}
+
+/// The checks of `validation.check_hash`, appended to `out`.
+fn check_hash(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violation>) {
+    let alg = alg_number(h.alg);
+    let Some(expected) = expected_len(alg) else {
+        out.push(violation(
+            format!("{prefix}hashes[{j}].algorithm"),
+            "unknown or unspecified algorithm",
+        ));
+        return;
+    };
+    if h.value.len() != expected {
+        out.push(violation(
+            format!("{prefix}hashes[{j}].value"),
+            format!(
+                "must be {expected} bytes for this algorithm, got {}",
+                h.value.len()
+            ),
+        ));
+    }
+    if let Some(q) = h.quality {
+        // uint32 on the wire: protobuf keeps the low 32 bits.
+        if alg != 4 {
+            out.push(violation(
+                format!("{prefix}hashes[{j}].quality"),
+                "only PDQ hashes carry a quality",
+            ));
+        } else if q as u32 > 100 {
+            out.push(violation(
+                format!("{prefix}hashes[{j}].quality"),
+                "must be 0-100",
+            ));
+        }
+    }
+}
+
+/// The key of a hash that passed [`check_hash`].
+fn key_of(h: &HashField<'_>) -> Option<Key> {
+    let v = h.value;
+    Some(match alg_number(h.alg) {
+        1 => Key::Md5(v.try_into().ok()?),
+        2 => Key::Sha1(v.try_into().ok()?),
+        3 => Key::Sha256(v.try_into().ok()?),
+        4 => Key::Pdq(pdq_from_bytes(v.try_into().ok()?)),
+        _ => return None,
+    })
+}
+
+enum Undecodable {
+    Wire,
+    Utf8,
+}
+
+/// Reads one `MatchRequest`: its item_id, with its hashes left in `hashes`.
+fn read_item<'a>(body: &'a [u8], hashes: &mut Vec<HashField<'a>>) -> Result<&'a [u8], Undecodable> {
+    hashes.clear();
+    let mut id: &[u8] = &[];
+    let mut reader = Reader::new(body);
+    let mut bad_utf8 = false;
+    while let Some((field, value)) = reader.next().map_err(|_| Undecodable::Wire)? {
+        match (field, value) {
+            (1, Value::Len(v)) => {
+                // Every occurrence is checked, as the runtime does.
+                bad_utf8 |= std::str::from_utf8(v).is_err();
+                id = v;
+            }
+            (2, Value::Len(v)) => hashes.push(read_hash(v).ok_or(Undecodable::Wire)?),
+            _ => {}
+        }
+    }
+    if bad_utf8 {
+        return Err(Undecodable::Utf8);
+    }
+    Ok(id)
+}
+
+fn read_hash(body: &[u8]) -> Option<HashField<'_>> {
+    let mut h = HashField {
+        alg: 0,
+        value: &[],
+        quality: None,
+    };
+    let mut reader = Reader::new(body);
+    while let Some((field, value)) = reader.next().ok()? {
+        match (field, value) {
+            (1, Value::Varint(v)) => h.alg = v,
+            (2, Value::Len(v)) => h.value = v,
+            (3, Value::Varint(v)) => h.quality = Some(v),
+            _ => {}
+        }
+    }
+    Some(h)
+}

@@ -1,0 +1,365 @@
+//! The answer to one match request, and its wire encoding.
+//!
+//! [`Verdicts`] holds what the index found for a request (the references of
+//! each item, in the order the hits came out) and writes the
+//! `MatchResponse` / `MatchBatchResponse` bytes. Field numbers follow
+//! `proto/hashmatch/v1/match.proto` and `google/rpc/{status,error_details}.proto`;
+//! proto3 defaults are omitted, as the protobuf runtime omits them.
+//!
+//! Encoding counts match events into [`Counts`] (once per `Verdicts`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::changes::{Violation, MAX_VIOLATIONS};
+use crate::index::Key;
+use crate::pdq::pdq_to_bytes;
+use crate::proto::{len_field_size, put_len, put_str, put_uint, put_varint, varint_len};
+use crate::request::Request;
+
+pub const VERDICT_NO_MATCH: u64 = 1;
+pub const VERDICT_MATCH: u64 = 2;
+const CODE_INVALID_ARGUMENT: u64 = 3;
+const CODE_RESOURCE_EXHAUSTED: u64 = 8;
+const DOMAIN: &[u8] = b"hashmatch.v1";
+pub const PAUSED_MESSAGE: &str =
+    "PDQ queries from this tenant are paused: its recent queries look like a probe of a listed hash";
+const TYPE_ERROR_INFO: &[u8] = b"type.googleapis.com/google.rpc.ErrorInfo";
+const TYPE_BAD_REQUEST: &[u8] = b"type.googleapis.com/google.rpc.BadRequest";
+const TYPE_RETRY_INFO: &[u8] = b"type.googleapis.com/google.rpc.RetryInfo";
+
+/// One reference answered for one item.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub item: u32,
+    pub list_id: u32,
+    pub list_version: u64,
+    pub list_name: Arc<str>,
+    /// `Verdicts::texts[reference.0..reference.1]`.
+    pub reference: (u32, u32),
+}
+
+/// What one request gets: its items' references, ready to encode.
+pub struct Verdicts {
+    pub request: Request,
+    pub tenant: Box<str>,
+    pub pdq_paused: bool,
+    /// In item order; one per (item, list, reference), first hit first.
+    pub answers: Vec<Answer>,
+    /// Reference IDs of `answers`, concatenated.
+    pub texts: String,
+    /// Per query: it produced at least one hit served to this tenant (empty
+    /// when nothing was hit).
+    pub served: Vec<bool>,
+    counts: Arc<Counts>,
+    counted: AtomicBool,
+}
+
+impl Verdicts {
+    pub fn new(request: Request, tenant: &str, pdq_paused: bool, counts: Arc<Counts>) -> Verdicts {
+        Verdicts {
+            request,
+            tenant: tenant.into(),
+            pdq_paused,
+            answers: Vec::new(),
+            texts: String::new(),
+            served: Vec::new(),
+            counts,
+            counted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn reference(&self, a: &Answer) -> &str {
+        self.texts
+            .get(a.reference.0 as usize..a.reference.1 as usize)
+            .unwrap_or("")
+    }
+
+    /// Items of the request (0 when the call itself was refused unread).
+    pub fn items(&self) -> usize {
+        self.request.items.len()
+    }
+
+    /// `(item, PDQ value, served hit)` of every PDQ hash searched.
+    pub fn pdq_queries(&self) -> Vec<(u32, [u8; 32], bool)> {
+        let q = &self.request.queries;
+        q.keys
+            .iter()
+            .enumerate()
+            .filter_map(|(k, key)| match key {
+                Key::Pdq(h) => Some((
+                    self.request.owners[k],
+                    pdq_to_bytes(h),
+                    self.served.get(k).copied().unwrap_or(false),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The response bytes: a `MatchResponse` for a single request, a
+    /// `MatchBatchResponse` for a batch (empty when the whole call was
+    /// refused: the caller answers with `violations`). PDQ-bearing items
+    /// with index `>= refuse_from` (when `refuse_from >= 0`), and all of them
+    /// when PDQ is paused, get a RESOURCE_EXHAUSTED error carrying
+    /// `retry_after_ms`. The first call counts the match events answered.
+    pub fn encode(&self, refuse_from: i64, retry_after_ms: u64) -> Vec<u8> {
+        let req = &self.request;
+        if req.batch && !req.violations.is_empty() {
+            return Vec::new();
+        }
+        let refuse_from = if self.pdq_paused {
+            0
+        } else if refuse_from >= 0 {
+            usize::try_from(refuse_from).unwrap_or(usize::MAX)
+        } else {
+            usize::MAX
+        };
+        let count = !self.counted.swap(true, Ordering::Relaxed);
+        let now = if count && !self.answers.is_empty() {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        } else {
+            0.0
+        };
+        let mut paused_status: Vec<u8> = Vec::new();
+        let mut out =
+            Vec::with_capacity(req.items.len() * 8 + req.ids.len() + self.answers.len() * 48);
+        let mut body = Vec::new();
+        let mut next = 0usize; // first answer not yet written
+        for (i, item) in req.items.iter().enumerate() {
+            let id = req.item_id(i);
+            let start = next;
+            while next < self.answers.len() && self.answers[next].item as usize == i {
+                next += 1;
+            }
+            let answers = &self.answers[start..next];
+            if let Some(violations) = req.item_errors(i) {
+                body.clear();
+                put_str(1, id, &mut body);
+                put_len(4, &invalid_status(violations), &mut body);
+            } else if item.has_pdq && i >= refuse_from {
+                if paused_status.is_empty() {
+                    paused_status = paused_status_bytes(retry_after_ms);
+                }
+                body.clear();
+                put_str(1, id, &mut body);
+                put_len(4, &paused_status, &mut body);
+            } else if answers.is_empty() {
+                // The common case, written in place.
+                let size = if id.is_empty() {
+                    0
+                } else {
+                    len_field_size(id.len())
+                } + 2;
+                if req.batch {
+                    out.push(0x0a);
+                    put_varint(size as u64, &mut out);
+                }
+                put_str(1, id, &mut out);
+                out.extend_from_slice(&[0x10, VERDICT_NO_MATCH as u8]);
+                continue;
+            } else {
+                body.clear();
+                put_str(1, id, &mut body);
+                put_uint(2, VERDICT_MATCH, &mut body);
+                for a in answers {
+                    let reference = self.reference(a).as_bytes();
+                    let name = a.list_name.as_bytes();
+                    let size = str_size(name)
+                        + str_size(reference)
+                        + if a.list_version == 0 {
+                            0
+                        } else {
+                            1 + varint_len(a.list_version)
+                        };
+                    body.push(3 << 3 | 2);
+                    put_varint(size as u64, &mut body);
+                    put_str(1, name, &mut body);
+                    put_str(2, reference, &mut body);
+                    put_uint(3, a.list_version, &mut body);
+                    if count {
+                        self.counts.add(&self.tenant, a.list_id, reference, now);
+                    }
+                }
+            }
+            if req.batch {
+                put_len(1, &body, &mut out);
+            } else {
+                out.extend_from_slice(&body);
+            }
+        }
+        out
+    }
+}
+
+fn str_size(s: &[u8]) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        len_field_size(s.len())
+    }
+}
+
+fn any(type_url: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    let mut msg = Vec::with_capacity(type_url.len() + value.len() + 8);
+    put_len(1, type_url, &mut msg);
+    put_str(2, value, &mut msg);
+    put_len(3, &msg, out);
+}
+
+fn error_info(reason: &[u8]) -> Vec<u8> {
+    let mut info = Vec::new();
+    put_str(1, reason, &mut info);
+    put_str(2, DOMAIN, &mut info);
+    info
+}
+
+/// `google.rpc.Status` of an invalid item, as `errors.invalid(...).to_status()`.
+pub fn invalid_status(violations: &[Violation]) -> Vec<u8> {
+    let mut status = Vec::new();
+    put_uint(1, CODE_INVALID_ARGUMENT, &mut status);
+    if let Some(first) = violations.first() {
+        let mut message = format!("invalid field {}: {}", first.field, first.description);
+        if violations.len() > 1 {
+            message.push_str(&format!(" (and {} more)", violations.len() - 1));
+        }
+        put_str(2, message.as_bytes(), &mut status);
+    }
+    any(
+        TYPE_ERROR_INFO,
+        &error_info(b"ERROR_REASON_INVALID_FIELD"),
+        &mut status,
+    );
+    let mut bad = Vec::new();
+    for v in violations.iter().take(MAX_VIOLATIONS) {
+        let mut fv = Vec::with_capacity(v.field.len() + v.description.len() + 6);
+        put_str(1, v.field.as_bytes(), &mut fv);
+        put_str(2, v.description.as_bytes(), &mut fv);
+        put_len(1, &fv, &mut bad);
+    }
+    if !bad.is_empty() {
+        any(TYPE_BAD_REQUEST, &bad, &mut status);
+    }
+    status
+}
+
+/// `google.rpc.Status` of a paused tenant's PDQ query.
+pub fn paused_status_bytes(retry_after_ms: u64) -> Vec<u8> {
+    let mut status = Vec::new();
+    put_uint(1, CODE_RESOURCE_EXHAUSTED, &mut status);
+    put_str(2, PAUSED_MESSAGE.as_bytes(), &mut status);
+    any(
+        TYPE_ERROR_INFO,
+        &error_info(b"ERROR_REASON_RATE_LIMITED"),
+        &mut status,
+    );
+    let mut duration = Vec::new();
+    put_uint(1, retry_after_ms / 1000, &mut duration);
+    put_uint(2, (retry_after_ms % 1000) * 1_000_000, &mut duration);
+    let mut retry = Vec::new();
+    put_len(1, &duration, &mut retry); // a set message field, even when empty
+    any(TYPE_RETRY_INFO, &retry, &mut status);
+    status
+}
+
+/// One counted (tenant, list, reference): matches and the time of the last.
+struct Counted {
+    tenant: Box<str>,
+    list_id: u32,
+    reference: Box<str>,
+    matches: u64,
+    last: f64,
+}
+
+const SHARDS: usize = 16;
+
+/// Keys of [`Counts`] are already XXH3 hashes: used as they are.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Shard = HashMap<u64, Vec<Counted>, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// Match events per (tenant, list, reference), until taken. Sharded so
+/// concurrent encoders rarely meet on a lock.
+pub struct Counts {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+}
+
+impl Counts {
+    pub fn add(&self, tenant: &str, list_id: u32, reference: &[u8], now: f64) {
+        let Ok(reference) = std::str::from_utf8(reference) else {
+            return;
+        };
+        let mut h = Xxh3::new();
+        h.update(&(tenant.len() as u64).to_le_bytes());
+        h.update(tenant.as_bytes());
+        h.update(&list_id.to_le_bytes());
+        h.update(reference.as_bytes());
+        let key = h.digest();
+        let shard = &self.shards[(key >> 60) as usize % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = map.entry(key).or_default();
+        match slot
+            .iter_mut()
+            .find(|c| c.list_id == list_id && &*c.tenant == tenant && &*c.reference == reference)
+        {
+            Some(c) => {
+                c.matches += 1;
+                c.last = c.last.max(now);
+            }
+            None => slot.push(Counted {
+                tenant: tenant.into(),
+                list_id,
+                reference: reference.into(),
+                matches: 1,
+                last: now,
+            }),
+        }
+    }
+
+    /// Every count, cleared: `(tenant, list_id, reference, matches, last unix time)`.
+    pub fn take(&self) -> Vec<(String, u32, String, u64, f64)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let map = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            for c in map.into_values().flatten() {
+                out.push((
+                    c.tenant.into(),
+                    c.list_id,
+                    c.reference.into(),
+                    c.matches,
+                    c.last,
+                ));
+            }
+        }
+        out
+    }
+}
