@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import Running, start
-from hashmatch.client import MD5, PDQ, FailedPrecondition, Unauthenticated
+from conftest import TENANTS, Running, start
+from hashmatch.client import (
+    MD5,
+    PDQ,
+    Connection,
+    FailedPrecondition,
+    MatchClient,
+    RetryPolicy,
+    Unauthenticated,
+)
 from hashmatch.client.list_client import build_batch
 from hashmatch.server.app import build
 from hashmatch.server.settings import Settings
@@ -110,6 +119,85 @@ def test_replica_mirrors_lists_tenants_and_verdicts(tmp_path: Path) -> None:
         lists.apply_changes("second", "s1", [upsert(MD5, md5s[2], "S")])
         replica = start_replica(tmp_path / "replica", primary)
         eventually(lambda: same_lists(primary, replica), "restarted replica caught up")
+    finally:
+        replica.service.stop(grace=0)
+        primary.service.stop(grace=0)
+
+
+def test_replica_follows_many_lists_on_one_stream(tmp_path: Path) -> None:
+    """More lists than any thread pool, and a primary that admits one stream per tenant:
+    the replica still copies them all, and the primary keeps answering platforms."""
+    rng = random.Random(2)
+    service = build(
+        Settings(
+            data_dir=tmp_path / "primary",
+            listen="127.0.0.1:0",
+            poll_interval=0.01,
+            max_tenant_streams=1,
+        )
+    )
+    tokens = {name: service.store.add_tenant(name, role) for name, role in TENANTS.items()}
+    primary = Running(service, tokens)
+    lists = primary.lists()
+    entries = {}
+    for i in range(40):
+        name = f"list-{i:02d}"
+        lists.create_list(name)
+        entries[name] = [random_digest(rng, MD5) for _ in range(3)]
+        for j, value in enumerate(entries[name]):
+            lists.apply_changes(name, f"b{j}", [upsert(MD5, value, f"{name}-{j}")])
+    replica = start_replica(tmp_path / "replica", primary)
+    try:
+        eventually(lambda: same_lists(primary, replica), "replica holds all 40 lists")
+        result = replica.matcher().match(hashes((MD5, entries["list-39"][2])))
+        assert [(r.list, r.reference_id) for r in result.references] == [("list-39", "list-39-2")]
+        # The replica's threads do not grow with its lists.
+        ours = [t.name for t in threading.enumerate() if t.name.startswith("replica")]
+        assert len(ours) <= 2, ours
+
+        # The primary answers a platform at once while the replica follows, and while a
+        # hotline keeps writing to every list (a deadline, not a timing assertion).
+        platform = MatchClient(
+            Connection(
+                server=primary.address,
+                token=tokens["platform"],
+                timeout=5.0,
+                retry=RetryPolicy(attempts=1),
+            )
+        )
+        for i in range(40):
+            name = f"list-{i:02d}"
+            lists.apply_changes(name, "more", [upsert(MD5, random_digest(rng, MD5), "X")])
+            assert platform.match(hashes((MD5, entries[name][0]))).matched
+
+        # A list created after the replica started appears there, with its batches.
+        lists.create_list("late")
+        late = random_digest(rng, MD5)
+        lists.apply_changes("late", "l1", [upsert(MD5, late, "LATE")])
+        eventually(
+            lambda: replica.matcher().match(hashes((MD5, late))).matched,
+            "the new list is served by the replica",
+        )
+
+        # A retraction reaches the replica.
+        lists.apply_changes("list-07", "retract", [retire(MD5, entries["list-07"][1])])
+        eventually(
+            lambda: not replica.matcher().match(hashes((MD5, entries["list-07"][1]))).matched,
+            "the retraction is honoured by the replica",
+        )
+        eventually(lambda: same_lists(primary, replica), "replica caught up with every list")
+
+        # A token revoked on the primary is refused by the replica, on the same stream.
+        primary.service.store.revoke_tokens("platform")
+
+        def revoked() -> bool:
+            try:
+                replica.matcher().match(hashes((MD5, late)))
+            except Unauthenticated:
+                return True
+            return False
+
+        eventually(revoked, "the revoked token is refused by the replica")
     finally:
         replica.service.stop(grace=0)
         primary.service.stop(grace=0)

@@ -1,4 +1,5 @@
 from hashmatch.v1 import hashes_pb2 as _hashes_pb2
+from hashmatch.v1 import lists_pb2 as _lists_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -34,3 +35,27 @@ class GetTenantsResponse(_message.Message):
     TENANTS_FIELD_NUMBER: _ClassVar[int]
     tenants: _containers.RepeatedCompositeFieldContainer[ReplicatedTenant]
     def __init__(self, tenants: _Optional[_Iterable[_Union[ReplicatedTenant, _Mapping]]] = ...) -> None: ...
+
+class ListPosition(_message.Message):
+    __slots__ = ("list", "version")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    version: int
+    def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class FollowRequest(_message.Message):
+    __slots__ = ("positions",)
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedCompositeFieldContainer[ListPosition]
+    def __init__(self, positions: _Optional[_Iterable[_Union[ListPosition, _Mapping]]] = ...) -> None: ...
+
+class FollowEvent(_message.Message):
+    __slots__ = ("tenants", "list", "batch")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    tenants: GetTenantsResponse
+    list: _lists_pb2.HashList
+    batch: _lists_pb2.ChangeBatch
+    def __init__(self, tenants: _Optional[_Union[GetTenantsResponse, _Mapping]] = ..., list: _Optional[_Union[_lists_pb2.HashList, _Mapping]] = ..., batch: _Optional[_Union[_lists_pb2.ChangeBatch, _Mapping]] = ...) -> None: ...

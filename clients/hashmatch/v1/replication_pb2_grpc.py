@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class ReplicationServiceStub:
-    """What a read replica needs beyond ListService.WatchChanges (role "replica" only).
+    """What a read replica copies from its primary (role "replica" only).
     """
 
     def __init__(self, channel):
@@ -40,16 +40,32 @@ class ReplicationServiceStub:
                 request_serializer=hashmatch_dot_v1_dot_replication__pb2.GetTenantsRequest.SerializeToString,
                 response_deserializer=hashmatch_dot_v1_dot_replication__pb2.GetTenantsResponse.FromString,
                 _registered_method=True)
+        self.Follow = channel.unary_stream(
+                '/hashmatch.v1.ReplicationService/Follow',
+                request_serializer=hashmatch_dot_v1_dot_replication__pb2.FollowRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_replication__pb2.FollowEvent.FromString,
+                _registered_method=True)
 
 
 class ReplicationServiceServicer:
-    """What a read replica needs beyond ListService.WatchChanges (role "replica" only).
+    """What a read replica copies from its primary (role "replica" only).
     """
 
     def GetTenants(self, request, context):
         """Every tenant with its token hashes, so a platform's token works on every replica and
         a revocation on the primary reaches the replicas. Tokens themselves are never stored
-        anywhere, so they cannot be sent.
+        anywhere, so they cannot be sent. (Follow carries the same content; kept for older
+        replicas.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Follow(self, request, context):
+        """Everything a replica copies, on one stream that follows for as long as the replica
+        wants, however many lists there are: the tenants, every list, each list's committed
+        batches after the replica's position in version order, then new lists, batches and
+        tenant changes as they commit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,6 +79,11 @@ def add_ReplicationServiceServicer_to_server(servicer, server):
                     request_deserializer=hashmatch_dot_v1_dot_replication__pb2.GetTenantsRequest.FromString,
                     response_serializer=hashmatch_dot_v1_dot_replication__pb2.GetTenantsResponse.SerializeToString,
             ),
+            'Follow': grpc.unary_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=hashmatch_dot_v1_dot_replication__pb2.FollowRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_replication__pb2.FollowEvent.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'hashmatch.v1.ReplicationService', rpc_method_handlers)
@@ -72,7 +93,7 @@ def add_ReplicationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ReplicationService:
-    """What a read replica needs beyond ListService.WatchChanges (role "replica" only).
+    """What a read replica copies from its primary (role "replica" only).
     """
 
     @staticmethod
@@ -92,6 +113,33 @@ class ReplicationService:
             '/hashmatch.v1.ReplicationService/GetTenants',
             hashmatch_dot_v1_dot_replication__pb2.GetTenantsRequest.SerializeToString,
             hashmatch_dot_v1_dot_replication__pb2.GetTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Follow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hashmatch.v1.ReplicationService/Follow',
+            hashmatch_dot_v1_dot_replication__pb2.FollowRequest.SerializeToString,
+            hashmatch_dot_v1_dot_replication__pb2.FollowEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,14 @@
 """A read replica: copies a primary's tenants and lists into this server's own LMDB.
 
-Each list is followed with WatchChanges from the local version, so a restart or a dropped
-connection resumes exactly where the local store stopped. Batches are applied through the
-same store path as on the primary, with the primary's batch IDs and versions, and the
-digest after each batch is checked against the primary's.
+One ReplicationService.Follow stream carries everything, however many lists there are:
+the tenants (token revocations included), each list as it appears, and every list's
+committed batches. The stream is opened with the local version of each list, so a restart
+or a dropped connection resumes exactly where the local store stopped. Batches are applied
+through the same store path as on the primary, with the primary's batch IDs and versions,
+and the digest after each batch is checked against the primary's.
+
+Two threads whatever the number of lists: one reads the stream, one applies what arrived
+and reconnects (1 s, doubling to 30 s) when the stream fails.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from typing import TypeAlias
 
 import grpc
 
 from hashmatch.client.connection import Connection
-from hashmatch.client.errors import HashmatchError
-from hashmatch.client.list_client import ListClient
+from hashmatch.client.errors import HashmatchError, from_rpc_error
 from hashmatch.server.core import parse_changes
 from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
@@ -25,30 +31,49 @@ from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-# Batches read ahead of the store (the reader waits when this many are queued).
-QUEUED_BATCHES = 64
-# Entries applied in one store transaction while catching up.
+# Events read ahead of the store (the reader waits when this many are queued).
+QUEUED_EVENTS = 64
+# Entries applied in one store transaction per list while catching up.
 GROUP_ENTRIES = 1_000_000
+# Waits between attempts to reach the primary: the first, and the most.
+INITIAL_BACKOFF = 1.0
+MAX_BACKOFF = 30.0
+# The primary sends the tenants at least every 30 s; a stream silent for this long is
+# taken for a dead connection and reopened.
+SILENCE_SECONDS = 90.0
+
+# What the reader hands over: an event, how the stream failed, or None when it ended.
+Item: TypeAlias = replication_pb2.FollowEvent | BaseException | None
+
+
+class ApplyFailed(HashmatchError):
+    """What the primary sent could not be applied here."""
+
+
+class Diverged(ApplyFailed):
+    """The local copy of a list no longer continues the primary's."""
+
+
+class _StreamEnded(HashmatchError):
+    pass
 
 
 class Replicator:
-    def __init__(
-        self,
-        store: Store,
-        follower: IndexFollower,
-        connection: Connection,
-        poll_interval: float = 1.0,
-    ) -> None:
+    def __init__(self, store: Store, follower: IndexFollower, connection: Connection) -> None:
         self.store = store
         self.follower = follower
         self.connection = connection
-        self.poll_interval = poll_interval
         self._stop = threading.Event()
-        self._watchers: dict[str, threading.Thread] = {}
         self._thread: threading.Thread | None = None
-        self._lists = ListClient(connection)
         self._channel = connection.open_channel()
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
+        self._call: grpc.Future | None = None
+        # Lists whose local copy diverged: not applied to any more (logged once each).
+        self._diverged: set[str] = set()
+        # Whether the current stream has delivered anything (then the backoff restarts),
+        # and whether the last one did, for logging state changes only.
+        self._connected = False
+        self._following: bool | None = None
 
     def start(self) -> None:
         self.store.mark_replica(self.connection.server)
@@ -57,31 +82,124 @@ class Replicator:
 
     def stop(self) -> None:
         self._stop.set()
-        self._lists.close()
+        call = self._call
+        if call is not None:
+            call.cancel()
         self._channel.close()
-        for t in [self._thread, *self._watchers.values()]:
-            if t is not None:
-                t.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        delay = INITIAL_BACKOFF
         while not self._stop.is_set():
             try:
-                self.sync_once()
-            except (HashmatchError, grpc.RpcError) as exc:
-                log.warning("replica: primary %s unreachable: %s", self.connection.server, exc)
-            except Exception:
-                log.exception("replica: sync failed; retrying")
-            self._stop.wait(self.poll_interval)
+                self._follow()
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                local = not isinstance(exc, HashmatchError) or isinstance(exc, ApplyFailed)
+                if not isinstance(exc, HashmatchError):
+                    log.exception("replica: applying what the primary sent failed")
+                if self._following is not False:
+                    log.warning(
+                        "replica: not following primary %s (%s); retrying every %g-%g s",
+                        self.connection.server,
+                        exc,
+                        INITIAL_BACKOFF,
+                        MAX_BACKOFF,
+                    )
+                    self._following = False
+                else:
+                    log.debug("replica: still not following %s: %s", self.connection.server, exc)
+                # A stream that got through starts the backoff over, unless what broke it
+                # was applying its content (that will most likely fail again).
+                if self._connected and not local:
+                    delay = INITIAL_BACKOFF
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
 
-    def sync_once(self) -> None:
-        """Mirrors tenants and creates any new list, starting a watcher for it."""
-        response = self.connection.call(
-            lambda: self._replication.GetTenants(
-                replication_pb2.GetTenantsRequest(),
-                timeout=self.connection.timeout,
-                metadata=self.connection.metadata(),
-            )
+    def _follow(self) -> None:
+        """Follows one stream until it fails (raises) or the replicator stops.
+
+        The reader thread queues events as they arrive; this thread applies as many as
+        have arrived at once, each list's batches in one store transaction: a replica
+        catching up writes each B-tree page once per group, not once per batch.
+        """
+        self._connected = False
+        positions = [
+            replication_pb2.ListPosition(list=m.name, version=m.version) for m in self.store.lists()
+        ]
+        call = self._replication.Follow(
+            replication_pb2.FollowRequest(positions=positions),
+            metadata=self.connection.metadata(),
         )
+        self._call = call
+        arrived: queue.Queue[Item] = queue.Queue(maxsize=QUEUED_EVENTS)
+        closed = threading.Event()
+        reader = threading.Thread(
+            target=_read, args=(call, arrived, closed), name="replica-read", daemon=True
+        )
+        reader.start()
+        try:
+            heard = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    first = arrived.get(timeout=0.5)
+                except queue.Empty:
+                    if time.monotonic() - heard > SILENCE_SECONDS:
+                        raise HashmatchError(f"nothing heard for {SILENCE_SECONDS:g} s") from None
+                    continue
+                heard = time.monotonic()
+                group = [first]
+                size = 0
+                while size < GROUP_ENTRIES and isinstance(group[-1], replication_pb2.FollowEvent):
+                    size += _entries(group[-1])
+                    try:
+                        group.append(arrived.get_nowait())
+                    except queue.Empty:
+                        break
+                self._apply_group(group)
+        finally:
+            closed.set()
+            call.cancel()
+            self._call = None
+            reader.join(timeout=5)
+
+    def _apply_group(self, group: list[Item]) -> None:
+        """Applies events in arrival order; each list's batches together at the end (lists
+        are independent; a list's creation comes before its batches)."""
+        batches: dict[str, list[lists_pb2.ChangeBatch]] = {}
+        end: BaseException | None = None
+        for item in group:
+            if item is None:
+                end = _StreamEnded("the primary ended the stream")
+            elif isinstance(item, BaseException):
+                end = item
+            else:
+                if not self._connected:
+                    self._connected = True
+                    if self._following is not True:
+                        log.info("replica: following primary %s", self.connection.server)
+                        self._following = True
+                kind = item.WhichOneof("event")
+                if kind == "tenants":
+                    self._mirror_tenants(item.tenants)
+                elif kind == "list":
+                    self._create_list(item.list)
+                elif kind == "batch":
+                    batches.setdefault(item.batch.list, []).append(item.batch)
+        for name, run in batches.items():
+            if name in self._diverged:
+                continue
+            try:
+                self._apply_all(name, run)
+            except Diverged:
+                self._diverged.add(name)
+        self.follower.catch_up()
+        if end is not None:
+            raise end
+
+    def _mirror_tenants(self, response: replication_pb2.GetTenantsResponse) -> None:
         tenants = [
             (Tenant(t.name, Role(t.role), t.created_at), list(t.token_hashes))
             for t in response.tenants
@@ -95,76 +213,22 @@ class Replicator:
         }
         if self.store.mirror_tenants(tenants, platforms):
             log.info("replica: tenants updated from the primary")
-        for info in self._lists.list_lists():
-            if self.store.get_list(info.name) is None:
-                # Only this thread creates lists here: a replica refuses every write.
-                self.store.create_list(
-                    info.name,
-                    info.owner,
-                    pdq_threshold=info.pdq_threshold,
-                    pdq_min_quality=info.pdq_min_quality,
-                )
-                self.follower.catch_up()
-            watcher = self._watchers.get(info.name)
-            if watcher is None or not watcher.is_alive():
-                watcher = threading.Thread(
-                    target=self._watch, args=(info.name,), name=f"watch-{info.name}", daemon=True
-                )
-                self._watchers[info.name] = watcher
-                watcher.start()
 
-    def _watch(self, name: str) -> None:
-        """Follows one list until stopped or the stream fails (the next sync restarts it).
-
-        A reader thread takes batches off the stream while this one applies them, as many
-        as have arrived at once in one store transaction: a replica catching up on a large
-        list then writes each B-tree page once per group, not once per batch.
-        """
-        meta = self.store.get_list(name)
-        if meta is None:
+    def _create_list(self, info: lists_pb2.HashList) -> None:
+        if self.store.get_list(info.name) is not None:
             return
-        arrived: queue.Queue[lists_pb2.ChangeBatch | BaseException | None] = queue.Queue(
-            maxsize=QUEUED_BATCHES
+        # Only this thread creates lists here: a replica refuses every write.
+        self.store.create_list(
+            info.name,
+            info.owner,
+            pdq_threshold=info.pdq_threshold,
+            pdq_min_quality=info.pdq_min_quality,
         )
-
-        def read() -> None:
-            try:
-                for batch in self._lists.watch_changes(name, meta.version):
-                    arrived.put(batch)
-                    if self._stop.is_set():
-                        break
-                arrived.put(None)
-            except BaseException as exc:  # handed to the applying thread
-                arrived.put(exc)
-
-        threading.Thread(target=read, name=f"read-{name}", daemon=True).start()
-        try:
-            while not self._stop.is_set():
-                try:
-                    first = arrived.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                group = [first]
-                size = 0
-                while size < GROUP_ENTRIES and isinstance(group[-1], lists_pb2.ChangeBatch):
-                    size += len(group[-1].upserts) + len(group[-1].retirements)
-                    try:
-                        group.append(arrived.get_nowait())
-                    except queue.Empty:
-                        break
-                batches = [b for b in group if isinstance(b, lists_pb2.ChangeBatch)]
-                self._apply_all(name, batches)
-                end = group[-1]
-                if end is None:
-                    return
-                if isinstance(end, BaseException):
-                    raise end
-        except HashmatchError as exc:
-            if not self._stop.is_set():
-                log.warning("replica: watching %s stopped: %s", name, exc)
+        log.info("replica: list %s created from the primary", info.name)
 
     def _apply_all(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> None:
-        """Applies batches in order: runs of entry batches together, events one by one."""
+        """Applies one list's batches in order: runs of entry batches together, events
+        one by one."""
         run: list[lists_pb2.ChangeBatch] = []
         for batch in batches:
             if batch.batch_id:
@@ -174,19 +238,19 @@ class Replicator:
             run = []
             self._apply_event(name, batch)
         self._apply_run(name, run)
-        self.follower.catch_up()
 
     def _actor(self) -> str:
         return f"replica-of:{self.connection.server}"
 
-    def _diverged(self, name: str, local: int, primary: int) -> HashmatchError:
+    def _diverged_error(self, name: str, local: int, primary: int) -> Diverged:
         log.error(
-            "replica: %s diverged (local version %d, primary batch %d); not applying",
+            "replica: %s diverged (local version %d, primary batch %d); no longer applying "
+            "its batches",
             name,
             local,
             primary,
         )
-        return HashmatchError("replica diverged")
+        return Diverged("replica diverged")
 
     def _apply_event(self, name: str, batch: lists_pb2.ChangeBatch) -> None:
         kind = QUARANTINE if batch.quarantined else RELEASE
@@ -196,13 +260,14 @@ class Replicator:
                 name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
             )
         except StaleVersion as exc:
-            raise self._diverged(name, exc.current, batch.version) from exc
+            raise self._diverged_error(name, exc.current, batch.version) from exc
 
     def _apply_run(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> None:
         if not batches:
             return
         meta = self.store.get_list(name)
-        assert meta is not None, "a watched list exists locally"
+        if meta is None:
+            raise ApplyFailed(f"the primary sent batches of {name} before the list")
         changes = [
             parse_changes(
                 lists_pb2.ApplyChangesRequest(
@@ -225,6 +290,36 @@ class Replicator:
                     batch.version,
                 )
         if isinstance(error, StaleVersion):
-            raise self._diverged(name, error.current, batches[len(outcomes)].version)
+            raise self._diverged_error(name, error.current, batches[len(outcomes)].version)
         if error is not None:
-            raise HashmatchError(f"replica could not apply a batch of {name}: {error}")
+            raise ApplyFailed(f"replica could not apply a batch of {name}: {error}")
+
+
+def _entries(event: replication_pb2.FollowEvent) -> int:
+    if event.WhichOneof("event") != "batch":
+        return 0
+    return len(event.batch.upserts) + len(event.batch.retirements)
+
+
+def _read(call: grpc.Future, arrived: queue.Queue[Item], closed: threading.Event) -> None:
+    """Moves a stream's events to the queue, then how it ended (None, or the error)."""
+    end: Item = None
+    try:
+        for event in call:  # type: ignore[attr-defined]
+            if not _put(arrived, event, closed):
+                return
+    except grpc.RpcError as exc:
+        end = from_rpc_error(exc)
+    except BaseException as exc:  # handed to the applying thread
+        end = exc
+    _put(arrived, end, closed)
+
+
+def _put(arrived: queue.Queue[Item], item: Item, closed: threading.Event) -> bool:
+    while not closed.is_set():
+        try:
+            arrived.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False
