@@ -142,6 +142,8 @@ def test_metrics_endpoint_reports_rpcs_matches_and_indexes(service: Service) -> 
         assert m.match([make_hash(SHA256, value)]).matched
         assert not m.match([make_hash(MD5, bytes(16))]).matched
     assert service.stats is not None
+    # The core counts matches; the flusher hands them over every stats interval.
+    service.stats.flush()
     service.stats.refresh_gauges()
     url = f"http://127.0.0.1:{service.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:

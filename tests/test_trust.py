@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import grpc
 import pytest
@@ -12,7 +15,10 @@ from hashmatch.client import MD5, PDQ, SHA256, InvalidArgument, PermissionDenied
 from hashmatch.client.errors import from_rpc_error
 from hashmatch.server.matching.flood import FloodPolicy, FloodStat
 from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
-from hashmatch.server.store import Role
+from hashmatch.server.matching.stats import MatchCounts, StatsFlusher
+from hashmatch.server.metrics import Metrics
+from hashmatch.server.store import Role, Store
+from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2, lists_pb2_grpc, platform_pb2, platform_pb2_grpc
 from helpers import (
     benign_mix,
@@ -276,3 +282,219 @@ def test_the_same_image_not_matching_after_a_retraction_is_no_probe() -> None:
     for _ in range(10):  # polled again after its entry was retired
         assert not detector.observe("p", [], [image])
     assert detector.observe("p", [], [flip_bits(image, 1, rng), flip_bits(image, 2, rng)])
+
+
+# -- trust rules that know who matched -------------------------------------------------
+
+
+def _second_platform(running: Running) -> str:
+    running.tokens["platform-2"] = running.service.store.add_tenant("platform-2", Role.PLATFORM)
+    return "platform-2"
+
+
+def _flood_list(running: Running, reference: str, value: bytes) -> None:
+    list_stub(running).CreateList(
+        lists_pb2.CreateListRequest(
+            name="iwf",
+            flood=lists_pb2.FloodPolicy(factor=5, min_matches=30, window_seconds=600),
+        ),
+        metadata=meta(running.tokens["hotline-a"]),
+        timeout=5,
+    )
+    running.lists().apply_changes("iwf", "b1", [upsert(MD5, value, reference)])
+
+
+def _reference_matches(running: Running, reference: str) -> int:
+    """The owner's count for the reference: it moves once a flush reached the store."""
+    stats = list_stub(running).GetReferenceStats(
+        lists_pb2.GetReferenceStatsRequest(list="iwf"),
+        metadata=meta(running.tokens["hotline-a"]),
+        timeout=5,
+    )
+    return sum(r.matches for r in stats.references if r.reference_id == reference)
+
+
+def _quarantined(running: Running) -> list[str]:
+    response = list_stub(running).ListQuarantine(
+        lists_pb2.ListQuarantineRequest(list="iwf"),
+        metadata=meta(running.tokens["hotline-a"]),
+        timeout=5,
+    )
+    return [r.reference_id for r in response.references]
+
+
+def test_one_platform_alone_cannot_quarantine_a_reference_for_others(running: Running) -> None:
+    value = random_digest(random.Random(8), MD5)
+    other = _second_platform(running)
+    _flood_list(running, "MEME", value)
+    mine = running.matcher()
+    results = mine.match_batch([(f"u{i}", hashes((MD5, value))) for i in range(300)])
+    assert all(r.matched for r in results)
+    # The flush that carries the 300 matches is the one that would have quarantined.
+    eventually(lambda: _reference_matches(running, "MEME") == 300, "the matches are counted")
+    assert _quarantined(running) == []
+    assert running.matcher(other).match(hashes((MD5, value))).matched
+    assert mine.match(hashes((MD5, value))).matched
+
+    # A second platform seeing the same surge is what quarantines it.
+    theirs = running.matcher(other).match_batch(
+        [(f"v{i}", hashes((MD5, value))) for i in range(20)]
+    )
+    assert all(r.matched for r in theirs)
+    eventually(lambda: _quarantined(running) == ["MEME"], "two platforms' surge quarantines")
+    eventually(lambda: not mine.match(hashes((MD5, value))).matched, "platforms get NO_MATCH")
+    # The owner's statistics still count every match, of every platform, as one number.
+    assert _reference_matches(running, "MEME") == 300 + 1 + 1 + 20
+
+
+def test_a_platform_reports_only_references_that_matched_for_it(running: Running) -> None:
+    value = random_digest(random.Random(9), SHA256)
+    other = _second_platform(running)
+    running.lists().create_list("iwf")
+    running.lists().apply_changes("iwf", "b1", [upsert(SHA256, value, "IWF-7")])
+    assert running.matcher().match(hashes((SHA256, value))).matched
+    eventually(lambda: _reference_matches(running, "IWF-7") == 1, "the match is counted")
+    stub = platform_stub(running)
+
+    def refused(reference_id: str) -> tuple[object, ...]:
+        report = platform_pb2.ReportFalsePositiveRequest(
+            list="iwf", reference_id=reference_id, reason=lists_pb2.FEEDBACK_REASON_BENIGN
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ReportFalsePositive(report, metadata=meta(running.tokens[other]), timeout=5)
+        return (
+            err.value.code(),
+            err.value.details(),
+            [(k, v) for k, v in err.value.trailing_metadata() or () if k != "date"],
+        )
+
+    # Platform 2 never matched IWF-7: its report is refused exactly like one for a
+    # reference no one ever matched, so the refusal does not tell it that someone did.
+    only_theirs, made_up = refused("IWF-7"), refused("NEVER")
+    assert only_theirs[0] == grpc.StatusCode.NOT_FOUND
+    assert only_theirs == made_up
+    feedback = list_stub(running).GetFeedback(
+        lists_pb2.GetFeedbackRequest(list="iwf"),
+        metadata=meta(running.tokens["hotline-a"]),
+        timeout=5,
+    )
+    assert list(feedback.references) == []
+
+    # The platform that matched it may report it.
+    report = platform_pb2.ReportFalsePositiveRequest(
+        list="iwf", reference_id="IWF-7", reason=lists_pb2.FEEDBACK_REASON_BENIGN
+    )
+    stub.ReportFalsePositive(report, metadata=meta(running.tokens["platform"]), timeout=5)
+    # And once platform 2 matched it too, so may platform 2.
+    assert running.matcher(other).match(hashes((SHA256, value))).matched
+    eventually(lambda: _reported(stub, report, running.tokens[other]), "platform 2 may report")
+
+
+def _store_with(tmp_path: Path, *platforms: str) -> tuple[Store, int]:
+    store = Store(tmp_path)
+    store.add_tenant("owner", Role.HOTLINE)
+    for name in platforms:
+        store.add_tenant(name, Role.PLATFORM)
+    policy = FloodPolicy(factor=5, min_matches=30, window_seconds=600)
+    listed = store.create_list("iwf", "owner", pdq_threshold=31, pdq_min_quality=50, flood=policy)
+    return store, listed.id
+
+
+def test_each_platform_counts_toward_a_flood_at_most_half_of_min_matches(
+    tmp_path: Path,
+) -> None:
+    store, lid = _store_with(tmp_path, "a", "b")
+    t = 1_000_000.0
+    try:
+        assert store.add_match_counts({("a", lid, "R"): (300, t)}, now=t) == []
+        assert store.add_match_counts({("a", lid, "R"): (300, t + 1)}, now=t + 1) == []
+        assert store.quarantined(lid) == {}
+        # Platform b's 14 more: 15 + 14 is still below min_matches (30).
+        assert store.add_match_counts({("b", lid, "R"): (14, t + 2)}, now=t + 2) == []
+        assert store.add_match_counts({("b", lid, "R"): (1, t + 3)}, now=t + 3) == [("iwf", "R")]
+        assert store.quarantined(lid)["R"]["window_matches"] == 30
+        # Totals stay per reference, every platform summed; who matched is not in them.
+        assert store.match_counts(lid) == [("R", 615, t + 3)]
+    finally:
+        store.close()
+
+
+def test_a_platform_share_starts_again_with_each_window(tmp_path: Path) -> None:
+    store, lid = _store_with(tmp_path, "a", "b")
+    t = 1_000_000.0
+    try:
+        assert store.add_match_counts({("a", lid, "R"): (15, t)}, now=t) == []
+        # Ten windows later the baseline has decayed; a's new share and b's trip it.
+        later = t + 6000
+        assert store.add_match_counts({("a", lid, "R"): (15, later)}, now=later) == []
+        assert store.add_match_counts(
+            {("b", lid, "R"): (15, later), ("a", lid, "S"): (99, later)}, now=later
+        ) == [("iwf", "R")]
+    finally:
+        store.close()
+
+
+def test_a_single_platform_store_still_quarantines_on_its_own(tmp_path: Path) -> None:
+    store, lid = _store_with(tmp_path, "a")
+    t = 1_000_000.0
+    try:
+        assert store.add_match_counts({("a", lid, "R"): (300, t)}, now=t) == [("iwf", "R")]
+        assert store.quarantined(lid)["R"]["window_matches"] == 300
+    finally:
+        store.close()
+
+
+def test_has_matched_is_per_tenant(tmp_path: Path) -> None:
+    store, lid = _store_with(tmp_path, "a", "b")
+    try:
+        store.add_match_counts({("a", lid, "R"): (1, 5.0)}, now=5.0)
+        assert store.has_matched("a", lid, "R")
+        assert not store.has_matched("b", lid, "R")
+        assert not store.has_matched("a", lid, "S")
+        assert not store.has_matched("a", lid + 1, "R")
+    finally:
+        store.close()
+
+
+class _Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.flushed: list[dict[tuple[str, int, str], tuple[int, float]]] = []
+
+    def add_match_counts(
+        self, counts: dict[tuple[str, int, str], tuple[int, float]]
+    ) -> list[tuple[str, str]]:
+        if self.fail:
+            raise OSError("disk gone")
+        self.flushed.append(counts)
+        return []
+
+
+def test_match_counts_are_kept_per_tenant_and_take_the_cores_rows() -> None:
+    counts = MatchCounts()
+    counts.add_many([("a", 1, "R", 2, 1.0), ("a", 2, "S", 1, 1.0), ("b", 1, "R", 1, 1.0)])
+    counts.add_many([("a", 1, "R", 5, 10.0), ("c", 1, "R", 2, 11.0), ("c", 1, "R", 1, 9.0)])
+    counts.add_many([])
+    pending = counts.take()
+    assert {key: n for key, (n, _) in pending.items()} == {
+        ("a", 1, "R"): 7,
+        ("a", 2, "S"): 1,
+        ("b", 1, "R"): 1,
+        ("c", 1, "R"): 3,
+    }
+    assert pending[("c", 1, "R")][1] == 11.0
+    assert counts.take() == {}
+
+    failing = _Recorder(fail=True)
+    # The core counted nothing more: only what was handed over is flushed.
+    core = SimpleNamespace(take_counts=list)
+    follower = cast(IndexFollower, SimpleNamespace(index=core, lists=dict))
+    flusher = StatsFlusher(cast(Store, failing), follower, counts, Metrics.create(), 1.0)
+    counts.add_many([("a", 1, "R", 2, 20.0)])
+    with pytest.raises(OSError):
+        flusher.flush()
+    counts.add_many([("a", 1, "R", 1, 30.0)])
+    recorder = _Recorder()
+    flusher.store = cast(Store, recorder)
+    flusher.flush()
+    assert recorder.flushed == [{("a", 1, "R"): (3, 30.0)}]

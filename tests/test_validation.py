@@ -73,16 +73,20 @@ def test_malformed_utf8_names_the_field(running: Running) -> None:
     batch = match_pb2.MatchBatchRequest(items=[good, good]).SerializeToString()
     bad_batch = batch[: len(batch) // 2] + batch[len(batch) // 2 :].replace(b"ok", b"\xc3\x28")
     token = running.tokens["platform"]
+    metadata = (("authorization", f"Bearer {token}"),)
     with grpc.insecure_channel(running.address) as channel:
-        for method, payload, field in [
-            ("Match", bytes(raw), "item_id"),
-            ("MatchBatch", bad_batch, "items[1].item_id"),
-        ]:
-            call = channel.unary_unary(f"/hashmatch.v1.MatchService/{method}")
-            with pytest.raises(grpc.RpcError) as err:
-                call(payload, metadata=(("authorization", f"Bearer {token}"),), timeout=5)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert field in err.value.details()
+        call = channel.unary_unary("/hashmatch.v1.MatchService/Match")
+        with pytest.raises(grpc.RpcError) as err:
+            call(bytes(raw), metadata=metadata, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "item_id" in err.value.details()
+        # In a batch the item is refused on its own; the others are answered.
+        call = channel.unary_unary("/hashmatch.v1.MatchService/MatchBatch")
+        answer = match_pb2.MatchBatchResponse.FromString(call(bad_batch, metadata=metadata))
+        ok, bad = answer.results
+        assert ok.verdict == match_pb2.VERDICT_NO_MATCH and not ok.HasField("error")
+        assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "items[1].item_id" in bad.error.message
 
 
 def test_bad_entry_refuses_the_whole_batch(running: Running) -> None:

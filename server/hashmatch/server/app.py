@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from hashmatch.client.connection import Connection
 from hashmatch.server import demo
 from hashmatch.server.core import Index
+from hashmatch.server.matching.matcher import Matcher
+from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
 from hashmatch.server.matching.stats import MatchCounts, StatsFlusher
 from hashmatch.server.metrics import Metrics, serve_http
 from hashmatch.server.rpc.auth import BadTokenThrottle, TenantCache
@@ -37,6 +39,7 @@ from hashmatch.server.services.platform import PlatformServicer
 from hashmatch.server.services.replication import ReplicationServicer
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Store
+from hashmatch.server.store.probes import ProbeLedger
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.server.sync.replica import Replicator
 from hashmatch.v1 import lists_pb2, match_pb2, platform_pb2, replication_pb2
@@ -90,6 +93,7 @@ class Service:
     # The /metrics HTTP server when this process serves it, and its port.
     metrics_http: Any = None
     metrics_port: int | None = None
+    probes: ProbeLedger | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → drain in-flight calls → flush statistics → close LMDB."""
@@ -110,6 +114,8 @@ class Service:
                 log.exception("flushing match statistics on shutdown failed")
         self.follower.stop()
         self.loop.close()
+        if self.probes is not None:
+            self.probes.close()
         self.store.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -145,12 +151,15 @@ def build(
     store = Store(settings.data_dir, map_size=settings.map_size)
     follower: IndexFollower | None = None
     loop: EventLoop | None = None
+    ledger: ProbeLedger | None = None
     try:
         if settings.demo:
             demo.ensure_demo(store, settings.data_dir)
         follower = IndexFollower(store, Index(), settings.poll_interval)
         follower.start()
         counts = MatchCounts()
+        ledger = ProbeLedger(settings.data_dir)
+        probes = ProbeDetector(ledger=ledger, on_flag=_probe_flagged(store, metrics))
         stats = StatsFlusher(store, follower, counts, metrics, settings.stats_interval)
         pipeline = Pipeline(
             authenticate=TenantCache(store),
@@ -163,11 +172,11 @@ def build(
             observers=(RpcLog(), RpcMetrics(metrics)),
         )
         handlers = [
-            service_handler(SERVICES[0], MatchServicer(store, follower, counts, metrics), pipeline),
+            service_handler(SERVICES[0], MatchServicer(Matcher(follower.index, probes)), pipeline),
             service_handler(
                 SERVICES[1], ListServicer(store, follower, primary=settings.follow), pipeline
             ),
-            service_handler(SERVICES[2], ReplicationServicer(store), pipeline),
+            service_handler(SERVICES[2], ReplicationServicer(store, follower), pipeline),
             service_handler(SERVICES[3], PlatformServicer(store, follower), pipeline),
         ]
         loop = EventLoop(settings.threads)
@@ -187,6 +196,8 @@ def build(
             loop.close()
         if follower is not None:
             follower.stop()
+        if ledger is not None:
+            ledger.close()
         store.close()
         raise
     return Service(
@@ -202,7 +213,22 @@ def build(
         stats,
         metrics_http,
         metrics_port,
+        ledger,
     )
+
+
+def _probe_flagged(store: Store, metrics: Metrics) -> Callable[[str, int], None]:
+    def flagged(tenant: str, near_misses: int) -> None:
+        metrics.probe_flags.inc()
+        store.record_audit(
+            "probe-detection",
+            "throttle",
+            tenant=tenant,
+            near_misses=near_misses,
+            seconds=ProbePolicy().cooldown,
+        )
+
+    return flagged
 
 
 async def _start(

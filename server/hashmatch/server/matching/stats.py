@@ -1,9 +1,10 @@
-"""Per-reference match counts kept in memory and flushed to LMDB now and then.
+"""Match counts per tenant and reference, kept in memory and flushed to LMDB now and then.
 
-The match path only adds to a dict under a lock (matches are rare next to queries); a
-background thread writes the totals in one LMDB transaction per interval and on shutdown,
-never one write per match. The same thread refreshes the gauges that describe this
-process's indexes: list versions, index sizes, change-log lag.
+The core counts matches as it answers them; a background thread takes its counts and
+writes the totals in one LMDB transaction per interval and on shutdown, never one write
+per match. The same thread
+refreshes the gauges that describe this process's indexes: list versions, index sizes,
+change-log lag.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
 
 from hashmatch.server.metrics import Metrics
 from hashmatch.server.store import Store
@@ -21,30 +23,43 @@ log = logging.getLogger(__name__)
 ALGORITHM_NAMES = ("md5", "sha1", "sha256", "pdq")
 
 
+# (tenant, list_id, reference_id): who matched which reference.
+CountKey = tuple[str, int, str]
+# (matches, time of the last one).
+Count = tuple[int, float]
+
+
 class MatchCounts:
+    """Match counts per (tenant, list_id, reference_id), waiting for the next flush.
+
+    The store keeps who matched a reference only to judge that tenant's own reports and its
+    share of a flood; the list owner's statistics sum every tenant."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[tuple[int, str], tuple[int, float]] = {}
+        self._pending: dict[CountKey, Count] = {}
 
-    def add(self, hits: list[tuple[int, str]]) -> None:
-        """Counts one match of each (list_id, reference_id)."""
-        now = time.time()
+    def add_many(self, rows: Iterable[tuple[str, int, str, int, float]]) -> None:
+        """Adds counts already summed elsewhere (the core's `take_counts()`): rows of
+        (tenant, list_id, reference_id, matches, last match as Unix time)."""
         with self._lock:
-            for key in hits:
-                n, _ = self._pending.get(key, (0, 0.0))
-                self._pending[key] = (n + 1, now)
+            for tenant, lid, ref, n, last in rows:
+                self._merge((tenant, lid, ref), n, last)
 
-    def take(self) -> dict[tuple[int, str], tuple[int, float]]:
+    def take(self) -> dict[CountKey, Count]:
         with self._lock:
             pending, self._pending = self._pending, {}
         return pending
 
-    def restore(self, counts: dict[tuple[int, str], tuple[int, float]]) -> None:
+    def restore(self, counts: Mapping[CountKey, Count]) -> None:
         """Puts back counts whose flush failed, so a later flush carries them."""
         with self._lock:
             for key, (n, last) in counts.items():
-                m, when = self._pending.get(key, (0, 0.0))
-                self._pending[key] = (n + m, max(last, when))
+                self._merge(key, n, last)
+
+    def _merge(self, key: CountKey, n: int, last: float) -> None:
+        m, when = self._pending.get(key, (0, 0.0))
+        self._pending[key] = (n + m, max(last, when))
 
 
 class StatsFlusher:
@@ -80,6 +95,14 @@ class StatsFlusher:
                 log.exception("flushing match statistics failed; retrying")
 
     def flush(self) -> None:
+        rows = self.follower.index.take_counts()
+        if rows:
+            self.counts.add_many(rows)
+            names = {served.id: served.name for served in self.follower.lists().values()}
+            for _, list_id, _, n, _ in rows:
+                name = names.get(list_id)
+                if name is not None:
+                    self.metrics.matches.labels(name).inc(n)
         pending = self.counts.take()
         if not pending:
             return

@@ -30,6 +30,9 @@ UPLOAD_GROUP_ENTRIES = 1_000_000
 UPLOAD_GROUP_SECONDS = 2.0
 # Batches read from the change log per step of a WatchChanges stream.
 WATCH_PAGE = 64
+# A watcher is woken by every commit this process serves; without one it looks again
+# after this long (a safety net, not a poll).
+WATCH_IDLE_SECONDS = 30.0
 MAX_STATS_LIMIT = 10_000
 
 
@@ -189,7 +192,7 @@ class ListServicer:
                 self.store.changes_since, meta.id, version, WATCH_PAGE
             )
             if not records:
-                await self.follower.committed(meta.id, version, timeout=1.0)
+                await self.follower.committed(meta.id, version, timeout=WATCH_IDLE_SECONDS)
                 continue
             for record in records:
                 yield change_batch(meta.name, record)

@@ -44,9 +44,10 @@ class PlatformServicer:
         if violations:
             raise invalid(violations)
         meta = self.store.get_list(request.list)
-        # Only a reference that has matched can be reported as a false positive; this
-        # also keeps reports from piling up for made-up references.
-        if meta is None or not self.store.has_matched(meta.id, request.reference_id):
+        # Only a reference that matched for this platform can be reported as a false
+        # positive: it keeps reports from piling up for made-up references, and the refusal
+        # is the same whether or not another platform matched it (that is not told).
+        if meta is None or not self.store.has_matched(tenant.name, meta.id, request.reference_id):
             raise ReferenceNotFound(
                 "that list has no matched reference of that ID",
                 (Violation("reference_id", "has not matched in that list"),),

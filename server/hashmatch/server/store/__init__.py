@@ -15,7 +15,10 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
   changes   list_id u32 | version u64 -> ChangeRecord
   batches   list_id u32 | batch_id -> version u64 | request fingerprint (16 bytes)
   audit     seq u64 -> JSON {at, actor, action, ...}
-  stats     list_id u32 | reference ID -> matches u64 | last match f64 | flood window (flood.py)
+  stats     list_id u32 | reference ID -> matches u64 | last match f64 | flood window (flood.py),
+            every tenant summed
+  matched   list_id u32 | reference length u16 | reference ID | tenant name -> TenantShare
+            (flood.py): that tenant matched it (how often, when last, its flood share)
   quarantine list_id u32 | reference ID -> JSON {since, window_matches, baseline}
   feedback  list_id u32 | reference ID -> JSON {counts by reason, newest notes, last}
   platforms tenant name -> JSON {all_lists, lists}: which lists apply to a platform
@@ -35,6 +38,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -43,7 +47,13 @@ import lmdb
 from hashmatch.client.digest import ListDigest
 from hashmatch.server import errors
 from hashmatch.server.core import SLOT, Changes, entry_term
-from hashmatch.server.matching.flood import DEFAULT_FLOOD, FloodPolicy, FloodStat
+from hashmatch.server.matching.flood import (
+    DEFAULT_FLOOD,
+    FloodPolicy,
+    FloodStat,
+    TenantShare,
+    tenant_cap,
+)
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
 
 # Sized far beyond any expected data once, up front: LMDB only reserves address space, and
@@ -56,6 +66,7 @@ LOW_DISK_BYTES = 64 << 20
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LIST_ENTRY = struct.Struct(">IQ")
+_LIST_REF = struct.Struct(">IH")
 
 
 class _Cursor(Protocol):
@@ -241,6 +252,7 @@ class Store:
                     "feedback",
                     "platforms",
                     "allow",
+                    "matched",
                 )
             }
         self.reclaim_readers()
@@ -613,10 +625,17 @@ class Store:
     # -- match statistics ----------------------------------------------------------------
 
     def add_match_counts(
-        self, counts: dict[tuple[int, str], tuple[int, float]], now: float | None = None
+        self,
+        counts: Mapping[tuple[str, int, str], tuple[int, float]],
+        now: float | None = None,
     ) -> list[tuple[str, str]]:
-        """Adds (list_id, reference_id) -> (matches, last match time) to the totals, and
-        quarantines references whose match rate floods past their list's policy.
+        """Adds (tenant, list_id, reference_id) -> (matches, last match time) to the
+        totals, and quarantines references whose match rate floods past their list's policy.
+
+        Totals are kept per reference, every tenant summed (what the list owner reads), and
+        per (list, reference, tenant) for that tenant's own reports and flood share: while
+        the store holds more than one platform tenant, one tenant's matches count toward a
+        flood at most up to half the list's min_matches (flood.py).
 
         Serving processes count in memory and flush here now and then: one write
         transaction per flush, never one per match. Returns the (list, reference)
@@ -626,20 +645,35 @@ class Store:
         if not counts:
             return []
         now = time.time() if now is None else now
-        db = self._db("stats")
+        by_ref: dict[tuple[int, str], list[tuple[str, int, float]]] = {}
+        for (tenant, lid, ref), (n, last) in counts.items():
+            by_ref.setdefault((lid, ref), []).append((tenant, n, last))
+        stats, shares = self._db("stats"), self._db("matched")
         tripped: list[tuple[str, str]] = []
         with self._write() as txn:
             detect = txn.get(b"replica_of", db=self._db("meta")) is None
             lists = {m.id: m for m in self._all_lists(txn)}
+            platforms = self._platform_count(txn)
             floods: dict[int, list[tuple[str, int, float]]] = {}
-            for (lid, ref), (n, last) in counts.items():
+            for (lid, ref), by_tenant in by_ref.items():
                 key = _U32.pack(lid) + ref.encode("utf-8")
-                raw = txn.get(key, db=db)
-                stat = FloodStat.unpack(raw) if raw is not None else FloodStat()
+                raw = txn.get(key, db=stats)
                 meta = lists.get(lid)
                 policy = meta.flood if meta is not None else DEFAULT_FLOOD
-                stat, trip = stat.add(n, last, now, policy)
-                txn.put(key, stat.pack(), db=db)
+                cap = tenant_cap(policy, platforms)
+                stat = (FloodStat.unpack(raw) if raw is not None else FloodStat()).rolled(
+                    now, policy
+                )
+                total, newest, counted = 0, 0.0, 0
+                for tenant, n, last in by_tenant:
+                    share_key = _matched_key(lid, ref, tenant)
+                    raw_share = txn.get(share_key, db=shares)
+                    share = TenantShare() if raw_share is None else TenantShare.unpack(raw_share)
+                    share, allowed = share.add(n, last, stat.window_start, cap)
+                    txn.put(share_key, share.pack(), db=shares)
+                    total, newest, counted = total + n, max(newest, last), counted + allowed
+                stat, trip = stat.add(total, newest, now, policy, counted)
+                txn.put(key, stat.pack(), db=stats)
                 if trip and detect and txn.get(key, db=self._db("quarantine")) is None:
                     floods.setdefault(lid, []).append((ref, stat.window_count, stat.baseline))
             for lid, refs in floods.items():
@@ -647,6 +681,14 @@ class Store:
                 self._quarantine(txn, meta, refs, now)
                 tripped += [(meta.name, ref) for ref, _, _ in refs]
         return tripped
+
+    def _platform_count(self, txn: _Txn) -> int:
+        """How many platform tenants the store holds (a flood share is capped when > 1)."""
+        return sum(
+            1
+            for _, raw in txn.cursor(db=self._db("tenants"))
+            if json.loads(raw)["role"] == Role.PLATFORM.value
+        )
 
     def _all_lists(self, txn: _Txn) -> list[ListMeta]:
         return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
@@ -843,10 +885,11 @@ class Store:
             raw = txn.get(b"allow_seq", db=self._db("meta"))
         return _U64.unpack(raw)[0] if raw else 0
 
-    def has_matched(self, list_id: int, reference_id: str) -> bool:
+    def has_matched(self, tenant: str, list_id: int, reference_id: str) -> bool:
+        """Whether `tenant` itself matched the reference in the list (flushed counts)."""
         with self.read() as txn:
-            key = _U32.pack(list_id) + reference_id.encode("utf-8")
-            return txn.get(key, db=self._db("stats")) is not None
+            key = _matched_key(list_id, reference_id, tenant)
+            return txn.get(key, db=self._db("matched")) is not None
 
     def match_counts(self, list_id: int) -> list[tuple[str, int, float]]:
         """(reference_id, matches, last match time) for every reference that matched."""
@@ -872,10 +915,10 @@ class Store:
 
     def snapshot_entries(
         self, list_name: str, chunk: int = 65536
-    ) -> tuple[ListMeta, Iterator[tuple[bytes, bytes, bytes]]] | None:
+    ) -> tuple[ListMeta, Iterator[tuple[bytes, bytes, bytes, bytes, bytes]]] | None:
         """The list's metadata and, in packed chunks (algorithms, 32-byte slots, entry ids
-        as u64 LE), every entry it holds, all from one consistent snapshot. Consume the
-        iterator fully or close it."""
+        as u64 LE, reference end offsets as u32 LE, references as UTF-8), every entry it
+        holds, all from one consistent snapshot. Consume the iterator fully or close it."""
         txn = self.read()
         raw = txn.get(list_name.encode(), db=self._db("lists"))
         if raw is None:
@@ -883,19 +926,29 @@ class Store:
             return None
         meta = ListMeta.from_json(raw)
 
-        def chunks() -> Iterator[tuple[bytes, bytes, bytes]]:
+        def with_refs(
+            algs: bytearray, slots: bytearray, ids: bytearray, keys: list[bytes]
+        ) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+            found = dict(txn.cursor(db=self._db("refs")).getmulti(keys))
+            refs = [found.get(key, b"") for key in keys]
+            ends = array("I", accumulate(map(len, refs)))
+            return bytes(algs), bytes(slots), bytes(ids), ends.tobytes(), b"".join(refs)
+
+        def chunks() -> Iterator[tuple[bytes, bytes, bytes, bytes, bytes]]:
             try:
                 entries = _prefixed(txn, self._db("entries"), _U32.pack(meta.id))
                 algs, slots, ids = bytearray(), bytearray(), bytearray()
+                keys: list[bytes] = []
                 for key, eid in entries:
                     algs.append(key[4])
                     slots += key[5:].ljust(SLOT, b"\0")
                     ids += eid
+                    keys.append(_ref_key(meta.id, eid))
                     if len(algs) >= chunk:
-                        yield bytes(algs), bytes(slots), bytes(ids)
-                        algs, slots, ids = bytearray(), bytearray(), bytearray()
+                        yield with_refs(algs, slots, ids, keys)
+                        algs, slots, ids, keys = bytearray(), bytearray(), bytearray(), []
                 if algs:
-                    yield bytes(algs), bytes(slots), bytes(ids)
+                    yield with_refs(algs, slots, ids, keys)
             finally:
                 txn.abort()
 
@@ -909,6 +962,13 @@ class Store:
                 raw = txn.get(ref_key(lid, eid), db=self._db("refs"))
                 out.append(raw.decode("utf-8") if raw is not None else None)
         return out
+
+
+def _matched_key(list_id: int, reference_id: str, tenant: str) -> bytes:
+    """The `matched` key: the reference's length first, so no reference ID and tenant name
+    can run into another pair's."""
+    ref = reference_id.encode("utf-8")
+    return _LIST_REF.pack(list_id, len(ref)) + ref + tenant.encode("utf-8")
 
 
 def _prefixed(

@@ -1,10 +1,11 @@
 """Keeps one serving process's in-memory indexes equal to what LMDB has committed.
 
-At start every list is loaded from one LMDB snapshot; afterwards the process follows the
-change log (entry changes, and quarantine events). Platforms' subscriptions and
-allow-lists are reloaded whenever they change. A write made through this process calls
-`catch_up()` right after its commit, so the writer's own process serves the change before
-acknowledging it; other processes see it within one poll interval.
+At start every list is loaded from one LMDB snapshot, entries with their reference IDs;
+afterwards the process follows the change log (entry changes, and quarantine events).
+Platforms' subscriptions and allow-lists are handed to the core whenever they change. A
+write made through this process calls `catch_up()` right after its commit, so the writer's
+own process serves the change before acknowledging it; other processes see it within one
+poll interval.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hashmatch.server.core import Index, pack_hashes
@@ -21,7 +23,6 @@ from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
 
 log = logging.getLogger(__name__)
 
-ALLOW_PDQ_THRESHOLD = 31
 # How often reader slots left by dead processes are reclaimed (they pin old pages).
 READER_CHECK_SECONDS = 60.0
 
@@ -37,29 +38,15 @@ class ServedList:
     quarantined: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class PlatformPolicy:
-    """Which lists apply to one platform, and the hashes it allow-listed (as list ids
-    of the allow index)."""
-
-    all_lists: bool = True
-    lists: frozenset[str] = frozenset()
-    allow_id: int | None = None
-
-    def wants(self, list_name: str) -> bool:
-        return self.all_lists or list_name in self.lists
-
-
 class IndexFollower:
     def __init__(self, store: Store, index: Index, poll_interval: float = 0.02) -> None:
         self.store = store
         self.index = index
         self.poll_interval = poll_interval
         self._lists: dict[int, ServedList] = {}
-        self._platforms: dict[str, PlatformPolicy] = {}
-        # Platforms' allow-lists, one core list per platform, PDQ within distance 31.
-        self.allow_index = Index()
-        self._allow_seq = -1
+        # What the core was last given of the platforms' settings, to skip unchanged ones.
+        self._policies: tuple[object, ...] = ()
+        self._policy_names: set[str] = set()
         self._seen_seq = -1
         self._lock = threading.Lock()
         # Coroutines waiting for the next catch-up that applies something (WatchChanges),
@@ -72,9 +59,6 @@ class IndexFollower:
     def lists(self) -> dict[int, ServedList]:
         # Replaced, never mutated, so readers need no lock.
         return self._lists
-
-    def platform(self, tenant: str) -> PlatformPolicy:
-        return self._platforms.get(tenant, _EVERY_LIST)
 
     def catch_up(self) -> None:
         """Applies every batch committed since the last call."""
@@ -89,7 +73,9 @@ class IndexFollower:
                     served[meta.id] = self._load(meta)
                 elif meta.version > current.version:
                     served[meta.id] = self._follow(current)
-                self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality)
+                self.index.configure_list(
+                    meta.id, meta.pdq_threshold, meta.pdq_min_quality, meta.name
+                )
             self._lists = served
             self._reload_platforms()
             self._seen_seq = seq
@@ -97,6 +83,11 @@ class IndexFollower:
             waiters, self._waiters = self._waiters, set()
         for loop, future in waiters:
             loop.call_soon_threadsafe(_wake, future)
+
+    def seq(self) -> int:
+        """The store's commit counter as of the last catch-up: every commit up to it is
+        served, and visible to any store read made after this call."""
+        return self._seen_seq
 
     async def committed(self, list_id: int, after: int, timeout: float) -> bool:
         """Waits, holding no thread, until list `list_id` is served past version `after`
@@ -106,9 +97,18 @@ class IndexFollower:
             served = self._lists.get(list_id)
             return served is not None and served.version > after
 
+        return await self._until(newer, timeout)
+
+    async def changed(self, seq_after: int, timeout: float) -> bool:
+        """Waits, holding no thread, until a catch-up has seen a commit after store seq
+        `seq_after` (any list, tenant or setting) or `timeout` seconds pass; True when
+        it has."""
+        return await self._until(lambda: self._seen_seq > seq_after, timeout)
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not newer():
+        while not done():
             left = deadline - loop.time()
             if left <= 0:
                 return False
@@ -116,37 +116,35 @@ class IndexFollower:
             with self._waiters_lock:
                 self._waiters.add(waiter)
             try:
-                if newer():  # applied between the check and the registration
+                if done():  # applied between the check and the registration
                     return True
                 async with asyncio.timeout(left):
                     await waiter[1]
             except TimeoutError:
-                return newer()
+                return done()
             finally:
                 with self._waiters_lock:
                     self._waiters.discard(waiter)
         return True
 
     def _reload_platforms(self) -> None:
-        allow_seq = self.store.allow_seq()
-        allow_ids = {name: p.allow_id for name, p in self._platforms.items()}
-        if allow_seq != self._allow_seq:
-            allow_seq, allow_lists = self.store.allow_lists()
-            index = Index()
-            allow_ids = {}
-            for number, (name, hashes) in enumerate(sorted(allow_lists.items()), start=1):
-                index.configure_list(number, ALLOW_PDQ_THRESHOLD, 0)
-                algs, slots = pack_hashes(hashes)
-                index.apply(number, algs, slots, bytes(8 * len(hashes)), b"", b"")
-                allow_ids[name] = number
-            self.allow_index = index
-            self._allow_seq = allow_seq
+        """Hands every platform's subscriptions and allow-list to the core (only when they,
+        or the lists they name, changed)."""
+        ids = {served.name: served.id for served in self._lists.values()}
         subs = self.store.all_subscriptions()
-        policies = {}
-        for name in subs.keys() | allow_ids.keys():
+        key = (self.store.allow_seq(), sorted(subs.items()), sorted(ids.items()))
+        if key == self._policies:
+            return
+        _, allow_lists = self.store.allow_lists()
+        names = subs.keys() | allow_lists.keys()
+        for name in names:
             all_lists, lists = subs.get(name, (True, []))
-            policies[name] = PlatformPolicy(all_lists, frozenset(lists), allow_ids.get(name))
-        self._platforms = policies
+            algs, slots = pack_hashes(allow_lists.get(name, []))
+            self.index.set_policy(name, all_lists, [ids[n] for n in lists if n in ids], algs, slots)
+        for name in self._policy_names - names:
+            self.index.remove_policy(name)
+        self._policy_names = set(names)
+        self._policies = key
 
     def _load(self, listed: ListMeta) -> ServedList:
         snap = self.store.snapshot_entries(listed.name)
@@ -155,11 +153,12 @@ class IndexFollower:
         meta, chunks = snap
         # Read after the snapshot: replaying later events on top converges all the same.
         quarantined = frozenset(self.store.quarantined(meta.id))
-        self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality)
+        self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality, meta.name)
         total = 0
-        for algs, slots, ids in chunks:
-            self.index.apply(meta.id, algs, slots, ids, b"", b"")
+        for algs, slots, ids, ref_ends, refs in chunks:
+            self.index.apply(meta.id, algs, slots, ids, b"", b"", ref_ends, refs, meta.version)
             total += len(algs)
+        self.index.set_list_state(meta.id, meta.version, sorted(quarantined))
         log.info("loaded list %s: %d entries at version %d", meta.name, total, meta.version)
         # Batches committed after the snapshot are picked up by following the log.
         return self._follow(ServedList(meta.id, meta.name, meta.version, quarantined))
@@ -177,6 +176,8 @@ class IndexFollower:
                     quarantined = quarantined - set(record.references())
                 else:
                     self._apply(record)
+                if quarantined != served.quarantined:
+                    self.index.set_list_state(served.id, record.version, sorted(quarantined))
                 served = ServedList(served.id, served.name, record.version, quarantined)
 
     def _apply(self, record: ChangeRecord) -> None:
@@ -187,6 +188,9 @@ class IndexFollower:
             record.upsert_ids,
             record.retire_algs,
             record.retire_slots,
+            record.ref_ends,
+            record.refs,
+            record.version,
         )
 
     def start(self) -> None:
@@ -209,9 +213,6 @@ class IndexFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-
-_EVERY_LIST = PlatformPolicy()
 
 
 def _wake(future: asyncio.Future[None]) -> None:
