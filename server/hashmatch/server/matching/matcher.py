@@ -40,18 +40,20 @@ class Matcher:
         the item's own error in the response. A batch always answers per item, except for
         what concerns the whole batch (no items, too many).
         """
-        paused = self.probes.throttled_for(tenant)
-        verdicts = self.index.match_request(raw, batch, tenant, pdq_paused=paused > 0)
+        verdicts = self.index.match_request(raw, batch, tenant)
         if verdicts.violations and (whole_call or batch):
             raise invalid([Violation(f, d) for f, d in verdicts.violations])
-        retry_ms = int(self.probes.policy.cooldown * 1000)
+        if not verdicts.has_pdq:  # the common case: no probe state to read
+            return Answer(verdicts.encode(), verdicts.items)
+        paused = self.probes.throttled_for(tenant)
         if paused:
-            if whole_call and verdicts.has_pdq:
+            # Its PDQ items were searched, but none is answered: each gets the pause.
+            if whole_call:
                 raise ProbeThrottled(PAUSED, retry_after=paused)
-            return Answer(verdicts.encode(-1, int(paused * 1000)), verdicts.items)
+            return Answer(verdicts.encode(0, int(paused * 1000)), verdicts.items)
         refuse_from = -1
-        if verdicts.has_pdq:
-            flagged_at = self.probes.observe_items(tenant, verdicts.pdq_queries())
-            if flagged_at is not None:
-                refuse_from = flagged_at
+        flagged_at = self.probes.observe_items(tenant, verdicts.pdq_queries())
+        if flagged_at is not None:
+            refuse_from = flagged_at
+        retry_ms = int(self.probes.policy.cooldown * 1000)
         return Answer(verdicts.encode(refuse_from, retry_ms), verdicts.items)

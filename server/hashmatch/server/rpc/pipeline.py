@@ -223,8 +223,13 @@ class _Method:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise deadline_exceeded()
-        if self.cap is None or (remaining is not None and remaining <= self.cap):
-            # grpc itself ends the call at the client's deadline.
+        if (
+            self.cap is None
+            or (remaining is not None and remaining <= self.cap)
+            or self.answers_inline(request)
+        ):
+            # grpc itself ends the call at the client's deadline, or the answer is computed
+            # without yielding the loop: there is nothing to time out.
             return await self.admitted(call, request, context)
         try:
             async with asyncio.timeout(self.cap):
@@ -298,9 +303,19 @@ class _Method:
             return None
         if self.is_coroutine:
             return await self.impl(*args)
-        if self.inline and (not self.raw or len(request) <= INLINE_MAX_BYTES):
+        if self.answers_inline(request):
             return self.impl(*args)
         return await asyncio.get_running_loop().run_in_executor(None, self.impl, *args)
+
+    def answers_inline(self, request: Any) -> bool:
+        """A unary call answered on the event loop: cheap by the servicer's word, and
+        small enough."""
+        return (
+            self.inline
+            and not self.streaming
+            and not self.is_coroutine
+            and (not self.raw or len(request) <= INLINE_MAX_BYTES)
+        )
 
     def meter(self, call: Call, tenant: Tenant) -> Callable[[int], None]:
         """Charges the match items of one raw request once read (one was charged when
