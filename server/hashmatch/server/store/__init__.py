@@ -227,7 +227,7 @@ class Store:
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=16,
+            max_dbs=32,
             max_readers=1024,
             sync=True,
             metasync=True,
@@ -253,6 +253,7 @@ class Store:
                     "platforms",
                     "allow",
                     "matched",
+                    "grants",
                 )
             }
         self.reclaim_readers()
