@@ -1,0 +1,305 @@
+"""Lists, their entries and the batches that change them (each one change-log record)."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from itertools import accumulate
+
+from hashmatch.client.digest import ListDigest
+from hashmatch.server.core import SLOT, Changes, entry_term
+from hashmatch.server.matching.flood import (
+    DEFAULT_FLOOD,
+    FloodPolicy,
+)
+from hashmatch.server.store.changelog import ChangeRecord
+from hashmatch.server.store.env import StoreBase, Txn, prefixed
+from hashmatch.server.store.errors import (
+    BatchIdReused,
+    ListExists,
+    ListNotFound,
+    StaleVersion,
+    StoreError,
+    StoreFull,
+)
+from hashmatch.server.store.keys import (
+    LIST_ENTRY,
+    U32,
+    U64,
+    batch_key,
+    change_key,
+    list_prefix,
+    ref_key,
+    ref_key_raw,
+)
+from hashmatch.server.store.records import (
+    ApplyOutcome,
+    ListMeta,
+)
+
+
+class Lists(StoreBase):
+    def create_list(
+        self,
+        name: str,
+        owner: str,
+        *,
+        pdq_threshold: int,
+        pdq_min_quality: int,
+        flood: FloodPolicy = DEFAULT_FLOOD,
+    ) -> ListMeta:
+        now = time.time()
+        with self._write() as txn:
+            if txn.get(name.encode(), db=self._db("lists")) is not None:
+                raise ListExists(name)
+            raw = txn.get(b"next_list_id", db=self._db("meta"))
+            list_id = U32.unpack(raw)[0] if raw else 1
+            txn.put(b"next_list_id", U32.pack(list_id + 1), db=self._db("meta"))
+            meta = ListMeta(
+                id=list_id,
+                name=name,
+                owner=owner,
+                version=0,
+                counts=(0, 0, 0, 0),
+                pdq_threshold=pdq_threshold,
+                pdq_min_quality=pdq_min_quality,
+                digest=ListDigest().to_bytes(),
+                next_entry_id=1,
+                created_at=now,
+                updated_at=now,
+                flood=flood,
+            )
+            txn.put(name.encode(), meta.to_json(), db=self._db("lists"))
+            self._audit(txn, owner, "create-list", list=name)
+        return meta
+
+    def get_list(self, name: str) -> ListMeta | None:
+        with self.read() as txn:
+            raw = txn.get(name.encode(), db=self._db("lists"))
+        return ListMeta.from_json(raw) if raw is not None else None
+
+    def lists(self) -> list[ListMeta]:
+        with self.read() as txn:
+            return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
+
+    def _all_lists(self, txn: Txn) -> list[ListMeta]:
+        return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
+
+    def update_flood_policy(self, list_name: str, policy: FloodPolicy, *, actor: str) -> ListMeta:
+        with self._write() as txn:
+            raw = txn.get(list_name.encode(), db=self._db("lists"))
+            if raw is None:
+                raise ListNotFound(list_name)
+            meta = replace(ListMeta.from_json(raw), flood=policy, updated_at=time.time())
+            txn.put(list_name.encode(), meta.to_json(), db=self._db("lists"))
+            self._audit(txn, actor, "update-list", list=list_name, flood=list(policy))
+        return meta
+
+    def apply_changes(self, list_name: str, changes: Changes, *, actor: str) -> ApplyOutcome:
+        """Applies one checked batch atomically: retirements first, then upserts.
+
+        A batch_id seen before answers with the version it made and changes nothing; the
+        same batch_id with different content is refused (BatchIdReused). The batch must
+        have no violations (the service refuses those before calling).
+        """
+        outcomes, error = self.apply_many(list_name, [changes], actor=actor)
+        if error is not None:
+            raise error
+        return outcomes[0]
+
+    def apply_many(
+        self, list_name: str, batches: Sequence[Changes], *, actor: str
+    ) -> tuple[list[ApplyOutcome], StoreError | None]:
+        """Applies batches in order in one write transaction, each one whole.
+
+        A bulk load commits a group of batches at once: LMDB then rewrites each touched
+        page once per group rather than once per batch. Every batch still gets its own
+        version, change record and batch_id. A batch refused by the store ends the group:
+        the batches before it are committed and its error is returned.
+        """
+        outcomes: list[ApplyOutcome] = []
+        error: StoreError | None = None
+        with self._write() as txn:
+            for changes in batches:
+                try:
+                    outcomes.append(self._apply_one(txn, list_name, changes, actor))
+                except StoreFull:
+                    raise
+                except StoreError as exc:
+                    error = exc
+                    break
+        return outcomes, error
+
+    def _apply_one(self, txn: Txn, list_name: str, changes: Changes, actor: str) -> ApplyOutcome:
+        entries, refs = self._db("entries"), self._db("refs")
+        raw = txn.get(list_name.encode(), db=self._db("lists"))
+        if raw is None:
+            raise ListNotFound(list_name)
+        meta = ListMeta.from_json(raw)
+        lid = meta.id
+        batch = batch_key(lid, changes.batch_id)
+        seen = txn.get(batch, db=self._db("batches"))
+        if seen is not None:
+            if seen[8:] != changes.fingerprint:
+                raise BatchIdReused(changes.batch_id)
+            return ApplyOutcome(U64.unpack(seen[:8])[0], True, 0, 0, meta.digest)
+        expected = changes.expected_version
+        if expected is not None and expected != meta.version:
+            raise StaleVersion(meta.version)
+
+        prefix = list_prefix(lid)
+        digest = ListDigest.from_bytes(meta.digest)
+        counts = list(meta.counts)
+        retire_algs, retire_slots = changes.retire_packed()
+        retired = 0
+        if changes.n_retirements:
+            cur = txn.cursor(db=entries)
+            for key, eid_raw in cur.getmulti(changes.retire_keys(prefix)):
+                txn.delete(key, db=entries)
+                old_ref = txn.pop(ref_key_raw(lid, eid_raw), db=refs)
+                digest.remove_term(entry_term(key[4], key[5:], old_ref))
+                counts[key[4] - 1] -= 1
+                retired += 1
+
+        algs, slots = changes.upsert_packed()
+        n = changes.n_upserts
+        first_id = meta.next_entry_id
+        next_id = first_id + n
+        ids = array("Q", range(first_id, next_id))
+        # Every upsert is first tried as a new entry, in key order: for a bulk load that is
+        # all there is to do, in two C-level calls.
+        _, added = txn.cursor(db=entries).putmulti(
+            changes.entry_pairs(prefix, first_id), overwrite=False
+        )
+        if added == n:
+            cur = txn.cursor(db=refs)
+            # New ids are the largest keys when this is the newest list: append them.
+            tail = cur.key() if cur.last() else b""
+            cur.putmulti(changes.ref_pairs(lid, first_id), append=tail < ref_key(lid, first_id))
+            digest.add_term(changes.terms_sum())
+            for alg in range(1, 5):
+                counts[alg - 1] += algs.count(alg)
+            upserted = n
+        else:
+            # Some hashes were listed already: they kept their entry id (and a new id was
+            # skipped); give them the new reference where it differs.
+            keys = changes.upsert_keys(prefix)
+            stored = dict(txn.cursor(db=entries).getmulti(keys))
+            new_refs = changes.references()
+            upserted = 0
+            for i, key in enumerate(keys):
+                eid_raw = stored[key]
+                eid = int.from_bytes(eid_raw, "little")
+                if eid == first_id + i:
+                    counts[algs[i] - 1] += 1
+                else:
+                    ids[i] = eid
+                    old_ref = txn.get(ref_key_raw(lid, eid_raw), db=refs)
+                    if old_ref == new_refs[i]:
+                        continue
+                    digest.remove_term(entry_term(key[4], key[5:], old_ref))
+                txn.put(ref_key_raw(lid, eid_raw), new_refs[i], db=refs)
+                digest.add_term(changes.term(i))
+                upserted += 1
+
+        now = time.time()
+        version = meta.version + 1
+        new_meta = replace(
+            meta,
+            version=version,
+            counts=(counts[0], counts[1], counts[2], counts[3]),
+            digest=digest.to_bytes(),
+            next_entry_id=next_id,
+            updated_at=now,
+            last_batch_id=changes.batch_id,
+        )
+        record = ChangeRecord(
+            lid,
+            version,
+            changes.batch_id,
+            now,
+            new_meta.digest,
+            algs,
+            slots,
+            ids.tobytes(),
+            *changes.reference_columns(),
+            retire_algs,
+            retire_slots,
+        )
+        txn.put(change_key(lid, version), record.encode(), db=self._db("changes"))
+        txn.put(batch, U64.pack(version) + changes.fingerprint, db=self._db("batches"))
+        txn.put(list_name.encode(), new_meta.to_json(), db=self._db("lists"))
+        self._audit(
+            txn,
+            actor,
+            "apply-changes",
+            list=list_name,
+            batch_id=changes.batch_id,
+            version=version,
+            upserted=upserted,
+            retired=retired,
+        )
+        return ApplyOutcome(version, False, upserted, retired, new_meta.digest)
+
+    def changes_since(self, list_id: int, version: int, limit: int = 1000) -> list[ChangeRecord]:
+        """Committed batches of the list with a version above `version`, in order."""
+        out: list[ChangeRecord] = []
+        start = change_key(list_id, version + 1)
+        with self.read() as txn:
+            for key, raw in prefixed(txn, self._db("changes"), list_prefix(list_id), start):
+                if len(out) >= limit:
+                    break
+                out.append(ChangeRecord.decode(list_id, LIST_ENTRY.unpack(key)[1], raw))
+        return out
+
+    def snapshot_entries(
+        self, list_name: str, chunk: int = 65536
+    ) -> tuple[ListMeta, Iterator[tuple[bytes, bytes, bytes, bytes, bytes]]] | None:
+        """The list's metadata and, in packed chunks (algorithms, 32-byte slots, entry ids
+        as u64 LE, reference end offsets as u32 LE, references as UTF-8), every entry it
+        holds, all from one consistent snapshot. Consume the iterator fully or close it."""
+        txn = self.read()
+        raw = txn.get(list_name.encode(), db=self._db("lists"))
+        if raw is None:
+            txn.abort()
+            return None
+        meta = ListMeta.from_json(raw)
+
+        def with_refs(
+            algs: bytearray, slots: bytearray, ids: bytearray, keys: list[bytes]
+        ) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+            found = dict(txn.cursor(db=self._db("refs")).getmulti(keys))
+            refs = [found.get(key, b"") for key in keys]
+            ends = array("I", accumulate(map(len, refs)))
+            return bytes(algs), bytes(slots), bytes(ids), ends.tobytes(), b"".join(refs)
+
+        def chunks() -> Iterator[tuple[bytes, bytes, bytes, bytes, bytes]]:
+            try:
+                entries = prefixed(txn, self._db("entries"), list_prefix(meta.id))
+                algs, slots, ids = bytearray(), bytearray(), bytearray()
+                keys: list[bytes] = []
+                for key, eid in entries:
+                    algs.append(key[4])
+                    slots += key[5:].ljust(SLOT, b"\0")
+                    ids += eid
+                    keys.append(ref_key_raw(meta.id, eid))
+                    if len(algs) >= chunk:
+                        yield with_refs(algs, slots, ids, keys)
+                        algs, slots, ids, keys = bytearray(), bytearray(), bytearray(), []
+                if algs:
+                    yield with_refs(algs, slots, ids, keys)
+            finally:
+                txn.abort()
+
+        return meta, chunks()
+
+    def references(self, keys: Sequence[tuple[int, int]]) -> list[str | None]:
+        """Reference IDs of (list_id, entry_id) pairs; None for an entry retired since."""
+        with self.read() as txn:
+            out = []
+            for lid, eid in keys:
+                raw = txn.get(ref_key(lid, eid), db=self._db("refs"))
+                out.append(raw.decode("utf-8") if raw is not None else None)
+        return out
