@@ -3,8 +3,10 @@ idle client streams end, failed tokens are throttled per peer, every refusal has
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +20,7 @@ from hashmatch.client import MD5, make_hash
 from hashmatch.server import errors
 from hashmatch.server.app import Service, build
 from hashmatch.server.rpc import status
-from hashmatch.server.rpc.limits import Admission
+from hashmatch.server.rpc.limits import Admission, LoadShedder
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Role
 from hashmatch.v1 import (
@@ -270,3 +272,33 @@ def test_a_peer_guessing_tokens_is_throttled_but_known_tokens_still_work(server:
         messages.add(info.value.details())
     assert any("too many failed authentications" in (m or "") for m in messages)
     assert stub.Match(item(), metadata=server.metadata("other"), timeout=5).verdict
+
+
+def test_while_the_loop_falls_behind_the_heaviest_tenant_is_shed_first() -> None:
+    now = [100.0]
+    shedder = LoadShedder(clock=lambda: now[0])
+    for _ in range(50):
+        shedder.admit("heavy")  # no lag: nothing is shed
+    shedder.admit("light")
+    shedder.until = now[0] + 1.0  # the probe saw the loop fall behind
+    with pytest.raises(errors.Overloaded) as info:
+        shedder.admit("heavy")
+    assert info.value.retry_after is not None and info.value.retry_after > 0
+    shedder.admit("light")  # under its even share of this second's calls: answered
+    now[0] += 2.0  # lag gone: everyone is answered again
+    shedder.admit("heavy")
+
+
+def test_overload_is_measured_as_sustained_event_loop_lag() -> None:
+    async def run() -> float:
+        shedder = LoadShedder()
+        task = asyncio.get_running_loop().create_task(shedder.watch())
+        await asyncio.sleep(0.05)
+        assert shedder.until == 0.0  # an idle loop is not behind
+        for _ in range(12):  # the loop blocked again and again, as under a backlog
+            time.sleep(0.06)
+            await asyncio.sleep(0.001)
+        task.cancel()
+        return shedder.until
+
+    assert asyncio.run(run()) > 0.0

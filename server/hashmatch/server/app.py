@@ -5,6 +5,9 @@ reflection.
 server on an event loop of its own thread and returns. `main.serve` owns signals and the
 orderly shutdown (`Service.stop`): health NOT_SERVING, drain in-flight calls, flush match
 statistics, close LMDB.
+
+A replica's process reports NOT_SERVING while any list is unverified (being copied, or
+found to differ from the primary's): that list answers NO_MATCH meanwhile (ReplicaHealth).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
 from hashmatch.server.matching.stats import MatchCounts, StatsFlusher
 from hashmatch.server.metrics import Metrics, serve_http
 from hashmatch.server.rpc.auth import BadTokenThrottle, TenantCache
-from hashmatch.server.rpc.limits import Admission, RateLimiter
+from hashmatch.server.rpc.limits import Admission, LoadShedder, RateLimiter
 from hashmatch.server.rpc.observers import RpcLog, RpcMetrics
 from hashmatch.server.rpc.pipeline import Pipeline, service_handler
 from hashmatch.server.rpc.tls import server_credentials
@@ -64,6 +67,7 @@ class EventLoop:
         self.loop = asyncio.new_event_loop()
         self.pool = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc")
         self.loop.set_default_executor(self.pool)
+        self._background: list[asyncio.Task[None]] = []
         self._thread = threading.Thread(target=self.loop.run_forever, name="rpc-loop", daemon=True)
         self._thread.start()
 
@@ -71,7 +75,21 @@ class EventLoop:
         """Runs `coro` on the loop and waits for its result (from any other thread)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Runs `coro` on the loop for as long as the loop runs."""
+
+        async def start() -> None:
+            self._background.append(asyncio.get_running_loop().create_task(coro))
+
+        self.run(start())
+
     def close(self) -> None:
+        async def cancel() -> None:
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+        self.run(cancel())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.pool.shutdown(wait=True)
@@ -94,10 +112,13 @@ class Service:
     metrics_http: Any = None
     metrics_port: int | None = None
     probes: ProbeLedger | None = None
+    replica_health: ReplicaHealth | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → drain in-flight calls → flush statistics → close LMDB."""
         seconds = self.settings.grace if grace is None else grace
+        if self.replica_health is not None:
+            self.replica_health.close()
 
         async def drain() -> None:
             for svc in ("", *(s.full_name for s in SERVICES)):
@@ -120,6 +141,67 @@ class Service:
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
+
+
+class ReplicaHealth:
+    """Health and metrics of a replica's lists, in every serving process of the replica:
+    health NOT_SERVING (the whole server and MatchService) while the store marks any list
+    unverified, SERVING again once none is. Called by the index follower whenever the set
+    of unverified lists changes."""
+
+    SERVICES = ("", SERVICES[0].full_name)
+
+    def __init__(
+        self,
+        follower: IndexFollower,
+        health_servicer: health.aio.HealthServicer,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics,
+        reported: frozenset[str],
+    ) -> None:
+        self.follower = follower
+        self.health = health_servicer
+        self.loop = loop
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._closed = False
+        self._reported = reported
+
+    def refresh(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            unverified = self.follower.unverified()
+            for served in self.follower.lists().values():
+                self.metrics.replica_list_verified.labels(served.name).set(1)
+            for name in unverified:
+                self.metrics.replica_list_verified.labels(name).set(0)
+            self.metrics.replica_unverified_lists.set(len(unverified))
+            if unverified == self._reported:
+                return
+            if unverified:
+                log.warning(
+                    "replica: health NOT_SERVING while lists are not verified: %s",
+                    ", ".join(sorted(unverified)),
+                )
+            elif self._reported:
+                log.info("replica: every list verified; health SERVING")
+            status = (
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if unverified
+                else health_pb2.HealthCheckResponse.SERVING
+            )
+            # In order on the loop (each set takes effect when its task starts); never
+            # waited for here: the follower calls from any thread.
+            for svc in self.SERVICES:
+                asyncio.run_coroutine_threadsafe(self.health.set(svc, status), self.loop)
+            self._reported = unverified
+
+    def close(self) -> None:
+        """Leaves health to the shutdown from now on."""
+        with self._lock:
+            self._closed = True
+        self.follower.on_verification = None
 
 
 def server_options(settings: Settings, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -161,10 +243,12 @@ def build(
         ledger = ProbeLedger(settings.data_dir)
         probes = ProbeDetector(ledger=ledger, on_flag=_probe_flagged(store, metrics))
         stats = StatsFlusher(store, follower, counts, metrics, settings.stats_interval)
+        shedder = LoadShedder()
         pipeline = Pipeline(
             authenticate=TenantCache(store),
             limiter=RateLimiter.from_settings(settings),
             admission=Admission.from_settings(settings),
+            shedder=shedder,
             bad_tokens=BadTokenThrottle(),
             deadline_cap=settings.deadline_cap,
             stream_deadline_cap=settings.stream_deadline_cap,
@@ -180,7 +264,19 @@ def build(
             service_handler(SERVICES[3], PlatformServicer(store, follower), pipeline),
         ]
         loop = EventLoop(settings.threads)
-        server, health_servicer, port = loop.run(_start(settings, reuse_port, handlers))
+        # A replica with unverified lists starts NOT_SERVING.
+        unverified = follower.unverified() if settings.follow else frozenset()
+        server, health_servicer, port = loop.run(
+            _start(settings, reuse_port, handlers, not_serving=bool(unverified))
+        )
+        replica_health = None
+        if settings.follow:
+            replica_health = ReplicaHealth(
+                follower, health_servicer, loop.loop, metrics, reported=unverified
+            )
+            follower.on_verification = replica_health.refresh
+            replica_health.refresh()
+        loop.spawn(shedder.watch())
         metrics_http, metrics_port = None, None
         if serve_metrics and settings.metrics_listen:
             metrics_http, metrics_port = serve_http(settings.metrics_listen, metrics.registry)
@@ -214,6 +310,7 @@ def build(
         metrics_http,
         metrics_port,
         ledger,
+        replica_health,
     )
 
 
@@ -232,7 +329,10 @@ def _probe_flagged(store: Store, metrics: Metrics) -> Callable[[str, int], None]
 
 
 async def _start(
-    settings: Settings, reuse_port: bool, handlers: list[grpc.GenericRpcHandler]
+    settings: Settings,
+    reuse_port: bool,
+    handlers: list[grpc.GenericRpcHandler],
+    not_serving: bool = False,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     server = grpc.aio.server(options=server_options(settings, reuse_port))
     server.add_generic_rpc_handlers(handlers)
@@ -249,5 +349,11 @@ async def _start(
         port = server.add_secure_port(settings.listen, credentials)
     await server.start()
     for svc in ("", *(s.full_name for s in SERVICES)):
-        await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        down = not_serving and svc in ReplicaHealth.SERVICES
+        await health_servicer.set(
+            svc,
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if down
+            else health_pb2.HealthCheckResponse.SERVING,
+        )
     return server, health_servicer, port

@@ -8,6 +8,7 @@ leaves the rest of the process to the others. `RateLimiter` bounds match items p
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -162,3 +163,58 @@ class Admission:
             self.streams -= 1
         else:
             self.calls -= 1
+
+
+# Event-loop lag (seconds), seen on LAG_STREAK probes in a row, that means calls are
+# queueing faster than they are answered (one slow call or a GC pause is not overload).
+LAG_LIMIT = 0.03
+LAG_STREAK = 3
+# How often the lag is measured, and how long shedding lasts after a late wake-up.
+LAG_PROBE = 0.01
+SHED_HOLD = 0.25
+SHED_RETRY_AFTER = 0.1
+
+
+class LoadShedder:
+    """Refuses calls at once while the event loop falls behind, heaviest tenants first.
+
+    Admission bounds what is in progress, but calls answered on the event loop are never
+    "in progress" for long: under overload they queue in front of it instead. A probe
+    wakes every LAG_PROBE seconds; when it wakes late by more than LAG_LIMIT several times
+    in a row the process sheds for SHED_HOLD seconds: a call of a tenant that made at least its even share of
+    this second's calls gets RESOURCE_EXHAUSTED at once (a refusal costs far less than an
+    answer, so the queue drains); lighter tenants are still answered.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.until = 0.0
+        self.lag = 0.0
+        self._second = 0
+        self._calls: dict[str, int] = {}
+        self._total = 0
+
+    async def watch(self) -> None:
+        """Measures the loop's lag until cancelled (run as a task on the serving loop)."""
+        late = 0
+        while True:
+            start = self.clock()
+            await asyncio.sleep(LAG_PROBE)
+            self.lag = self.clock() - start - LAG_PROBE
+            late = late + 1 if self.lag > LAG_LIMIT else 0
+            if late >= LAG_STREAK:
+                self.until = self.clock() + SHED_HOLD
+
+    def admit(self, tenant: str) -> None:
+        """Counts the call; raises Overloaded when it is shed."""
+        now = self.clock()
+        second = int(now)
+        if second != self._second:
+            self._second, self._calls, self._total = second, {}, 0
+        mine = self._calls.get(tenant, 0) + 1
+        self._calls[tenant] = mine
+        self._total += 1
+        if now < self.until and mine * len(self._calls) >= self._total:
+            raise Overloaded(
+                "the server is overloaded; retry shortly", retry_after=SHED_RETRY_AFTER
+            )

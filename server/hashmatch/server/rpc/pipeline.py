@@ -13,8 +13,9 @@ Every call goes through the same steps, outermost first, one concern each:
    seconds without a message.
 4. **authenticate** — the bearer token names the tenant, or UNAUTHENTICATED; a peer whose
    tokens keep failing is refused without a lookup for a while.
-5. **admit** — the tenant's share of calls or streams in progress (`Admission`), then its
-   token bucket (`RateLimiter`, charged with match items); both refuse at once with
+5. **admit** — while the event loop falls behind, the heaviest tenants' calls are shed
+   (`LoadShedder`); then the tenant's share of calls or streams in progress (`Admission`),
+   then its token bucket (`RateLimiter`, charged with match items); all refuse at once with
    RESOURCE_EXHAUSTED and RetryInfo.
 6. **decode and run** — a request that did not parse is refused naming its field; then the
    servicer method runs: on the event loop when the servicer lists it as cheap (`INLINE`)
@@ -52,7 +53,7 @@ from hashmatch.server.errors import (
 )
 from hashmatch.server.rpc.auth import BadTokenThrottle, bearer_token, peer_host
 from hashmatch.server.rpc.decode import Undecodable, lenient_deserializer
-from hashmatch.server.rpc.limits import Admission, RateLimiter
+from hashmatch.server.rpc.limits import Admission, LoadShedder, RateLimiter
 from hashmatch.server.rpc.status import code_and_reason, to_status
 from hashmatch.server.store import Tenant
 from hashmatch.v1 import match_pb2
@@ -100,6 +101,7 @@ class Pipeline:
     authenticate: Authenticator
     limiter: RateLimiter | None = None
     admission: Admission | None = None
+    shedder: LoadShedder | None = None
     bad_tokens: BadTokenThrottle | None = None
     deadline_cap: float = 30.0
     stream_deadline_cap: float = 3600.0
@@ -268,6 +270,8 @@ class _Method:
         tenant = self.authenticate(call, context)
         if self.impl is None:
             raise Unimplemented(f"{self.name} is not implemented")
+        if self.p.shedder is not None:
+            self.p.shedder.admit(tenant.name)
         admission = self.p.admission
         if admission is None:
             return await self.invoke(call, request, context, tenant)
