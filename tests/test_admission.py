@@ -20,7 +20,7 @@ from hashmatch.client import MD5, make_hash
 from hashmatch.server import errors
 from hashmatch.server.app import Service, build
 from hashmatch.server.rpc import status
-from hashmatch.server.rpc.limits import Admission, LoadShedder
+from hashmatch.server.rpc.limits import SHED_MIN_CALLS, Admission, LoadShedder
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Role
 from hashmatch.v1 import (
@@ -277,7 +277,7 @@ def test_a_peer_guessing_tokens_is_throttled_but_known_tokens_still_work(server:
 def test_while_the_loop_falls_behind_the_heaviest_tenant_is_shed_first() -> None:
     now = [100.0]
     shedder = LoadShedder(clock=lambda: now[0])
-    for _ in range(50):
+    for _ in range(SHED_MIN_CALLS):
         shedder.admit("heavy")  # no lag: nothing is shed
     shedder.admit("light")
     shedder.until = now[0] + 1.0  # the probe saw the loop fall behind

@@ -72,6 +72,15 @@ def test_replica_mirrors_lists_tenants_and_verdicts(tmp_path: Path) -> None:
         )
         lists.apply_changes("iwf", "retract", [retire(MD5, md5s[0]), retire(PDQ, pdqs[0])])
         eventually(lambda: same_lists(primary, replica), "replica holds the primary's lists")
+        # Every list verified against the primary's digests: served, and health says so.
+        metrics = replica.service.metrics
+        assert metrics is not None
+        assert metrics.registry.get_sample_value("hashmatch_replica_unverified_lists") == 0
+        verified = metrics.registry.get_sample_value(
+            "hashmatch_replica_list_verified", {"list": "iwf"}
+        )
+        assert verified == 1
+        assert replica.service.follower.unverified() == frozenset()
 
         # The primary's platform token works on the replica, with the same verdicts.
         for client in (primary.matcher(), replica.matcher()):

@@ -52,6 +52,8 @@ class Metrics:
     changelog_lag_batches: Gauge
     changelog_lag_seconds: Gauge
     probe_flags: Counter
+    replica_unverified_lists: Gauge
+    replica_list_verified: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -118,6 +120,21 @@ class Metrics:
             probe_flags=Counter(
                 "hashmatch_probe_flags",
                 "Tenants throttled for probing a listed PDQ hash (oracle walks)",
+                registry=reg,
+            ),
+            replica_unverified_lists=Gauge(
+                "hashmatch_replica_unverified_lists",
+                "Lists a replica does not serve: being copied, or found to differ from the "
+                "primary's and being copied again (the most over serving processes)",
+                multiprocess_mode="livemax",
+                registry=reg,
+            ),
+            replica_list_verified=Gauge(
+                "hashmatch_replica_list_verified",
+                "1 while a replica serves the list (its copy checked out against the "
+                "primary's digest), 0 while it does not (the least over serving processes)",
+                ["list"],
+                multiprocess_mode="livemin",
                 registry=reg,
             ),
         )

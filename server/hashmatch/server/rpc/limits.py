@@ -173,6 +173,9 @@ LAG_STREAK = 3
 LAG_PROBE = 0.01
 SHED_HOLD = 0.25
 SHED_RETRY_AFTER = 0.1
+# Calls this second below which a slow loop is not taken for a backlog (a busy start-up or
+# a slow disk is not overload).
+SHED_MIN_CALLS = 200
 
 
 class LoadShedder:
@@ -181,9 +184,10 @@ class LoadShedder:
     Admission bounds what is in progress, but calls answered on the event loop are never
     "in progress" for long: under overload they queue in front of it instead. A probe
     wakes every LAG_PROBE seconds; when it wakes late by more than LAG_LIMIT several times
-    in a row the process sheds for SHED_HOLD seconds: a call of a tenant that made at least its even share of
-    this second's calls gets RESOURCE_EXHAUSTED at once (a refusal costs far less than an
-    answer, so the queue drains); lighter tenants are still answered.
+    in a row, with at least SHED_MIN_CALLS calls this second, the process sheds for
+    SHED_HOLD seconds: a call of a tenant that made at least its even share of this
+    second's calls gets RESOURCE_EXHAUSTED at once (a refusal costs far less than an answer,
+    so the queue drains); lighter tenants are still answered.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -214,7 +218,11 @@ class LoadShedder:
         mine = self._calls.get(tenant, 0) + 1
         self._calls[tenant] = mine
         self._total += 1
-        if now < self.until and mine * len(self._calls) >= self._total:
+        if (
+            now < self.until
+            and self._total >= SHED_MIN_CALLS
+            and mine * len(self._calls) >= self._total
+        ):
             raise Overloaded(
                 "the server is overloaded; retry shortly", retry_after=SHED_RETRY_AFTER
             )

@@ -6,6 +6,11 @@ Platforms' subscriptions and allow-lists are handed to the core whenever they ch
 write made through this process calls `catch_up()` right after its commit, so the writer's
 own process serves the change before acknowledging it; other processes see it within one
 poll interval.
+
+On a replica, a list marked unverified in the store (being copied, or found to differ from
+the primary's) is not served: it is dropped from the core until the mark is cleared, then
+loaded afresh. A list that was reset (its epoch changed, or its version went back) is
+reloaded from scratch, never followed on top of what was served before.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hashmatch.server.core import Index, pack_hashes
 from hashmatch.server.store import ListMeta, Store
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server.store.resync import list_states
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,8 @@ class ServedList:
     version: int
     # References that answer NO_MATCH until released (flood quarantine).
     quarantined: frozenset[str] = frozenset()
+    # How many times the list had been reset in the store when it was loaded.
+    epoch: int = 0
 
 
 class IndexFollower:
@@ -48,6 +56,11 @@ class IndexFollower:
         self._policies: tuple[object, ...] = ()
         self._policy_names: set[str] = set()
         self._seen_seq = -1
+        # Lists not served because the store marks them unverified (replicas), by name.
+        self._unverified: frozenset[str] = frozenset()
+        # Called (with no lock held) after a catch-up that changed `unverified()` or which
+        # lists are served.
+        self.on_verification: Callable[[], None] | None = None
         self._lock = threading.Lock()
         # Coroutines waiting for the next catch-up that applies something (WatchChanges),
         # each woken on its own event loop.
@@ -60,6 +73,10 @@ class IndexFollower:
         # Replaced, never mutated, so readers need no lock.
         return self._lists
 
+    def unverified(self) -> frozenset[str]:
+        """Names of the lists not served because the store marks them unverified."""
+        return self._unverified
+
     def catch_up(self) -> None:
         """Applies every batch committed since the last call."""
         with self._lock:
@@ -67,18 +84,41 @@ class IndexFollower:
             if seq == self._seen_seq:
                 return
             served = dict(self._lists)
-            for meta in self.store.lists():
+            previous = set(served)
+            present: set[int] = set()
+            unverified: set[str] = set()
+            for state in list_states(self.store):
+                meta = state.meta
+                present.add(meta.id)
                 current = served.get(meta.id)
+                if current is not None and (
+                    not state.verified
+                    or state.epoch != current.epoch
+                    or meta.version < current.version
+                ):
+                    # Reset, or not to be served: nothing of what was served stays.
+                    self._drop(current)
+                    del served[meta.id]
+                    current = None
+                if not state.verified:
+                    unverified.add(meta.name)
+                    continue
                 if current is None:
-                    served[meta.id] = self._load(meta)
+                    served[meta.id] = self._load(meta, state.epoch)
                 elif meta.version > current.version:
                     served[meta.id] = self._follow(current)
                 self.index.configure_list(
                     meta.id, meta.pdq_threshold, meta.pdq_min_quality, meta.name
                 )
+            for list_id in served.keys() - present:
+                self._drop(served.pop(list_id))
             self._lists = served
             self._reload_platforms()
             self._seen_seq = seq
+            changed = unverified != self._unverified or served.keys() != previous
+            self._unverified = frozenset(unverified)
+        if changed and self.on_verification is not None:
+            self.on_verification()
         with self._waiters_lock:
             waiters, self._waiters = self._waiters, set()
         for loop, future in waiters:
@@ -146,10 +186,16 @@ class IndexFollower:
         self._policy_names = set(names)
         self._policies = key
 
-    def _load(self, listed: ListMeta) -> ServedList:
+    def _drop(self, served: ServedList) -> None:
+        self.index.drop_list(served.id)
+        log.info("list %s no longer served at version %d", served.name, served.version)
+
+    def _load(self, listed: ListMeta, epoch: int) -> ServedList:
+        # A reset between the list's state and this snapshot is seen at the next
+        # catch-up (a new epoch), which drops and reloads the list.
         snap = self.store.snapshot_entries(listed.name)
         if snap is None:  # dropped between the two reads
-            return ServedList(listed.id, listed.name, listed.version)
+            return ServedList(listed.id, listed.name, listed.version, epoch=epoch)
         meta, chunks = snap
         # Read after the snapshot: replaying later events on top converges all the same.
         quarantined = frozenset(self.store.quarantined(meta.id))
@@ -161,7 +207,7 @@ class IndexFollower:
         self.index.set_list_state(meta.id, meta.version, sorted(quarantined))
         log.info("loaded list %s: %d entries at version %d", meta.name, total, meta.version)
         # Batches committed after the snapshot are picked up by following the log.
-        return self._follow(ServedList(meta.id, meta.name, meta.version, quarantined))
+        return self._follow(ServedList(meta.id, meta.name, meta.version, quarantined, epoch))
 
     def _follow(self, served: ServedList) -> ServedList:
         while True:
@@ -178,7 +224,7 @@ class IndexFollower:
                     self._apply(record)
                 if quarantined != served.quarantined:
                     self.index.set_list_state(served.id, record.version, sorted(quarantined))
-                served = ServedList(served.id, served.name, record.version, quarantined)
+                served = replace(served, version=record.version, quarantined=quarantined)
 
     def _apply(self, record: ChangeRecord) -> None:
         self.index.apply(

@@ -4,8 +4,16 @@ One ReplicationService.Follow stream carries everything, however many lists ther
 the tenants (token revocations included), each list as it appears, and every list's
 committed batches. The stream is opened with the local version of each list, so a restart
 or a dropped connection resumes exactly where the local store stopped. Batches are applied
-through the same store path as on the primary, with the primary's batch IDs and versions,
-and the digest after each batch is checked against the primary's.
+through the same store path as on the primary, with the primary's batch IDs and versions.
+
+Verify or stop: every batch must give the version and digest the primary gave it, in the
+write transaction that applies it, and each list the stream announces is compared with
+the primary's version and digest. A list whose copy differs (the same version with another
+digest, or a primary behind this copy: e.g. a primary restored from an older copy of its
+data) is reset in the store to an empty, unverified list, which no serving process serves;
+the replicator then copies it again from version 0 by itself, on a new stream. A list is
+served again, as a list copied for the first time is, only once its copy reaches the
+version the primary announced, with the primary's digest (store/resync.py).
 
 Two threads whatever the number of lists: one reads the stream, one applies what arrived
 and reconnects (1 s, doubling to 30 s) when the stream fails.
@@ -24,7 +32,7 @@ import grpc
 from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError, from_rpc_error
 from hashmatch.server.core import parse_changes
-from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant
+from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant, resync
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
@@ -41,6 +49,9 @@ MAX_BACKOFF = 30.0
 # The primary sends the tenants at least every 30 s; a stream silent for this long is
 # taken for a dead connection and reopened.
 SILENCE_SECONDS = 90.0
+# Wait before re-copying a list found to differ from the primary's; while lists keep
+# differing right after being copied again, the waits grow as the backoff above does.
+RESYNC_DELAY = 0.0
 
 # What the reader hands over: an event, how the stream failed, or None when it ended.
 Item: TypeAlias = replication_pb2.FollowEvent | BaseException | None
@@ -50,12 +61,12 @@ class ApplyFailed(HashmatchError):
     """What the primary sent could not be applied here."""
 
 
-class Diverged(ApplyFailed):
-    """The local copy of a list no longer continues the primary's."""
-
-
 class _StreamEnded(HashmatchError):
     pass
+
+
+class _Resync(HashmatchError):
+    """Lists were reset: follow again from their new positions."""
 
 
 class Replicator:
@@ -68,8 +79,13 @@ class Replicator:
         self._channel = connection.open_channel()
         self._replication = replication_pb2_grpc.ReplicationServiceStub(self._channel)
         self._call: grpc.Future | None = None
-        # Lists whose local copy diverged: not applied to any more (logged once each).
-        self._diverged: set[str] = set()
+        # On the current stream: the version the primary announced of each list (an
+        # unverified list is verified when its copy reaches it)...
+        self._targets: dict[str, int] = {}
+        # ...and the lists reset because their copy differed (followed again from 0).
+        self._reset: set[str] = set()
+        # Wait before the next re-copy (grows while copies keep differing).
+        self._resync_wait = RESYNC_DELAY
         # Whether the current stream has delivered anything (then the backoff restarts),
         # and whether the last one did, for logging state changes only.
         self._connected = False
@@ -94,6 +110,12 @@ class Replicator:
         while not self._stop.is_set():
             try:
                 self._follow()
+            except _Resync:
+                # Not a failure of the primary: reconnect at once (or after the growing
+                # wait, when the copies keep differing).
+                self._stop.wait(self._resync_wait)
+                self._resync_wait = min(max(self._resync_wait * 2, INITIAL_BACKOFF), MAX_BACKOFF)
+                delay = INITIAL_BACKOFF
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -126,6 +148,8 @@ class Replicator:
         catching up writes each B-tree page once per group, not once per batch.
         """
         self._connected = False
+        self._targets = {}
+        self._reset = set()
         positions = [
             replication_pb2.ListPosition(list=m.name, version=m.version) for m in self.store.lists()
         ]
@@ -189,13 +213,11 @@ class Replicator:
                 elif kind == "batch":
                     batches.setdefault(item.batch.list, []).append(item.batch)
         for name, run in batches.items():
-            if name in self._diverged:
-                continue
-            try:
+            if name not in self._reset:
                 self._apply_all(name, run)
-            except Diverged:
-                self._diverged.add(name)
         self.follower.catch_up()
+        if self._reset:
+            raise _Resync(f"re-copying {', '.join(sorted(self._reset))} from the primary")
         if end is not None:
             raise end
 
@@ -215,56 +237,101 @@ class Replicator:
             log.info("replica: tenants updated from the primary")
 
     def _create_list(self, info: lists_pb2.HashList) -> None:
-        if self.store.get_list(info.name) is not None:
-            return
-        # Only this thread creates lists here: a replica refuses every write.
-        self.store.create_list(
-            info.name,
-            info.owner,
-            pdq_threshold=info.pdq_threshold,
-            pdq_min_quality=info.pdq_min_quality,
+        """A list as the primary announces it (every list, at the start of each stream):
+        created here when new, then compared with the primary's version and digest."""
+        name = info.name
+        self._targets[name] = info.version
+        if self.store.get_list(name) is None:
+            if info.version != 0 or info.digest != resync.EMPTY_DIGEST:
+                # Not served before its copy is verified (marked before it exists).
+                resync.mark_unverified(self.store, name)
+            # Only this thread creates lists here: a replica refuses every write.
+            self.store.create_list(
+                name,
+                info.owner,
+                pdq_threshold=info.pdq_threshold,
+                pdq_min_quality=info.pdq_min_quality,
+            )
+            log.info("replica: list %s created from the primary", name)
+        self._checked(
+            name,
+            resync.check_primary(self.store, name, info.version, info.digest, actor=self._actor()),
         )
-        log.info("replica: list %s created from the primary", info.name)
+
+    def _checked(self, name: str, checked: resync.Checked) -> bool:
+        """Logs what checking a list found; False when it was reset."""
+        if checked.diverged is not None:
+            self._reset.add(name)
+            # This process stops serving it now; the others at their next poll.
+            self.follower.catch_up()
+            log.error(
+                "replica: list %s does not match primary %s (%s): not serving it; "
+                "copying it again from the primary",
+                name,
+                self.connection.server,
+                checked.diverged,
+            )
+            return False
+        if checked.verified:
+            self._resync_wait = RESYNC_DELAY
+            log.info(
+                "replica: list %s verified against the primary at version %d; serving it",
+                name,
+                checked.version,
+            )
+        return True
 
     def _apply_all(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> None:
         """Applies one list's batches in order: runs of entry batches together, events
-        one by one."""
+        one by one; stops at a batch that does not check out (the list is reset)."""
         run: list[lists_pb2.ChangeBatch] = []
         for batch in batches:
             if batch.batch_id:
                 run.append(batch)
                 continue
-            self._apply_run(name, run)
+            if not self._apply_run(name, run) or not self._apply_event(name, batch):
+                return
             run = []
-            self._apply_event(name, batch)
         self._apply_run(name, run)
 
     def _actor(self) -> str:
         return f"replica-of:{self.connection.server}"
 
-    def _diverged_error(self, name: str, local: int, primary: int) -> Diverged:
-        log.error(
-            "replica: %s diverged (local version %d, primary batch %d); no longer applying "
-            "its batches",
-            name,
-            local,
-            primary,
+    def _apply_event(self, name: str, batch: lists_pb2.ChangeBatch) -> bool:
+        """A quarantine or release: it changes no entry, so the list must already hold
+        the digest the primary's event carries."""
+        meta = self.store.get_list(name)
+        if meta is None:
+            raise ApplyFailed(f"the primary sent events of {name} before the list")
+        reason = None
+        if meta.version != batch.version - 1:
+            reason = f"the primary's batch {batch.version} does not follow version {meta.version}"
+        elif meta.digest != batch.digest:
+            reason = f"digest differs from the primary's at version {meta.version}"
+        else:
+            kind = QUARANTINE if batch.quarantined else RELEASE
+            refs = list(batch.quarantined or batch.released)
+            try:
+                self.store.apply_event(
+                    name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
+                )
+            except StaleVersion as exc:
+                reason = f"the primary's batch {batch.version} does not follow {exc.current}"
+        if reason is not None:
+            resync.reset_list(self.store, name, actor=self._actor(), reason=reason)
+            return self._checked(name, resync.Checked(0, diverged=reason))
+        target = self._targets.get(name)
+        verified = (
+            target is not None
+            and batch.version >= target
+            and not resync.is_verified(self.store, name)
+            and resync.mark_verified(self.store, name)
         )
-        return Diverged("replica diverged")
+        return self._checked(name, resync.Checked(batch.version, verified=verified))
 
-    def _apply_event(self, name: str, batch: lists_pb2.ChangeBatch) -> None:
-        kind = QUARANTINE if batch.quarantined else RELEASE
-        refs = list(batch.quarantined or batch.released)
-        try:
-            self.store.apply_event(
-                name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
-            )
-        except StaleVersion as exc:
-            raise self._diverged_error(name, exc.current, batch.version) from exc
-
-    def _apply_run(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> None:
+    def _apply_run(self, name: str, batches: list[lists_pb2.ChangeBatch]) -> bool:
         if not batches:
-            return
+            return True
         meta = self.store.get_list(name)
         if meta is None:
             raise ApplyFailed(f"the primary sent batches of {name} before the list")
@@ -281,18 +348,14 @@ class Replicator:
             )
             for b in batches
         ]
-        outcomes, error = self.store.apply_many(name, changes, actor=self._actor())
-        for batch, outcome in zip(batches, outcomes, strict=False):
-            if outcome.digest != batch.digest:
-                log.error(
-                    "replica: %s digest differs from the primary's at version %d",
-                    name,
-                    batch.version,
-                )
-        if isinstance(error, StaleVersion):
-            raise self._diverged_error(name, error.current, batches[len(outcomes)].version)
-        if error is not None:
-            raise ApplyFailed(f"replica could not apply a batch of {name}: {error}")
+        checked = resync.apply_checked(
+            self.store,
+            name,
+            [(c, b.version, b.digest) for c, b in zip(changes, batches, strict=True)],
+            actor=self._actor(),
+            verify_at=self._targets.get(name),
+        )
+        return self._checked(name, checked)
 
 
 def _entries(event: replication_pb2.FollowEvent) -> int:
