@@ -61,6 +61,8 @@ class IndexFollower:
         # Called (with no lock held) after a catch-up that changed `unverified()` or which
         # lists are served.
         self.on_verification: Callable[[], None] | None = None
+        # The settings each list was last configured with in the core.
+        self._configs: dict[int, tuple[int, int, str]] = {}
         self._lock = threading.Lock()
         # Coroutines waiting for the next catch-up that applies something (WatchChanges),
         # each woken on its own event loop.
@@ -107,9 +109,11 @@ class IndexFollower:
                     served[meta.id] = self._load(meta, state.epoch)
                 elif meta.version > current.version:
                     served[meta.id] = self._follow(current)
-                self.index.configure_list(
-                    meta.id, meta.pdq_threshold, meta.pdq_min_quality, meta.name
-                )
+                config = (meta.pdq_threshold, meta.pdq_min_quality, meta.name)
+                if self._configs.get(meta.id) != config:
+                    # Only a list whose settings changed gets a new core snapshot.
+                    self.index.configure_list(meta.id, *config)
+                    self._configs[meta.id] = config
             for list_id in served.keys() - present:
                 self._drop(served.pop(list_id))
             self._lists = served
@@ -188,6 +192,7 @@ class IndexFollower:
 
     def _drop(self, served: ServedList) -> None:
         self.index.drop_list(served.id)
+        self._configs.pop(served.id, None)
         log.info("list %s no longer served at version %d", served.name, served.version)
 
     def _load(self, listed: ListMeta, epoch: int) -> ServedList:
@@ -199,7 +204,9 @@ class IndexFollower:
         meta, chunks = snap
         # Read after the snapshot: replaying later events on top converges all the same.
         quarantined = frozenset(self.store.quarantined(meta.id))
-        self.index.configure_list(meta.id, meta.pdq_threshold, meta.pdq_min_quality, meta.name)
+        config = (meta.pdq_threshold, meta.pdq_min_quality, meta.name)
+        self.index.configure_list(meta.id, *config)
+        self._configs[meta.id] = config
         total = 0
         for algs, slots, ids, ref_ends, refs in chunks:
             self.index.apply(meta.id, algs, slots, ids, b"", b"", ref_ends, refs, meta.version)
