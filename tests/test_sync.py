@@ -92,11 +92,12 @@ def test_watch_replays_history_then_follows_live(running: Running) -> None:
 
 
 def test_platforms_and_other_hotlines_cannot_watch(running: Running) -> None:
-    from hashmatch.client import PermissionDenied
+    from hashmatch.client import NotFound
 
     running.lists("hotline-a").create_list("iwf")
+    # Without a grant (test_grants.py) another tenant's list does not exist for them.
     for tenant in ("platform", "hotline-b"):
-        with pytest.raises(PermissionDenied):
+        with pytest.raises(NotFound):
             next(running.lists(tenant).watch_changes("iwf", 0, timeout=5))
 
 

@@ -15,6 +15,8 @@ use std::fmt;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
+use crate::proto::{Reader, Value};
+
 /// Digest length of each algorithm number, `0` for unknown ones.
 pub fn digest_len(alg: u32) -> usize {
     match alg {
@@ -138,52 +140,98 @@ impl Changes {
     }
 }
 
-/// The wire bytes could not be read as an `ApplyChangesRequest`.
+/// The wire bytes could not be read as an `ApplyChangesRequest`: `field` names
+/// where (`"(request)"` for the request's own framing, `"upserts[3]"` for an
+/// entry whose body is not a message, `"upserts[3].reference_id"` for a string
+/// that is not UTF-8…). Displayed as `"{field}: {description}"`, which is how
+/// the binding's `ValueError` carries it to the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError;
+pub struct WireError {
+    pub field: String,
+    pub description: &'static str,
+}
+
+/// Where a [`WireError`] is not about one field.
+pub const WHOLE_REQUEST: &str = "(request)";
+const NOT_A_MESSAGE: &str = "is not a valid protobuf message";
+const NOT_UTF8: &str = "is not valid UTF-8";
+
+impl WireError {
+    fn new(field: impl Into<String>, description: &'static str) -> Self {
+        WireError {
+            field: field.into(),
+            description,
+        }
+    }
+
+    /// The request's own framing is unreadable.
+    pub fn request() -> Self {
+        WireError::new(WHOLE_REQUEST, NOT_A_MESSAGE)
+    }
+}
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the request is not a valid ApplyChangesRequest")
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Reads the fields of one message, naming `field` when it cannot be read.
+fn fields<'a>(
+    body: &'a [u8],
+    field: &str,
+    mut each: impl FnMut(u32, Value<'a>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut reader = Reader::new(body);
+    loop {
+        match reader.next() {
+            Ok(Some((number, value))) => each(number, value)?,
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(WireError::new(field, NOT_A_MESSAGE)),
+        }
     }
 }
 
 /// Reads one request. Field checks become violations (the batch is then to be
-/// refused whole); only undecodable bytes are an error.
+/// refused whole); only undecodable bytes are an error. Unknown fields of every
+/// wire type (groups, nested ones included) and known fields of an unexpected
+/// wire type are skipped, as the protobuf runtime skips them.
 pub fn parse_changes(raw: &[u8], pdq_min_quality: u8) -> Result<Changes, WireError> {
     let mut out = Changes::default();
     let mut fingerprint = Xxh3::new();
-    let mut reader = Reader::new(raw);
-    while let Some((field, wire)) = reader.key()? {
-        match (field, wire) {
-            (1, Wire::Len(body)) => {
-                out.list = utf8(body)?;
+    fields(raw, WHOLE_REQUEST, |field, value| {
+        match (field, value) {
+            (1, Value::Len(body)) => {
+                out.list = utf8(body, "list")?;
                 fingerprint.update(&(body.len() as u64).to_le_bytes());
                 fingerprint.update(body);
             }
-            (2, Wire::Len(body)) => out.batch_id = utf8(body)?,
-            (3, Wire::Len(body)) => {
+            (2, Value::Len(body)) => out.batch_id = utf8(body, "batch_id")?,
+            (3, Value::Len(body)) => {
                 fingerprint.update(&[3]);
                 fingerprint.update(&(body.len() as u64).to_le_bytes());
                 fingerprint.update(body);
                 let index = out.upserts.len();
                 read_entry(body, index, pdq_min_quality, &mut out)?;
             }
-            (4, Wire::Len(body)) => {
+            (4, Value::Len(body)) => {
                 fingerprint.update(&[4]);
                 fingerprint.update(&(body.len() as u64).to_le_bytes());
                 fingerprint.update(body);
                 let index = out.retirements.len();
-                let hash = read_hash(body)?;
                 let path = format!("retirements[{index}]");
+                let hash = read_hash(body, &path)?;
                 check_hash(&hash, &path, None, &mut out);
                 out.retirements
                     .push(hash.alg_byte(), hash.stored_value(), UNKNOWN_QUALITY);
             }
-            (5, Wire::Varint(v)) => out.expected_version = Some(v),
+            (5, Value::Varint(v)) => out.expected_version = Some(v),
             _ => {} // unknown fields are skipped, as protobuf does
         }
-    }
+        Ok(())
+    })?;
     out.fingerprint = fingerprint.digest128();
     check_duplicates(&mut out);
     Ok(out)
@@ -211,21 +259,21 @@ impl HashField<'_> {
     }
 }
 
-fn read_hash(body: &[u8]) -> Result<HashField<'_>, WireError> {
+fn read_hash<'a>(body: &'a [u8], path: &str) -> Result<HashField<'a>, WireError> {
     let mut hash = HashField {
         alg: 0,
         value: &[],
         quality: None,
     };
-    let mut reader = Reader::new(body);
-    while let Some((field, wire)) = reader.key()? {
-        match (field, wire) {
-            (1, Wire::Varint(v)) => hash.alg = v,
-            (2, Wire::Len(v)) => hash.value = v,
-            (3, Wire::Varint(v)) => hash.quality = Some(v),
+    fields(body, path, |field, value| {
+        match (field, value) {
+            (1, Value::Varint(v)) => hash.alg = v,
+            (2, Value::Len(v)) => hash.value = v,
+            (3, Value::Varint(v)) => hash.quality = Some(v),
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(hash)
 }
 
@@ -235,24 +283,25 @@ fn read_entry(
     pdq_min_quality: u8,
     out: &mut Changes,
 ) -> Result<(), WireError> {
+    let path = format!("upserts[{index}]");
+    let hash_path = format!("{path}.hash");
     let mut hash: Option<HashField<'_>> = None;
     let mut reference: &[u8] = &[];
-    let mut reader = Reader::new(body);
-    while let Some((field, wire)) = reader.key()? {
-        match (field, wire) {
-            (1, Wire::Len(v)) => hash = Some(read_hash(v)?),
-            (2, Wire::Len(v)) => reference = v,
+    fields(body, &path, |field, value| {
+        match (field, value) {
+            (1, Value::Len(v)) => hash = Some(read_hash(v, &hash_path)?),
+            (2, Value::Len(v)) => reference = v,
             _ => {}
         }
-    }
-    let path = format!("upserts[{index}]");
+        Ok(())
+    })?;
     let (alg, value, quality) = match &hash {
         None => {
-            out.refuse(format!("{path}.hash"), "is required");
+            out.refuse(hash_path, "is required");
             (0, &[][..], UNKNOWN_QUALITY)
         }
         Some(h) => {
-            check_hash(h, &format!("{path}.hash"), Some(pdq_min_quality), out);
+            check_hash(h, &hash_path, Some(pdq_min_quality), out);
             let q = h
                 .quality
                 .and_then(|q| u8::try_from(q).ok())
@@ -318,7 +367,7 @@ fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &m
 }
 
 fn check_reference(reference: &[u8], path: &str, out: &mut Changes) -> Result<(), WireError> {
-    let text = std::str::from_utf8(reference).map_err(|_| WireError)?;
+    let text = std::str::from_utf8(reference).map_err(|_| WireError::new(path, NOT_UTF8))?;
     if text.is_empty() {
         out.refuse(path.to_string(), "is required");
     } else if reference.len() > MAX_REFERENCE_BYTES {
@@ -363,10 +412,10 @@ fn check_duplicates(out: &mut Changes) {
     }
 }
 
-fn utf8(body: &[u8]) -> Result<String, WireError> {
+fn utf8(body: &[u8], field: &str) -> Result<String, WireError> {
     std::str::from_utf8(body)
         .map(str::to_owned)
-        .map_err(|_| WireError)
+        .map_err(|_| WireError::new(field, NOT_UTF8))
 }
 
 /// The XXH3-128 of one (algorithm, digest, reference) entry, as the list digest
@@ -378,6 +427,8 @@ pub fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
     data.extend_from_slice(reference);
     xxh3_128(&data)
 }
+
+const COLUMNS: &str = "does not fit the other columns";
 
 /// Protobuf wire bytes of change-log columns: one `field` of message `Entry { Hash hash
 /// = 1; string reference_id = 2; }` per upsert, with `Hash { algorithm = 1; value = 2; }`.
@@ -392,7 +443,7 @@ pub fn encode_entries(
 ) -> Result<Vec<u8>, WireError> {
     let n = algs.len();
     if slots.len() != n * 32 || ref_ends.len() != n * 4 {
-        return Err(WireError);
+        return Err(WireError::new("ref_ends", COLUMNS));
     }
     let mut out = Vec::with_capacity(n * 64 + refs.len());
     let mut start = 0usize;
@@ -400,9 +451,11 @@ pub fn encode_entries(
         let end = u32::from_le_bytes(
             ref_ends[i * 4..i * 4 + 4]
                 .try_into()
-                .map_err(|_| WireError)?,
+                .map_err(|_| WireError::new("ref_ends", COLUMNS))?,
         ) as usize;
-        let reference = refs.get(start..end).ok_or(WireError)?;
+        let reference = refs
+            .get(start..end)
+            .ok_or(WireError::new("ref_ends", COLUMNS))?;
         start = end;
         let hash = hash_message(alg, &slots[i * 32..i * 32 + 32])?;
         let mut entry = Vec::with_capacity(hash.len() + reference.len() + 8);
@@ -416,7 +469,7 @@ pub fn encode_entries(
 /// Protobuf wire bytes of one `field` of message `Hash` per packed hash.
 pub fn encode_hashes(field: u32, algs: &[u8], slots: &[u8]) -> Result<Vec<u8>, WireError> {
     if slots.len() != algs.len() * 32 {
-        return Err(WireError);
+        return Err(WireError::new("slots", COLUMNS));
     }
     let mut out = Vec::with_capacity(algs.len() * 40);
     for (i, &alg) in algs.iter().enumerate() {
@@ -432,7 +485,7 @@ pub fn encode_hashes(field: u32, algs: &[u8], slots: &[u8]) -> Result<Vec<u8>, W
 fn hash_message(alg: u8, slot: &[u8]) -> Result<Vec<u8>, WireError> {
     let len = digest_len(u32::from(alg));
     if len == 0 {
-        return Err(WireError);
+        return Err(WireError::new("algs", "holds an unknown algorithm byte"));
     }
     let mut hash = Vec::with_capacity(len + 4);
     put_varint(1 << 3, &mut hash);
@@ -453,68 +506,6 @@ fn put_len_field(field: u32, body: &[u8], out: &mut Vec<u8>) {
     put_varint(u64::from(field) << 3 | 2, out);
     put_varint(body.len() as u64, out);
     out.extend_from_slice(body);
-}
-
-enum Wire<'a> {
-    Varint(u64),
-    Len(&'a [u8]),
-    Fixed,
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn varint(&mut self) -> Result<u64, WireError> {
-        let mut result = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.buf.get(self.pos).ok_or(WireError)?;
-            self.pos += 1;
-            result |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(result);
-            }
-        }
-        Err(WireError)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).ok_or(WireError)?;
-        let out = self.buf.get(self.pos..end).ok_or(WireError)?;
-        self.pos = end;
-        Ok(out)
-    }
-
-    /// The next field number and its value, or None at the end.
-    fn key(&mut self) -> Result<Option<(u64, Wire<'a>)>, WireError> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let wire = match key & 7 {
-            0 => Wire::Varint(self.varint()?),
-            1 => {
-                self.take(8)?;
-                Wire::Fixed
-            }
-            2 => {
-                let len = usize::try_from(self.varint()?).map_err(|_| WireError)?;
-                Wire::Len(self.take(len)?)
-            }
-            5 => {
-                self.take(4)?;
-                Wire::Fixed
-            }
-            _ => return Err(WireError),
-        };
-        Ok(Some((key >> 3, wire)))
-    }
 }
 
 #[cfg(test)]
@@ -630,13 +621,85 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_bytes_are_an_error() {
-        assert_eq!(parse_changes(&[0x1a, 0x05, 1], 50).unwrap_err(), WireError);
+    fn undecodable_bytes_are_an_error_naming_where() {
+        let err = parse_changes(&[0x1a, 0x05, 1], 50).unwrap_err();
+        assert_eq!(err, WireError::request());
+        assert_eq!(
+            err.to_string(),
+            "(request): is not a valid protobuf message"
+        );
         let mut raw = Vec::new();
         len_field(3, &entry(1, &[7; 16], "x"), &mut raw);
         let last = raw.len() - 1;
         raw[last] = 0xff;
-        assert!(parse_changes(&raw, 50).is_err(), "invalid UTF-8 reference");
+        let err = parse_changes(&raw, 50).unwrap_err();
+        assert_eq!(
+            err.field, "upserts[0].reference_id",
+            "invalid UTF-8 reference"
+        );
+        let mut raw = Vec::new();
+        len_field(3, &entry(1, &[7; 16], "x"), &mut raw);
+        len_field(3, &[0x0a, 9, 1], &mut raw); // an entry whose hash overruns it
+        assert_eq!(parse_changes(&raw, 50).unwrap_err().field, "upserts[1]");
+        let mut raw = Vec::new();
+        len_field(4, &[0x08], &mut raw);
+        assert_eq!(parse_changes(&raw, 50).unwrap_err().field, "retirements[0]");
+        let mut raw = Vec::new();
+        len_field(1, &[0xc3, 0x28], &mut raw);
+        assert_eq!(parse_changes(&raw, 50).unwrap_err().field, "list");
+    }
+
+    #[test]
+    fn skips_unknown_fields_of_every_wire_type_groups_included() {
+        let mut plain = Vec::new();
+        len_field(1, b"iwf", &mut plain);
+        len_field(2, b"b1", &mut plain);
+        len_field(3, &entry(1, &[7; 16], "R-1"), &mut plain);
+        len_field(4, &hash(2, &[9; 20], None), &mut plain);
+        let want = parse_changes(&plain, 50).unwrap();
+        // A group holding every wire type and a nested group, at the top level,
+        // inside an entry, and inside a hash; a known field number as a group.
+        let mut group = Vec::new();
+        varint(99 << 3 | 3, &mut group);
+        varint(100 << 3 | 3, &mut group);
+        varint(1 << 3, &mut group);
+        varint(5, &mut group);
+        varint(100 << 3 | 4, &mut group);
+        varint(2 << 3 | 1, &mut group);
+        group.extend([0; 8]);
+        varint(3 << 3 | 5, &mut group);
+        group.extend([0; 4]);
+        len_field(4, b"ab", &mut group);
+        varint(99 << 3 | 4, &mut group);
+        let mut known_as_group = Vec::new();
+        varint(3 << 3 | 3, &mut known_as_group);
+        varint(3 << 3 | 4, &mut known_as_group);
+
+        let mut hash_body = hash(2, &[9; 20], None);
+        hash_body.extend(&group);
+        let mut entry_body = entry(1, &[7; 16], "R-1");
+        entry_body.extend(&group);
+        let mut raw = Vec::new();
+        raw.extend(&group);
+        len_field(1, b"iwf", &mut raw);
+        raw.extend(&known_as_group);
+        len_field(2, b"b1", &mut raw);
+        len_field(3, &entry_body, &mut raw);
+        len_field(4, &hash_body, &mut raw);
+        raw.extend(&group);
+        let got = parse_changes(&raw, 50).unwrap();
+        assert!(got.violations.is_empty(), "{:?}", got.violations);
+        assert_eq!((got.list.as_str(), got.batch_id.as_str()), ("iwf", "b1"));
+        assert_eq!(got.upserts, want.upserts);
+        assert_eq!(got.refs, want.refs);
+        assert_eq!(got.retirements, want.retirements);
+
+        // Malformed groups are undecodable, and say so.
+        for bad in [&[0x9b, 0x06][..], &[0x9b, 0x06, 0x94, 0x06], &[0x9c, 0x06]] {
+            let mut raw = plain.clone();
+            raw.extend(bad);
+            assert_eq!(parse_changes(&raw, 50).unwrap_err(), WireError::request());
+        }
     }
 
     #[test]

@@ -172,6 +172,22 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lists", help="show the lists the caller may see")
     p.set_defaults(run=_lists)
+
+    p = sub.add_parser(
+        "grant", help="let a tenant (a partner, a platform's mirror) read one of your lists"
+    )
+    p.add_argument("list")
+    p.add_argument("tenant")
+    p.set_defaults(run=_grant)
+
+    p = sub.add_parser("revoke", help="end a tenant's read access to one of your lists")
+    p.add_argument("list")
+    p.add_argument("tenant")
+    p.set_defaults(run=_revoke)
+
+    p = sub.add_parser("grants", help="the tenants one of your lists is granted to")
+    p.add_argument("list")
+    p.set_defaults(run=_grants)
     return parser
 
 
@@ -408,6 +424,30 @@ def _lists(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
         for info in client.list_lists():
             _print_list(info)
+    return EXIT_CLEAN
+
+
+def _grant(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        granted = client.grant_access(args.list, args.tenant)
+    state = "may now read" if granted else "could already read"
+    print(f"{args.tenant} {state} {args.list}")
+    return EXIT_CLEAN
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        revoked = client.revoke_access(args.list, args.tenant)
+    state = "may no longer read" if revoked else "had no access to"
+    print(f"{args.tenant} {state} {args.list}")
+    return EXIT_CLEAN
+
+
+def _grants(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        for g in client.list_grants(args.list):
+            since = g.granted_at.ToDatetime().isoformat(timespec="seconds")
+            print(f"{g.tenant}\tsince {since}\tby {g.granted_by}")
     return EXIT_CLEAN
 
 

@@ -135,6 +135,26 @@ class ListClient(ChannelClient):
         response = self.connection.call(lambda: self._stub.UpdateList(request, **self._kw()))
         return ListInfo.from_proto(response.list)
 
+    def grant_access(self, list_name: str, tenant: str) -> bool:
+        """Lets `tenant` (any role) read `list_name`: GetList, WatchChanges, and the list in
+        its list_lists. False when it already could. Owner only."""
+        request = lists_pb2.GrantAccessRequest(list=list_name, tenant=tenant)
+        response = self.connection.call(lambda: self._stub.GrantAccess(request, **self._kw()))
+        return response.granted
+
+    def revoke_access(self, list_name: str, tenant: str) -> bool:
+        """Ends `tenant`'s read access to `list_name` (and its open watch streams). False
+        when it had none. Owner only."""
+        request = lists_pb2.RevokeAccessRequest(list=list_name, tenant=tenant)
+        response = self.connection.call(lambda: self._stub.RevokeAccess(request, **self._kw()))
+        return response.revoked
+
+    def list_grants(self, list_name: str) -> list[lists_pb2.Grant]:
+        """The tenants `list_name` is granted to, by name. Owner only."""
+        request = lists_pb2.ListGrantsRequest(list=list_name)
+        response = self.connection.call(lambda: self._stub.ListGrants(request, **self._kw()))
+        return list(response.grants)
+
 
 def build_batch(
     list_name: str,

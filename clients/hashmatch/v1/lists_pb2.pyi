@@ -307,3 +307,53 @@ class UpdateListResponse(_message.Message):
     LIST_FIELD_NUMBER: _ClassVar[int]
     list: HashList
     def __init__(self, list: _Optional[_Union[HashList, _Mapping]] = ...) -> None: ...
+
+class GrantAccessRequest(_message.Message):
+    __slots__ = ("list", "tenant")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    tenant: str
+    def __init__(self, list: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class GrantAccessResponse(_message.Message):
+    __slots__ = ("granted",)
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    def __init__(self, granted: _Optional[bool] = ...) -> None: ...
+
+class RevokeAccessRequest(_message.Message):
+    __slots__ = ("list", "tenant")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    tenant: str
+    def __init__(self, list: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class RevokeAccessResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: bool
+    def __init__(self, revoked: _Optional[bool] = ...) -> None: ...
+
+class ListGrantsRequest(_message.Message):
+    __slots__ = ("list",)
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    def __init__(self, list: _Optional[str] = ...) -> None: ...
+
+class Grant(_message.Message):
+    __slots__ = ("tenant", "granted_at", "granted_by")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_BY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    granted_at: _timestamp_pb2.Timestamp
+    granted_by: str
+    def __init__(self, tenant: _Optional[str] = ..., granted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granted_by: _Optional[str] = ...) -> None: ...
+
+class ListGrantsResponse(_message.Message):
+    __slots__ = ("grants",)
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    grants: _containers.RepeatedCompositeFieldContainer[Grant]
+    def __init__(self, grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ...) -> None: ...

@@ -27,7 +27,11 @@ if _version_not_supported:
 
 class ListServiceStub:
     """List management for hotlines (role "hotline": only the lists they own) and replication
-    (role "replica": read and watch every list).
+    (role "replica": read and watch every list). A list's owner may also grant one tenant of
+    any role read access to that list (GrantAccess).
+
+    A list the caller may not read answers NOT_FOUND exactly as a list that does not exist
+    (same code, message and details), so no tenant learns the names of another's lists.
     """
 
     def __init__(self, channel):
@@ -91,11 +95,30 @@ class ListServiceStub:
                 request_serializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListRequest.SerializeToString,
                 response_deserializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListResponse.FromString,
                 _registered_method=True)
+        self.GrantAccess = channel.unary_unary(
+                '/hashmatch.v1.ListService/GrantAccess',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.GrantAccessRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.GrantAccessResponse.FromString,
+                _registered_method=True)
+        self.RevokeAccess = channel.unary_unary(
+                '/hashmatch.v1.ListService/RevokeAccess',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.RevokeAccessRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.RevokeAccessResponse.FromString,
+                _registered_method=True)
+        self.ListGrants = channel.unary_unary(
+                '/hashmatch.v1.ListService/ListGrants',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsResponse.FromString,
+                _registered_method=True)
 
 
 class ListServiceServicer:
     """List management for hotlines (role "hotline": only the lists they own) and replication
-    (role "replica": read and watch every list).
+    (role "replica": read and watch every list). A list's owner may also grant one tenant of
+    any role read access to that list (GrantAccess).
+
+    A list the caller may not read answers NOT_FOUND exactly as a list that does not exist
+    (same code, message and details), so no tenant learns the names of another's lists.
     """
 
     def CreateList(self, request, context):
@@ -175,6 +198,30 @@ class ListServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantAccess(self, request, context):
+        """Lets one named tenant of any role (a partner hotline, a platform's own mirror) read
+        one list: GetList, WatchChanges, and the list in its ListLists; nothing else (owner
+        only). Recorded in the audit log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAccess(self, request, context):
+        """Ends a grant (owner only). It takes effect on the grantee's next call, and ends its
+        open WatchChanges streams of the list. Recorded in the audit log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGrants(self, request, context):
+        """The tenants a list is granted to (owner only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ListServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +280,21 @@ def add_ListServiceServicer_to_server(servicer, server):
                     request_deserializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListRequest.FromString,
                     response_serializer=hashmatch_dot_v1_dot_lists__pb2.UpdateListResponse.SerializeToString,
             ),
+            'GrantAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantAccess,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.GrantAccessRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.GrantAccessResponse.SerializeToString,
+            ),
+            'RevokeAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAccess,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.RevokeAccessRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.RevokeAccessResponse.SerializeToString,
+            ),
+            'ListGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGrants,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'hashmatch.v1.ListService', rpc_method_handlers)
@@ -243,7 +305,11 @@ def add_ListServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ListService:
     """List management for hotlines (role "hotline": only the lists they own) and replication
-    (role "replica": read and watch every list).
+    (role "replica": read and watch every list). A list's owner may also grant one tenant of
+    any role read access to that list (GrantAccess).
+
+    A list the caller may not read answers NOT_FOUND exactly as a list that does not exist
+    (same code, message and details), so no tenant learns the names of another's lists.
     """
 
     @staticmethod
@@ -533,6 +599,87 @@ class ListService:
             '/hashmatch.v1.ListService/UpdateList',
             hashmatch_dot_v1_dot_lists__pb2.UpdateListRequest.SerializeToString,
             hashmatch_dot_v1_dot_lists__pb2.UpdateListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/GrantAccess',
+            hashmatch_dot_v1_dot_lists__pb2.GrantAccessRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.GrantAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/RevokeAccess',
+            hashmatch_dot_v1_dot_lists__pb2.RevokeAccessRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.RevokeAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/ListGrants',
+            hashmatch_dot_v1_dot_lists__pb2.ListGrantsRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.ListGrantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

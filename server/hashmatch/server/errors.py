@@ -68,6 +68,11 @@ class ListExists(Refusal):
     pass
 
 
+class NameUnavailable(Refusal):
+    """CreateList of a name another tenant's list has: told without saying whose, or
+    that it is a list (see ListServicer.CreateList)."""
+
+
 class StaleVersion(Refusal):
     def __init__(self, current: int, message: str | None = None) -> None:
         super().__init__(

@@ -303,7 +303,12 @@ class _Method:
             args = (request, tenant, self.meter(call, tenant))
         if self.server_streaming:
             async for response in self.impl(*args):
-                await context.write(response)
+                try:
+                    await context.write(response)
+                except grpc.aio.InternalError:
+                    # The call ended under us (the client cancelled, or its deadline
+                    # passed): grpc refuses the write. Nobody is left to answer.
+                    raise asyncio.CancelledError from None
             return None
         if self.is_coroutine:
             return await self.impl(*args)

@@ -26,6 +26,8 @@ TABLE: dict[type[errors.Refusal], tuple[grpc.StatusCode, int]] = {
     errors.ListNotFound: (grpc.StatusCode.NOT_FOUND, _R.ERROR_REASON_LIST_NOT_FOUND),
     errors.ReferenceNotFound: (grpc.StatusCode.NOT_FOUND, _R.ERROR_REASON_LIST_NOT_FOUND),
     errors.ListExists: (grpc.StatusCode.ALREADY_EXISTS, _R.ERROR_REASON_LIST_EXISTS),
+    # Not LIST_EXISTS: that would tell another tenant's list has the name.
+    errors.NameUnavailable: (grpc.StatusCode.FAILED_PRECONDITION, _R.ERROR_REASON_UNSPECIFIED),
     errors.StaleVersion: (grpc.StatusCode.FAILED_PRECONDITION, _R.ERROR_REASON_STALE_VERSION),
     errors.BatchIdReused: (grpc.StatusCode.FAILED_PRECONDITION, _R.ERROR_REASON_BATCH_ID_REUSED),
     errors.ReadOnlyReplica: (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -15,8 +16,16 @@ from hashmatch.server.core import Changes, encode_entries, encode_hashes, parse_
 from hashmatch.server.errors import Refusal, Violation, invalid
 from hashmatch.server.matching.flood import DEFAULT_FLOOD, FloodPolicy
 from hashmatch.server.services import validation
-from hashmatch.server.services.access import not_found, owned, readable, require_role
+from hashmatch.server.services.access import (
+    may_read,
+    not_found,
+    owned,
+    readable,
+    require_role,
+    visible_lists,
+)
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
+from hashmatch.server.store import grants as store_grants
 from hashmatch.server.store.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2
@@ -34,6 +43,8 @@ WATCH_PAGE = 64
 # after this long (a safety net, not a poll).
 WATCH_IDLE_SECONDS = 30.0
 MAX_STATS_LIMIT = 10_000
+# Longest tenant name a grant may name (longer ones cannot exist: refused as such).
+MAX_TENANT_BYTES = 256
 
 
 class ListServicer:
@@ -70,26 +81,36 @@ class ListServicer:
                 flood=flood,
             )
         except st.ListExists:
-            raise errors.ListExists(f"a list named {request.name!r} already exists") from None
+            raise self._name_taken(request.name, tenant) from None
         self.follower.catch_up()
         return lists_pb2.CreateListResponse(list=self._describe(meta))
+
+    def _name_taken(self, name: str, tenant: Tenant) -> Refusal:
+        """CreateList of a name some list already has. Its owner hears ALREADY_EXISTS.
+        Anyone else hears only that the name cannot be used: in one global name space
+        that much is unavoidable, but not whose list it is, nor that the refusal is about
+        a list at all rather than the name. Each such refusal is audited, so an operator
+        sees a tenant probing for names."""
+        meta = self.store.get_list(name)
+        if meta is not None and meta.owner == tenant.name:
+            return errors.ListExists(f"a list named {name!r} already exists")
+        self.store.record_audit(tenant.name, "create-list-refused", name=name)
+        return errors.NameUnavailable(
+            "this name cannot be used; choose another",
+            (Violation("name", "cannot be used; choose another name"),),
+        )
 
     def GetList(
         self, request: lists_pb2.GetListRequest, tenant: Tenant
     ) -> lists_pb2.GetListResponse:
-        require_role(tenant, Role.HOTLINE, Role.REPLICA)
+        # Any role: a list granted to the caller (GrantAccess) is readable whatever its role.
         meta = readable(self.store, request.name, tenant, "name")
         return lists_pb2.GetListResponse(list=self._describe(meta))
 
     def ListLists(
         self, request: lists_pb2.ListListsRequest, tenant: Tenant
     ) -> lists_pb2.ListListsResponse:
-        require_role(tenant, Role.HOTLINE, Role.REPLICA)
-        lists = [
-            self._describe(m)
-            for m in self.store.lists()
-            if tenant.role == Role.REPLICA or m.owner == tenant.name
-        ]
+        lists = [self._describe(m) for m in visible_lists(self.store, tenant)]
         return lists_pb2.ListListsResponse(lists=lists)
 
     def ApplyChanges(
@@ -183,16 +204,31 @@ class ListServicer:
         request: lists_pb2.WatchChangesRequest,
         tenant: Tenant,
     ) -> AsyncIterator[bytes]:
-        """Replays committed batches after since_version, then follows new ones live."""
-        require_role(tenant, Role.HOTLINE, Role.REPLICA)
+        """Replays committed batches after since_version, then follows new ones live.
+
+        A grantee's stream (a caller that reads the list only through GrantAccess) looks
+        at its grant again on every wake-up and before every page, and ends with the same
+        NOT_FOUND as a list it never could read once the grant is revoked.
+        """
         meta = readable(self.store, request.list, tenant)
+        # Owners and replicas cannot lose access to a list; a grantee can.
+        revocable = tenant.role != Role.REPLICA and meta.owner != tenant.name
         version = request.since_version
         while True:
+            seq = self.follower.seq()
             records = await asyncio.to_thread(
                 self.store.changes_since, meta.id, version, WATCH_PAGE
             )
+            # Looked at after the page is read: a batch committed after a revocation is
+            # never sent.
+            if revocable and not await asyncio.to_thread(may_read, self.store, meta, tenant):
+                raise not_found(request.list)
             if not records:
-                await self.follower.committed(meta.id, version, timeout=WATCH_IDLE_SECONDS)
+                if revocable:
+                    # Woken by any commit, a revocation included.
+                    await self.follower.changed(seq, timeout=WATCH_IDLE_SECONDS)
+                else:
+                    await self.follower.committed(meta.id, version, timeout=WATCH_IDLE_SECONDS)
                 continue
             for record in records:
                 yield change_batch(meta.name, record)
@@ -226,9 +262,12 @@ class ListServicer:
         self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant, prefix: str = ""
     ) -> Changes:
         """Reads and checks a batch; INVALID_ARGUMENT names every bad field."""
-        meta = owned(self.store, request.list, tenant, prefix)
+        meta = owned(self.store, request.list, tenant, f"{prefix}list")
         # The core reads and checks the entries in one pass over the wire bytes.
-        changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
+        try:
+            changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
+        except ValueError as exc:
+            raise invalid([undecodable(exc, prefix)]) from None
         violations = validation.batch_fields(
             request.batch_id, changes.n_upserts, changes.n_retirements
         )
@@ -350,15 +389,86 @@ class ListServicer:
         self, request: lists_pb2.UpdateListRequest, tenant: Tenant
     ) -> lists_pb2.UpdateListResponse:
         self._writable(tenant)
-        owned(self.store, request.name, tenant)
+        owned(self.store, request.name, tenant, "name")
         if not request.HasField("flood"):
             raise invalid([Violation("flood", "is required")])
         policy = _flood_policy(request.flood)
         meta = self.store.update_flood_policy(request.name, policy, actor=tenant.name)
         return lists_pb2.UpdateListResponse(list=self._describe(meta))
 
+    def GrantAccess(
+        self, request: lists_pb2.GrantAccessRequest, tenant: Tenant
+    ) -> lists_pb2.GrantAccessResponse:
+        self._writable(tenant)
+        meta = owned(self.store, request.list, tenant)
+        grantee = self._grantee(request.tenant, tenant)
+        try:
+            granted = store_grants.grant(self.store, meta, grantee, actor=tenant.name)
+        except st.TenantNotFound:
+            raise _no_such_tenant() from None
+        except st.ListNotFound:
+            raise not_found(request.list) from None
+        self.follower.catch_up()
+        return lists_pb2.GrantAccessResponse(granted=granted)
+
+    def RevokeAccess(
+        self, request: lists_pb2.RevokeAccessRequest, tenant: Tenant
+    ) -> lists_pb2.RevokeAccessResponse:
+        self._writable(tenant)
+        meta = owned(self.store, request.list, tenant)
+        grantee = self._grantee(request.tenant, tenant)
+        revoked = store_grants.revoke(self.store, meta, grantee, actor=tenant.name)
+        # Wakes this process's watchers now; other processes on their next catch-up.
+        self.follower.catch_up()
+        return lists_pb2.RevokeAccessResponse(revoked=revoked)
+
+    def ListGrants(
+        self, request: lists_pb2.ListGrantsRequest, tenant: Tenant
+    ) -> lists_pb2.ListGrantsResponse:
+        require_role(tenant, Role.HOTLINE)
+        meta = owned(self.store, request.list, tenant)
+        return lists_pb2.ListGrantsResponse(
+            grants=[
+                lists_pb2.Grant(
+                    tenant=g.tenant,
+                    granted_at=_timestamp(g.granted_at),
+                    granted_by=g.granted_by,
+                )
+                for g in store_grants.grants_of(self.store, meta.id)
+            ]
+        )
+
+    @staticmethod
+    def _grantee(name: str, owner: Tenant) -> str:
+        """The grantee named by a grant request (checked after the list, so only the list's
+        owner hears anything about tenant names)."""
+        violations: list[Violation] = []
+        validation.check_text(name, "tenant", MAX_TENANT_BYTES, violations, required=True)
+        if not violations and name == owner.name:
+            violations.append(Violation("tenant", "the owner always reads its own lists"))
+        if violations:
+            raise invalid(violations)
+        return name
+
     def _describe(self, meta: ListMeta) -> lists_pb2.HashList:
         return to_proto(meta, len(self.store.quarantined(meta.id)))
+
+
+def _no_such_tenant() -> Refusal:
+    return invalid([Violation("tenant", "no such tenant")], "no such tenant")
+
+
+_FIELD_PATH = re.compile(r"\(request\)|[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*")
+
+
+def undecodable(exc: ValueError, prefix: str = "") -> Violation:
+    """The core's "FIELD: description" for bytes it could not read, as a violation
+    naming that field ("(request)" for the request's own framing)."""
+    field, _, description = str(exc).partition(": ")
+    if not _FIELD_PATH.fullmatch(field) or not description:
+        field, description = "(request)", "is not a valid protobuf message"
+    whole = field == "(request)"
+    return Violation((prefix.rstrip(".") or field) if whole else prefix + field, description)
 
 
 def _count(
