@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import lmdb
 import pytest
 
-from helpers import eventually
+from hashmatch.client import MD5
+from hashmatch.client.digest import ListDigest
+from hashmatch.client.list_client import Change, build_batch
+from hashmatch.server.core import parse_changes
+from hashmatch.server.store import Role, Store
+from helpers import eventually, random_digest, upsert
 
 BIN = Path(sys.executable).parent
 BRIDGE_MD5 = "d35c785545392755e7e4164457657269"
@@ -212,3 +222,210 @@ def test_trust_commands_for_platforms_and_hotlines(server: tuple[str, Path]) -> 
     assert "note: test photo" in feedback.stdout
     assert run(client, "quarantine", "demo", env=hotline).stdout == ""
     assert "released 0" in run(client, "release", "demo", "DEMO-BRIDGE-1", env=hotline).stdout
+
+
+# -- a typo makes no new store -------------------------------------------------------------
+
+
+def test_admin_refuses_a_folder_without_a_store(tmp_path: Path) -> None:
+    admin = tool("hashmatch")
+    typo = tmp_path / "typo"
+    added = run(admin, "admin", "add-tenant", "iwf", "--role", "hotline", "--data-dir", str(typo))
+    assert added.returncode == 2, added.stderr
+    assert added.stdout == "" and "Traceback" not in added.stderr
+    assert f"no hashmatch store in {typo}" in added.stderr
+    assert "admin init" in added.stderr and "--create" in added.stderr
+    assert not typo.exists(), "a refused command must not create the folder"
+    listed = run(admin, "admin", "list-tenants", "--data-dir", str(typo))
+    assert listed.returncode == 2 and f"no hashmatch store in {typo}" in listed.stderr
+    # An existing folder that holds something else is no store either.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("hello")
+    listed = run(admin, "admin", "list-tenants", "--data-dir", str(tmp_path / "elsewhere"))
+    assert listed.returncode == 2 and "no hashmatch store" in listed.stderr
+    assert not (tmp_path / "elsewhere" / "store").exists()
+
+
+def test_admin_init_and_create_make_a_store(tmp_path: Path) -> None:
+    admin = tool("hashmatch")
+    created = run(admin, "admin", "init", "--data-dir", str(tmp_path / "a"))
+    assert created.returncode == 0, created.stderr
+    assert f"created an empty store in {tmp_path / 'a'}" in created.stdout
+    assert (tmp_path / "a" / "store" / "FORMAT").is_file()
+    again = run(admin, "admin", "init", "--data-dir", str(tmp_path / "a"))
+    assert again.returncode == 0 and "already holds a store" in again.stdout
+    added = run(
+        admin, "admin", "add-tenant", "iwf", "--role", "hotline", "--data-dir", str(tmp_path / "a")
+    )
+    assert added.returncode == 0, added.stderr
+
+    fresh = tmp_path / "b"
+    added = run(
+        admin,
+        "admin",
+        "add-tenant",
+        "iwf",
+        "--role",
+        "hotline",
+        "--create",
+        "--data-dir",
+        str(fresh),
+    )
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip().splitlines()[-1].startswith("hm_")
+    listing = run(admin, "admin", "list-tenants", "--data-dir", str(fresh))
+    assert listing.returncode == 0 and listing.stdout.startswith("iwf\thotline\t1 token(s)")
+    assert "using data folder" not in listing.stderr
+
+
+def test_the_default_data_folder_is_said_aloud(tmp_path: Path) -> None:
+    admin = tool("hashmatch")
+    done = subprocess.run(
+        [admin, "admin", "list-tenants"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "using data folder ./data" in done.stderr
+    done = subprocess.run(
+        [admin, "admin", "init"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0 and "using data folder ./data" in done.stderr
+    assert (tmp_path / "data" / "store" / "data.mdb").is_file()
+
+
+# -- admin check and admin backup ------------------------------------------------------------
+
+BATCH = 500
+
+
+def batch_changes(n: int) -> list[Change]:
+    rng = random.Random(n)
+    return [upsert(MD5, random_digest(rng, MD5), f"B{n}-{i}") for i in range(BATCH)]
+
+
+def digest_upto(version: int) -> str:
+    d = ListDigest()
+    for n in range(version):
+        for c in batch_changes(n):
+            d.add(MD5, c.hash.value, c.reference_id or "")
+    return d.hex()
+
+
+def seeded(data_dir: Path, lists: dict[str, int]) -> None:
+    """A store with each list holding `lists[name]` batches, through the store's own path."""
+    store = Store(data_dir)
+    try:
+        store.add_tenant("hotline", Role.HOTLINE)
+        for name, batches in lists.items():
+            store.create_list(name, "hotline", pdq_threshold=31, pdq_min_quality=50)
+            for n in range(batches):
+                raw = build_batch(name, f"b{n}", batch_changes(n)).SerializeToString()
+                store.apply_changes(name, parse_changes(raw, 50), actor="hotline")
+    finally:
+        store.close()
+
+
+def raw_db(data_dir: Path, name: str) -> tuple[lmdb.Environment, Any]:
+    env = lmdb.open(str(data_dir / "store"), max_dbs=32, map_size=1 << 30)
+    return env, env.open_db(name.encode())
+
+
+def test_admin_check_passes_a_sound_store(tmp_path: Path) -> None:
+    seeded(tmp_path, {"iwf": 3, "empty": 0})
+    done = run(tool("hashmatch"), "admin", "check", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert any(line.startswith("ok\tiwf\tversion 3\t1500 entries") for line in lines), lines
+    assert any(line.startswith("ok\tempty\tversion 0\t0 entries") for line in lines), lines
+    assert f"digest {digest_upto(3)}" in done.stdout
+
+
+def test_admin_check_names_a_wrong_digest(tmp_path: Path) -> None:
+    seeded(tmp_path, {"iwf": 2, "other": 1})
+    env, lists = raw_db(tmp_path, "lists")
+    with env.begin(write=True) as txn:
+        meta = json.loads(txn.get(b"iwf", db=lists))
+        meta["digest"] = "00" * 16
+        txn.put(b"iwf", json.dumps(meta).encode(), db=lists)
+    env.close()
+    done = run(tool("hashmatch"), "admin", "check", "--data-dir", str(tmp_path))
+    assert done.returncode == 1
+    bad = [line for line in done.stdout.splitlines() if line.startswith("BAD\tiwf")]
+    assert len(bad) == 1 and "digest" in bad[0] and digest_upto(2) in bad[0], done.stdout
+    assert any(line.startswith("ok\tother") for line in done.stdout.splitlines())
+    assert "1 of 2 list(s) failed" in done.stderr
+
+
+def test_admin_check_names_a_gap_and_an_undecodable_change(tmp_path: Path) -> None:
+    seeded(tmp_path, {"iwf": 4})
+    env, changes = raw_db(tmp_path, "changes")
+    with env.begin(write=True) as txn:
+        keys = [key for key, _ in txn.cursor(db=changes)]
+        assert len(keys) == 4
+        txn.delete(keys[1], db=changes)  # version 2
+        raw = txn.get(keys[2], db=changes)
+        txn.put(keys[2], raw[:40], db=changes)  # version 3, cut short
+    env.close()
+    done = run(tool("hashmatch"), "admin", "check", "--data-dir", str(tmp_path))
+    assert done.returncode == 1
+    bad = done.stdout.strip()
+    assert bad.startswith("BAD\tiwf"), bad
+    assert "version 2 is missing" in bad and "version 3 does not decode" in bad
+
+
+def test_backup_during_an_upload_is_a_consistent_copy(tmp_path: Path) -> None:
+    from conftest import start
+
+    primary = start(tmp_path / "primary")
+    stop = threading.Event()
+    acked: list[int] = [0]
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            with primary.lists() as hotline:
+                n = 0
+                while not stop.is_set():
+                    hotline.upload_changes(
+                        [build_batch("iwf", f"b{k}", batch_changes(k)) for k in range(n, n + 4)]
+                    )
+                    n += 4
+                    acked[0] = n
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    copy = tmp_path / "copy"
+    try:
+        primary.lists().create_list("iwf")
+        writer = threading.Thread(target=upload)
+        writer.start()
+        eventually(lambda: acked[0] >= 8, "the upload is under way")
+        before = acked[0]
+        done = run(
+            tool("hashmatch"), "admin", "backup", str(copy), "--data-dir", str(tmp_path / "primary")
+        )
+        after = primary.lists().get_list("iwf").version
+        stop.set()
+        writer.join()
+        assert not errors, errors
+        assert done.returncode == 0, done.stderr
+        assert f"backed up {tmp_path / 'primary'}" in done.stdout
+        assert " MB in " in done.stdout and str(copy / "store") in done.stdout
+    finally:
+        stop.set()
+        primary.service.stop(grace=0)
+
+    second = start(copy, primary.tokens)
+    try:
+        info = second.lists().get_list("iwf")
+        assert before <= info.version <= after
+        assert info.counts["md5"] == BATCH * info.version
+        assert info.digest == digest_upto(info.version)
+        assert info.version > 0
+    finally:
+        second.service.stop(grace=0)
+    checked = run(tool("hashmatch"), "admin", "check", "--data-dir", str(copy))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    refused = run(
+        tool("hashmatch"), "admin", "backup", str(copy), "--data-dir", str(tmp_path / "primary")
+    )
+    assert refused.returncode == 2 and "already holds a store" in refused.stderr

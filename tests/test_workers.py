@@ -267,3 +267,65 @@ def test_sigterm_drains_an_open_stream_and_flushes_statistics(tmp_path: Path) ->
     # Two in the stream, plus any probe that reached the server before it began draining.
     assert [ref for ref, _, _ in counts] == ["R-9"]
     assert counts[0][1] >= 2
+
+
+def worker_pids(server: Server) -> set[int]:
+    return {
+        int(line["pid"])  # type: ignore[call-overload]
+        for line in server.log_lines()
+        if str(line.get("msg", "")).startswith("worker ") and "serving" in str(line["msg"])
+    }
+
+
+def gone(pid: int) -> bool:
+    """True once the process has exited (a zombie no one reaps yet counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_workers_exit_with_a_killed_parent_and_free_the_port(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", "--listen", "127.0.0.1:0", "--workers", "2")
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers := worker_pids(server)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) == 2, server.log.read_text()
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while not all(gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, "orphaned workers kept running"
+            time.sleep(0.05)
+        # The port is free again: a new server takes it.
+        again = subprocess.Popen(
+            [
+                hashmatch(),
+                "serve",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--listen",
+                server.address,
+                "--workers",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert again.stdout is not None
+        line = again.stdout.readline()
+        try:
+            assert line == f"hashmatch serving on {server.address}\n", line + (
+                again.stderr.read() if again.poll() is not None and again.stderr else ""
+            )
+        finally:
+            again.terminate()
+            assert again.wait(timeout=60) == 0
+    finally:
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)

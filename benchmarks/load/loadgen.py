@@ -939,9 +939,11 @@ def _hashmatch_exe() -> str:
 
 
 def _add_tenant(data: Path, name: str, role: str) -> str:
-    """`hashmatch admin add-tenant`; its last line of output is the token."""
+    """`hashmatch admin add-tenant --create` (the folder may hold no store yet); its last
+    line of output is the token."""
+    command = [_hashmatch_exe(), "admin", "add-tenant", name, "--role", role, "--create"]
     done = subprocess.run(
-        [_hashmatch_exe(), "admin", "add-tenant", name, "--role", role, "--data-dir", str(data)],
+        [*command, "--data-dir", str(data)],
         capture_output=True,
         text=True,
         check=True,

@@ -1,14 +1,21 @@
 """`hashmatch serve`: one serving process, or N supervised workers; signals and the
-orderly shutdown."""
+orderly shutdown.
+
+Before anything maps the store, the data folder is looked at (store/checks.py): a store
+that is truncated, emptied, garbled or unreadable is refused with StoreDamaged (one line
+naming the file and what to do), never served, never taken for a new store.
+"""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
 
 from hashmatch.server.app import build
 from hashmatch.server.settings import Settings
+from hashmatch.server.store import checks
 from hashmatch.server.workers import supervise
 
 log = logging.getLogger(__name__)
@@ -30,10 +37,17 @@ def wait_for_signal() -> int:
 
 
 def serve(settings: Settings) -> None:
+    # A fatal signal the checks did not foresee still leaves a trace on stderr.
+    faulthandler.enable()
+    state = checks.require(settings.data_dir, create=True)
+    if state is checks.State.ABSENT:
+        log.info("creating a new store in %s", settings.data_dir)
     if settings.workers > 1:
         supervise(settings)
         return
-    service = build(settings)
+    with checks.damage_named(settings.data_dir, opening=True):
+        service = build(settings)
+    checks.mark_created(settings.data_dir)
     host = settings.listen.rsplit(":", 1)[0]
     if service.metrics_port is not None:
         log.info(

@@ -3,7 +3,10 @@
 The parent never opens LMDB while workers run: it claims the port, spawns the workers
 (the `spawn` start method, so each opens LMDB and builds its own indexes from scratch),
 waits until every one serves, then supervises — a worker that dies is started again, and
-SIGTERM/SIGINT is forwarded so every worker drains and closes LMDB in order.
+SIGTERM/SIGINT is forwarded so every worker drains and closes LMDB in order. A worker
+also dies with its parent: a parent killed with SIGKILL cannot forward anything, so each
+worker asks the kernel for SIGTERM when its parent goes (PR_SET_PDEATHSIG), drains, and
+frees the port for the next `hashmatch serve`.
 
 Sharing a port needs SO_REUSEPORT on every socket bound to it, which would also let an
 unrelated server (of the same user) join silently. So the parent first binds a probe
@@ -15,6 +18,8 @@ SO_REUSEPORT for its lifetime, so the port stays claimed even while a worker res
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import faulthandler
 import logging
 import multiprocessing
 import os
@@ -22,6 +27,7 @@ import queue
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -32,6 +38,7 @@ from typing import Any
 from hashmatch.server import logs
 from hashmatch.server.app import build
 from hashmatch.server.metrics import MULTIPROC_ENV
+from hashmatch.server.store import checks
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ log = logging.getLogger(__name__)
 QUICK_DEATH_SECONDS = 5.0
 MAX_QUICK_DEATHS = 3
 READY_TIMEOUT = 300.0
+# prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 class PortInUse(RuntimeError):
@@ -78,8 +87,24 @@ def claim_port(host: str, port: int) -> socket.socket:
     return guard
 
 
-def _worker_main(index: int, settings: Any, events: Any) -> None:
+def die_with_parent(parent: int) -> None:
+    """Asks the kernel for SIGTERM when the parent dies (Linux), then makes sure it has
+    not died already: a parent gone before the request was made sends nothing.
+
+    The kernel sends it when the parent *thread* that forked this process ends: the
+    supervisor starts every worker from its main thread, which lives as long as it does."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            log.warning("cannot ask to die with the parent: %s", os.strerror(err))
+    if os.getppid() != parent:
+        raise SystemExit(1)
+
+
+def _worker_main(index: int, settings: Any, events: Any, parent: int | None = None) -> None:
     """Entry point of a spawned worker: build, report ready, serve until signalled."""
+    faulthandler.enable()
     logs.configure(settings.log_format, settings.log_level)
     stopping = threading.Event()
 
@@ -88,9 +113,15 @@ def _worker_main(index: int, settings: Any, events: Any) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if parent is not None:
+        die_with_parent(parent)
     try:
         # One worker copies the primary into the shared store; two would race each other.
-        service = build(settings, reuse_port=True, serve_metrics=False, replicate=index == 0)
+        with checks.damage_named(settings.data_dir, opening=True):
+            service = build(settings, reuse_port=True, serve_metrics=False, replicate=index == 0)
+    except checks.StoreUnusable as exc:
+        events.put(("unusable", index, str(exc)))
+        raise SystemExit(1) from None
     except Exception as exc:
         events.put(("failed", index, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
@@ -121,7 +152,7 @@ class Supervisor:
     def start(self, index: int, quick_deaths: int = 0) -> None:
         process = self.ctx.Process(
             target=_worker_main,
-            args=(index, self.settings, self.events),
+            args=(index, self.settings, self.events, os.getpid()),
             name=f"hashmatch-worker-{index}",
         )
         process.start()
@@ -141,6 +172,8 @@ class Supervisor:
                 if time.monotonic() > deadline or self.stopping.is_set():
                     raise RuntimeError("workers did not become ready") from None
                 continue
+            if kind == "unusable":
+                raise checks.StoreDamaged(detail)
             if kind == "failed":
                 raise RuntimeError(f"worker {index} failed to start: {detail}")
             waiting.discard(index)
@@ -174,7 +207,7 @@ class Supervisor:
         with contextlib.suppress(queue.Empty):
             while True:
                 kind, index, detail = self.events.get_nowait()
-                if kind == "failed":
+                if kind in ("failed", "unusable"):
                     log.error("worker %d failed to start: %s", index, detail)
 
     def stop(self) -> None:
@@ -203,7 +236,8 @@ def supervise(settings: Any) -> None:
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if settings.demo:
         # Once, before any worker opens LMDB (spawned workers inherit no handle).
-        store = Store(settings.data_dir, map_size=settings.map_size)
+        with checks.damage_named(settings.data_dir, opening=True):
+            store = Store(settings.data_dir, map_size=settings.map_size)
         try:
             demo.ensure_demo(store, settings.data_dir)
         finally:
@@ -223,6 +257,7 @@ def supervise(settings: Any) -> None:
         for i in range(settings.workers):
             supervisor.start(i)
         supervisor.wait_ready(set(range(settings.workers)))
+        checks.mark_created(settings.data_dir)
         if settings.metrics_listen:
             metrics_http, metrics_port = serve_http(
                 settings.metrics_listen, aggregate_registry(metrics_dir)

@@ -1,0 +1,196 @@
+"""`hashmatch admin ...`: tenants, checks and backups, on the data folder directly.
+
+A folder that holds no store is refused (a mistyped --data-dir must not quietly become a
+new store no server reads) unless the command is told to create one: `admin init`, or
+`add-tenant --create`. The default folder, ./data, is said aloud when --data-dir is not
+given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hashmatch.server.store import Role, Store, checks
+from hashmatch.server.store.backup import backup
+from hashmatch.server.store.checks import StoreDamaged
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+def add_parser(sub: Any) -> None:
+    admin = sub.add_parser(
+        "admin", help="manage tenants, check and back up the local data folder"
+    ).add_subparsers(required=True, metavar="ACTION")
+
+    p = admin.add_parser("init", help="create an empty store in the data folder")
+    _data_dir(p)
+    p.set_defaults(run=_init)
+
+    p = admin.add_parser("add-tenant", help="create a tenant; prints its token as the last line")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument(
+        "--create", action="store_true", help="create the store when the folder holds none"
+    )
+    _data_dir(p)
+    p.set_defaults(run=_add_tenant)
+
+    p = admin.add_parser("issue-token", help="issue another token for a tenant (rotation)")
+    p.add_argument("name")
+    _data_dir(p)
+    p.set_defaults(run=_issue_token)
+
+    p = admin.add_parser("revoke-tokens", help="revoke every token of a tenant")
+    p.add_argument("name")
+    _data_dir(p)
+    p.set_defaults(run=_revoke)
+
+    p = admin.add_parser("list-tenants", help="list tenants and their live token counts")
+    _data_dir(p)
+    p.set_defaults(run=_list_tenants)
+
+    p = admin.add_parser("audit", help="print the newest audit records as JSON lines")
+    p.add_argument("--limit", type=int, default=100)
+    _data_dir(p)
+    p.set_defaults(run=_audit)
+
+    p = admin.add_parser(
+        "check",
+        help="recompute every list's digest and walk its change log; exit 1 on a problem",
+    )
+    _data_dir(p)
+    p.set_defaults(run=_check)
+
+    p = admin.add_parser(
+        "backup",
+        help="copy the store, consistent and compacted, into DEST/store (also while serving)",
+    )
+    p.add_argument("dest", type=Path, metavar="DEST", help="folder to copy into (DEST/store)")
+    _data_dir(p)
+    p.set_defaults(run=_backup)
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="data folder (default ./data)")
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    if args.data_dir is None:
+        print(f"hashmatch: using data folder ./{DEFAULT_DATA_DIR}", file=sys.stderr, flush=True)
+        return DEFAULT_DATA_DIR
+    return Path(args.data_dir)
+
+
+@contextmanager
+def opened(path: Path, *, create: bool = False) -> Iterator[Store]:
+    """The store in `path`, checked before LMDB maps it (NoStore, StoreDamaged)."""
+    checks.require(path, create=create)
+    with checks.damage_named(path, opening=True):
+        store = Store(path)
+    try:
+        checks.mark_created(path)
+        with checks.damage_named(path):
+            yield store
+    finally:
+        store.close()
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = data_dir(args)
+    state = checks.require(path, create=True)
+    with opened(path, create=True):
+        pass
+    if state is checks.State.ABSENT:
+        print(f"created an empty store in {path}")
+    else:
+        print(f"{path} already holds a store; nothing changed")
+    return 0
+
+
+def _add_tenant(args: argparse.Namespace) -> int:
+    with opened(data_dir(args), create=args.create) as store:
+        token = store.add_tenant(args.name, Role(args.role))
+    print(f"created {args.role} tenant {args.name}; its token (shown once):")
+    print(token)
+    return 0
+
+
+def _issue_token(args: argparse.Namespace) -> int:
+    with opened(data_dir(args)) as store:
+        token = store.issue_token(args.name)
+    print(f"new token for {args.name} (shown once):")
+    print(token)
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    with opened(data_dir(args)) as store:
+        count = store.revoke_tokens(args.name)
+    print(f"revoked {count} token(s) of {args.name}")
+    return 0
+
+
+def _list_tenants(args: argparse.Namespace) -> int:
+    with opened(data_dir(args)) as store:
+        rows = store.tenants()
+    for tenant, live in rows:
+        created = datetime.fromtimestamp(tenant.created_at, UTC).isoformat(timespec="seconds")
+        print(f"{tenant.name}\t{tenant.role.value}\t{live} token(s)\tcreated {created}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with opened(data_dir(args)) as store:
+        records = store.audit_log(args.limit)
+    for record in records:
+        print(json.dumps(record))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """One line per list on stdout; exit 0 when every list is sound, 1 otherwise."""
+    path = data_dir(args)
+    total = failed = 0
+    try:
+        with opened(path) as store:
+            records = checks.walk_databases(store)
+            for report in checks.check_store(store):
+                total += 1
+                head = f"{report.name}\tversion {report.version}\t{report.entries} entries"
+                if report.ok:
+                    print(f"ok\t{head}\tdigest {report.digest}", flush=True)
+                else:
+                    failed += 1
+                    print(f"BAD\t{head}\t{'; '.join(report.problems)}", flush=True)
+    except StoreDamaged as exc:
+        print(f"hashmatch: {exc}", file=sys.stderr)
+        return 1
+    if failed:
+        print(f"hashmatch: {failed} of {total} list(s) failed the check", file=sys.stderr)
+        return 1
+    print(
+        f"hashmatch: {total} list(s) and {len(records)} database(s) of "
+        f"{sum(records.values())} record(s) checked, all sound",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    path = data_dir(args)
+    with opened(path) as store:
+        done = backup(store, args.dest)
+    print(
+        f"backed up {path} to {done.path}: {done.size / 1e6:.1f} MB in {done.seconds:.2f} s, "
+        f"{len(done.lists)} list(s)"
+    )
+    for meta in done.lists:
+        print(f"{meta.name}\tversion {meta.version}\tdigest {meta.digest.hex()}")
+    return 0
