@@ -420,6 +420,34 @@ fn utf8(body: &[u8], field: &str) -> Result<String, WireError> {
 
 /// The XXH3-128 of one (algorithm, digest, reference) entry, as the list digest
 /// adds it. Exposed for the store's per-entry paths.
+/// The `list` field of an `ApplyChangesRequest` (the last one, as protobuf reads it),
+/// read without checking the rest: the store needs the list's settings before the whole
+/// request is read against them.
+pub fn request_list(raw: &[u8]) -> Result<String, WireError> {
+    let mut list = String::new();
+    fields(raw, WHOLE_REQUEST, |field, value| {
+        if let (1, Value::Len(body)) = (field, value) {
+            list = utf8(body, "list")?;
+        }
+        Ok(())
+    })?;
+    Ok(list)
+}
+
+/// Sum (mod 2^128) of the list-digest terms of stored entries: each `keys[i]` is a store
+/// key whose byte `skip` is the algorithm and the rest the digest, `refs[i]` its reference.
+pub fn stored_terms_sum(keys: &[Vec<u8>], refs: &[Vec<u8>], skip: usize) -> Option<u128> {
+    if keys.len() != refs.len() {
+        return None;
+    }
+    let mut sum = 0u128;
+    for (key, reference) in keys.iter().zip(refs) {
+        let (&alg, digest) = key.get(skip..)?.split_first()?;
+        sum = sum.wrapping_add(entry_term(alg, digest, reference));
+    }
+    Some(sum)
+}
+
 pub fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
     let mut data = Vec::with_capacity(1 + digest.len() + reference.len());
     data.push(alg);

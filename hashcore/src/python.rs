@@ -494,6 +494,20 @@ fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
     changes::entry_term(alg, digest, reference)
 }
 
+/// The `list` field of an `ApplyChangesRequest`'s wire bytes; ValueError if undecodable.
+#[pyfunction]
+fn request_list(raw: &[u8]) -> PyResult<String> {
+    changes::request_list(raw).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Sum of the digest terms of stored entries (store keys from byte `skip`: algorithm,
+/// digest) with their references, in one call; ValueError on mismatched input.
+#[pyfunction]
+fn stored_terms_sum(keys: Vec<Vec<u8>>, refs: Vec<Vec<u8>>, skip: usize) -> PyResult<u128> {
+    changes::stored_terms_sum(&keys, &refs, skip)
+        .ok_or_else(|| PyValueError::new_err("keys and references do not pair up"))
+}
+
 /// Caps the threads one large batch call uses (process-wide); 0 = every core.
 #[pyfunction]
 fn set_max_threads(n: usize) {
@@ -520,6 +534,8 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChanges>()?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
     m.add_function(wrap_pyfunction!(entry_term, m)?)?;
+    m.add_function(wrap_pyfunction!(request_list, m)?)?;
+    m.add_function(wrap_pyfunction!(stored_terms_sum, m)?)?;
     m.add_function(wrap_pyfunction!(is_degenerate_pdq, m)?)?;
     m.add_function(wrap_pyfunction!(encode_entries, m)?)?;
     m.add_function(wrap_pyfunction!(encode_hashes, m)?)?;

@@ -247,6 +247,15 @@ class Changes:
 def parse_changes(raw: bytes, pdq_min_quality: int) -> Changes:
     """Read an ``ApplyChangesRequest`` from its wire bytes; :class:`ValueError` if undecodable."""
 
+def request_list(raw: bytes) -> str:
+    """The ``list`` field of an ``ApplyChangesRequest``'s wire bytes (read before the rest,
+    which is checked against that list's settings); :class:`ValueError` if undecodable."""
+
+def stored_terms_sum(keys: list[bytes], refs: list[bytes], skip: int) -> int:
+    """Sum (mod 2**128) of the list-digest terms of stored entries: ``keys[i]`` holds the
+    algorithm at byte ``skip`` and the digest after it, ``refs[i]`` its reference ID.
+    :class:`ValueError` when they do not pair up."""
+
 def entry_term(alg: int, digest: bytes, reference: bytes) -> int:
     """The list-digest term of one entry."""
 

@@ -17,6 +17,8 @@ from hashmatch.server._hashcore import (
     entry_term,
     is_degenerate_pdq,
     parse_changes,
+    request_list,
+    stored_terms_sum,
 )
 
 SLOT = 32
@@ -35,6 +37,8 @@ __all__ = [
     "is_degenerate_pdq",
     "pack_hashes",
     "parse_changes",
+    "request_list",
+    "stored_terms_sum",
 ]
 
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from google.protobuf import timestamp_pb2
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import errors
 from hashmatch.server import store as st
-from hashmatch.server.core import Changes, encode_entries, encode_hashes, parse_changes
+from hashmatch.server.core import (
+    Changes,
+    encode_entries,
+    encode_hashes,
+    parse_changes,
+    request_list,
+)
 from hashmatch.server.errors import Refusal, Violation, invalid
 from hashmatch.server.matching.flood import DEFAULT_FLOOD, FloodPolicy
 from hashmatch.server.services import validation
@@ -48,6 +54,9 @@ MAX_TENANT_BYTES = 256
 
 
 class ListServicer:
+    # Batches arrive as bytes: the core's reader is the only thing that reads them.
+    RAW = frozenset({"ApplyChanges", "UploadChanges"})
+
     def __init__(self, store: Store, follower: IndexFollower, primary: str | None = None) -> None:
         self.store = store
         self.follower = follower
@@ -114,10 +123,11 @@ class ListServicer:
         return lists_pb2.ListListsResponse(lists=lists)
 
     def ApplyChanges(
-        self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant
+        self, raw: bytes, tenant: Tenant, meter: Callable[[int], None]
     ) -> lists_pb2.ApplyChangesResponse:
+        """One atomic batch. The request's bytes go to the core's reader as they came."""
         self._writable(tenant)
-        outcome = self._apply(request, tenant)
+        outcome = self._apply(raw, tenant)
         # This process serves the batch before the hotline hears it was applied.
         self.follower.catch_up()
         return lists_pb2.ApplyChangesResponse(
@@ -130,8 +140,9 @@ class ListServicer:
 
     async def UploadChanges(
         self,
-        requests: AsyncIterator[lists_pb2.ApplyChangesRequest],
+        requests: AsyncIterator[bytes],
         tenant: Tenant,
+        meter: Callable[[int], None],
     ) -> lists_pb2.UploadChangesResponse:
         """Applies each message as its own batch, in order, stopping at the first refusal.
 
@@ -177,11 +188,11 @@ class ListServicer:
                     await flush()
                     raise
                 index += 1
-                if group and group[0][0] != request.list:
+                if group and group[0][0] != changes.list:
                     await flush()
                 if not group:
                     opened = time.monotonic()
-                group.append((request.list, changes))
+                group.append((changes.list, changes))
                 size += changes.n_upserts + changes.n_retirements
                 full = size >= UPLOAD_GROUP_ENTRIES
                 if full or time.monotonic() - opened > UPLOAD_GROUP_SECONDS:
@@ -254,22 +265,22 @@ class ListServicer:
             ]
         )
 
-    def _apply(self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant) -> st.ApplyOutcome:
-        changes = self._checked(request, tenant)
-        return self._store(request.list, [changes], tenant)[0]
+    def _apply(self, raw: bytes, tenant: Tenant) -> st.ApplyOutcome:
+        changes = self._checked(raw, tenant)
+        return self._store(changes.list, [changes], tenant)[0]
 
-    def _checked(
-        self, request: lists_pb2.ApplyChangesRequest, tenant: Tenant, prefix: str = ""
-    ) -> Changes:
-        """Reads and checks a batch; INVALID_ARGUMENT names every bad field."""
-        meta = owned(self.store, request.list, tenant, f"{prefix}list")
-        # The core reads and checks the entries in one pass over the wire bytes.
+    def _checked(self, raw: bytes, tenant: Tenant, prefix: str = "") -> Changes:
+        """Reads and checks a batch from its wire bytes; INVALID_ARGUMENT names every bad
+        field. The core reads the request once, entries and all, against the list's
+        settings (which is why it first reads only the list's name)."""
         try:
-            changes = parse_changes(request.SerializeToString(), meta.pdq_min_quality)
+            name = request_list(raw)
+            meta = owned(self.store, name, tenant, f"{prefix}list")
+            changes = parse_changes(raw, meta.pdq_min_quality)
         except ValueError as exc:
             raise invalid([undecodable(exc, prefix)]) from None
         violations = validation.batch_fields(
-            request.batch_id, changes.n_upserts, changes.n_retirements
+            changes.batch_id, changes.n_upserts, changes.n_retirements
         )
         violations += [Violation(f, d) for f, d in changes.violations]
         if violations:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from itertools import accumulate
 
 from hashmatch.client.digest import ListDigest
-from hashmatch.server.core import SLOT, Changes, entry_term
+from hashmatch.server.core import SLOT, Changes, entry_term, stored_terms_sum
 from hashmatch.server.matching.flood import (
     DEFAULT_FLOOD,
     FloodPolicy,
@@ -156,12 +156,15 @@ class Lists(StoreBase):
         retired = 0
         if changes.n_retirements:
             cur = txn.cursor(db=entries)
+            gone_keys, gone_refs = [], []
             for key, eid_raw in cur.getmulti(changes.retire_keys(prefix)):
                 txn.delete(key, db=entries)
-                old_ref = txn.pop(ref_key_raw(lid, eid_raw), db=refs)
-                digest.remove_term(entry_term(key[4], key[5:], old_ref))
+                gone_keys.append(key)
+                gone_refs.append(txn.pop(ref_key_raw(lid, eid_raw), db=refs) or b"")
                 counts[key[4] - 1] -= 1
-                retired += 1
+            retired = len(gone_keys)
+            # One call into the core for the digest terms of every retired entry.
+            digest.remove_term(stored_terms_sum(gone_keys, gone_refs, len(prefix)))
 
         algs, slots = changes.upsert_packed()
         n = changes.n_upserts
