@@ -13,7 +13,8 @@ from hashmatch.server.app import Service, build
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Role
 
-SHARED_PDQ = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "pdq"
+# Meta's PDQ test data, a copy kept in the repository (tests/data/pdq, its README).
+PDQ_DATA = Path(__file__).resolve().parent / "data" / "pdq"
 
 
 @dataclass
@@ -61,6 +62,6 @@ def running(tmp_path: Path) -> Iterator[Running]:
 
 @pytest.fixture
 def shared_pdq() -> Path:
-    if not SHARED_PDQ.is_dir():
-        pytest.skip(f"PDQ test data not found at {SHARED_PDQ}")
-    return SHARED_PDQ
+    # Part of the repository: its absence is a broken checkout, not a skip.
+    assert PDQ_DATA.is_dir(), f"PDQ test data not found at {PDQ_DATA}"
+    return PDQ_DATA

@@ -1,6 +1,6 @@
 """`hashmatch-client scan` and the scan pipeline, end to end against a real server.
 
-Uses the PDQ test data (../shared/testdata/pdq/images; skipped with a message when absent)
+Uses the PDQ test data (tests/data/pdq/images, a copy of Meta's, kept in the repository)
 plus files made here: a text file, a FIFO, a dangling link and a symlink loop.
 """
 
