@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from conftest import Running
-from hashmatch.client import MD5, SHA256, make_hash
+from hashmatch.client import MD5, SHA256, AsyncMatchClient, make_hash
 from hashmatch.server.settings import Settings, SettingsError, TenantLimit
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from helpers import random_digest, upsert
@@ -175,3 +176,86 @@ def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
     config.write_text("wrokers = 2\n", encoding="utf-8")
     with pytest.raises(SettingsError, match="wrokers"):
         Settings.load(env={}, config_file=config)
+
+
+def batch(*requests: match_pb2.MatchRequest) -> match_pb2.MatchBatchRequest:
+    return match_pb2.MatchBatchRequest(items=list(requests))
+
+
+def test_match_batch_stream_answers_each_batch_in_order(running: Running) -> None:
+    rng = random.Random(11)
+    listed = random_digest(rng, MD5)
+    running.lists().create_list("iwf")
+    running.lists().apply_changes("iwf", "b1", [upsert(MD5, listed, "R-1")])
+    hit = match_pb2.MatchRequest(item_id="hit", hashes=[make_hash(MD5, listed)])
+    miss = match_pb2.MatchRequest(item_id="miss", hashes=[make_hash(MD5, bytes(16))])
+    bad = match_pb2.MatchRequest(item_id="bad", hashes=[make_hash(MD5, bytes(5))])
+    channel, match = stub(running)
+    with channel:
+        responses = list(
+            match.MatchBatchStream(
+                iter([batch(hit, miss), batch(miss, bad, hit), batch(hit)]),
+                metadata=bearer(running, "platform"),
+            )
+        )
+    assert [[r.item_id for r in b.results] for b in responses] == [
+        ["hit", "miss"],
+        ["miss", "bad", "hit"],
+        ["hit"],
+    ]
+    verdicts = [[r.verdict for r in b.results] for b in responses]
+    match_, none = match_pb2.VERDICT_MATCH, match_pb2.VERDICT_NO_MATCH
+    assert verdicts == [[match_, none], [none, match_pb2.VERDICT_UNSPECIFIED, match_], [match_]]
+    assert [(x.list, x.reference_id) for x in responses[2].results[0].references] == [
+        ("iwf", "R-1")
+    ]
+    refused = responses[1].results[1]
+    assert refused.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in refused.error.details)
+    # Named as MatchBatch names it: the item's index within its message.
+    assert bad_request.field_violations[0].field == "items[1].hashes[0].value"
+    assert not any(r.HasField("error") for b in (responses[0], responses[2]) for r in b.results)
+
+
+def test_match_batch_stream_needs_a_platform_token(running: Running) -> None:
+    request = match_pb2.MatchRequest(item_id="x", hashes=[make_hash(MD5, bytes(16))])
+    channel, match = stub(running)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        list(match.MatchBatchStream(iter([batch(request)]), metadata=bearer(running, "hotline-a")))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_match_batch_stream_answers_a_refused_message_and_goes_on(running: Running) -> None:
+    request = match_pb2.MatchRequest(item_id="x", hashes=[make_hash(MD5, bytes(16))])
+    channel, match = stub(running)
+    with channel:
+        answered = list(
+            match.MatchBatchStream(
+                iter([batch(request), batch(), batch(request)]),
+                metadata=bearer(running, "platform"),
+                timeout=10,
+            )
+        )
+    assert [len(r.results) for r in answered] == [1, 0, 1]
+    refused = answered[1].error
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "items" in refused.message
+    assert not answered[0].HasField("error") and not answered[2].HasField("error")
+
+
+def test_sdk_match_batch_stream(running: Running) -> None:
+    client = running.matcher()
+    batches = [[("a", [make_hash(MD5, bytes(16))])], [("b", [make_hash(MD5, bytes(5))])]]
+    results = list(client.match_batch_stream(batches))
+    assert [[r.item_id for r in b] for b in results] == [["a"], ["b"]]
+    assert results[0][0].error is None and results[1][0].error is not None
+
+
+def test_async_sdk_match_batch_stream(running: Running) -> None:
+    async def go() -> list[list[str]]:
+        async with AsyncMatchClient(running.connection("platform")) as client:
+            batches = [[("a", [make_hash(MD5, bytes(16))])], [("b", [make_hash(MD5, bytes(16))])]]
+            return [[r.item_id for r in b] async for b in client.match_batch_stream(batches)]
+
+    assert asyncio.run(go()) == [["a"], ["b"]]

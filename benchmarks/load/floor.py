@@ -57,6 +57,12 @@ def _handlers(listed: Mapping[bytes, str], list_name: str) -> grpc.GenericRpcHan
         for request in requests:
             yield one(request)
 
+    def batch_stream(
+        requests: Iterator[match_pb2.MatchBatchRequest], _ctx: grpc.ServicerContext
+    ) -> Iterator[match_pb2.MatchBatchResponse]:
+        for request in requests:
+            yield match_pb2.MatchBatchResponse(results=[one(r) for r in request.items])
+
     ser = match_pb2.MatchResponse.SerializeToString
     return grpc.method_handlers_generic_handler(
         SERVICE,
@@ -71,6 +77,11 @@ def _handlers(listed: Mapping[bytes, str], list_name: str) -> grpc.GenericRpcHan
             ),
             "MatchStream": grpc.stream_stream_rpc_method_handler(
                 stream, match_pb2.MatchRequest.FromString, ser
+            ),
+            "MatchBatchStream": grpc.stream_stream_rpc_method_handler(
+                batch_stream,
+                match_pb2.MatchBatchRequest.FromString,
+                match_pb2.MatchBatchResponse.SerializeToString,
             ),
         },
     )

@@ -18,6 +18,9 @@ Modes (`--modes`, all by default, in this order):
   batches). Reported against the floor at the same rate (target: at least 2x);
 - stream: MatchStream, one MD5 per message (1 % listed), a window of 32 messages in
   flight per stream (target: at least 3x hashmatch's own unary rate);
+- batchstream: MatchBatchStream, each message a MatchBatchRequest of `--stream-items`
+  (default 100) MD5 items (1 % listed), a window of 32 messages in flight per stream
+  (target: hashes/s at least 3x hashmatch's own unary hashes/s);
 - overload (hashmatch only): Match offered open-loop at `--overload-factor` times the
   unary rate just measured (calls sent on a fixed schedule whatever the answers; latency
   counted from the scheduled time, so a client falling behind shows as latency). It reports
@@ -109,7 +112,7 @@ LISTED = 10_000
 BATCH = 1_000
 BATCH_VARIANTS = 8  # different batches per client process
 SINGLES = 1_000  # different Match requests per client process
-HIT_EVERY = 100  # unary, stream, overload, idle: one query in a hundred is listed
+HIT_EVERY = 100  # unary, (batch)stream, overload, idle: one query in a hundred is listed
 WINDOW = 32
 WARMUP = 0.3
 START_MARGIN = 0.7  # seconds from handing out a cell's jobs to its clock starting
@@ -124,7 +127,7 @@ IDLE_CALL_TIMEOUT = 2.0
 IDLE_PER_CHANNEL = 50
 IDLE_CONFIRM_SECONDS = 5.0
 IDLE_KINDS = ("MatchStream", "UploadChanges", "WatchChanges")
-ALL_MODES = ("unary", "half", "batch", "stream", "overload", "idle")
+ALL_MODES = ("unary", "half", "batch", "stream", "batchstream", "overload", "idle")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
@@ -144,13 +147,14 @@ def _ref(index: int) -> str:
 class Job:
     address: str
     token: str
-    mode: str  # unary, batch, stream or overload (half and idle send unary calls)
+    mode: str  # unary, batch, stream, batchstream or overload (half, idle: unary calls)
     start_at: float
     seconds: float
     threads: int
     seed: int
     rate_per_thread: float | None = None
     match_rate: float = 1.0  # batch only: percent of the items that are listed
+    stream_items: int = 100  # batchstream only: items per message
     timeout: float = 30.0
 
 
@@ -218,6 +222,16 @@ def _prepare(job: Job, listed: list[bytes]) -> Prepared:
             ]
             batches.append(match_pb2.MatchBatchRequest(items=items).SerializeToString())
             batch_refs.append({k: _ref(i) for k, i in where.items()})
+    if job.mode == "batchstream":
+        # The singles' items, cut into messages of stream_items (1 % listed, as there).
+        n = job.stream_items
+        for start in range(0, SINGLES * BATCH_VARIANTS, n):
+            ks = [(start + j) % SINGLES for j in range(n)]
+            items = [match_pb2.MatchRequest.FromString(singles[k]) for k in ks]
+            batches.append(match_pb2.MatchBatchRequest(items=items).SerializeToString())
+            batch_refs.append({j: r for j, k in enumerate(ks) if (r := single_refs[k])})
+            if len(batches) >= SINGLES:
+                break
     return Prepared(singles, single_refs, batches, batch_refs)
 
 
@@ -239,16 +253,31 @@ def _check_one(resp: match_pb2.MatchResponse, item_id: str, want: str | None) ->
 def _verify(channel: grpc.Channel, job: Job, prep: Prepared, metadata: Metadata) -> list[str]:
     """Decodes the answers to one request of the cell's kind, outside the timing."""
     try:
-        if job.mode == "batch":
-            raw = channel.unary_unary(MATCH_SERVICE + "MatchBatch")(
-                prep.batches[0], metadata=metadata, timeout=job.timeout
-            )
+        if job.mode in ("batch", "batchstream"):
+            if job.mode == "batch":
+                raw = channel.unary_unary(MATCH_SERVICE + "MatchBatch")(
+                    prep.batches[0], metadata=metadata, timeout=job.timeout
+                )
+                size = BATCH
+            else:
+                answers = list(
+                    channel.stream_stream(MATCH_SERVICE + "MatchBatchStream")(
+                        iter(prep.batches[:1]), metadata=metadata, timeout=job.timeout
+                    )
+                )
+                if len(answers) != 1:
+                    return [f"batchstream: {len(answers)} answers to 1 message"]
+                raw = answers[0]
+                size = job.stream_items
             resp = match_pb2.MatchBatchResponse.FromString(raw)
+            request = match_pb2.MatchBatchRequest.FromString(prep.batches[0])
             want = prep.batch_refs[0]
-            if len(resp.results) != BATCH:
-                return [f"batch: {len(resp.results)} results for {BATCH} items"]
+            if len(resp.results) != size:
+                return [f"{job.mode}: {len(resp.results)} results for {size} items"]
             wrong = [
-                p for k, r in enumerate(resp.results) if (p := _check_one(r, f"b{k}", want.get(k)))
+                p
+                for k, r in enumerate(resp.results)
+                if (p := _check_one(r, request.items[k].item_id, want.get(k)))
             ]
             matched = sum(r.verdict == match_pb2.VERDICT_MATCH for r in resp.results)
             out = []
@@ -313,7 +342,7 @@ def _thread(job: Job, prep: Prepared, out: list[Outcome]) -> None:
             time.sleep(0.001)
         measure_from = time.perf_counter() + WARMUP
         end = time.perf_counter() + job.seconds
-        if job.mode == "stream":
+        if job.mode in ("stream", "batchstream"):
             _stream(channel, metadata, prep, job, measure_from, end, done)
         elif job.mode == "overload":
             assert job.rate_per_thread is not None
@@ -380,10 +409,15 @@ def _stream(
     end: float,
     done: Outcome,
 ) -> None:
+    """MatchStream (one item per message) or MatchBatchStream (stream_items per message),
+    WINDOW messages in flight."""
     window = threading.Semaphore(WINDOW)
     sent: queue.SimpleQueue[float] = queue.SimpleQueue()
     stop = threading.Event()
-    payloads = prep.singles
+    batched = job.mode == "batchstream"
+    payloads = prep.batches if batched else prep.singles
+    per_message = job.stream_items if batched else 1
+    method = "MatchBatchStream" if batched else "MatchStream"
 
     def requests() -> Iterator[bytes]:
         i = 0
@@ -394,7 +428,7 @@ def _stream(
             sent.put(time.perf_counter())
             yield payloads[i % len(payloads)]
 
-    responses = channel.stream_stream(MATCH_SERVICE + "MatchStream")(
+    responses = channel.stream_stream(MATCH_SERVICE + method)(
         requests(), metadata=metadata, timeout=job.seconds + 30
     )
     try:
@@ -408,7 +442,7 @@ def _stream(
             elif t0 >= measure_from:
                 done.latencies.append(t1 - t0)
                 done.requests += 1
-                done.hashes += 1
+                done.hashes += per_message
             if t1 >= end:
                 break
     except grpc.RpcError as exc:
@@ -792,6 +826,7 @@ def run_cell(
         "half": args.unary_threads,
         "batch": args.batch_threads,
         "stream": args.stream_threads,
+        "batchstream": args.stream_threads,
         "overload": 2,
         "idle": 2,
     }
@@ -808,6 +843,7 @@ def run_cell(
             seed=c + 1,
             rate_per_thread=(rate / n) if rate else None,
             match_rate=match_rate,
+            stream_items=args.stream_items,
             timeout=IDLE_CALL_TIMEOUT if mode == "idle" else 30.0,
         )
         for c in range(args.clients)
@@ -1186,6 +1222,9 @@ def _targets(
         if (a := get.get((o, "stream"))) and (b := get.get((o, "unary"))) and b.rps:
             ok = a.rps >= 3 * b.rps and not a.errors and not a.problems
             out.append((w, "stream >= 3x unary", f"{a.rps / b.rps:.2f}x", ok))
+        if (a := get.get((o, "batchstream"))) and (b := get.get((o, "unary"))) and b.hps:
+            ok = a.hps >= 3 * b.hps and not a.errors and not a.problems
+            out.append((w, "batchstream >= 3x unary", f"{a.hps / b.hps:.2f}x", ok))
         if (a := get.get((o, "overload"))) and a.recovery is not None:
             ok = a.refused_p99 <= 50.0 and a.refused_share > 0
             out.append((w, "overload refusals p99 <= 50 ms", f"{a.refused_p99:.2f} ms", ok))
@@ -1216,6 +1255,12 @@ def main() -> int:
     parser.add_argument("--batch-threads", type=int, default=4, help="threads per client")
     parser.add_argument("--stream-threads", type=int, default=4, help="streams per client")
     parser.add_argument(
+        "--stream-items",
+        type=int,
+        default=100,
+        help="batchstream: items per message (1-10000)",
+    )
+    parser.add_argument(
         "--match-rates",
         default="0,1,50,100",
         help="batch: percentages of listed items, comma-separated (one cell each)",
@@ -1241,6 +1286,7 @@ def main() -> int:
     args = parser.parse_args()
     args.seconds = min(max(args.seconds, 0.5), 10.0)
     args.idle_streams = min(max(args.idle_streams, 0), 3000)
+    args.stream_items = min(max(args.stream_items, 1), 10_000)
     for name in ("clients", "unary_threads", "batch_threads", "stream_threads"):
         setattr(args, name, min(max(getattr(args, name), 1), 64))
     try:

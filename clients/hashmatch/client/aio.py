@@ -9,10 +9,13 @@ and `match_files` run it in a worker thread so the loop keeps serving.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 
+import grpc
+
 from hashmatch.client.connection import Connection
+from hashmatch.client.errors import from_rpc_error, from_status
 from hashmatch.client.hashing import hash_file, pdq_available
 from hashmatch.client.match_client import (
     DEFAULT_BATCH_ITEMS,
@@ -71,6 +74,25 @@ class AsyncMatchClient:
 
         response = await self.connection.ainvoke(attempt, timeout=timeout)
         return [MatchResult.from_proto(r) for r in response.results]
+
+    async def match_batch_stream(
+        self, batches: Iterable[Sequence[Item]], *, timeout: float | None = None
+    ) -> AsyncIterator[list[MatchResult]]:
+        """See `MatchClient.match_batch_stream`: one list of results per batch, in order."""
+        call = self._stub.MatchBatchStream(
+            (batch_request(b) for b in batches),
+            timeout=timeout,
+            metadata=self.connection.metadata(),
+        )
+        try:
+            async for response in call:
+                if response.HasField("error"):
+                    raise from_status(response.error)
+                yield [MatchResult.from_proto(r) for r in response.results]
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
 
     async def match_file(
         self,

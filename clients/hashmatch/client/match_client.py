@@ -10,9 +10,11 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import grpc
+
 from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
 from hashmatch.client.connection import ChannelClient, Connection
-from hashmatch.client.errors import HashmatchError
+from hashmatch.client.errors import HashmatchError, from_rpc_error, from_status
 from hashmatch.client.hashing import FileHashes, UnreadableFile, hash_file, pdq_available
 from hashmatch.client.results import FileResult, MatchResult, Verdict
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
@@ -141,6 +143,27 @@ class MatchClient(ChannelClient):
             timeout=timeout,
         )
         return [MatchResult.from_proto(r) for r in response.results]
+
+    def match_batch_stream(
+        self, batches: Iterable[Sequence[Item]], *, timeout: float | None = None
+    ) -> Iterator[list[MatchResult]]:
+        """MatchBatchStream, for pipelines: one list of results per batch, in order, each as
+        `match_batch` answers it. Not retried: a failure, or a batch refused as a whole (such
+        as an empty one: `InvalidArgument`), raises; the batches before it were answered."""
+        stream = self._stub.MatchBatchStream(
+            (batch_request(b) for b in batches),
+            timeout=timeout,
+            metadata=self.connection.metadata(),
+        )
+        try:
+            for response in stream:
+                if response.HasField("error"):
+                    raise from_status(response.error)
+                yield [MatchResult.from_proto(r) for r in response.results]
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            stream.cancel()
 
     def match_file(
         self,

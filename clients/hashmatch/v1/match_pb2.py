@@ -26,15 +26,15 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from hashmatch.v1 import hashes_pb2 as hashmatch_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashmatch/v1/match.proto\x12\x0chashmatch.v1\x1a\x17google/rpc/status.proto\x1a\x19hashmatch/v1/hashes.proto\"C\n\x0cMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"E\n\tReference\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x14\n\x0creference_id\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\"\x98\x01\n\rMatchResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.hashmatch.v1.Verdict\x12+\n\nreferences\x18\x03 \x03(\x0b\x32\x17.hashmatch.v1.Reference\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\">\n\x11MatchBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.hashmatch.v1.MatchRequest\"B\n\x12MatchBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.hashmatch.v1.MatchResponse*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n\x10VERDICT_NO_MATCH\x10\x01\x12\x11\n\rVERDICT_MATCH\x10\x02\x32\xed\x01\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse\x12O\n\nMatchBatch\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashmatch/v1/match.proto\x12\x0chashmatch.v1\x1a\x17google/rpc/status.proto\x1a\x19hashmatch/v1/hashes.proto\"C\n\x0cMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"E\n\tReference\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x14\n\x0creference_id\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\"\x98\x01\n\rMatchResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.hashmatch.v1.Verdict\x12+\n\nreferences\x18\x03 \x03(\x0b\x32\x17.hashmatch.v1.Reference\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\">\n\x11MatchBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.hashmatch.v1.MatchRequest\"e\n\x12MatchBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.hashmatch.v1.MatchResponse\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n\x10VERDICT_NO_MATCH\x10\x01\x12\x11\n\rVERDICT_MATCH\x10\x02\x32\xc8\x02\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse\x12O\n\nMatchBatch\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse(\x01\x30\x01\x12Y\n\x10MatchBatchStream\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashmatch.v1.match_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=521
-  _globals['_VERDICT']._serialized_end=596
+  _globals['_VERDICT']._serialized_start=556
+  _globals['_VERDICT']._serialized_end=631
   _globals['_MATCHREQUEST']._serialized_start=94
   _globals['_MATCHREQUEST']._serialized_end=161
   _globals['_REFERENCE']._serialized_start=163
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATCHBATCHREQUEST']._serialized_start=389
   _globals['_MATCHBATCHREQUEST']._serialized_end=451
   _globals['_MATCHBATCHRESPONSE']._serialized_start=453
-  _globals['_MATCHBATCHRESPONSE']._serialized_end=519
-  _globals['_MATCHSERVICE']._serialized_start=599
-  _globals['_MATCHSERVICE']._serialized_end=836
+  _globals['_MATCHBATCHRESPONSE']._serialized_end=554
+  _globals['_MATCHSERVICE']._serialized_start=634
+  _globals['_MATCHSERVICE']._serialized_end=962
 # @@protoc_insertion_point(module_scope)

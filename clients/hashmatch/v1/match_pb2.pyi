@@ -55,7 +55,9 @@ class MatchBatchRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[MatchRequest, _Mapping]]] = ...) -> None: ...
 
 class MatchBatchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "error")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[MatchResponse]
-    def __init__(self, results: _Optional[_Iterable[_Union[MatchResponse, _Mapping]]] = ...) -> None: ...
+    error: _status_pb2.Status
+    def __init__(self, results: _Optional[_Iterable[_Union[MatchResponse, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

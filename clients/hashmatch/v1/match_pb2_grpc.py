@@ -52,6 +52,11 @@ class MatchServiceStub:
                 request_serializer=hashmatch_dot_v1_dot_match__pb2.MatchRequest.SerializeToString,
                 response_deserializer=hashmatch_dot_v1_dot_match__pb2.MatchResponse.FromString,
                 _registered_method=True)
+        self.MatchBatchStream = channel.stream_stream(
+                '/hashmatch.v1.MatchService/MatchBatchStream',
+                request_serializer=hashmatch_dot_v1_dot_match__pb2.MatchBatchRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_match__pb2.MatchBatchResponse.FromString,
+                _registered_method=True)
 
 
 class MatchServiceServicer:
@@ -82,6 +87,17 @@ class MatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MatchBatchStream(self, request_iterator, context):
+        """Checks a stream of batches, for pipelines: each message is answered in order with its
+        own MatchBatchResponse, results in item order, with the same per-item errors and limits
+        as MatchBatch (at most 10,000 items per message). Rate limits charge each message's item
+        count. A message refused as a whole (no items, too many, not a message) is answered
+        with `error` set and no results, and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +115,11 @@ def add_MatchServiceServicer_to_server(servicer, server):
                     servicer.MatchStream,
                     request_deserializer=hashmatch_dot_v1_dot_match__pb2.MatchRequest.FromString,
                     response_serializer=hashmatch_dot_v1_dot_match__pb2.MatchResponse.SerializeToString,
+            ),
+            'MatchBatchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.MatchBatchStream,
+                    request_deserializer=hashmatch_dot_v1_dot_match__pb2.MatchBatchRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_match__pb2.MatchBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +206,33 @@ class MatchService:
             '/hashmatch.v1.MatchService/MatchStream',
             hashmatch_dot_v1_dot_match__pb2.MatchRequest.SerializeToString,
             hashmatch_dot_v1_dot_match__pb2.MatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchBatchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hashmatch.v1.MatchService/MatchBatchStream',
+            hashmatch_dot_v1_dot_match__pb2.MatchBatchRequest.SerializeToString,
+            hashmatch_dot_v1_dot_match__pb2.MatchBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

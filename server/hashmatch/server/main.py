@@ -21,19 +21,24 @@ from hashmatch.server.workers import supervise
 log = logging.getLogger(__name__)
 
 
-def wait_for_signal() -> int:
-    """Blocks until SIGTERM or SIGINT; returns the signal number."""
-    stopping = threading.Event()
-    received: list[int] = []
+class Signals:
+    """SIGTERM and SIGINT, caught from the moment this is made: a signal that arrives while
+    the service is still starting is kept, and the service then stops in order at once."""
 
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stopping.set()
+    def __init__(self) -> None:
+        self._received = threading.Event()
+        self.signum = 0
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stopping.wait()
-    return received[0]
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+        self._received.set()
+
+    def wait(self) -> int:
+        """Blocks until a signal came (or returns at once if one already did)."""
+        self._received.wait()
+        return self.signum
 
 
 def serve(settings: Settings) -> None:
@@ -45,6 +50,7 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1:
         supervise(settings)
         return
+    signals = Signals()
     with checks.damage_named(settings.data_dir, opening=True):
         service = build(settings)
     checks.mark_created(settings.data_dir)
@@ -55,7 +61,7 @@ def serve(settings: Settings) -> None:
         )
     # Tests and scripts read this line to learn the port when it was chosen by the OS.
     print(f"hashmatch serving on {host}:{service.port}", flush=True)
-    signum = wait_for_signal()
+    signum = signals.wait()
     log.info("received signal %d: draining", signum)
     service.stop()
     log.info("stopped")

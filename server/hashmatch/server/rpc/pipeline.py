@@ -168,6 +168,8 @@ class _Method:
             if self.raw
             else lenient_deserializer(message_factory.GetMessageClass(method.input_type))
         )
+        self.output_class = message_factory.GetMessageClass(method.output_type)
+        self.error_field = "error" if "error" in method.output_type.fields_by_name else None
         if self.name in UNCAPPED:
             self.cap: float | None = None
         elif self.streaming:
@@ -303,6 +305,8 @@ class _Method:
             args = (request, tenant, self.meter(call, tenant))
         if self.server_streaming:
             async for response in self.impl(*args):
+                if isinstance(response, Refusal):
+                    response = self.carried(response)
                 try:
                     await context.write(response)
                 except grpc.aio.InternalError:
@@ -315,6 +319,13 @@ class _Method:
         if self.answers_inline(request):
             return self.impl(*args)
         return await asyncio.get_running_loop().run_in_executor(None, self.impl, *args)
+
+    def carried(self, refusal: Refusal) -> Message:
+        """A refusal of one stream message, sent as that message's answer in the response
+        type's `error` field (when it has none, the refusal ends the call)."""
+        if self.error_field is None:
+            raise refusal
+        return self.output_class(**{self.error_field: to_status(refusal)})
 
     def answers_inline(self, request: Any) -> bool:
         """A unary call answered on the event loop: cheap by the servicer's word, and

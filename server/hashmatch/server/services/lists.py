@@ -296,13 +296,14 @@ class ListServicer:
     ) -> list[st.ApplyOutcome]:
         """Commits checked batches together; a store refusal becomes its status, after
         the batches before it are committed (and counted into `summary`)."""
-        outcomes, error = self.store.apply_many(list_name, batches, actor=tenant.name)
-        if error is None:
-            return outcomes
+        try:
+            return self.store.apply_many(list_name, batches, actor=tenant.name)
+        except st.BatchRefused as stopped:
+            applied, error = stopped.applied, stopped.cause
         if summary is not None:
-            for changes, outcome in zip(batches, outcomes, strict=False):
+            for changes, outcome in zip(batches, applied, strict=False):
                 _count(summary, changes.batch_id, outcome)
-        refused = batches[len(outcomes)]
+        refused = batches[len(applied)]
         if isinstance(error, st.StaleVersion):
             raise errors.StaleVersion(
                 error.current,

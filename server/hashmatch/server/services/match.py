@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+from hashmatch.server.errors import InvalidArgument, Refusal
 from hashmatch.server.matching.matcher import Matcher
 from hashmatch.server.services.access import require_role
 from hashmatch.server.store import Role, Tenant
@@ -23,7 +24,7 @@ INLINE_MESSAGE_BYTES = 4096
 
 class MatchServicer:
     # Requests arrive as bytes, with a meter for the items they turn out to hold.
-    RAW = frozenset({"Match", "MatchBatch", "MatchStream"})
+    RAW = frozenset({"Match", "MatchBatch", "MatchStream", "MatchBatchStream"})
     # Cheap enough to answer on the event loop (large requests still go to the pool).
     INLINE = frozenset({"Match", "MatchBatch"})
 
@@ -60,3 +61,26 @@ class MatchServicer:
                     answer, raw, tenant.name, batch=False, whole_call=False
                 )
                 yield found.response
+
+    async def MatchBatchStream(
+        self, requests: AsyncIterator[bytes], tenant: Tenant, meter: Meter
+    ) -> AsyncIterator[bytes | Refusal]:
+        """One MatchBatchResponse (encoded) per request, in order, each as MatchBatch would
+        answer it. A message refused as a whole (no items, too many) is answered with its
+        refusal, which the transport sends as that response's `error`; the stream goes on."""
+        require_role(tenant, Role.PLATFORM)
+        answer = self.matcher.answer
+        async for raw in requests:
+            try:
+                if len(raw) <= INLINE_MESSAGE_BYTES:
+                    found = answer(raw, tenant.name, batch=True, whole_call=False)
+                else:
+                    found = await asyncio.to_thread(
+                        answer, raw, tenant.name, batch=True, whole_call=False
+                    )
+            except InvalidArgument as refused:
+                meter(1)
+                yield refused
+                continue
+            meter(found.items)
+            yield found.response

@@ -32,6 +32,7 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
 from hashmatch.server.store.env import DEFAULT_MAP_SIZE
 from hashmatch.server.store.errors import (
     BatchIdReused,
+    BatchRefused,
     ListExists,
     ListNotFound,
     StaleVersion,
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_MAP_SIZE",
     "ApplyOutcome",
     "BatchIdReused",
+    "BatchRefused",
     "ListExists",
     "ListMeta",
     "ListNotFound",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hashmatch.server.store.records import ApplyOutcome
+
 from hashmatch.server import errors
 
 
@@ -40,3 +45,13 @@ class StoreFull(StoreError, errors.StoreFull):
 
     def __init__(self, message: str) -> None:
         errors.StoreFull.__init__(self, message)
+
+
+class BatchRefused(StoreError):
+    """A batch of a group was refused (`cause`); the batches before it were committed and
+    `applied` holds their outcomes, in order."""
+
+    def __init__(self, applied: list[ApplyOutcome], cause: StoreError) -> None:
+        super().__init__(str(cause))
+        self.applied = applied
+        self.cause = cause

@@ -18,6 +18,7 @@ from hashmatch.server.store.changelog import ChangeRecord
 from hashmatch.server.store.env import StoreBase, Txn, prefixed
 from hashmatch.server.store.errors import (
     BatchIdReused,
+    BatchRefused,
     ListExists,
     ListNotFound,
     StaleVersion,
@@ -104,20 +105,21 @@ class Lists(StoreBase):
         same batch_id with different content is refused (BatchIdReused). The batch must
         have no violations (the service refuses those before calling).
         """
-        outcomes, error = self.apply_many(list_name, [changes], actor=actor)
-        if error is not None:
-            raise error
-        return outcomes[0]
+        try:
+            return self.apply_many(list_name, [changes], actor=actor)[0]
+        except BatchRefused as refused:
+            raise refused.cause from None
 
     def apply_many(
         self, list_name: str, batches: Sequence[Changes], *, actor: str
-    ) -> tuple[list[ApplyOutcome], StoreError | None]:
+    ) -> list[ApplyOutcome]:
         """Applies batches in order in one write transaction, each one whole.
 
         A bulk load commits a group of batches at once: LMDB then rewrites each touched
         page once per group rather than once per batch. Every batch still gets its own
         version, change record and batch_id. A batch refused by the store ends the group:
-        the batches before it are committed and its error is returned.
+        the batches before it are committed, then BatchRefused says what was applied and
+        why the next one was not.
         """
         outcomes: list[ApplyOutcome] = []
         error: StoreError | None = None
@@ -130,7 +132,9 @@ class Lists(StoreBase):
                 except StoreError as exc:
                     error = exc
                     break
-        return outcomes, error
+        if error is not None:
+            raise BatchRefused(outcomes, error)
+        return outcomes
 
     def _apply_one(self, txn: Txn, list_name: str, changes: Changes, actor: str) -> ApplyOutcome:
         entries, refs = self._db("entries"), self._db("refs")
