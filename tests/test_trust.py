@@ -15,10 +15,10 @@ from hashmatch.client import MD5, PDQ, SHA256, InvalidArgument, PermissionDenied
 from hashmatch.client.errors import from_rpc_error
 from hashmatch.server.matching.flood import FloodPolicy, FloodStat
 from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
-from hashmatch.server.matching.stats import MatchCounts, StatsFlusher
 from hashmatch.server.metrics import Metrics
 from hashmatch.server.store import Role, Store
 from hashmatch.server.sync.follower import IndexFollower
+from hashmatch.server.sync.stats import MatchCounts, StatsFlusher
 from hashmatch.v1 import lists_pb2, lists_pb2_grpc, platform_pb2, platform_pb2_grpc
 from helpers import (
     benign_mix,

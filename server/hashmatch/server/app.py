@@ -29,7 +29,6 @@ from hashmatch.server import demo
 from hashmatch.server.core import Index
 from hashmatch.server.matching.matcher import Matcher
 from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
-from hashmatch.server.matching.stats import MatchCounts, StatsFlusher
 from hashmatch.server.metrics import Metrics, serve_http
 from hashmatch.server.rpc.auth import BadTokenThrottle, TenantCache
 from hashmatch.server.rpc.limits import Admission, LoadShedder, RateLimiter
@@ -45,6 +44,7 @@ from hashmatch.server.store import Store
 from hashmatch.server.store.probes import ProbeLedger
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.server.sync.replica import Replicator
+from hashmatch.server.sync.stats import MatchCounts, StatsFlusher
 from hashmatch.v1 import lists_pb2, match_pb2, platform_pb2, replication_pb2
 
 log = logging.getLogger(__name__)
