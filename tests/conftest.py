@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from hashmatch.client import Connection, ListClient, MatchClient, RetryPolicy
+from hashmatch.client import (
+    Connection,
+    ListClient,
+    MatchClient,
+    RetryPolicy,
+    Unauthenticated,
+    Unavailable,
+)
 from hashmatch.server.app import Service, build
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Role
@@ -51,6 +58,34 @@ def start(data_dir: Path, tokens: dict[str, str] | None = None) -> Running:
     if tokens is None:
         tokens = {name: service.store.add_tenant(name, role) for name, role in TENANTS.items()}
     return Running(service, tokens)
+
+
+def start_replica(data_dir: Path, primary: str, tokens: dict[str, str]) -> Running:
+    """A replica server following `primary` (HOST:PORT) with the replica tenant's token."""
+    service = build(
+        Settings(
+            data_dir=data_dir,
+            listen="127.0.0.1:0",
+            poll_interval=0.01,
+            follow=primary,
+            follow_token=tokens["replica"],
+        )
+    )
+    return Running(service, tokens)
+
+
+def same_lists(primary: Running, replica: Running) -> bool:
+    """Whether the replica holds every list of the primary at the same version and digest."""
+    try:
+        # (A restarted primary: gRPC shares the replica's connection backoff with clients.)
+        ours = {(x.name, x.version, x.digest) for x in primary.lists("replica").list_lists()}
+    except Unavailable:
+        return False
+    try:
+        theirs = {(x.name, x.version, x.digest) for x in replica.lists("replica").list_lists()}
+    except Unauthenticated:  # tenants not copied yet
+        return False
+    return ours == theirs
 
 
 @pytest.fixture

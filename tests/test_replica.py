@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TENANTS, Running, start
+from conftest import TENANTS, Running, same_lists, start, start_replica
 from hashmatch.client import (
     MD5,
     PDQ,
@@ -25,32 +25,10 @@ from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from helpers import eventually, hashes, random_digest, random_pdq, retire, upsert
 
 
-def start_replica(data_dir: Path, primary: Running) -> Running:
-    service = build(
-        Settings(
-            data_dir=data_dir,
-            listen="127.0.0.1:0",
-            poll_interval=0.01,
-            follow=primary.address,
-            follow_token=primary.tokens["replica"],
-        )
-    )
-    return Running(service, primary.tokens)
-
-
-def same_lists(primary: Running, replica: Running) -> bool:
-    ours = {(x.name, x.version, x.digest) for x in primary.lists("replica").list_lists()}
-    try:
-        theirs = {(x.name, x.version, x.digest) for x in replica.lists("replica").list_lists()}
-    except Unauthenticated:  # tenants not copied yet
-        return False
-    return ours == theirs
-
-
 def test_replica_mirrors_lists_tenants_and_verdicts(tmp_path: Path) -> None:
     rng = random.Random(1)
     primary = start(tmp_path / "primary")
-    replica = start_replica(tmp_path / "replica", primary)
+    replica = start_replica(tmp_path / "replica", primary.address, primary.tokens)
     try:
         lists = primary.lists()
         lists.create_list("iwf")
@@ -126,7 +104,7 @@ def test_replica_mirrors_lists_tenants_and_verdicts(tmp_path: Path) -> None:
         lists.apply_changes("iwf", "after", [retire(MD5, md5s[1])])
         lists.create_list("second")
         lists.apply_changes("second", "s1", [upsert(MD5, md5s[2], "S")])
-        replica = start_replica(tmp_path / "replica", primary)
+        replica = start_replica(tmp_path / "replica", primary.address, primary.tokens)
         eventually(lambda: same_lists(primary, replica), "restarted replica caught up")
     finally:
         replica.service.stop(grace=0)
@@ -155,7 +133,7 @@ def test_replica_follows_many_lists_on_one_stream(tmp_path: Path) -> None:
         entries[name] = [random_digest(rng, MD5) for _ in range(3)]
         for j, value in enumerate(entries[name]):
             lists.apply_changes(name, f"b{j}", [upsert(MD5, value, f"{name}-{j}")])
-    replica = start_replica(tmp_path / "replica", primary)
+    replica = start_replica(tmp_path / "replica", primary.address, primary.tokens)
     try:
         eventually(lambda: same_lists(primary, replica), "replica holds all 40 lists")
         result = replica.matcher().match(hashes((MD5, entries["list-39"][2])))

@@ -20,8 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import TENANTS, Running
-from hashmatch.client import MD5, Unauthenticated, Unavailable, make_hash
+from conftest import TENANTS, Running, same_lists, start_replica
+from hashmatch.client import MD5, Unavailable, make_hash
 from hashmatch.server.app import build
 from hashmatch.server.core import Changes, Index, pack_hashes, parse_changes
 from hashmatch.server.settings import Settings
@@ -67,32 +67,6 @@ def reachable(running: Running) -> bool:
     except Unavailable:
         return False
     return True
-
-
-def start_replica(data_dir: Path, primary: str, tokens: dict[str, str]) -> Running:
-    service = build(
-        Settings(
-            data_dir=data_dir,
-            listen="127.0.0.1:0",
-            poll_interval=0.01,
-            follow=primary,
-            follow_token=tokens["replica"],
-        )
-    )
-    return Running(service, tokens)
-
-
-def same_lists(primary: Running, replica: Running) -> bool:
-    try:
-        # (A restarted primary: gRPC shares the replica's connection backoff with clients.)
-        ours = {(x.name, x.version, x.digest) for x in primary.lists("replica").list_lists()}
-    except Unavailable:
-        return False
-    try:
-        theirs = {(x.name, x.version, x.digest) for x in replica.lists("replica").list_lists()}
-    except Unauthenticated:  # tenants not copied yet
-        return False
-    return ours == theirs
 
 
 def matched(running: Running, value: bytes) -> bool:

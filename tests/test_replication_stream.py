@@ -11,36 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import TENANTS, Running
-from hashmatch.client import MD5, Connection, MatchClient, RetryPolicy, Unauthenticated
+from conftest import TENANTS, Running, same_lists, start_replica
+from hashmatch.client import MD5, Connection, MatchClient, RetryPolicy
 from hashmatch.server.app import build
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Store, token_hash
 from hashmatch.server.sync import replica as replica_module
 from hashmatch.v1 import replication_pb2, replication_pb2_grpc
 from helpers import eventually, hashes, random_digest, upsert
-
-
-def start_replica(data_dir: Path, primary: str, tokens: dict[str, str]) -> Running:
-    service = build(
-        Settings(
-            data_dir=data_dir,
-            listen="127.0.0.1:0",
-            poll_interval=0.01,
-            follow=primary,
-            follow_token=tokens["replica"],
-        )
-    )
-    return Running(service, tokens)
-
-
-def same_lists(primary: Running, replica: Running) -> bool:
-    ours = {(x.name, x.version, x.digest) for x in primary.lists("replica").list_lists()}
-    try:
-        theirs = {(x.name, x.version, x.digest) for x in replica.lists("replica").list_lists()}
-    except Unauthenticated:  # tenants not copied yet
-        return False
-    return ours == theirs
 
 
 def follow(
