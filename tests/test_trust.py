@@ -13,10 +13,11 @@ import pytest
 from conftest import Running
 from hashmatch.client import MD5, PDQ, SHA256, InvalidArgument, PermissionDenied, make_hash
 from hashmatch.client.errors import from_rpc_error
-from hashmatch.server.matching.flood import FloodPolicy, FloodStat
+from hashmatch.server.matching import flood
 from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
 from hashmatch.server.metrics import Metrics
 from hashmatch.server.store import Role, Store
+from hashmatch.server.store.records import FloodPolicy, FloodStat, TenantShare
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.server.sync.stats import MatchCounts, StatsFlusher
 from hashmatch.v1 import lists_pb2, lists_pb2_grpc, platform_pb2, platform_pb2_grpc
@@ -160,16 +161,22 @@ def test_a_flooding_reference_is_quarantined_then_released(running: Running) -> 
 
 def test_flood_baseline_needs_a_jump_not_just_volume() -> None:
     policy = FloodPolicy(factor=10, min_matches=50, window_seconds=60)
+
+    def add(stat: FloodStat, matches: int, t: float) -> tuple[FloodStat, bool]:
+        # One platform (no share cap) adding `matches` at time t.
+        new, _, tripped = flood.judge(stat, [(TenantShare(), matches, t)], policy, 1, t)
+        return new, tripped
+
     stat, t = FloodStat(), 1000.0
     for _ in range(30):  # a steadily popular reference: 100 matches a minute
-        stat, tripped = stat.add(100, t, t, policy)
+        stat, tripped = add(stat, 100, t)
         assert not tripped or stat.baseline < 10
         t += 60
-    stat, tripped = stat.add(300, t, t, policy)
+    stat, tripped = add(stat, 300, t)
     assert not tripped, "3x its usual rate is not a flood"
-    stat, tripped = stat.add(1_000, t, t, policy)
+    stat, tripped = add(stat, 1_000, t)
     assert tripped, "13x its usual rate is"
-    stat, tripped = FloodStat().add(49, t, t, policy)
+    stat, tripped = add(FloodStat(), 49, t)
     assert not tripped, "below min_matches nothing trips"
 
 
@@ -410,12 +417,27 @@ def test_each_platform_counts_toward_a_flood_at_most_half_of_min_matches(
     store, lid = _store_with(tmp_path, "a", "b")
     t = 1_000_000.0
     try:
-        assert store.add_match_counts({("a", lid, "R"): (300, t)}, now=t) == []
-        assert store.add_match_counts({("a", lid, "R"): (300, t + 1)}, now=t + 1) == []
+        assert (
+            store.add_match_counts(judge=flood.judge, counts={("a", lid, "R"): (300, t)}, now=t)
+            == []
+        )
+        assert (
+            store.add_match_counts(
+                judge=flood.judge, counts={("a", lid, "R"): (300, t + 1)}, now=t + 1
+            )
+            == []
+        )
         assert store.quarantined(lid) == {}
         # Platform b's 14 more: 15 + 14 is still below min_matches (30).
-        assert store.add_match_counts({("b", lid, "R"): (14, t + 2)}, now=t + 2) == []
-        assert store.add_match_counts({("b", lid, "R"): (1, t + 3)}, now=t + 3) == [("iwf", "R")]
+        assert (
+            store.add_match_counts(
+                judge=flood.judge, counts={("b", lid, "R"): (14, t + 2)}, now=t + 2
+            )
+            == []
+        )
+        assert store.add_match_counts(
+            judge=flood.judge, counts={("b", lid, "R"): (1, t + 3)}, now=t + 3
+        ) == [("iwf", "R")]
         assert store.quarantined(lid)["R"]["window_matches"] == 30
         # Totals stay per reference, every platform summed; who matched is not in them.
         assert store.match_counts(lid) == [("R", 615, t + 3)]
@@ -427,12 +449,22 @@ def test_a_platform_share_starts_again_with_each_window(tmp_path: Path) -> None:
     store, lid = _store_with(tmp_path, "a", "b")
     t = 1_000_000.0
     try:
-        assert store.add_match_counts({("a", lid, "R"): (15, t)}, now=t) == []
+        assert (
+            store.add_match_counts(judge=flood.judge, counts={("a", lid, "R"): (15, t)}, now=t)
+            == []
+        )
         # Ten windows later the baseline has decayed; a's new share and b's trip it.
         later = t + 6000
-        assert store.add_match_counts({("a", lid, "R"): (15, later)}, now=later) == []
+        assert (
+            store.add_match_counts(
+                judge=flood.judge, counts={("a", lid, "R"): (15, later)}, now=later
+            )
+            == []
+        )
         assert store.add_match_counts(
-            {("b", lid, "R"): (15, later), ("a", lid, "S"): (99, later)}, now=later
+            judge=flood.judge,
+            counts={("b", lid, "R"): (15, later), ("a", lid, "S"): (99, later)},
+            now=later,
         ) == [("iwf", "R")]
     finally:
         store.close()
@@ -442,7 +474,9 @@ def test_a_single_platform_store_still_quarantines_on_its_own(tmp_path: Path) ->
     store, lid = _store_with(tmp_path, "a")
     t = 1_000_000.0
     try:
-        assert store.add_match_counts({("a", lid, "R"): (300, t)}, now=t) == [("iwf", "R")]
+        assert store.add_match_counts(
+            judge=flood.judge, counts={("a", lid, "R"): (300, t)}, now=t
+        ) == [("iwf", "R")]
         assert store.quarantined(lid)["R"]["window_matches"] == 300
     finally:
         store.close()
@@ -451,7 +485,7 @@ def test_a_single_platform_store_still_quarantines_on_its_own(tmp_path: Path) ->
 def test_has_matched_is_per_tenant(tmp_path: Path) -> None:
     store, lid = _store_with(tmp_path, "a", "b")
     try:
-        store.add_match_counts({("a", lid, "R"): (1, 5.0)}, now=5.0)
+        store.add_match_counts(judge=flood.judge, counts={("a", lid, "R"): (1, 5.0)}, now=5.0)
         assert store.has_matched("a", lid, "R")
         assert not store.has_matched("b", lid, "R")
         assert not store.has_matched("a", lid, "S")
@@ -466,7 +500,7 @@ class _Recorder:
         self.flushed: list[dict[tuple[str, int, str], tuple[int, float]]] = []
 
     def add_match_counts(
-        self, counts: dict[tuple[str, int, str], tuple[int, float]]
+        self, counts: dict[tuple[str, int, str], tuple[int, float]], judge: object
     ) -> list[tuple[str, str]]:
         if self.fail:
             raise OSError("disk gone")

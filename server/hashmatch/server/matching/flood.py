@@ -16,24 +16,14 @@ matches, so window and baseline stay in the same units.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import replace
 
+from hashmatch.server.store.records import DEFAULT_FLOOD, FloodPolicy, FloodStat, TenantShare
 
-class FloodPolicy(NamedTuple):
-    # Times the baseline a window must exceed; 0 turns detection off for the list.
-    factor: int = 20
-    # Matches a window needs before it can trip at all.
-    min_matches: int = 100
-    window_seconds: int = 60
+__all__ = ["DEFAULT_FLOOD", "FloodPolicy", "judge", "rolled", "tenant_cap"]
 
-
-DEFAULT_FLOOD = FloodPolicy()
 # Weight of the newest completed window in the baseline (an exponential moving average).
 _ALPHA = 0.2
-_PACKED = struct.Struct(">QddQd")
-_SHARE = struct.Struct(">QddQ")
 
 
 def tenant_cap(policy: FloodPolicy, platforms: int) -> int | None:
@@ -44,90 +34,63 @@ def tenant_cap(policy: FloodPolicy, platforms: int) -> int | None:
     return max(1, -(-policy.min_matches // 2))
 
 
-@dataclass(frozen=True)
-class TenantShare:
-    """One tenant's matches of one reference: how many, when last, and how many of them
-    counted toward the flood window that starts at `window_start`."""
-
-    matches: int = 0
-    last: float = 0.0
-    window_start: float = 0.0
-    window_count: int = 0
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> TenantShare:
-        return cls(*_SHARE.unpack(raw))
-
-    def pack(self) -> bytes:
-        return _SHARE.pack(self.matches, self.last, self.window_start, self.window_count)
-
-    def add(
-        self, matches: int, last: float, window_start: float, cap: int | None
-    ) -> tuple[TenantShare, int]:
-        """Counts the tenant's new matches; returns how many of them count toward the
-        window that starts at `window_start` (all of them without a cap)."""
-        counted = self.window_count if self.window_start == window_start else 0
-        allowed = matches if cap is None else max(0, min(matches, cap - counted))
-        share = TenantShare(
-            self.matches + matches, max(self.last, last), window_start, counted + allowed
-        )
-        return share, allowed
+def rolled(stat: FloodStat, now: float, policy: FloodPolicy) -> FloodStat:
+    """The same counts with the window moved on to the one `now` falls in."""
+    width = max(policy.window_seconds, 1)
+    start, count, baseline = stat.window_start, stat.window_count, stat.baseline
+    if start == 0.0:
+        start = now
+    elapsed = now - start
+    if elapsed >= width:
+        windows = int(elapsed // width)
+        baseline = (1 - _ALPHA) * baseline + _ALPHA * count
+        # Windows that passed without a match pull the baseline down too.
+        baseline *= (1 - _ALPHA) ** (windows - 1)
+        start += windows * width
+        count = 0
+    return replace(stat, window_start=start, window_count=count, baseline=baseline)
 
 
-@dataclass(frozen=True)
-class FloodStat:
-    total: int = 0
-    last: float = 0.0
-    window_start: float = 0.0
-    window_count: int = 0
-    baseline: float = 0.0
+def _share(
+    share: TenantShare, matches: int, last: float, window_start: float, cap: int | None
+) -> tuple[TenantShare, int]:
+    """Counts a tenant's new matches; returns how many of them count toward the window
+    that starts at `window_start` (all of them without a cap)."""
+    counted = share.window_count if share.window_start == window_start else 0
+    allowed = matches if cap is None else max(0, min(matches, cap - counted))
+    new = TenantShare(
+        share.matches + matches, max(share.last, last), window_start, counted + allowed
+    )
+    return new, allowed
 
-    @classmethod
-    def unpack(cls, raw: bytes) -> FloodStat:
-        return cls(*_PACKED.unpack(raw))
 
-    def pack(self) -> bytes:
-        return _PACKED.pack(
-            self.total, self.last, self.window_start, self.window_count, self.baseline
-        )
-
-    def rolled(self, now: float, policy: FloodPolicy) -> FloodStat:
-        """The same counts with the window moved on to the one `now` falls in."""
-        width = max(policy.window_seconds, 1)
-        start, count, baseline = self.window_start, self.window_count, self.baseline
-        if start == 0.0:
-            start = now
-        elapsed = now - start
-        if elapsed >= width:
-            windows = int(elapsed // width)
-            baseline = (1 - _ALPHA) * baseline + _ALPHA * count
-            # Windows that passed without a match pull the baseline down too.
-            baseline *= (1 - _ALPHA) ** (windows - 1)
-            start += windows * width
-            count = 0
-        return FloodStat(self.total, self.last, start, count, baseline)
-
-    def add(
-        self,
-        matches: int,
-        last: float,
-        now: float,
-        policy: FloodPolicy,
-        counted: int | None = None,
-    ) -> tuple[FloodStat, bool]:
-        """Counts new matches; `counted` of them (all by default) toward the flood window.
-        True when the current window trips the policy."""
-        rolled = self.rolled(now, policy)
-        added = matches if counted is None else counted
-        count = rolled.window_count + added
-        stat = FloodStat(
-            self.total + matches, max(self.last, last), rolled.window_start, count, rolled.baseline
-        )
-        # Only matches that counted can trip it: a platform past its share cannot.
-        tripped = (
-            policy.factor > 0
-            and added > 0
-            and count >= policy.min_matches
-            and count > policy.factor * max(rolled.baseline, 1.0)
-        )
-        return stat, tripped
+def judge(
+    stat: FloodStat,
+    shares: list[tuple[TenantShare, int, float]],
+    policy: FloodPolicy,
+    platforms: int,
+    now: float,
+) -> tuple[FloodStat, list[TenantShare], bool]:
+    """One flush's new matches of one reference, `(tenant's share, matches, last)` per
+    tenant: the reference's new statistics, each tenant's new share, and whether the
+    current window trips the policy (quarantine)."""
+    cap = tenant_cap(policy, platforms)
+    current = rolled(stat, now, policy)
+    total, newest, counted = 0, 0.0, 0
+    new_shares = []
+    for share, matches, last in shares:
+        share, allowed = _share(share, matches, last, current.window_start, cap)
+        new_shares.append(share)
+        total, newest, counted = total + matches, max(newest, last), counted + allowed
+    count = current.window_count + counted
+    new = replace(
+        current, total=stat.total + total, last=max(stat.last, newest), window_count=count
+    )
+    # Only matches that counted can trip it: a platform past its share cannot.
+    tripped = (
+        policy.factor > 0
+        and counted > 0
+        and count >= policy.min_matches
+        and count > policy.factor * max(current.baseline, 1.0)
+    )
+    return new, new_shares, tripped

@@ -19,10 +19,10 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
   changes   list_id u32 | version u64 -> ChangeRecord
   batches   list_id u32 | batch_id -> version u64 | request fingerprint (16 bytes)
   audit     seq u64 -> JSON {at, actor, action, ...}
-  stats     list_id u32 | reference ID -> matches u64 | last match f64 | flood window (flood.py),
+  stats     list_id u32 | reference ID -> FloodStat (records.py): matches, last, flood window,
             every tenant summed
   matched   list_id u32 | reference length u16 | reference ID | tenant name -> TenantShare
-            (flood.py): that tenant matched it (how often, when last, its flood share)
+            (records.py): that tenant matched it (how often, when last, its flood share)
   quarantine list_id u32 | reference ID -> JSON {since, window_matches, baseline}
   feedback  list_id u32 | reference ID -> JSON {counts by reason, newest notes, last}
   platforms tenant name -> JSON {all_lists, lists}: which lists apply to a platform

@@ -10,10 +10,6 @@ from itertools import accumulate
 
 from hashmatch.client.digest import ListDigest
 from hashmatch.server.core import SLOT, Changes, entry_term, stored_terms_sum
-from hashmatch.server.matching.flood import (
-    DEFAULT_FLOOD,
-    FloodPolicy,
-)
 from hashmatch.server.store.changelog import ChangeRecord
 from hashmatch.server.store.env import StoreBase, Txn, prefixed
 from hashmatch.server.store.errors import (
@@ -36,7 +32,9 @@ from hashmatch.server.store.keys import (
     ref_key_raw,
 )
 from hashmatch.server.store.records import (
+    DEFAULT_FLOOD,
     ApplyOutcome,
+    FloodPolicy,
     ListMeta,
 )
 

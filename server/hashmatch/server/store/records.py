@@ -5,13 +5,64 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import struct
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
-from hashmatch.server.matching.flood import (
-    DEFAULT_FLOOD,
-    FloodPolicy,
-)
+
+class FloodPolicy(NamedTuple):
+    """A list's flood settings (matching/flood.py decides with them)."""
+
+    # Times the baseline a window must exceed; 0 turns detection off for the list.
+    factor: int = 20
+    # Matches a window needs before it can trip at all.
+    min_matches: int = 100
+    window_seconds: int = 60
+
+
+DEFAULT_FLOOD = FloodPolicy()
+_STAT = struct.Struct(">QddQd")
+_SHARE = struct.Struct(">QddQ")
+
+
+@dataclass(frozen=True)
+class FloodStat:
+    """A reference's matches, every tenant summed: the total, the last, and the current
+    flood window with the baseline it is judged against."""
+
+    total: int = 0
+    last: float = 0.0
+    window_start: float = 0.0
+    window_count: int = 0
+    baseline: float = 0.0
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> FloodStat:
+        return cls(*_STAT.unpack(raw))
+
+    def pack(self) -> bytes:
+        return _STAT.pack(
+            self.total, self.last, self.window_start, self.window_count, self.baseline
+        )
+
+
+@dataclass(frozen=True)
+class TenantShare:
+    """One tenant's matches of one reference: how many, when last, and how many of them
+    counted toward the flood window that starts at `window_start`."""
+
+    matches: int = 0
+    last: float = 0.0
+    window_start: float = 0.0
+    window_count: int = 0
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> TenantShare:
+        return cls(*_SHARE.unpack(raw))
+
+    def pack(self) -> bytes:
+        return _SHARE.pack(self.matches, self.last, self.window_start, self.window_count)
 
 
 class Role(StrEnum):

@@ -6,14 +6,8 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
-from hashmatch.server.matching.flood import (
-    DEFAULT_FLOOD,
-    FloodStat,
-    TenantShare,
-    tenant_cap,
-)
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.store.env import Txn, prefixed
 from hashmatch.server.store.errors import (
@@ -23,9 +17,29 @@ from hashmatch.server.store.errors import (
 from hashmatch.server.store.keys import change_key, list_prefix, matched_key, reference_key
 from hashmatch.server.store.lists import Lists
 from hashmatch.server.store.records import (
+    DEFAULT_FLOOD,
+    FloodPolicy,
+    FloodStat,
     ListMeta,
     Role,
+    TenantShare,
 )
+
+
+class FloodJudge(Protocol):
+    """Decides, for one reference, what a flush's matches do to its statistics and whether
+    they trip a quarantine (matching/flood.py's `judge`): the store keeps the records and
+    carries out the verdict, it does not make it."""
+
+    def __call__(
+        self,
+        stat: FloodStat,
+        shares: list[tuple[TenantShare, int, float]],
+        policy: FloodPolicy,
+        platforms: int,
+        now: float,
+    ) -> tuple[FloodStat, list[TenantShare], bool]: ...
+
 
 # Notes kept per reference in the feedback a list owner reads.
 MAX_NOTES = 10
@@ -35,6 +49,7 @@ class Trust(Lists):
     def add_match_counts(
         self,
         counts: Mapping[tuple[str, int, str], tuple[int, float]],
+        judge: FloodJudge,
         now: float | None = None,
     ) -> list[tuple[str, str]]:
         """Adds (tenant, list_id, reference_id) -> (matches, last match time) to the
@@ -43,7 +58,8 @@ class Trust(Lists):
         Totals are kept per reference, every tenant summed (what the list owner reads), and
         per (list, reference, tenant) for that tenant's own reports and flood share: while
         the store holds more than one platform tenant, one tenant's matches count toward a
-        flood at most up to half the list's min_matches (flood.py).
+        flood at most up to half the list's min_matches. `judge` decides (flood.py); the
+        store reads and writes the records and quarantines what it tripped.
 
         Serving processes count in memory and flush here now and then: one write
         transaction per flush, never one per match. Returns the (list, reference)
@@ -67,20 +83,20 @@ class Trust(Lists):
                 key = reference_key(lid, ref)
                 raw = txn.get(key, db=stats)
                 meta = lists.get(lid)
-                policy = meta.flood if meta is not None else DEFAULT_FLOOD
-                cap = tenant_cap(policy, platforms)
-                stat = (FloodStat.unpack(raw) if raw is not None else FloodStat()).rolled(
-                    now, policy
+                keys = [matched_key(lid, ref, tenant) for tenant, _, _ in by_tenant]
+                before = [txn.get(k, db=shares) for k in keys]
+                stat, new_shares, trip = judge(
+                    FloodStat.unpack(raw) if raw is not None else FloodStat(),
+                    [
+                        (TenantShare() if b is None else TenantShare.unpack(b), n, last)
+                        for b, (_, n, last) in zip(before, by_tenant, strict=True)
+                    ],
+                    meta.flood if meta is not None else DEFAULT_FLOOD,
+                    platforms,
+                    now,
                 )
-                total, newest, counted = 0, 0.0, 0
-                for tenant, n, last in by_tenant:
-                    share_key = matched_key(lid, ref, tenant)
-                    raw_share = txn.get(share_key, db=shares)
-                    share = TenantShare() if raw_share is None else TenantShare.unpack(raw_share)
-                    share, allowed = share.add(n, last, stat.window_start, cap)
-                    txn.put(share_key, share.pack(), db=shares)
-                    total, newest, counted = total + n, max(newest, last), counted + allowed
-                stat, trip = stat.add(total, newest, now, policy, counted)
+                for k, share in zip(keys, new_shares, strict=True):
+                    txn.put(k, share.pack(), db=shares)
                 txn.put(key, stat.pack(), db=stats)
                 if trip and detect and txn.get(key, db=self._db("quarantine")) is None:
                     floods.setdefault(lid, []).append((ref, stat.window_count, stat.baseline))

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
+from hashmatch.server.matching import flood
 from hashmatch.server.metrics import Metrics
 from hashmatch.server.store import Store
 from hashmatch.server.sync.follower import IndexFollower
@@ -107,7 +108,7 @@ class StatsFlusher:
         if not pending:
             return
         try:
-            self.store.add_match_counts(pending)
+            self.store.add_match_counts(pending, flood.judge)
         except BaseException:
             self.counts.restore(pending)
             raise
