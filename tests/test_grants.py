@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Running
+from conftest import Running, same_lists, start, start_replica
 from hashmatch.client import MD5, InvalidArgument, NotFound, PermissionDenied
 from hashmatch.client.cli import main as cli_main
 from hashmatch.client.list_client import ListClient
 from hashmatch.v1 import lists_pb2
-from helpers import random_digest, upsert
+from helpers import eventually, random_digest, upsert
 
 LIST = "iwf-feed"
 
@@ -191,3 +191,53 @@ def test_cli_grant_revoke_and_grants(
     assert "hotline-b may no longer read iwf-feed" in capsys.readouterr().out
     assert cli_main([*base, "grant", LIST, "nobody"]) == 2
     assert "no such tenant" in capsys.readouterr().err
+
+
+def _reads(client: ListClient, name: str) -> bool:
+    try:
+        client.get_list(name)
+    except NotFound:
+        return False
+    return True
+
+
+def test_replicas_copy_grants_and_revocations(tmp_path: Path) -> None:
+    primary = start(tmp_path / "primary")
+    replica = None
+    try:
+        owner = primary.lists("hotline-a")
+        owner.create_list(LIST)
+        owner.apply_changes(LIST, "b1", [upsert(MD5, bytes(range(16)), "R-1")])
+        # Granted before the replica exists: on its stream the grant comes before the list.
+        assert owner.grant_access(LIST, "hotline-b") is True
+        replica = start_replica(tmp_path / "replica", primary.address, primary.tokens)
+        eventually(lambda: same_lists(primary, replica), "replica holds the primary's lists")
+        partner = replica.lists("hotline-b")
+        eventually(lambda: _reads(partner, LIST), "the grantee reads the list on the replica")
+        assert partner.get_list(LIST).version == 1
+        assert [x.name for x in partner.list_lists()] == [LIST]
+        watcher = Watcher(partner, LIST)
+        assert watcher.next_batch().batch_id == "b1"
+        owner.apply_changes(LIST, "b2", [upsert(MD5, bytes(range(1, 17)), "R-2")])
+        assert watcher.next_batch().batch_id == "b2"
+        # Not to another tenant.
+        with pytest.raises(NotFound):
+            replica.lists("platform").get_list(LIST)
+
+        # A revocation on the primary reaches the replica, and ends the open stream there.
+        assert owner.revoke_access(LIST, "hotline-b") is True
+        eventually(lambda: not _reads(partner, LIST), "the replica answers NOT_FOUND")
+        assert isinstance(watcher.end(), NotFound)
+        with pytest.raises(NotFound):
+            next(iter(partner.watch_changes(LIST, timeout=5)))
+        assert partner.list_lists() == []
+
+        # A grant made while the replica follows reaches it too.
+        owner.grant_access(LIST, "hotline-b")
+        eventually(lambda: _reads(partner, LIST), "a new grant reaches the replica")
+        watcher = Watcher(partner, LIST, since=1)
+        assert watcher.next_batch().batch_id == "b2"
+    finally:
+        if replica is not None:
+            replica.service.stop(grace=0)
+        primary.service.stop(grace=0)

@@ -26,7 +26,7 @@ from hashmatch.v1 import hashes_pb2 as hashmatch_dot_v1_dot_hashes__pb2
 from hashmatch.v1 import lists_pb2 as hashmatch_dot_v1_dot_lists__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehashmatch/v1/replication.proto\x12\x0chashmatch.v1\x1a\x19hashmatch/v1/hashes.proto\x1a\x18hashmatch/v1/lists.proto\"\x13\n\x11GetTenantsRequest\"\xa2\x01\n\x10ReplicatedTenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0ctoken_hashes\x18\x03 \x03(\x0c\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x11\n\tall_lists\x18\x05 \x01(\x08\x12\r\n\x05lists\x18\x06 \x03(\t\x12&\n\nallow_list\x18\x07 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"E\n\x12GetTenantsResponse\x12/\n\x07tenants\x18\x01 \x03(\x0b\x32\x1e.hashmatch.v1.ReplicatedTenant\"-\n\x0cListPosition\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\">\n\rFollowRequest\x12-\n\tpositions\x18\x01 \x03(\x0b\x32\x1a.hashmatch.v1.ListPosition\"\x9f\x01\n\x0b\x46ollowEvent\x12\x33\n\x07tenants\x18\x01 \x01(\x0b\x32 .hashmatch.v1.GetTenantsResponseH\x00\x12&\n\x04list\x18\x02 \x01(\x0b\x32\x16.hashmatch.v1.HashListH\x00\x12*\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x19.hashmatch.v1.ChangeBatchH\x00\x42\x07\n\x05\x65vent2\xa9\x01\n\x12ReplicationService\x12O\n\nGetTenants\x12\x1f.hashmatch.v1.GetTenantsRequest\x1a .hashmatch.v1.GetTenantsResponse\x12\x42\n\x06\x46ollow\x12\x1b.hashmatch.v1.FollowRequest\x1a\x19.hashmatch.v1.FollowEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehashmatch/v1/replication.proto\x12\x0chashmatch.v1\x1a\x19hashmatch/v1/hashes.proto\x1a\x18hashmatch/v1/lists.proto\"\x13\n\x11GetTenantsRequest\"\xa2\x01\n\x10ReplicatedTenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0ctoken_hashes\x18\x03 \x03(\x0c\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x11\n\tall_lists\x18\x05 \x01(\x08\x12\r\n\x05lists\x18\x06 \x03(\t\x12&\n\nallow_list\x18\x07 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"W\n\x0fReplicatedGrant\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\ngranted_at\x18\x03 \x01(\x01\x12\x12\n\ngranted_by\x18\x04 \x01(\t\"t\n\x12GetTenantsResponse\x12/\n\x07tenants\x18\x01 \x03(\x0b\x32\x1e.hashmatch.v1.ReplicatedTenant\x12-\n\x06grants\x18\x02 \x03(\x0b\x32\x1d.hashmatch.v1.ReplicatedGrant\"-\n\x0cListPosition\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\">\n\rFollowRequest\x12-\n\tpositions\x18\x01 \x03(\x0b\x32\x1a.hashmatch.v1.ListPosition\"\x9f\x01\n\x0b\x46ollowEvent\x12\x33\n\x07tenants\x18\x01 \x01(\x0b\x32 .hashmatch.v1.GetTenantsResponseH\x00\x12&\n\x04list\x18\x02 \x01(\x0b\x32\x16.hashmatch.v1.HashListH\x00\x12*\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x19.hashmatch.v1.ChangeBatchH\x00\x42\x07\n\x05\x65vent2\xa9\x01\n\x12ReplicationService\x12O\n\nGetTenants\x12\x1f.hashmatch.v1.GetTenantsRequest\x1a .hashmatch.v1.GetTenantsResponse\x12\x42\n\x06\x46ollow\x12\x1b.hashmatch.v1.FollowRequest\x1a\x19.hashmatch.v1.FollowEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,14 +37,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTENANTSREQUEST']._serialized_end=120
   _globals['_REPLICATEDTENANT']._serialized_start=123
   _globals['_REPLICATEDTENANT']._serialized_end=285
-  _globals['_GETTENANTSRESPONSE']._serialized_start=287
-  _globals['_GETTENANTSRESPONSE']._serialized_end=356
-  _globals['_LISTPOSITION']._serialized_start=358
-  _globals['_LISTPOSITION']._serialized_end=403
-  _globals['_FOLLOWREQUEST']._serialized_start=405
-  _globals['_FOLLOWREQUEST']._serialized_end=467
-  _globals['_FOLLOWEVENT']._serialized_start=470
-  _globals['_FOLLOWEVENT']._serialized_end=629
-  _globals['_REPLICATIONSERVICE']._serialized_start=632
-  _globals['_REPLICATIONSERVICE']._serialized_end=801
+  _globals['_REPLICATEDGRANT']._serialized_start=287
+  _globals['_REPLICATEDGRANT']._serialized_end=374
+  _globals['_GETTENANTSRESPONSE']._serialized_start=376
+  _globals['_GETTENANTSRESPONSE']._serialized_end=492
+  _globals['_LISTPOSITION']._serialized_start=494
+  _globals['_LISTPOSITION']._serialized_end=539
+  _globals['_FOLLOWREQUEST']._serialized_start=541
+  _globals['_FOLLOWREQUEST']._serialized_end=603
+  _globals['_FOLLOWEVENT']._serialized_start=606
+  _globals['_FOLLOWEVENT']._serialized_end=765
+  _globals['_REPLICATIONSERVICE']._serialized_start=768
+  _globals['_REPLICATIONSERVICE']._serialized_end=937
 # @@protoc_insertion_point(module_scope)

@@ -30,11 +30,25 @@ class ReplicatedTenant(_message.Message):
     allow_list: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
     def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., token_hashes: _Optional[_Iterable[bytes]] = ..., created_at: _Optional[float] = ..., all_lists: _Optional[bool] = ..., lists: _Optional[_Iterable[str]] = ..., allow_list: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ...) -> None: ...
 
+class ReplicatedGrant(_message.Message):
+    __slots__ = ("list", "tenant", "granted_at", "granted_by")
+    LIST_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_BY_FIELD_NUMBER: _ClassVar[int]
+    list: str
+    tenant: str
+    granted_at: float
+    granted_by: str
+    def __init__(self, list: _Optional[str] = ..., tenant: _Optional[str] = ..., granted_at: _Optional[float] = ..., granted_by: _Optional[str] = ...) -> None: ...
+
 class GetTenantsResponse(_message.Message):
-    __slots__ = ("tenants",)
+    __slots__ = ("tenants", "grants")
     TENANTS_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
     tenants: _containers.RepeatedCompositeFieldContainer[ReplicatedTenant]
-    def __init__(self, tenants: _Optional[_Iterable[_Union[ReplicatedTenant, _Mapping]]] = ...) -> None: ...
+    grants: _containers.RepeatedCompositeFieldContainer[ReplicatedGrant]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[ReplicatedTenant, _Mapping]]] = ..., grants: _Optional[_Iterable[_Union[ReplicatedGrant, _Mapping]]] = ...) -> None: ...
 
 class ListPosition(_message.Message):
     __slots__ = ("list", "version")

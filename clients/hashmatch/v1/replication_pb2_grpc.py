@@ -53,7 +53,7 @@ class ReplicationServiceServicer:
 
     def GetTenants(self, request, context):
         """Every tenant with its token hashes, so a platform's token works on every replica and
-        a revocation on the primary reaches the replicas. Tokens themselves are never stored
+        a revocation on the primary reaches the replicas, and every per-list read grant. Tokens themselves are never stored
         anywhere, so they cannot be sent. (Follow carries the same content; kept for older
         replicas.)
         """

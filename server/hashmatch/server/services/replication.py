@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from hashmatch.server.services.access import require_role
 from hashmatch.server.services.lists import change_batch, to_proto
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
+from hashmatch.server.store import grants as store_grants
 from hashmatch.server.store.changelog import ChangeRecord
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import hashes_pb2, replication_pb2
@@ -118,7 +119,15 @@ class ReplicationServicer:
                     for alg, value in settings.allow
                 )
             out.append(msg)
-        return replication_pb2.GetTenantsResponse(tenants=out)
+        # Grants too: a grant or a revocation changes this message, so the Follow stream
+        # sends it as it does a tenant change.
+        grants = [
+            replication_pb2.ReplicatedGrant(
+                list=g.list, tenant=g.tenant, granted_at=g.granted_at, granted_by=g.granted_by
+            )
+            for g in store_grants.all_grants(self.store)
+        ]
+        return replication_pb2.GetTenantsResponse(tenants=out, grants=grants)
 
     def _new_lists(self, known: set[int]) -> list[ListMeta]:
         """Lists not announced yet, oldest first."""

@@ -9,6 +9,9 @@ Every write is one write transaction that bumps the store's commit counter (thro
 audit event), so serving processes see a grant or a revocation on their next store read,
 and an open WatchChanges of a revoked grantee wakes up and ends.
 
+A replica copies the primary's grants (mirror_grants): grants name lists by name on the
+Follow stream, since list ids are local to each store.
+
 Functions over a Store rather than a Store area: callers pass the store they hold.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hashmatch.server.store.env import StoreBase, Unchanged, prefixed
@@ -98,3 +102,65 @@ def granted_lists(store: StoreBase, tenant: str) -> set[int]:
             for key in txn.cursor(db=store._db(DB)).iternext(keys=True, values=False)
             if key[4:] == name
         }
+
+
+@dataclass(frozen=True)
+class NamedGrant:
+    """A grant naming its list by name, as replicas receive it."""
+
+    list: str
+    tenant: str
+    granted_at: float
+    granted_by: str
+
+
+def all_grants(store: StoreBase) -> list[NamedGrant]:
+    """Every grant of the store, by list name then tenant name (one read transaction)."""
+    out = []
+    with store.read() as txn:
+        names = {
+            (meta := ListMeta.from_json(raw)).id: meta.name
+            for _, raw in txn.cursor(db=store._db("lists"))
+        }
+        for key, raw in txn.cursor(db=store._db(DB)):
+            name = names.get(U32.unpack(key[:4])[0])
+            if name is None:
+                continue
+            record = json.loads(raw)
+            out.append(NamedGrant(name, key[4:].decode("utf-8"), record["at"], record["by"]))
+    return sorted(out, key=lambda g: (g.list, g.tenant))
+
+
+def mirror_grants(store: StoreBase, grants: Iterable[NamedGrant]) -> bool:
+    """Makes this store's grants equal to `grants` (a primary's, on a replica); True when
+    anything changed. One write transaction, which bumps the store's commit counter so
+    serving processes see the change; none when nothing changes.
+
+    A grant of a list this store does not hold (yet) cannot be kept here, list ids being
+    local: it is skipped, and the caller mirrors again once the list exists."""
+    with store._write() as txn:
+        ids = {
+            (meta := ListMeta.from_json(raw)).name: meta.id
+            for _, raw in txn.cursor(db=store._db("lists"))
+        }
+        want: dict[bytes, dict[str, object]] = {}
+        for g in grants:
+            list_id = ids.get(g.list)
+            if list_id is not None:
+                want[_key(list_id, g.tenant)] = {"at": g.granted_at, "by": g.granted_by}
+        db = store._db(DB)
+        current = dict(txn.cursor(db=db))
+        changed = False
+        for key in current.keys() - want.keys():
+            txn.delete(key, db=db)
+            changed = True
+        for key, record in want.items():
+            raw = current.get(key)
+            if raw is None or json.loads(raw) != record:
+                txn.put(key, json.dumps(record).encode(), db=db)
+                changed = True
+        if not changed:
+            # Nothing to write: abort keeps the sync-on commit off the disk.
+            raise Unchanged
+        store._bump_seq(txn)
+    return changed

@@ -1,7 +1,7 @@
 """A read replica: copies a primary's tenants and lists into this server's own LMDB.
 
 One ReplicationService.Follow stream carries everything, however many lists there are:
-the tenants (token revocations included), each list as it appears, and every list's
+the tenants (token revocations included) and grants, each list as it appears, and every list's
 committed batches. The stream is opened with the local version of each list, so a restart
 or a dropped connection resumes exactly where the local store stopped. Batches are applied
 through the same store path as on the primary, with the primary's batch IDs and versions.
@@ -33,6 +33,7 @@ from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError, from_rpc_error
 from hashmatch.server.core import parse_changes
 from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant, resync
+from hashmatch.server.store import grants as store_grants
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2, replication_pb2, replication_pb2_grpc
@@ -90,6 +91,9 @@ class Replicator:
         # and whether the last one did, for logging state changes only.
         self._connected = False
         self._following: bool | None = None
+        # The primary's grants as last received: mirrored again when a list they name is
+        # created here (a grant may come before its list on the stream).
+        self._grants: list[store_grants.NamedGrant] = []
 
     def start(self) -> None:
         self.store.mark_replica(self.connection.server)
@@ -235,6 +239,15 @@ class Replicator:
         }
         if self.store.mirror_tenants(tenants, platforms):
             log.info("replica: tenants updated from the primary")
+        self._grants = [
+            store_grants.NamedGrant(g.list, g.tenant, g.granted_at, g.granted_by)
+            for g in response.grants
+        ]
+        self._mirror_grants()
+
+    def _mirror_grants(self) -> None:
+        if store_grants.mirror_grants(self.store, self._grants):
+            log.info("replica: grants updated from the primary")
 
     def _create_list(self, info: lists_pb2.HashList) -> None:
         """A list as the primary announces it (every list, at the start of each stream):
@@ -253,6 +266,8 @@ class Replicator:
                 pdq_min_quality=info.pdq_min_quality,
             )
             log.info("replica: list %s created from the primary", name)
+            if any(g.list == name for g in self._grants):
+                self._mirror_grants()
         self._checked(
             name,
             resync.check_primary(self.store, name, info.version, info.digest, actor=self._actor()),
