@@ -220,7 +220,7 @@ def test_trust_commands_for_platforms_and_hotlines(server: tuple[str, Path]) -> 
     feedback = run(client, "feedback", "demo", env=hotline)
     assert "DEMO-BRIDGE-1\t1 report(s)\tbenign=1" in feedback.stdout
     assert "note: test photo" in feedback.stdout
-    assert run(client, "quarantine", "demo", env=hotline).stdout == ""
+    assert run(client, "quarantine", "demo", env=hotline).stdout == "nothing quarantined in demo\n"
     assert "released 0" in run(client, "release", "demo", "DEMO-BRIDGE-1", env=hotline).stdout
 
 

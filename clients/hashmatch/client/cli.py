@@ -7,10 +7,16 @@ HASHMATCH_TOKEN. Exit codes follow virus scanners: 0 no match, 1 match, 2 error.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from google.protobuf import timestamp_pb2
 
 from hashmatch.client.algorithms import (
     MD5,
@@ -22,7 +28,7 @@ from hashmatch.client.algorithms import (
     parse_algorithm,
     parse_hex_digest,
 )
-from hashmatch.client.connection import Connection, TlsConfig
+from hashmatch.client.connection import DEFAULT_SERVER, Connection, TlsConfig
 from hashmatch.client.errors import HashmatchError, Unauthenticated
 from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import BadRow, Row, read_rows
@@ -40,6 +46,7 @@ from hashmatch.v1 import lists_pb2
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
 TOKEN_ENV = "HASHMATCH_TOKEN"
+SERVER_ENV = "HASHMATCH_SERVER"
 # The server takes at most 100,000 changes per batch.
 MAX_PUSH_BATCH = 100_000
 
@@ -60,8 +67,93 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+LIST_FILE_FORMATS = """\
+list files:
+  CSV          rows of algorithm,hash_hex,reference_id[,quality]; a header row is allowed.
+               algorithm: md5, sha1, sha256 or pdq; quality (0-100) is for PDQ only.
+  JSON lines   a .jsonl or .ndjson file, one object per line:
+               {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...", "quality": 90}
+               ("quality" optional).
+  A bad row refuses the whole file, with its line numbers, before anything is sent.
+"""
+
+MATCH_EPILOG = """\
+Each hash is given as hex: MD5 32 digits, SHA-1 40, SHA-256 64, PDQ 64. Give --pdq once
+per variant (e.g. the 8 dihedral variants of an image); --pdq-quality applies to all.
+
+example:
+  hashmatch-client match --md5 d35c785545392755e7e4164457657269 --item-id upload-123
+
+output: NO_MATCH, or MATCH and one line per matched reference
+  (list=... reference_id=... list_version=...).
+
+exit codes:
+  0  no match
+  1  match
+  2  error (bad arguments, bad hex, server unreachable, refused)
+"""
+
+PUSH_EPILOG = f"""\
+{LIST_FILE_FORMATS}
+Batches are named <upload-id>:<n>; running the same push again after an interruption
+resumes after the last batch the service applied. At the end the list's digest is
+compared with the file's.
+
+exit codes:
+  0  pushed, and the list holds exactly this file (or --retire)
+  1  pushed, but the list's digest differs from the file's (it holds other entries)
+  2  error (a bad row: nothing was sent; server unreachable, refused)
+"""
+
+APPLY_EPILOG = f"""\
+{LIST_FILE_FORMATS}
+The file is sent as one atomic batch. Re-sending a --batch-id changes nothing.
+
+exit codes:
+  0  applied (or already applied)
+  2  error (a bad row: nothing was sent; version conflict, server unreachable, refused)
+"""
+
+SCAN_EPILOG = """\
+Files are hashed here (MD5, SHA-1, SHA-256, and PDQ for images with the [pdq] extra);
+only the hashes are sent.
+
+output: a MATCH<TAB>path<TAB>list:reference;... line per matched file on stdout; files
+that could not be checked and a summary on stderr.
+
+report (--report): FILE.jsonl (one JSON object per file) or FILE.csv (one row per file).
+
+exit codes:
+  0  nothing matched
+  1  something matched
+  2  a file could not be checked (and nothing matched), or an error
+"""
+
+GENERAL_EPILOG = """\
+The server is --server or $HASHMATCH_SERVER (default 127.0.0.1:50051); the token is --token
+or $HASHMATCH_TOKEN. Listing commands take --json to print one JSON document.
+
+exit codes: 0 success / no match; 1 match (match, scan) or digest differs (push); 2 error.
+"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hashmatch-client")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hashmatch-client", description=__doc__)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="hashmatch-client", description=__doc__, epilog=GENERAL_EPILOG, formatter_class=raw
+    )
+    parser.add_argument("--version", action="version", version=f"hashmatch-client {_version()}")
     parser.add_argument("--server", help="HOST:PORT (default: $HASHMATCH_SERVER)")
     parser.add_argument("--token", help="bearer token (default: $HASHMATCH_TOKEN)")
     parser.add_argument("--ca-file", type=Path, help="CA certificate to verify the server (TLS)")
@@ -70,11 +162,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = sub.add_parser("match", help="match the hashes of one upload, given as hex")
-    p.add_argument("--md5")
-    p.add_argument("--sha1")
-    p.add_argument("--sha256")
-    p.add_argument("--pdq", action="append", default=[], help="repeatable (dihedral variants)")
+    p = sub.add_parser(
+        "match",
+        help="match the hashes of one upload, given as hex",
+        description="Match the hashes of one upload, given as hex. Give at least one hash.",
+        epilog=MATCH_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("--md5", metavar="HEX", help="MD5 of the upload (32 hex digits)")
+    p.add_argument("--sha1", metavar="HEX", help="SHA-1 of the upload (40 hex digits)")
+    p.add_argument("--sha256", metavar="HEX", help="SHA-256 of the upload (64 hex digits)")
+    p.add_argument(
+        "--pdq",
+        metavar="HEX",
+        action="append",
+        default=[],
+        help="PDQ hash (64 hex digits); repeatable (dihedral variants)",
+    )
     p.add_argument("--pdq-quality", type=int, help="quality of the PDQ hash(es), 0-100")
     p.add_argument("--item-id", default="", help="your correlation ID, echoed back")
     p.set_defaults(run=_match)
@@ -83,8 +187,9 @@ def _parser() -> argparse.ArgumentParser:
         "scan",
         help="hash files and folders here and match them; only hashes are sent",
         description="Hash files and folders locally (MD5, SHA-1, SHA-256, PDQ) and match them "
-        "in batches. Exit 0: nothing matched; 1: something matched; 2: a file could not be "
-        "checked (and nothing matched), or an error.",
+        "in batches.",
+        epilog=SCAN_EPILOG,
+        formatter_class=raw,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (recursive)")
     p.add_argument(
@@ -103,9 +208,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_scan)
 
-    p = sub.add_parser("apply", help="apply a CSV list file (algorithm,hash_hex,reference_id)")
-    p.add_argument("list")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser(
+        "apply",
+        help="apply a list file (CSV or JSON lines) as one atomic batch",
+        description="Apply a list file (CSV or JSON lines) to LIST as one atomic batch.",
+        epilog=APPLY_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("list", metavar="LIST", help="the list (yours)")
+    p.add_argument("file", type=Path, metavar="FILE", help="CSV, or JSON lines (.jsonl/.ndjson)")
     p.add_argument("--batch-id", required=True, help="ID of the batch; re-running is a no-op")
     p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
     p.add_argument("--expected-version", type=int)
@@ -114,10 +225,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "push",
         help="stream a list file (CSV or JSON lines) in batches; resumable; digest check",
+        description="Stream a list file into LIST in batches (UploadChanges); resumable; "
+        "checks the list's digest at the end.",
+        epilog=PUSH_EPILOG,
+        formatter_class=raw,
     )
-    p.add_argument("list")
-    p.add_argument("file", type=Path)
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("list", metavar="LIST", help="the list (yours)")
+    p.add_argument("file", type=Path, metavar="FILE", help="CSV, or JSON lines (.jsonl/.ndjson)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"rows per batch, 1-{MAX_PUSH_BATCH:,} (default {DEFAULT_BATCH_SIZE:,})",
+    )
     p.add_argument(
         "--upload-id",
         help="names the batches (<id>:<n>); default: derived from the file, so a re-run resumes",
@@ -145,15 +265,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add", "remove", "show"])
     p.add_argument("algorithm", nargs="?")
     p.add_argument("hash_hex", nargs="?")
+    _add_json(p)
     p.set_defaults(run=_allow)
+
+    p = sub.add_parser("subscriptions", help="show which lists apply to this platform")
+    _add_json(p)
+    p.set_defaults(run=_subscriptions)
 
     p = sub.add_parser("feedback", help="false-positive reports against your list")
     p.add_argument("list")
+    p.add_argument("--limit", type=int, default=100, help="most reported first (default 100)")
+    _add_json(p)
     p.set_defaults(run=_feedback)
 
     p = sub.add_parser("quarantine", help="references of your list quarantined for flooding")
     p.add_argument("list")
+    _add_json(p)
     p.set_defaults(run=_quarantine)
+
+    p = sub.add_parser(
+        "stats",
+        help="per-reference match statistics of your list, most matched first",
+        description="Per-reference match statistics of LIST: reference, matches, and when it "
+        "last matched (ISO-8601, UTC). Most matched first.",
+    )
+    p.add_argument("list", metavar="LIST")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    _add_json(p)
+    p.set_defaults(run=_stats)
+
+    p = sub.add_parser(
+        "flood-policy",
+        help="show or set your list's flood-quarantine policy",
+        description="Without options, show LIST's flood-quarantine policy. With any option, "
+        "set it (unset options keep their current value). A reference is quarantined when "
+        "its matches in one window reach --min-matches and exceed --factor times its "
+        "baseline; --factor 0 turns quarantine off.",
+    )
+    p.add_argument("list", metavar="LIST")
+    p.add_argument("--factor", type=int, help="times the baseline; 0 turns quarantine off")
+    p.add_argument("--min-matches", type=int, help="matches in one window needed to trip it")
+    p.add_argument("--window-seconds", type=int, help="length of the window")
+    _add_json(p)
+    p.set_defaults(run=_flood_policy)
 
     p = sub.add_parser("release", help="let quarantined references match again")
     p.add_argument("list")
@@ -164,13 +318,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--pdq-threshold", type=int)
     p.add_argument("--pdq-min-quality", type=int)
+    _add_json(p)
     p.set_defaults(run=_create)
 
     p = sub.add_parser("get-list", help="show a list's version, counts and digest")
     p.add_argument("name")
+    _add_json(p)
     p.set_defaults(run=_get)
 
     p = sub.add_parser("lists", help="show the lists the caller may see")
+    _add_json(p)
     p.set_defaults(run=_lists)
 
     p = sub.add_parser(
@@ -187,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grants", help="the tenants one of your lists is granted to")
     p.add_argument("list")
+    _add_json(p)
     p.set_defaults(run=_grants)
     return parser
 
@@ -195,7 +353,45 @@ def connection(args: argparse.Namespace) -> Connection:
     tls = None
     if args.ca_file or args.cert_file:
         tls = TlsConfig(args.ca_file, args.cert_file, args.key_file)
+    if not (args.server or os.environ.get(SERVER_ENV)):
+        print(
+            f"hashmatch-client: no --server or {SERVER_ENV}; using {DEFAULT_SERVER}",
+            file=sys.stderr,
+        )
     return Connection.from_env(args.server, args.token, tls=tls, timeout=args.timeout)
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def _iso(ts: timestamp_pb2.Timestamp) -> str | None:
+    """ISO-8601 UTC, or None for an unset timestamp."""
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds")
+
+
+def _list_doc(info: ListInfo) -> dict[str, Any]:
+    def iso(d: datetime) -> str:
+        return d.replace(tzinfo=UTC).isoformat(timespec="seconds")
+
+    return {
+        "name": info.name,
+        "owner": info.owner,
+        "version": info.version,
+        "counts": info.counts,
+        "pdq_threshold": info.pdq_threshold,
+        "pdq_min_quality": info.pdq_min_quality,
+        "digest": info.digest,
+        "created_at": iso(info.created_at),
+        "updated_at": iso(info.updated_at),
+        "last_batch_id": info.last_batch_id,
+    }
+
+
+def _reason_name(reason: int) -> str:
+    return lists_pb2.FeedbackReason.Name(reason).removeprefix("FEEDBACK_REASON_").lower()
 
 
 def _match(args: argparse.Namespace) -> int:
@@ -360,7 +556,14 @@ def _subscribe(args: argparse.Namespace) -> int:
 def _allow(args: argparse.Namespace) -> int:
     with PlatformClient(connection(args)) as client:
         if args.action == "show":
-            for h in client.allow_list():
+            hashes = client.allow_list()
+            if args.json:
+                doc = [{"algorithm": NAMES[h.algorithm], "hash": h.value.hex()} for h in hashes]
+                _print_json({"hashes": doc})
+                return EXIT_CLEAN
+            if not hashes:
+                print("the allow-list is empty")
+            for h in hashes:
                 print(f"{NAMES[h.algorithm]},{h.value.hex()}")
             return EXIT_CLEAN
         if not (args.algorithm and args.hash_hex):
@@ -374,27 +577,140 @@ def _allow(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _subscriptions(args: argparse.Namespace) -> int:
+    with PlatformClient(connection(args)) as client:
+        subs = client.subscriptions()
+    if args.json:
+        _print_json(
+            {
+                "all_lists": subs.all_lists,
+                "lists": list(subs.lists),
+                "available": list(subs.available),
+            }
+        )
+        return EXIT_CLEAN
+    chosen = "every list" if subs.all_lists else ", ".join(subs.lists) or "no list"
+    available = ", ".join(subs.available) or "none"
+    print(f"subscribed to {chosen} (available: {available})")
+    return EXIT_CLEAN
+
+
 def _feedback(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
-        for ref in client.feedback(args.list):
-            reasons = " ".join(
-                f"{lists_pb2.FeedbackReason.Name(c.reason).removeprefix('FEEDBACK_REASON_').lower()}"
-                f"={c.count}"
-                for c in ref.counts
-            )
-            print(f"{ref.reference_id}\t{ref.total} report(s)\t{reasons}")
-            for note in ref.notes:
-                print(f"\tnote: {note}")
+        refs = client.feedback(args.list, limit=args.limit)
+    if args.json:
+        _print_json(
+            {
+                "list": args.list,
+                "references": [
+                    {
+                        "reference_id": ref.reference_id,
+                        "total": ref.total,
+                        "reasons": {_reason_name(c.reason): c.count for c in ref.counts},
+                        "notes": list(ref.notes),
+                        "last_reported_at": _iso(ref.last_reported_at),
+                    }
+                    for ref in refs
+                ],
+            }
+        )
+        return EXIT_CLEAN
+    if not refs:
+        print(f"no feedback for {args.list}")
+    for ref in refs:
+        reasons = " ".join(f"{_reason_name(c.reason)}={c.count}" for c in ref.counts)
+        print(f"{ref.reference_id}\t{ref.total} report(s)\t{reasons}")
+        for note in ref.notes:
+            print(f"\tnote: {note}")
     return EXIT_CLEAN
 
 
 def _quarantine(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
-        for q in client.quarantine(args.list):
-            print(
-                f"{q.reference_id}\tsince {q.since.ToDatetime().isoformat(timespec='seconds')}"
-                f"\t{q.window_matches} matches in a window (baseline {q.baseline:.1f})"
+        refs = client.quarantine(args.list)
+    if args.json:
+        _print_json(
+            {
+                "list": args.list,
+                "references": [
+                    {
+                        "reference_id": q.reference_id,
+                        "since": _iso(q.since),
+                        "window_matches": q.window_matches,
+                        "baseline": q.baseline,
+                    }
+                    for q in refs
+                ],
+            }
+        )
+        return EXIT_CLEAN
+    if not refs:
+        print(f"nothing quarantined in {args.list}")
+    for q in refs:
+        print(
+            f"{q.reference_id}\tsince {_iso(q.since)}"
+            f"\t{q.window_matches} matches in a window (baseline {q.baseline:.1f})"
+        )
+    return EXIT_CLEAN
+
+
+def _stats(args: argparse.Namespace) -> int:
+    with ListClient(connection(args)) as client:
+        refs = client.reference_stats_detail(args.list, limit=args.limit)
+    if args.json:
+        _print_json(
+            {
+                "list": args.list,
+                "references": [
+                    {
+                        "reference_id": r.reference_id,
+                        "matches": r.matches,
+                        "last_matched_at": _iso(r.last_matched_at),
+                    }
+                    for r in refs
+                ],
+            }
+        )
+        return EXIT_CLEAN
+    if not refs:
+        print(f"no matches recorded for {args.list}")
+    for r in refs:
+        print(f"{r.reference_id}\t{r.matches} match(es)\tlast {_iso(r.last_matched_at) or '-'}")
+    return EXIT_CLEAN
+
+
+def _flood_policy(args: argparse.Namespace) -> int:
+    options = (args.factor, args.min_matches, args.window_seconds)
+    with ListClient(connection(args)) as client:
+        policy = client.flood_policy(args.list)
+        if any(o is not None for o in options):
+            client.set_flood_policy(
+                args.list,
+                factor=policy.factor if args.factor is None else args.factor,
+                min_matches=policy.min_matches if args.min_matches is None else args.min_matches,
+                window_seconds=(
+                    policy.window_seconds if args.window_seconds is None else args.window_seconds
+                ),
             )
+            policy = client.flood_policy(args.list)
+    if args.json:
+        _print_json(
+            {
+                "list": args.list,
+                "factor": policy.factor,
+                "min_matches": policy.min_matches,
+                "window_seconds": policy.window_seconds,
+                "enabled": policy.factor > 0,
+            }
+        )
+        return EXIT_CLEAN
+    if not policy.factor:  # off: the other fields mean nothing then
+        print(f"{args.list}\tflood quarantine off\tfactor=0")
+        return EXIT_CLEAN
+    print(
+        f"{args.list}\tflood quarantine on\tfactor={policy.factor}\t"
+        f"min_matches={policy.min_matches}\twindow_seconds={policy.window_seconds}"
+    )
     return EXIT_CLEAN
 
 
@@ -410,20 +726,27 @@ def _create(args: argparse.Namespace) -> int:
         info = client.create_list(
             args.name, pdq_threshold=args.pdq_threshold, pdq_min_quality=args.pdq_min_quality
         )
-    _print_list(info)
+    _show_list(info, as_json=args.json)
     return EXIT_CLEAN
 
 
 def _get(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
-        _print_list(client.get_list(args.name))
+        info = client.get_list(args.name)
+    _show_list(info, as_json=args.json)
     return EXIT_CLEAN
 
 
 def _lists(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
-        for info in client.list_lists():
-            _print_list(info)
+        infos = client.list_lists()
+    if args.json:
+        _print_json({"lists": [_list_doc(i) for i in infos]})
+        return EXIT_CLEAN
+    if not infos:
+        print("no lists visible to this tenant")
+    for info in infos:
+        _print_list(info)
     return EXIT_CLEAN
 
 
@@ -445,10 +768,34 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _grants(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
-        for g in client.list_grants(args.list):
-            since = g.granted_at.ToDatetime().isoformat(timespec="seconds")
-            print(f"{g.tenant}\tsince {since}\tby {g.granted_by}")
+        grants = client.list_grants(args.list)
+    if args.json:
+        _print_json(
+            {
+                "list": args.list,
+                "grants": [
+                    {
+                        "tenant": g.tenant,
+                        "granted_at": _iso(g.granted_at),
+                        "granted_by": g.granted_by,
+                    }
+                    for g in grants
+                ],
+            }
+        )
+        return EXIT_CLEAN
+    if not grants:
+        print(f"{args.list} is granted to no tenant")
+    for g in grants:
+        print(f"{g.tenant}\tsince {_iso(g.granted_at)}\tby {g.granted_by}")
     return EXIT_CLEAN
+
+
+def _show_list(info: ListInfo, *, as_json: bool) -> None:
+    if as_json:
+        _print_json(_list_doc(info))
+    else:
+        _print_list(info)
 
 
 def _print_list(info: ListInfo) -> None:

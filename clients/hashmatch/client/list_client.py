@@ -104,6 +104,20 @@ class ListClient(ChannelClient):
         response = self.connection.call(lambda: self._stub.GetReferenceStats(request, **self._kw()))
         return [(r.reference_id, r.matches) for r in response.references]
 
+    def reference_stats_detail(
+        self, list_name: str, limit: int = 100
+    ) -> list[lists_pb2.ReferenceStats]:
+        """The list's most-matched references with their match counts and last match time."""
+        request = lists_pb2.GetReferenceStatsRequest(list=list_name, limit=limit)
+        response = self.connection.call(lambda: self._stub.GetReferenceStats(request, **self._kw()))
+        return list(response.references)
+
+    def flood_policy(self, list_name: str) -> lists_pb2.FloodPolicy:
+        """The list's flood-quarantine policy (factor 0: off), from GetList."""
+        request = lists_pb2.GetListRequest(name=list_name)
+        response = self.connection.call(lambda: self._stub.GetList(request, **self._kw()))
+        return response.list.flood
+
     def feedback(self, list_name: str, limit: int = 100) -> list[lists_pb2.ReferenceFeedback]:
         """False-positive reports platforms filed against the list, most reported first."""
         request = lists_pb2.GetFeedbackRequest(list=list_name, limit=limit)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from hashmatch.client.connection import Connection
 from hashmatch.server import demo
@@ -328,6 +329,83 @@ def _probe_flagged(store: Store, metrics: Metrics) -> Callable[[str, int], None]
     return flagged
 
 
+class _HealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1.Health with List: the package's servicer answers it UNIMPLEMENTED
+    (and logs a traceback)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+class _ReflectionPool:
+    """The process's descriptor pool plus grpc/reflection/v1/reflection.proto, which
+    grpcio-reflection does not ship: v1alpha's file renamed (the same messages on the wire),
+    kept out of the default pool so that it never clashes with a real v1 module."""
+
+    def __init__(self) -> None:
+        proto = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+        proto.name = "grpc/reflection/v1/reflection.proto"
+        proto.package = "grpc.reflection.v1"
+        for message in proto.message_type:
+            for field in message.field:
+                if field.HasField("type_name"):
+                    field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+        for method in proto.service[0].method:
+            method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+            method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+        proto.options.java_package = "io.grpc.reflection.v1"
+        proto.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+        self._own = descriptor_pool.DescriptorPool()
+        self._own.Add(proto)
+        self._default = descriptor_pool.Default()
+
+    def _find(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._own, method)(*args)
+        except KeyError:
+            return getattr(self._default, method)(*args)
+
+    def FindFileByName(self, name: str) -> descriptor.FileDescriptor:
+        return self._find("FindFileByName", name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> descriptor.FileDescriptor:
+        return self._find("FindFileContainingSymbol", symbol)
+
+    def FindMessageTypeByName(self, name: str) -> descriptor.Descriptor:
+        return self._default.FindMessageTypeByName(name)
+
+    def FindExtensionByNumber(self, message: descriptor.Descriptor, number: int) -> Any:
+        return self._default.FindExtensionByNumber(message, number)
+
+    def FindAllExtensions(self, message: descriptor.Descriptor) -> Any:
+        return self._default.FindAllExtensions(message)
+
+
+def _reflection_handlers(service_names: list[str]) -> list[grpc.GenericRpcHandler]:
+    """Server reflection as v1 and v1alpha: one servicer, registered under both names."""
+    servicer = reflection.aio.ReflectionServicer(service_names, pool=_ReflectionPool())
+    method = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    return [
+        grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": method})
+        for name in (REFLECTION_V1, reflection.SERVICE_NAME)
+    ]
+
+
 async def _start(
     settings: Settings,
     reuse_port: bool,
@@ -336,11 +414,17 @@ async def _start(
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     server = grpc.aio.server(options=server_options(settings, reuse_port))
     server.add_generic_rpc_handlers(handlers)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = _HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*(s.full_name for s in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME],
-        server,
+    server.add_generic_rpc_handlers(
+        _reflection_handlers(
+            [
+                *(s.full_name for s in SERVICES),
+                health.SERVICE_NAME,
+                REFLECTION_V1,
+                reflection.SERVICE_NAME,
+            ]
+        )
     )
     credentials = server_credentials(settings)
     if credentials is None:
