@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +15,23 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hashmatch.client import MD5, make_hash
+from hashmatch.client import (
+    MD5,
+    AsyncMatchClient,
+    Connection,
+    MatchClient,
+    RetryPolicy,
+    TlsConfig,
+    Unavailable,
+    make_hash,
+)
+from hashmatch.client.errors import tls_hint
 from hashmatch.server.app import Service, build
 from hashmatch.server.settings import Settings
 from hashmatch.server.store import Role
 from hashmatch.v1 import match_pb2, match_pb2_grpc
+
+HASHMATCH = str(Path(sys.executable).parent / "hashmatch")
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -167,3 +183,207 @@ def test_mtls_refuses_a_missing_or_foreign_client_certificate(
     with pytest.raises(grpc.RpcError) as info:
         _match(service, token, pki, None if who == "missing" else pki.stranger)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# --- what the SDK says when a connection fails because of TLS ---------------------------
+
+
+@pytest.fixture
+def plain_server(tmp_path: Path) -> Iterator[tuple[Service, str]]:
+    settings = Settings(data_dir=tmp_path, listen="127.0.0.1:0").check()
+    service = build(settings)
+    yield service, service.store.add_tenant("platform", Role.PLATFORM)
+    service.stop(grace=0)
+
+
+def _sdk_error(service: Service, token: str, tls: TlsConfig | None) -> Unavailable:
+    connection = Connection(
+        server=f"127.0.0.1:{service.port}",
+        token=token,
+        tls=tls,
+        timeout=5,
+        retry=RetryPolicy(attempts=2, initial_backoff=0.01),
+    )
+    with MatchClient(connection) as client, pytest.raises(Unavailable) as info:
+        client.match([make_hash(MD5, bytes(16))])
+    return info.value
+
+
+def test_plaintext_client_at_a_tls_server_is_told_to_pass_a_ca(
+    tls_server: tuple[Service, str],
+) -> None:
+    error = _sdk_error(*tls_server, None)
+    assert error.message.startswith(
+        "the server closed the connection at once: it likely requires TLS: pass --ca-file"
+    ), error.message
+
+
+def test_tls_client_at_a_plaintext_server_is_told_it_does_not_speak_tls(
+    plain_server: tuple[Service, str], pki: Pki
+) -> None:
+    error = _sdk_error(*plain_server, TlsConfig(ca_file=pki.ca.cert))
+    assert error.message.startswith("the server does not speak TLS"), error.message
+
+
+def test_a_server_certificate_from_another_ca_fails_verification_in_words(
+    tls_server: tuple[Service, str], tmp_path: Path, pki: Pki
+) -> None:
+    error = _sdk_error(*tls_server, TlsConfig(ca_file=pki.stranger.cert.parent / "other-ca.crt"))
+    assert error.message.startswith(
+        "certificate verify failed: the server's certificate is not signed by the CA given"
+    ), error.message
+
+
+def test_a_certificate_for_another_name_is_named(tls_server: tuple[Service, str], pki: Pki) -> None:
+    error = _sdk_error(*tls_server, TlsConfig(ca_file=pki.ca.cert, server_name="example.org"))
+    assert error.message.startswith(
+        "the server's certificate is not issued to the address dialled"
+    ), error.message
+
+
+def test_mtls_without_a_client_certificate_says_one_is_required(
+    mtls_server: tuple[Service, str], pki: Pki
+) -> None:
+    error = _sdk_error(*mtls_server, TlsConfig(ca_file=pki.ca.cert))
+    assert "requires a client certificate (mTLS): pass --cert-file and --key-file" in (
+        error.message
+    ), error.message
+
+
+def test_mtls_with_a_foreign_client_certificate_says_it_was_refused(
+    mtls_server: tuple[Service, str], pki: Pki
+) -> None:
+    tls = TlsConfig(ca_file=pki.ca.cert, cert_file=pki.stranger.cert, key_file=pki.stranger.key)
+    error = _sdk_error(*mtls_server, tls)
+    assert "refused the client certificate (mTLS)" in error.message, error.message
+
+
+def test_the_async_client_explains_too(tls_server: tuple[Service, str]) -> None:
+    service, token = tls_server
+    connection = Connection(
+        server=f"127.0.0.1:{service.port}", token=token, timeout=5, retry=RetryPolicy(attempts=1)
+    )
+
+    async def go() -> None:
+        async with AsyncMatchClient(connection) as client:
+            await client.match([make_hash(MD5, bytes(16))])
+
+    with pytest.raises(Unavailable) as info:
+        asyncio.run(go())
+    assert "it likely requires TLS" in info.value.message, info.value.message
+
+
+def test_other_failures_keep_grpc_s_message() -> None:
+    assert tls_hint("failed to connect to all addresses; Connection refused", tls=True) == ""
+    assert "if it serves TLS, pass --ca-file" in tls_hint("ipv4:127.0.0.1:1: Socket closed")
+
+
+# --- the server refuses unusable certificate files at start, in one line ----------------
+
+
+def _tls_flags(*files: Path) -> list[str]:
+    names = ("tls-cert", "tls-key", "tls-client-ca")
+    return [f"--{name}={path}" for name, path in zip(names, files, strict=False)]
+
+
+def _serve_cli(tmp_path: Path, *tls: Path) -> subprocess.CompletedProcess[str]:
+    flags = _tls_flags(*tls)
+    return subprocess.run(
+        [
+            HASHMATCH,
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--listen",
+            "127.0.0.1:0",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing-cert", "cannot read the TLS certificate"),
+        ("key-of-another-cert", "is not the key of the certificate"),
+        ("junk-cert", "holds no PEM certificate"),
+        ("junk-key", "holds no PEM private key"),
+        ("junk-client-ca", "the TLS client CA"),
+    ],
+)
+def test_serve_refuses_unusable_tls_files_in_one_line(
+    tmp_path: Path, pki: Pki, case: str, expected: str
+) -> None:
+    if not Path(HASHMATCH).exists():
+        pytest.skip("the hashmatch command is not installed in this environment")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    files = {
+        "missing-cert": (tmp_path / "nope.crt", pki.server.key),
+        "key-of-another-cert": (pki.server.cert, pki.client.key),
+        "junk-cert": (junk, pki.server.key),
+        "junk-key": (pki.server.cert, junk),
+        "junk-client-ca": (pki.server.cert, pki.server.key, junk),
+    }[case]
+    done = _serve_cli(tmp_path, *files)
+    assert done.returncode == 2, done.stderr
+    assert "hashmatch serving on" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hashmatch: "), done.stderr
+    assert expected in lines[0], lines[0]
+    assert not (tmp_path / "data").exists(), "refused before creating a store"
+
+
+@pytest.mark.parametrize("mtls", [False, True])
+def test_serve_says_tls_is_on_and_keeps_the_banner(tmp_path: Path, pki: Pki, mtls: bool) -> None:
+    if not Path(HASHMATCH).exists():
+        pytest.skip("the hashmatch command is not installed in this environment")
+    files = [pki.server.cert, pki.server.key] + ([pki.ca.cert] if mtls else [])
+    flags = _tls_flags(*files)
+    proc = subprocess.Popen(
+        [HASHMATCH, "serve", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.startswith("hashmatch serving on "), line
+        assert line.split()[-1].startswith("127.0.0.1:")
+        note = proc.stderr.readline()
+        want = "mTLS: client certificates required" if mtls else "TLS"
+        assert note == f"hashmatch: serving with {want}\n", note
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_test_ca_script_makes_certificates_that_serve_mtls(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "test-ca.sh"
+    if shutil.which("openssl") is None or shutil.which("bash") is None:
+        pytest.skip("scripts/test-ca.sh needs bash and openssl")
+    out = tmp_path / "ca"
+    done = subprocess.run(
+        ["bash", str(script), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    made = Pki(
+        Pem(out / "ca.crt", out / "ca.key"),
+        Pem(out / "server.crt", out / "server.key"),
+        Pem(out / "client.crt", out / "client.key"),
+        Pem(out / "client.crt", out / "client.key"),
+    )
+    service, token = _serve(tmp_path, made, mtls=True)
+    try:
+        tls = TlsConfig(ca_file=made.ca.cert, cert_file=made.client.cert, key_file=made.client.key)
+        connection = Connection(server=f"127.0.0.1:{service.port}", token=token, tls=tls)
+        with MatchClient(connection) as client:
+            assert not client.match([make_hash(MD5, bytes(16))]).matched
+    finally:
+        service.stop(grace=0)
+    again = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True)
+    assert again.returncode == 1 and "exists" in again.stderr, "never overwrites a CA"

@@ -109,8 +109,13 @@ class Attempts:
         *,
         retry: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        tls: bool | None = None,
+        client_cert: bool = False,
     ) -> None:
         self.policy = policy
+        # How the channel was set up, to explain a failed TLS handshake (errors.tls_hint).
+        self.tls = tls
+        self.client_cert = client_cert
         self.limit = policy.attempts if retry else 1
         self.clock = clock
         self.deadline = None if timeout is None else clock() + timeout
@@ -124,7 +129,7 @@ class Attempts:
         return max(self.deadline - self.clock(), _MIN_ATTEMPT_SECONDS)
 
     def failed(self, exc: grpc.RpcError) -> float:
-        error = from_rpc_error(exc)
+        error = from_rpc_error(exc, tls=self.tls, client_cert=self.client_cert)
         self.errors.append(error)
         self.made += 1
         if not self.policy.retryable(error) or self.made >= self.limit:
@@ -191,7 +196,13 @@ class Connection:
         )
 
     def attempts(self, timeout: float | None = None, *, retry: bool = True) -> Attempts:
-        return Attempts(self.retry, self.timeout if timeout is None else timeout, retry=retry)
+        return Attempts(
+            self.retry,
+            self.timeout if timeout is None else timeout,
+            retry=retry,
+            tls=self.tls is not None,
+            client_cert=self.tls is not None and self.tls.cert_file is not None,
+        )
 
     def invoke(
         self,
@@ -231,7 +242,13 @@ class Connection:
 
     def call(self, fn: Callable[[], T], *, retry: bool = True) -> T:
         """Runs one call whose attempts carry their own timeout (no overall deadline)."""
-        attempts = Attempts(self.retry, None, retry=retry)
+        attempts = Attempts(
+            self.retry,
+            None,
+            retry=retry,
+            tls=self.tls is not None,
+            client_cert=self.tls is not None and self.tls.cert_file is not None,
+        )
         while True:
             try:
                 return fn()

@@ -132,8 +132,93 @@ def from_status(status: status_pb2.Status) -> HashmatchError:
     )
 
 
-def from_rpc_error(error: grpc.RpcError) -> HashmatchError:
-    """Builds the typed exception for a failed call, keeping any rich details."""
+def from_rpc_error(
+    error: grpc.RpcError, *, tls: bool | None = None, client_cert: bool = False
+) -> HashmatchError:
+    """Builds the typed exception for a failed call, keeping any rich details.
+
+    A connection that failed because of TLS gets a message saying what is likely wrong;
+    ``tls`` (whether the channel used TLS; None: not known) and ``client_cert`` (whether it
+    presented one) tell apart the cases grpc reports alike ("Socket closed").
+    """
+    typed = _from_rpc_error(error)
+    if typed.code == grpc.StatusCode.UNAVAILABLE:
+        hint = tls_hint(typed.message, tls=tls, client_cert=client_cert)
+        if hint:
+            return type(typed)(
+                f"{hint} [gRPC: {typed.message}]",
+                code=typed.code,
+                reason=typed.reason,
+                violations=typed.violations,
+                retry_delay=typed.retry_delay,
+            )
+    return typed
+
+
+def tls_hint(message: str, *, tls: bool | None = None, client_cert: bool = False) -> str:
+    """What a failed connection's gRPC message likely means for TLS, in words ("" if none).
+
+    grpc core reports TLS mistakes as handshake errors, and a server that ends the
+    handshake (a plaintext client at a TLS server, a missing or refused client
+    certificate) only as "Socket closed": the client's own set-up tells which is likely.
+    """
+    if "WRONG_VERSION_NUMBER" in message:
+        return (
+            "the server does not speak TLS (it serves plaintext): connect without "
+            "--ca-file/--cert-file/--key-file (tls=None)"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in message:
+        reason = message.split("CERTIFICATE_VERIFY_FAILED", 1)[1].lstrip(": ").split(":")[0]
+        if "expired" in reason or "not yet valid" in reason:
+            return f"certificate verify failed: the server's certificate {reason.strip()}"
+        return (
+            "certificate verify failed: the server's certificate is not signed by the CA "
+            "given (--ca-file; without it, the system's CAs)"
+        )
+    if "Hostname Verification Check failed" in message or "No match found for server" in message:
+        return (
+            "the server's certificate is not issued to the address dialled: connect by a name "
+            "it lists, or set TlsConfig(server_name=...)"
+        )
+    alert = any(
+        a in message
+        for a in (
+            "CERTIFICATE_REQUIRED",
+            "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+            "ALERT_BAD_CERTIFICATE",
+            "ALERT_UNKNOWN_CA",
+            "ALERT_HANDSHAKE_FAILURE",
+        )
+    )
+    closed = "Socket closed" in message or "Connection reset by peer" in message
+    if not (alert or closed):
+        return ""
+    if tls is False:
+        return (
+            "the server closed the connection at once: it likely requires TLS: pass --ca-file "
+            "CA.pem (TlsConfig(ca_file=...)), and for mTLS --cert-file and --key-file"
+        )
+    if tls and not client_cert:
+        return (
+            "the server ended the TLS handshake: it likely requires a client certificate "
+            "(mTLS): pass --cert-file and --key-file"
+        )
+    if tls:
+        return (
+            "the server ended the TLS handshake: it likely refused the client certificate "
+            "(mTLS): is it signed by the CA the server trusts (--tls-client-ca), and valid?"
+        )
+    if alert:
+        return (
+            "the server refused the TLS handshake: it likely requires a client certificate (mTLS)"
+        )
+    return (
+        "the server closed the connection at once: if it serves TLS, pass --ca-file; "
+        "if mTLS, also --cert-file and --key-file"
+    )
+
+
+def _from_rpc_error(error: grpc.RpcError) -> HashmatchError:
     # Works for both grpc.Call errors and grpc.aio.AioRpcError (not a grpc.Call, same methods).
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]

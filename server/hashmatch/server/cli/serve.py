@@ -9,6 +9,7 @@ from typing import Any
 
 from hashmatch.server import logs
 from hashmatch.server.main import serve
+from hashmatch.server.rpc import tls
 from hashmatch.server.settings import Settings, SettingsError
 
 DEFAULT_DATA_DIR = Path("data")
@@ -79,6 +80,15 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if args.data_dir is None and settings.data_dir == DEFAULT_DATA_DIR:
         print(f"hashmatch: using data folder ./{DEFAULT_DATA_DIR}", file=sys.stderr, flush=True)
+    try:
+        tls.check(settings)
+    except SettingsError as exc:
+        print(f"hashmatch: {exc}", file=sys.stderr)
+        return 2
+    if settings.tls:
+        # Beside the banner on stdout ("hashmatch serving on HOST:PORT", which scripts read
+        # the address from): clients need --ca-file, and with mTLS --cert-file/--key-file.
+        print(f"hashmatch: serving with {tls.describe(settings)}", file=sys.stderr, flush=True)
     logs.configure(settings.log_format, settings.log_level)
     try:
         serve(settings)
