@@ -285,7 +285,10 @@ def build(
         replicator = None
         if settings.follow and replicate:
             replicator = Replicator(
-                store, follower, Connection(server=settings.follow, token=settings.follow_token)
+                store,
+                follower,
+                Connection(server=settings.follow, token=settings.follow_token),
+                metrics=metrics,
             )
             replicator.start()
     except BaseException:

@@ -2,7 +2,11 @@
 
 With `--workers N` every worker writes its values to files in a folder shared with the
 parent (prometheus-client's multiprocess mode, chosen by PROMETHEUS_MULTIPROC_DIR), and the
-parent serves the aggregate. Gauges that differ per process carry a `pid` label there.
+parent serves the aggregate. The names and labels served do not depend on the number of
+workers: no `pid` label (each gauge says how the processes' values combine: the most, the
+least or the sum over live processes; counters and histograms are summed), no `_created`
+series (multiprocess mode has none), and the process_*/python_* series of the process
+serving /metrics (with workers: the parent, which serves nothing else).
 Labels never hold a hash, an item ID or a reference ID: only method, status code and
 list name.
 """
@@ -13,7 +17,16 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import start_http_server
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -54,10 +67,19 @@ class Metrics:
     probe_flags: Counter
     replica_unverified_lists: Gauge
     replica_list_verified: Gauge
+    replica_lag_versions: Gauge
+    replica_lag_seconds: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
-        reg = registry if registry is not None else CollectorRegistry()
+        """Metrics on `registry`, or on a new one that also holds this process's
+        process_*/python_* collectors."""
+        disable_created_metrics()
+        if registry is None:
+            reg = CollectorRegistry()
+            add_process_collectors(reg)
+        else:
+            reg = registry
         return cls(
             registry=reg,
             rpcs=Counter(
@@ -101,20 +123,21 @@ class Metrics:
             ),
             index_memory=Gauge(
                 "hashmatch_index_memory_bytes",
-                "Approximate heap bytes of the in-memory indexes of a process",
-                multiprocess_mode="liveall",
+                "Approximate heap bytes of the in-memory indexes (the sum over serving processes)",
+                multiprocess_mode="livesum",
                 registry=reg,
             ),
             changelog_lag_batches=Gauge(
                 "hashmatch_changelog_lag_batches",
-                "Committed batches this process has not applied yet",
-                multiprocess_mode="liveall",
+                "Committed batches not applied yet (the most over serving processes)",
+                multiprocess_mode="livemax",
                 registry=reg,
             ),
             changelog_lag_seconds=Gauge(
                 "hashmatch_changelog_lag_seconds",
-                "Age of the oldest committed batch this process has not applied yet",
-                multiprocess_mode="liveall",
+                "Age of the oldest committed batch not applied yet (the most over serving "
+                "processes)",
+                multiprocess_mode="livemax",
                 registry=reg,
             ),
             probe_flags=Counter(
@@ -137,7 +160,32 @@ class Metrics:
                 multiprocess_mode="livemin",
                 registry=reg,
             ),
+            replica_lag_versions=Gauge(
+                "hashmatch_replica_lag_versions",
+                "On a replica, the primary's version of the list minus the version copied "
+                "here (the most over serving processes)",
+                ["list"],
+                multiprocess_mode="livemax",
+                registry=reg,
+            ),
+            replica_lag_seconds=Gauge(
+                "hashmatch_replica_lag_seconds",
+                "On a replica, the age of the oldest batch of the list received from the "
+                "primary and not applied yet; 0 when caught up (the most over serving "
+                "processes)",
+                ["list"],
+                multiprocess_mode="livemax",
+                registry=reg,
+            ),
         )
+
+
+def add_process_collectors(registry: CollectorRegistry) -> None:
+    """process_* (CPU, memory, file descriptors), python_info and python_gc_* of the
+    calling process."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 def serve_http(listen: str, registry: CollectorRegistry) -> tuple[Any, int]:
@@ -149,11 +197,14 @@ def serve_http(listen: str, registry: CollectorRegistry) -> tuple[Any, int]:
 
 
 def aggregate_registry(path: str) -> CollectorRegistry:
-    """The parent's registry in multiprocess mode: the sum of what workers wrote."""
+    """The parent's registry in multiprocess mode: what workers wrote, combined as each
+    metric says, plus the parent's own process_*/python_* series."""
     from prometheus_client import multiprocess
 
+    disable_created_metrics()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=path)
+    add_process_collectors(registry)
     return registry
 
 

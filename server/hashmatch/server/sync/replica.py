@@ -17,6 +17,12 @@ version the primary announced, with the primary's digest (store/resync.py).
 
 Two threads whatever the number of lists: one reads the stream, one applies what arrived
 and reconnects (1 s, doubling to 30 s) when the stream fails.
+
+Lag, per list: the primary's version (announced at the start of each stream, then the
+version of each batch received) minus the version copied here, and the age of the oldest
+batch received and not applied yet (hashmatch_replica_lag_versions and _seconds). A list
+seen behind the primary logs "replica caught up: LIST at version N" once it reaches the
+primary's version.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import TypeAlias
 
 import grpc
@@ -32,6 +40,7 @@ import grpc
 from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError, from_rpc_error
 from hashmatch.server.core import parse_changes
+from hashmatch.server.metrics import Metrics
 from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant, resync
 from hashmatch.server.store import grants as store_grants
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
@@ -71,8 +80,15 @@ class _Resync(HashmatchError):
 
 
 class Replicator:
-    def __init__(self, store: Store, follower: IndexFollower, connection: Connection) -> None:
+    def __init__(
+        self,
+        store: Store,
+        follower: IndexFollower,
+        connection: Connection,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics
         self.follower = follower
         self.connection = connection
         self._stop = threading.Event()
@@ -94,6 +110,13 @@ class Replicator:
         # The primary's grants as last received: mirrored again when a list they name is
         # created here (a grant may come before its list on the stream).
         self._grants: list[store_grants.NamedGrant] = []
+        # Lag, noted by the reader as events arrive: the primary's version of each list,
+        # and the (version, committed_at) of each batch received and not applied yet...
+        self._lag_lock = threading.Lock()
+        self._primary_versions: dict[str, int] = {}
+        self._unapplied: dict[str, deque[tuple[int, float]]] = {}
+        # ...and the lists seen behind the primary (logged once caught up).
+        self._behind: set[str] = set()
 
     def start(self) -> None:
         self.store.mark_replica(self.connection.server)
@@ -154,6 +177,8 @@ class Replicator:
         self._connected = False
         self._targets = {}
         self._reset = set()
+        with self._lag_lock:
+            self._unapplied = {}  # a new stream sends them again
         positions = [
             replication_pb2.ListPosition(list=m.name, version=m.version) for m in self.store.lists()
         ]
@@ -165,7 +190,10 @@ class Replicator:
         arrived: queue.Queue[Item] = queue.Queue(maxsize=QUEUED_EVENTS)
         closed = threading.Event()
         reader = threading.Thread(
-            target=_read, args=(call, arrived, closed), name="replica-read", daemon=True
+            target=_read,
+            args=(call, arrived, closed, self._note),
+            name="replica-read",
+            daemon=True,
         )
         reader.start()
         try:
@@ -174,6 +202,8 @@ class Replicator:
                 try:
                     first = arrived.get(timeout=0.5)
                 except queue.Empty:
+                    if self._unapplied:
+                        self._update_lag()
                     if time.monotonic() - heard > SILENCE_SECONDS:
                         raise HashmatchError(f"nothing heard for {SILENCE_SECONDS:g} s") from None
                     continue
@@ -220,10 +250,58 @@ class Replicator:
             if name not in self._reset:
                 self._apply_all(name, run)
         self.follower.catch_up()
+        self._update_lag()
         if self._reset:
             raise _Resync(f"re-copying {', '.join(sorted(self._reset))} from the primary")
         if end is not None:
             raise end
+
+    def _note(self, event: replication_pb2.FollowEvent) -> None:
+        """Called by the reader for each event as it arrives (before it is applied)."""
+        kind = event.WhichOneof("event")
+        with self._lag_lock:
+            if kind == "list":
+                self._primary_versions[event.list.name] = event.list.version
+            elif kind == "batch":
+                batch = event.batch
+                have = self._primary_versions.get(batch.list, 0)
+                self._primary_versions[batch.list] = max(have, batch.version)
+                committed = (
+                    batch.committed_at.ToMicroseconds() / 1e6
+                    if batch.HasField("committed_at")
+                    else time.time()
+                )
+                self._unapplied.setdefault(batch.list, deque()).append((batch.version, committed))
+
+    def _update_lag(self) -> None:
+        """Compares each list copied here with the primary's version: sets the lag gauges
+        and logs the lists that caught up."""
+        local = {meta.name: meta.version for meta in self.store.lists()}
+        now = time.time()
+        with self._lag_lock:
+            lags: list[tuple[str, int, int, float]] = []
+            for name, primary in self._primary_versions.items():
+                version = local.get(name, 0)
+                pending = self._unapplied.get(name)
+                while pending and pending[0][0] <= version:
+                    pending.popleft()
+                behind = max(0, primary - version)
+                age = max(0.0, now - pending[0][1]) if behind and pending else 0.0
+                lags.append((name, version, behind, age))
+        for name, version, behind, age in lags:
+            if self.metrics is not None:
+                self.metrics.replica_lag_versions.labels(name).set(behind)
+                self.metrics.replica_lag_seconds.labels(name).set(age)
+            if behind:
+                self._behind.add(name)
+            elif name in self._behind:
+                self._behind.discard(name)
+                log.info(
+                    "replica caught up: %s at version %d",
+                    name,
+                    version,
+                    extra={"list": name, "version": version},
+                )
 
     def _mirror_tenants(self, response: replication_pb2.GetTenantsResponse) -> None:
         tenants = [
@@ -379,11 +457,18 @@ def _entries(event: replication_pb2.FollowEvent) -> int:
     return len(event.batch.upserts) + len(event.batch.retirements)
 
 
-def _read(call: grpc.Future, arrived: queue.Queue[Item], closed: threading.Event) -> None:
-    """Moves a stream's events to the queue, then how it ended (None, or the error)."""
+def _read(
+    call: grpc.Future,
+    arrived: queue.Queue[Item],
+    closed: threading.Event,
+    note: Callable[[replication_pb2.FollowEvent], None],
+) -> None:
+    """Moves a stream's events to the queue, then how it ended (None, or the error);
+    `note` sees each event as it arrives."""
     end: Item = None
     try:
         for event in call:  # type: ignore[attr-defined]
+            note(event)
             if not _put(arrived, event, closed):
                 return
     except grpc.RpcError as exc:
