@@ -346,6 +346,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("list")
     _add_json(p)
     p.set_defaults(run=_grants)
+
+    p = sub.add_parser(
+        "audit",
+        help="the audit log of your list: who changed it, and when",
+        description="The audit records of LIST (owner only), oldest first: one line each of "
+        "time (ISO-8601, UTC), actor, action and details (JSON).",
+    )
+    p.add_argument("list", metavar="LIST")
+    p.add_argument("--since", metavar="ISO", help="only records at or after this time")
+    p.add_argument("--until", metavar="ISO", help="only records at or before this time")
+    p.add_argument(
+        "--action",
+        action="append",
+        default=[],
+        metavar="ACTION",
+        help="only this action (e.g. apply-changes); repeatable",
+    )
+    p.add_argument("--limit", type=int, default=100, help="the newest this many (default 100)")
+    _add_json(p)
+    p.set_defaults(run=_audit)
     return parser
 
 
@@ -788,6 +808,53 @@ def _grants(args: argparse.Namespace) -> int:
         print(f"{args.list} is granted to no tenant")
     for g in grants:
         print(f"{g.tenant}\tsince {_iso(g.granted_at)}\tby {g.granted_by}")
+    return EXIT_CLEAN
+
+
+def _parse_iso(text: str | None, option: str) -> datetime | None:
+    """An ISO-8601 time ("Z" allowed); without a zone it is UTC."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} must be an ISO-8601 time, got {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _iso_ms(ts: timestamp_pb2.Timestamp) -> str:
+    """ISO-8601 UTC to the millisecond, e.g. 2026-11-30T03:14:00.123Z."""
+    moment = ts.ToDatetime(tzinfo=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    since = _parse_iso(args.since, "--since")
+    until = _parse_iso(args.until, "--until")
+    with ListClient(connection(args)) as client:
+        records = client.audit_log(
+            args.list, since=since, until=until, actions=args.action, limit=args.limit
+        )
+    if args.json:
+        _print_json(
+            {
+                "list": args.list,
+                "records": [
+                    {
+                        "at": _iso_ms(r.at),
+                        "actor": r.actor,
+                        "action": r.action,
+                        "details": json.loads(r.details or "{}"),
+                    }
+                    for r in records
+                ],
+            }
+        )
+        return EXIT_CLEAN
+    if not records:
+        print(f"no audit records for {args.list}")
+    for r in records:
+        print(f"{_iso_ms(r.at)}\t{r.actor}\t{r.action}\t{r.details}")
     return EXIT_CLEAN
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 
@@ -168,6 +169,29 @@ class ListClient(ChannelClient):
         request = lists_pb2.ListGrantsRequest(list=list_name)
         response = self.connection.call(lambda: self._stub.ListGrants(request, **self._kw()))
         return list(response.grants)
+
+    def audit_log(
+        self,
+        list_name: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        actions: Iterable[str] = (),
+        limit: int = 100,
+    ) -> list[lists_pb2.AuditRecord]:
+        """The list's audit records (who created it, applied batches, changed its policy,
+        quarantined, released, granted): the newest `limit` that pass the filters, oldest
+        first. since/until: aware datetimes (naive ones are taken as UTC). Owner only."""
+        request = lists_pb2.GetAuditLogRequest(list=list_name, actions=list(actions), limit=limit)
+        if since is not None:
+            request.since.FromDatetime(_utc(since))
+        if until is not None:
+            request.until.FromDatetime(_utc(until))
+        response = self.connection.call(lambda: self._stub.GetAuditLog(request, **self._kw()))
+        return list(response.records)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def build_batch(

@@ -110,6 +110,11 @@ class ListServiceStub:
                 request_serializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsRequest.SerializeToString,
                 response_deserializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsResponse.FromString,
                 _registered_method=True)
+        self.GetAuditLog = channel.unary_unary(
+                '/hashmatch.v1.ListService/GetAuditLog',
+                request_serializer=hashmatch_dot_v1_dot_lists__pb2.GetAuditLogRequest.SerializeToString,
+                response_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetAuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class ListServiceServicer:
@@ -222,6 +227,14 @@ class ListServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditLog(self, request, context):
+        """The audit log of one list: who created it, applied batches, changed its policy,
+        quarantined or released references, granted or revoked access (owner only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ListServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -294,6 +307,11 @@ def add_ListServiceServicer_to_server(servicer, server):
                     servicer.ListGrants,
                     request_deserializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsRequest.FromString,
                     response_serializer=hashmatch_dot_v1_dot_lists__pb2.ListGrantsResponse.SerializeToString,
+            ),
+            'GetAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditLog,
+                    request_deserializer=hashmatch_dot_v1_dot_lists__pb2.GetAuditLogRequest.FromString,
+                    response_serializer=hashmatch_dot_v1_dot_lists__pb2.GetAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -680,6 +698,33 @@ class ListService:
             '/hashmatch.v1.ListService/ListGrants',
             hashmatch_dot_v1_dot_lists__pb2.ListGrantsRequest.SerializeToString,
             hashmatch_dot_v1_dot_lists__pb2.ListGrantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hashmatch.v1.ListService/GetAuditLog',
+            hashmatch_dot_v1_dot_lists__pb2.GetAuditLogRequest.SerializeToString,
+            hashmatch_dot_v1_dot_lists__pb2.GetAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,13 +13,14 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from hashmatch.server.store import Role, Store, checks
 from hashmatch.server.store.backup import backup
 from hashmatch.server.store.checks import StoreDamaged
+from hashmatch.server.store.env import audit_nanos
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -56,8 +57,23 @@ def add_parser(sub: Any) -> None:
     _data_dir(p)
     p.set_defaults(run=_list_tenants)
 
-    p = admin.add_parser("audit", help="print the newest audit records as JSON lines")
+    p = admin.add_parser(
+        "audit",
+        help="print the newest audit records as JSON lines",
+        description="The newest audit records that pass the filters, oldest first, as JSON "
+        "lines; `at` is ISO-8601 UTC (e.g. 2026-11-30T03:14:00.123Z).",
+    )
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--list", metavar="NAME", help="only records of this list")
+    p.add_argument("--since", metavar="ISO", help="only records at or after this time")
+    p.add_argument("--until", metavar="ISO", help="only records at or before this time")
+    p.add_argument(
+        "--action",
+        action="append",
+        default=[],
+        metavar="ACTION",
+        help="only this action (e.g. apply-changes); repeatable",
+    )
     _data_dir(p)
     p.set_defaults(run=_audit)
 
@@ -147,11 +163,37 @@ def _list_tenants(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    try:
+        since, until = _nanos(args.since, "--since"), _nanos(args.until, "--until")
+    except ValueError as exc:
+        print(f"hashmatch: {exc}", file=sys.stderr)
+        return 2
     with opened(data_dir(args)) as store:
-        records = store.audit_log(args.limit)
+        records = store.audit_log(
+            args.limit, list_name=args.list, since_ns=since, until_ns=until, actions=args.action
+        )
     for record in records:
-        print(json.dumps(record))
+        print(json.dumps({**record, "at": _iso_ms(audit_nanos(record))}))
     return 0
+
+
+def _nanos(text: str | None, option: str) -> int | None:
+    """An ISO-8601 time ("Z" allowed; UTC without a zone) in nanoseconds since the epoch."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} must be an ISO-8601 time, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+
+
+def _iso_ms(nanos: int) -> str:
+    """ISO-8601 UTC to the millisecond, e.g. 2026-11-30T03:14:00.123Z."""
+    moment = datetime.fromtimestamp(nanos // 1_000_000 / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -33,6 +35,7 @@ from hashmatch.server.services.access import (
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
 from hashmatch.server.store import grants as store_grants
 from hashmatch.server.store.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server.store.env import audit_nanos
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2
 
@@ -49,6 +52,11 @@ WATCH_PAGE = 64
 # after this long (a safety net, not a poll).
 WATCH_IDLE_SECONDS = 30.0
 MAX_STATS_LIMIT = 10_000
+# Actions one GetAuditLog may filter by.
+MAX_AUDIT_ACTIONS = 32
+# The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31, UTC.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
 # Longest tenant name a grant may name (longer ones cannot exist: refused as such).
 MAX_TENANT_BYTES = 256
 
@@ -450,6 +458,36 @@ class ListServicer:
             ]
         )
 
+    def GetAuditLog(
+        self, request: lists_pb2.GetAuditLogRequest, tenant: Tenant
+    ) -> lists_pb2.GetAuditLogResponse:
+        """The list's own audit records (those whose `list` field names it), newest last.
+        Owner only: the records name who acted, so a grantee does not read them."""
+        require_role(tenant, Role.HOTLINE)
+        meta = owned(self.store, request.list, tenant)
+        violations: list[Violation] = []
+        limit = request.limit or DEFAULT_STATS_LIMIT
+        if limit > MAX_STATS_LIMIT:
+            violations.append(Violation("limit", f"must be at most {MAX_STATS_LIMIT}"))
+        since = _bound(request, "since", violations)
+        until = _bound(request, "until", violations)
+        if since is not None and until is not None and since > until:
+            violations.append(Violation("since", "must not be after until"))
+        if len(request.actions) > MAX_AUDIT_ACTIONS:
+            violations.append(Violation("actions", f"at most {MAX_AUDIT_ACTIONS}"))
+        for i, action in enumerate(request.actions[:MAX_AUDIT_ACTIONS]):
+            validation.check_text(action, f"actions[{i}]", 64, violations, required=True)
+        if violations:
+            raise invalid(violations)
+        records = self.store.audit_log(
+            limit,
+            list_name=meta.name,
+            since_ns=since,
+            until_ns=until,
+            actions=request.actions,
+        )
+        return lists_pb2.GetAuditLogResponse(records=[_audit_record(r) for r in records])
+
     @staticmethod
     def _grantee(name: str, owner: Tenant) -> str:
         """The grantee named by a grant request (checked after the list, so only the list's
@@ -464,6 +502,31 @@ class ListServicer:
 
     def _describe(self, meta: ListMeta) -> lists_pb2.HashList:
         return to_proto(meta, len(self.store.quarantined(meta.id)))
+
+
+def _bound(request: lists_pb2.GetAuditLogRequest, field: str, out: list[Violation]) -> int | None:
+    """A time filter of GetAuditLog in nanoseconds since the epoch, or None when unset."""
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    ts: timestamp_pb2.Timestamp = getattr(request, field)
+    if not MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS or not (
+        0 <= ts.nanos < 1_000_000_000
+    ):
+        out.append(Violation(field, "is not a valid timestamp"))
+        return None
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def _audit_record(record: dict[str, Any]) -> lists_pb2.AuditRecord:
+    at = timestamp_pb2.Timestamp()
+    at.FromNanoseconds(audit_nanos(record))
+    details = {k: v for k, v in record.items() if k not in ("at", "actor", "action")}
+    return lists_pb2.AuditRecord(
+        at=at,
+        actor=str(record.get("actor", "")),
+        action=str(record.get("action", "")),
+        details=json.dumps(details, sort_keys=True),
+    )
 
 
 def _no_such_tenant() -> Refusal:

@@ -20,6 +20,14 @@ from hashmatch.server.store.keys import U64
 DEFAULT_MAP_SIZE = 256 << 30
 # Free space below which a failed write is taken for a full disk.
 LOW_DISK_BYTES = 64 << 20
+# How far back past `since` an audit read keeps scanning: record times come from the wall
+# clock, which may step back a little between commits.
+AUDIT_CLOCK_SLACK = 300.0
+
+
+def audit_nanos(record: dict[str, Any]) -> int:
+    """An audit record's time in nanoseconds since the epoch (as its Timestamp holds it)."""
+    return int(float(record["at"]) * 1e9)
 
 
 class Cursor(Protocol):
@@ -137,14 +145,49 @@ class StoreBase:
         with self._write() as txn:
             self._audit(txn, actor, action, **fields)
 
-    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest `limit` audit records, oldest first."""
+    def audit_log(
+        self,
+        limit: int = 100,
+        *,
+        list_name: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        actions: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` audit records that pass every filter given, oldest first.
+
+        list_name: only records whose `list` field is this name. since_ns/until_ns: only
+        records at or after / at or before these times (nanoseconds since the epoch, as
+        `audit_nanos` reads a record's time). actions: only these actions (all when empty).
+        Scans from the newest record backwards, and stops a little (AUDIT_CLOCK_SLACK)
+        past `since`: records are in commit order, their times from the wall clock."""
+        wanted = frozenset(actions)
+        # The record's `list` field as json.dumps writes it (list names need no escaping):
+        # records of other lists are skipped without decoding them.
+        needle = f'"list": {json.dumps(list_name)}'.encode() if list_name is not None else None
+        floor = None if since_ns is None else since_ns - int(AUDIT_CLOCK_SLACK * 1e9)
         out: list[dict[str, Any]] = []
+        if limit <= 0:
+            return out
         with self.read() as txn:
             cur = txn.cursor(db=self._db("audit"))
             if cur.last():
                 for _, raw in cur.iterprev():
-                    out.append(json.loads(raw))
+                    if needle is not None and needle not in raw:
+                        continue
+                    record = json.loads(raw)
+                    at = audit_nanos(record)
+                    if floor is not None and at < floor:
+                        break
+                    if list_name is not None and record.get("list") != list_name:
+                        continue
+                    if wanted and record.get("action") not in wanted:
+                        continue
+                    if since_ns is not None and at < since_ns:
+                        continue
+                    if until_ns is not None and at > until_ns:
+                        continue
+                    out.append(record)
                     if len(out) >= limit:
                         break
         return out[::-1]
