@@ -514,6 +514,7 @@ def _finish(
     results["slos_defaulted"] = defaults
     results["verdict"] = slo.verdict(rows)
     out: Path = args.out
+    results["versions"].setdefault("commit", report.git_commit())
     images, note = report.plots(out, results)
     if note:
         results["notes"].append(note)
@@ -533,19 +534,109 @@ def _finish(
     return 0 if results["verdict"] == "PASS" else 1
 
 
+def _samples(results: dict[str, Any], name: str) -> tuple[str, int | None]:
+    """(percentile, samples behind it) for a percentile figure, else ("", None)."""
+    quantile = next((q for q in ("p999", "p99", "p50") if f"_{q}_" in f"_{name}_"), "")
+    if not quantile:
+        return "", None
+    label = quantile.replace("p999", "p99.9")
+    if name.startswith("retraction_"):
+        counts = [r["samples"] for r in results["retraction"] if r.get("visible_ms")]
+        return label, min(counts) if counts else None
+    mode = name.split("_", 1)[0]
+    first = results["servers"][0]["workers"] if results["servers"] else None
+    for c in results["cells"]:
+        if (
+            c["mode"] == mode
+            and c["concurrency"] == results["config"]["slo_concurrency"]
+            and c["workers"] == first
+        ):
+            return label, c["calls"]
+    return label, None
+
+
+def _rough(results: dict[str, Any], name: str) -> str:
+    from hashmatch.server.bench.report import rough
+
+    return rough(*_samples(results, name))
+
+
+def _verdict_banner(d: Any, results: dict[str, Any]) -> None:
+    from hashmatch.server.bench.report import fmt
+
+    verdict = results["verdict"]
+    failing = [r for r in results["slos"] if r["status"] == "FAIL"]
+    missing = [r for r in results["slos"] if r["status"] == "NOT_MEASURED"]
+    parts = []
+    if failing:
+        parts.append(
+            "Failing: "
+            + "; ".join(
+                f"`{r['name']}` measured {fmt(r['measured'])} {r['unit']}, target "
+                f"{'≤' if r['bound'] == 'max' else ('≥' if r['bound'] == 'min' else '')}"
+                f"{fmt(r['target'])}"
+                for r in failing
+            )
+            + "."
+        )
+    if missing:
+        parts.append("Not measured: " + ", ".join(f"`{r['name']}`" for r in missing) + ".")
+    if not parts:
+        parts.append(f"All {len(results['slos'])} service levels met.")
+    d.banner(verdict, f"Verdict: {verdict}", " ".join(parts))
+
+
+def _setup(d: Any, results: dict[str, Any]) -> None:
+    """Machine, commit and server settings: what the figures below were measured on."""
+    from hashmatch.server.bench.report import fmt
+
+    cfg = results["config"]
+    m = results["machine"]
+    v = results["versions"]
+    d.h(2, "Machine, commit and settings")
+    mem = f"{m['memory_bytes'] / 2**30:.1f} GiB" if m["memory_bytes"] else "unknown"
+    d.table(
+        ["machine and build", ""],
+        [
+            ["commit", v.get("commit") or "unknown (not a git checkout)"],
+            ["CPU", m["cpu_model"]],
+            ["cores", f"{m['logical_cores']} logical, {m['usable_cores']} usable"],
+            ["memory", mem],
+            ["OS", m["os"]],
+            ["load average at start", ", ".join(f"{x:.2f}" for x in m["load_average"] or [])],
+            ["load average at end", ", ".join(f"{x:.2f}" for x in m.get("load_average_end") or [])],
+            *[[k, x or "n/a"] for k, x in v.items() if k != "commit"],
+        ],
+    )
+    servers = ", ".join(
+        f"{sv['workers'] if sv['workers'] is not None else 'target'} at {sv['address']}"
+        + (f" (started in {fmt(sv['start_seconds'])} s)" if sv.get("start_seconds") else "")
+        for sv in results["servers"]
+    )
+    d.table(
+        ["server and run settings", ""],
+        [
+            ["target", results["target"]],
+            ["servers (workers at address)", servers or "none"],
+            *[[k, ", ".join(map(str, x)) if isinstance(x, list) else x] for k, x in cfg.items()],
+        ],
+    )
+
+
 def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
-    from hashmatch.server.bench.report import MODE_UNITS, Doc, fmt
+    from hashmatch.server.bench.report import MODE_UNITS, PLOTS_NEED, Doc, fmt, rough
 
     d = Doc()
     cfg = results["config"]
     s = results["summary"]
     d.h(1, "hashmatch throughput sign-off")
+    _verdict_banner(d, results)
     d.p(
-        f"**Verdict: {results['verdict']}** — target `{results['target']}`, "
-        f"{cfg['entries']:,} list entries, started {results['started_at']}, "
-        f"took {results['wall_seconds']:.0f} s."
+        f"Target `{results['target']}`, {cfg['entries']:,} list entries, started "
+        f"{results['started_at']}, took {results['wall_seconds']:.0f} s. Command:"
     )
-    d.p(f"Command: `{results['command']}`")
+    d.code(results["command"])
+    _setup(d, results)
     d.h(2, "Service levels")
     if results["slos_defaulted"]:
         d.p(
@@ -553,7 +644,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
             "levels with `--slo NAME=VALUE`."
         )
     d.table(
-        ["service level", "bound", "target", "measured", "unit", "result"],
+        ["service level", "bound", "target", "measured", "unit", "result", "note"],
         [
             [
                 r["name"],
@@ -562,6 +653,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
                 fmt(r["measured"]),
                 r["unit"],
                 r["status"],
+                _rough(results, r["name"]),
             ]
             for r in results["slos"]
         ],
@@ -571,7 +663,14 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
     rows = []
     for key in ("unary_p50_ms", "unary_p99_ms", "unary_p999_ms", "batch_p99_ms", "stream_p99_ms"):
         if key in s:
-            rows.append([key, fmt(s[key]), f"ms at concurrency {cfg['slo_concurrency']}"])
+            rows.append(
+                [
+                    key,
+                    fmt(s[key]),
+                    f"ms at concurrency {cfg['slo_concurrency']}",
+                    _rough(results, key),
+                ]
+            )
     for mode, p in peaks.items():
         where = f"{p['workers']} worker(s), " if p["workers"] is not None else ""
         rows.append(
@@ -579,6 +678,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
                 f"{mode} peak",
                 fmt(p["hashes_per_s"] if mode != "unary" else p["calls_per_s"]),
                 f"{MODE_UNITS[mode]} ({where}concurrency {p['concurrency']})",
+                "",
             ]
         )
     for key, unit in (
@@ -592,8 +692,15 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
         ("server_start_s", "s to rebuild indexes and serve"),
     ):
         if key in s:
-            rows.append([key, fmt(s[key]), unit])
-    d.table(["figure", "value", "unit"], rows)
+            rows.append([key, fmt(s[key]), unit, _rough(results, key)])
+    d.table(["figure", "value", "unit", "note"], rows)
+    if images:
+        d.p(
+            "Dash-dot red lines on the plots are the declared service levels; a dotted grey "
+            "line marks the concurrency the latency levels are checked at."
+        )
+    else:
+        d.p(f"No plots: {PLOTS_NEED}.")
     for name, caption in images:
         d.h(3, caption)
         d.image(name, caption)
@@ -618,6 +725,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
             "p99.9 ms",
             "max ms",
             "errors",
+            "note",
         ],
         [
             [
@@ -632,6 +740,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
                 fmt(c["latency_ms"]["p999"]),
                 fmt(c["latency_ms"]["max"]),
                 c["errors"],
+                rough("p99", c["calls"]),
             ]
             for c in results["cells"]
         ],
@@ -667,7 +776,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
             "then poll Match on 4 separate connections until all answer NO_MATCH (5 s limit)."
         )
         d.table(
-            ["workers", "probes", "p50 ms", "p99 ms", "max ms", "ack p50 ms", "timeouts"],
+            ["workers", "probes", "p50 ms", "p99 ms", "max ms", "ack p50 ms", "timeouts", "note"],
             [
                 [
                     r["workers"] if r["workers"] is not None else "target",
@@ -677,6 +786,7 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
                     fmt(r["visible_max_ms"]),
                     fmt(r["ack_p50_ms"]),
                     r["timeouts"],
+                    rough("p99", r["samples"]),
                 ]
                 for r in results["retraction"]
             ],
@@ -728,21 +838,6 @@ def _document(results: dict[str, Any], images: list[tuple[str, str]]) -> Any:
         )
     else:
         d.p("Not measured (no list of known content on the target).")
-    d.h(2, "Machine and versions")
-    m = results["machine"]
-    mem = f"{m['memory_bytes'] / 2**30:.1f} GiB" if m["memory_bytes"] else "unknown"
-    d.table(
-        ["", ""],
-        [
-            ["CPU", m["cpu_model"]],
-            ["cores", f"{m['logical_cores']} logical, {m['usable_cores']} usable"],
-            ["memory", mem],
-            ["OS", m["os"]],
-            ["load average at start", ", ".join(f"{x:.2f}" for x in m["load_average"] or [])],
-            ["load average at end", ", ".join(f"{x:.2f}" for x in m.get("load_average_end") or [])],
-            *[[k, v or "n/a"] for k, v in results["versions"].items()],
-        ],
-    )
     if results["notes"]:
         d.h(2, "Notes")
         for n in results["notes"]:
