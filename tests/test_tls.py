@@ -387,3 +387,27 @@ def test_the_test_ca_script_makes_certificates_that_serve_mtls(tmp_path: Path) -
         service.stop(grace=0)
     again = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True)
     assert again.returncode == 1 and "exists" in again.stderr, "never overwrites a CA"
+
+
+def test_failed_handshakes_leave_no_grpc_core_lines_on_the_servers_stderr(
+    tmp_path: Path, pki: Pki
+) -> None:
+    if not Path(HASHMATCH).exists():
+        pytest.skip("the hashmatch command is not installed in this environment")
+    flags = _tls_flags(pki.server.cert, pki.server.key)
+    proc = subprocess.Popen(
+        [HASHMATCH, "serve", "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        address = proc.stdout.readline().split()[-1]
+        for _ in range(3):  # plaintext clients at a TLS server: each handshake fails
+            with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):
+                match_pb2_grpc.MatchServiceStub(channel).Match(match_pb2.MatchRequest(), timeout=2)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Handshake failed" not in err and "ssl_transport_security" not in err, err

@@ -10,6 +10,13 @@ folder that holds no store); 3 the store cannot be used (damaged, emptied, unrea
 
 from __future__ import annotations
 
+import os
+
+# grpc core writes a line to stderr for every failed TLS handshake or dropped connection,
+# which any client can provoke; the service logs what matters itself. Set before grpc is
+# first imported (the imports below), and an operator's own setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import logging
 import sys
