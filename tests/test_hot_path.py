@@ -162,3 +162,21 @@ def test_direct_rpc_line_equals_the_logging_machinerys() -> None:
         del line["logger"]
     assert list(direct.items()) == list(generic.items())
     assert direct["msg"] == "rpc" and direct["duration_ms"] == 1.234
+
+
+def test_a_known_token_is_looked_up_for_a_throttled_peer_after_a_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    try:
+        cache = TenantCache(store)
+        token = store.add_tenant("acme", Role.PLATFORM)
+        assert cache(token) is not None
+        store.add_tenant("other", Role.PLATFORM)  # a commit: the cached generation is gone
+        # A throttled peer's calls only look up tokens that authenticated before.
+        assert cache(token, cached_only=True) == store.authenticate(token)
+        assert cache("hm_guess", cached_only=True) is None
+        store.revoke_tokens("acme")
+        assert cache(token, cached_only=True) is None  # revoked: refused, and forgotten
+        store.add_tenant("third", Role.PLATFORM)
+        assert cache(token, cached_only=True) is None
+    finally:
+        store.close()

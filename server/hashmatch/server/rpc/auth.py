@@ -34,9 +34,13 @@ class TenantCache:
         # (seq the entries were read at, token hash -> tenant). Replaced, never rewound:
         # a lookup uses entries only when they were read at the seq it just read itself.
         self._generation: tuple[int, dict[bytes, Tenant]] = (-1, {})
+        # Hashes of tokens that authenticated before, whatever the seq since: a throttled
+        # peer's known tokens are still looked up after a commit emptied the generation,
+        # so a neighbour behind the same address guessing tokens cannot lock them out.
+        self._known: OrderedDict[bytes, None] = OrderedDict()
 
     def __call__(self, token: str, *, cached_only: bool = False) -> Tenant | None:
-        """The token's tenant; with `cached_only`, None unless it is already cached (a
+        """The token's tenant; with `cached_only`, None unless it authenticated before (a
         throttled peer's known tokens still work, its guesses cost no store read)."""
         seq = self.store.seq()
         generation = self._generation
@@ -46,13 +50,20 @@ class TenantCache:
         tenants = generation[1]
         key = hashlib.sha256(token.encode("utf-8")).digest()
         tenant = tenants.get(key)
-        if tenant is not None or cached_only:
+        if tenant is not None or (cached_only and key not in self._known):
             return tenant
         # Read after `seq`: at least as new as the generation it is filed under. A tenant
         # read from a newer snapshot is filed under an older seq that no later call uses.
         tenant = self.store.authenticate(token)
-        if tenant is not None and len(tenants) < self.max_cached:
-            tenants[key] = tenant
+        if tenant is not None:
+            if len(tenants) < self.max_cached:
+                tenants[key] = tenant
+            self._known[key] = None
+            self._known.move_to_end(key)
+            if len(self._known) > self.max_cached:
+                self._known.popitem(last=False)
+        else:
+            self._known.pop(key, None)
         return tenant
 
 
