@@ -103,6 +103,7 @@ from hashmatch.v1 import lists_pb2, match_pb2
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import floor  # noqa: E402
+from proc_cpu import process_tree_ticks  # noqa: E402
 
 MATCH_SERVICE = "/hashmatch.v1.MatchService/"
 LIST_SERVICE = "/hashmatch.v1.ListService/"
@@ -737,32 +738,6 @@ async def _idle_failures(calls: list[tuple[str, Any]], report: IdleReport) -> No
 # CPU of the servers, from /proc
 
 
-def _proc_ticks(roots: list[int]) -> dict[int, int]:
-    """utime+stime (clock ticks) of `roots` and all their descendants, by pid."""
-    stats: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2 :].split()  # fields from 3 (state) on
-        stats[int(entry.name)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    out: dict[int, int] = {}
-    todo = [p for p in roots if p in stats]
-    while todo:
-        pid = todo.pop()
-        if pid in out:
-            continue
-        out[pid] = stats[pid][1]
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def _cpu_between(before: dict[int, int], after: dict[int, int]) -> float:
     return sum(t - before.get(pid, 0) for pid, t in after.items()) / CLK_TCK
 
@@ -864,13 +839,13 @@ def run_cell(
 
     def sample_server_cpu() -> None:
         time.sleep(max(0.0, start_at - time.time()))
-        cpu_from.append((time.perf_counter(), _proc_ticks(target.roots)))
+        cpu_from.append((time.perf_counter(), process_tree_ticks(target.roots)))
 
     sampler = threading.Thread(target=sample_server_cpu, daemon=True)
     sampler.start()
     outs = pool.starmap(_client, [(j, listed) for j in jobs])
     sampler.join()
-    t_end, server_after = time.perf_counter(), _proc_ticks(target.roots)
+    t_end, server_after = time.perf_counter(), process_tree_ticks(target.roots)
     if prober is not None:
         prober.join(60)
     t_start, server_before = cpu_from[0]

@@ -73,6 +73,9 @@ from hashmatch.client.list_client import Change, ListClient, build_batch
 from hashmatch.server import _hashcore
 from hashmatch.v1 import hashes_pb2, lists_pb2, match_pb2
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_cpu import process_tree_ticks
+
 PDQ = 4
 THRESHOLD = 31
 QUERIES = 1000
@@ -292,28 +295,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 def proc_ticks(root: int) -> int:
     """utime+stime (clock ticks) of `root` and all its descendants now alive."""
-    stats: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2 :].split()  # fields from 3 (state) on
-        stats[int(entry.name)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in stats:
-            continue
-        seen.add(pid)
-        total += stats[pid][1]
-        todo.extend(children.get(pid, []))
-    return total
+    return sum(process_tree_ticks([root]).values())
 
 
 def self_cpu() -> float:
