@@ -71,6 +71,12 @@ LIST_FILE_FORMATS = """\
 list files:
   CSV          rows of algorithm,hash_hex,reference_id[,quality]; a header row is allowed.
                algorithm: md5, sha1, sha256 or pdq; quality (0-100) is for PDQ only.
+               A header naming the columns (algorithm, hash, reference_id, quality) may
+               put them in any order; or one column per algorithm (md5, sha1, sha256,
+               pdq, plus id/reference_id, optional quality for the PDQ cell; other
+               columns ignored): each filled hash cell is one entry of the row's reference.
+  TSV          the same, tab-separated (a .tsv file, or a tab in the first line).
+               A UTF-8 BOM and CRLF line ends are accepted everywhere.
   JSON lines   a .jsonl or .ndjson file, one object per line:
                {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...", "quality": 90}
                ("quality" optional).
