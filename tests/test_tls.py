@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +21,17 @@ from hashmatch.client import (
     MD5,
     AsyncMatchClient,
     Connection,
+    ListClient,
     MatchClient,
     RetryPolicy,
     TlsConfig,
+    Unauthenticated,
     Unavailable,
     make_hash,
 )
 from hashmatch.client.errors import tls_hint
 from hashmatch.server.app import Service, build
-from hashmatch.server.settings import Settings
+from hashmatch.server.settings import Settings, SettingsError
 from hashmatch.server.store import Role
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 
@@ -411,3 +415,92 @@ def test_failed_handshakes_leave_no_grpc_core_lines_on_the_servers_stderr(
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "Handshake failed" not in err and "ssl_transport_security" not in err, err
+
+
+# --- a replica follows a TLS primary with --follow-ca ------------------------------------
+
+
+def _tls_replica(tmp_path: Path, primary: Service, token: str, **tls: Path) -> Service:
+    settings = Settings(
+        data_dir=tmp_path / "replica",
+        listen="127.0.0.1:0",
+        poll_interval=0.01,
+        follow=f"127.0.0.1:{primary.port}",
+        follow_token=token,
+        **tls,  # type: ignore[arg-type]
+    ).check()
+    return build(settings)
+
+
+def _replica_lists(replica: Service, token: str) -> set[str]:
+    connection = Connection(
+        server=f"127.0.0.1:{replica.port}", token=token, retry=RetryPolicy(attempts=1)
+    )
+    try:
+        with ListClient(connection) as client:
+            return {x.name for x in client.list_lists()}
+    except Unauthenticated:  # tenants not copied yet
+        return set()
+
+
+@pytest.mark.parametrize("mtls", [False, True])
+def test_a_replica_follows_a_tls_primary_with_follow_ca(
+    tmp_path: Path, pki: Pki, mtls: bool
+) -> None:
+    primary, _ = _serve(tmp_path / "primary", pki, mtls=mtls)
+    replica = None
+    try:
+        token = primary.store.add_tenant("mirror", Role.REPLICA)
+        hotline = primary.store.add_tenant("hotline", Role.HOTLINE)
+        client = {"follow_cert": pki.client.cert, "follow_key": pki.client.key} if mtls else {}
+        tls = TlsConfig(
+            ca_file=pki.ca.cert,
+            cert_file=client.get("follow_cert"),
+            key_file=client.get("follow_key"),
+        )
+        connection = Connection(server=f"127.0.0.1:{primary.port}", token=hotline, tls=tls)
+        with ListClient(connection) as lists:
+            lists.create_list("copied")
+        replica = _tls_replica(tmp_path, primary, token, follow_ca=pki.ca.cert, **client)
+        deadline = time.monotonic() + 20
+        while "copied" not in _replica_lists(replica, token):
+            assert time.monotonic() < deadline, "the replica never copied the list"
+            time.sleep(0.05)
+    finally:
+        if replica is not None:
+            replica.stop(grace=0)
+        primary.stop(grace=0)
+
+
+def test_a_replica_without_follow_ca_is_told_the_primary_requires_tls(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, _ = _serve(tmp_path / "primary", pki, mtls=False)
+    token = primary.store.add_tenant("mirror", Role.REPLICA)
+    caplog.set_level(logging.WARNING, logger="hashmatch")
+    replica = _tls_replica(tmp_path, primary, token)
+    try:
+        deadline = time.monotonic() + 20
+        while not any("not following primary" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the replica logged no warning"
+            time.sleep(0.05)
+        (warning,) = [r for r in caplog.records if "not following primary" in r.getMessage()]
+        assert "if it serves TLS, pass --ca-file" in warning.getMessage(), warning.getMessage()
+    finally:
+        replica.stop(grace=0)
+        primary.stop(grace=0)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"follow_cert": "client.crt"}, "follow_cert and follow_key must be given together"),
+        ({"follow_cert": "client.crt", "follow_key": "client.key"}, "need follow_ca"),
+        ({"follow_ca": "nope.crt"}, "cannot read the follow CA"),
+        ({"follow_ca": "client.key"}, "the follow CA"),
+    ],
+)
+def test_follow_tls_settings_are_checked(pki: Pki, given: dict[str, str], expected: str) -> None:
+    values = {k: str(pki.ca.cert.parent / v) for k, v in given.items()}
+    with pytest.raises(SettingsError, match=expected):
+        Settings.load(values, env={})

@@ -287,7 +287,9 @@ def build(
             replicator = Replicator(
                 store,
                 follower,
-                Connection(server=settings.follow, token=settings.follow_token),
+                Connection(
+                    server=settings.follow, token=settings.follow_token, tls=settings.follow_tls()
+                ),
                 metrics=metrics,
             )
             replicator.start()

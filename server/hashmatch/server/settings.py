@@ -19,9 +19,12 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hashmatch.server.store import DEFAULT_MAP_SIZE
+
+if TYPE_CHECKING:
+    from hashmatch.client.connection import TlsConfig
 
 ENV_PREFIX = "HASHMATCH_"
 # Environment names that are not HASHMATCH_<FIELD>: the client CLI's token variable.
@@ -89,6 +92,11 @@ class Settings:
     # Follow another hashmatch server as a read-only replica (HOST:PORT) with a replica token.
     follow: str | None = None
     follow_token: str | None = None
+    # TLS to the primary: the CA (PEM) that verifies its certificate and, for an mTLS
+    # primary, this replica's client certificate and key. Without follow_ca, plaintext.
+    follow_ca: Path | None = None
+    follow_cert: Path | None = None
+    follow_key: Path | None = None
     # Create the benign demo list (and demo tenants) when the data folder has none.
     demo: bool = False
 
@@ -105,6 +113,16 @@ class Settings:
     def tls(self) -> bool:
         return self.tls_cert is not None
 
+    def follow_tls(self) -> TlsConfig | None:
+        """How a replica reaches its primary: None (plaintext) unless follow_ca is set."""
+        if self.follow_ca is None:
+            return None
+        from hashmatch.client.connection import TlsConfig
+
+        return TlsConfig(
+            ca_file=self.follow_ca, cert_file=self.follow_cert, key_file=self.follow_key
+        )
+
     def check(self) -> Settings:
         if self.workers < 1:
             raise SettingsError("workers must be at least 1")
@@ -112,6 +130,23 @@ class Settings:
             raise SettingsError("tls_cert and tls_key must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("tls_client_ca needs tls_cert and tls_key")
+        if (self.follow_cert is None) != (self.follow_key is None):
+            raise SettingsError("follow_cert and follow_key must be given together")
+        if self.follow_cert is not None and self.follow_ca is None:
+            raise SettingsError("follow_cert and follow_key need follow_ca")
+        for what, path, marker in (
+            ("follow CA", self.follow_ca, b"-----BEGIN CERTIFICATE-----"),
+            ("follow certificate", self.follow_cert, b"-----BEGIN CERTIFICATE-----"),
+            ("follow key", self.follow_key, b"PRIVATE KEY-----"),
+        ):
+            if path is None:
+                continue
+            try:
+                pem = path.read_bytes()
+            except OSError as exc:
+                raise SettingsError(f"cannot read the {what} {path}: {exc.strerror}") from None
+            if marker not in pem:
+                raise SettingsError(f"the {what} {path} holds no PEM ({marker.decode()})")
         if self.log_format not in ("auto", "json", "text"):
             raise SettingsError("log_format must be auto, json or text")
         if self.threads < 1 or self.max_concurrent_rpcs < 1:

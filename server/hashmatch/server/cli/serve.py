@@ -43,6 +43,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=float, help="seconds in-flight calls get on shutdown")
     p.add_argument("--follow", help="HOST:PORT of a primary to follow as a read replica")
     p.add_argument("--token", dest="follow_token", help="replica token for --follow")
+    p.add_argument("--follow-ca", type=Path, help="PEM CA: follow the primary over TLS")
+    p.add_argument("--follow-cert", type=Path, help="PEM client certificate for an mTLS primary")
+    p.add_argument("--follow-key", type=Path, help="PEM private key of --follow-cert")
     p.add_argument(
         "--demo",
         action="store_const",
@@ -66,6 +69,9 @@ SERVE_FLAGS = (
     "grace",
     "follow",
     "follow_token",
+    "follow_ca",
+    "follow_cert",
+    "follow_key",
     "demo",
 )
 
