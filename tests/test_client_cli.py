@@ -170,7 +170,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
                 '"reference_id"',
                 "--batch-size",
                 "exit codes:",
-                "1  pushed, but the list's digest differs",
+                "3  pushed, but the list's digest differs",
             ],
         ),
         ("apply", ["algorithm,hash_hex,reference_id[,quality]", ".jsonl", "exit codes:"]),

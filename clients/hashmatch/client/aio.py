@@ -16,7 +16,6 @@ import grpc
 
 from hashmatch.client.connection import Connection
 from hashmatch.client.errors import from_rpc_error, from_status
-from hashmatch.client.hashing import hash_file, pdq_available
 from hashmatch.client.match_client import (
     DEFAULT_BATCH_ITEMS,
     HashedFile,
@@ -27,7 +26,9 @@ from hashmatch.client.match_client import (
     chunks,
     file_hashes_to_proto,
     hash_for_matching,
+    hash_for_request,
     merge_results,
+    resolve_pdq,
 )
 from hashmatch.client.results import FileResult, MatchResult
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
@@ -105,9 +106,8 @@ class AsyncMatchClient:
         timeout: float | None = None,
     ) -> FileResult:
         """See `MatchClient.match_file`; the hashing runs in a worker thread."""
-        use_pdq = pdq_available() if pdq is None else pdq
         hashes = await asyncio.to_thread(
-            hash_file, path, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality
+            hash_for_request, path, dihedral=dihedral, pdq=pdq, min_quality=min_quality
         )
         result = await self.match(file_hashes_to_proto(hashes), item_id, timeout=timeout)
         return FileResult.from_match(
@@ -125,6 +125,7 @@ class AsyncMatchClient:
         timeout: float | None = None,
     ) -> list[FileResult]:
         """See `MatchClient.match_files`; the hashing runs in a worker thread."""
+        resolve_pdq(pdq, dihedral)  # before any hashing: PdqNotInstalled
 
         def hash_all() -> list[HashedFile]:
             return [

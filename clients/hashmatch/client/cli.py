@@ -45,6 +45,8 @@ from hashmatch.client.results import ListInfo
 from hashmatch.v1 import lists_pb2
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
+# push: the batches were applied, but the list is not exactly the file (never 1: a match).
+EXIT_PUSHED_LIST_DIFFERS = 3
 TOKEN_ENV = "HASHMATCH_TOKEN"
 SERVER_ENV = "HASHMATCH_SERVER"
 # The server takes at most 100,000 changes per batch.
@@ -107,8 +109,9 @@ compared with the file's.
 
 exit codes:
   0  pushed, and the list holds exactly this file (or --retire)
-  1  pushed, but the list's digest differs from the file's (it holds other entries)
   2  error (a bad row: nothing was sent; server unreachable, refused)
+  3  pushed, but the list's digest differs from the file's: a push adds to the list, and
+     it also holds entries not in this file (or lacks some)
 """
 
 APPLY_EPILOG = f"""\
@@ -139,7 +142,8 @@ GENERAL_EPILOG = """\
 The server is --server or $HASHMATCH_SERVER (default 127.0.0.1:50051); the token is --token
 or $HASHMATCH_TOKEN. Listing commands take --json to print one JSON document.
 
-exit codes: 0 success / no match; 1 match (match, scan) or digest differs (push); 2 error.
+exit codes: 0 success / no match; 1 match (match, scan); 2 error; 3 pushed, but the list
+also holds entries not in the file (push).
 """
 
 
@@ -513,7 +517,7 @@ def _push(args: argparse.Namespace) -> int:
     if summary.bad:
         _report_bad_rows(args.file, summary.bad)
         return EXIT_ERROR
-    upload_id = args.upload_id or upload_id_for(args.file)
+    upload_id = args.upload_id or upload_id_for(args.file, retire=args.retire)
     bar = Progress(summary.rows, 0, unit="rows")
     with ListClient(connection(args)) as client:
         result = push(
@@ -543,7 +547,7 @@ def _push(args: argparse.Namespace) -> int:
         "(the list holds entries this file does not, or lacks some)",
         file=sys.stderr,
     )
-    return EXIT_MATCH
+    return EXIT_PUSHED_LIST_DIFFERS
 
 
 def _digest(args: argparse.Namespace) -> int:

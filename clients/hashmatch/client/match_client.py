@@ -6,6 +6,7 @@ extra, PDQ) and matches it: only the hashes leave the machine, never the content
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ import grpc
 from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
 from hashmatch.client.connection import ChannelClient, Connection
 from hashmatch.client.errors import HashmatchError, from_rpc_error, from_status
-from hashmatch.client.hashing import FileHashes, UnreadableFile, hash_file, pdq_available
+from hashmatch.client.hashing import (
+    FileHashes,
+    PdqNotInstalled,
+    UnreadableFile,
+    hash_file,
+    pdq_available,
+)
 from hashmatch.client.results import FileResult, MatchResult, Verdict
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
 
@@ -48,6 +55,42 @@ def batch_request(items: Iterable[Item]) -> match_pb2.MatchBatchRequest:
     )
 
 
+PDQ_EXTRA = "hashmatch-client[pdq]"
+# The reason on results hashed with pdq=None while the [pdq] extra is missing.
+PDQ_NOT_COMPUTED = f"PDQ not computed: the {PDQ_EXTRA} extra is not installed"
+
+
+def resolve_pdq(pdq: bool | None, dihedral: bool) -> bool:
+    """Whether to compute PDQ: ``pdq`` if given, else when the ``[pdq]`` extra is installed.
+
+    Raises PdqNotInstalled when PDQ is asked for (``pdq=True``, or ``dihedral`` without
+    ``pdq=False``) and the extra is missing, instead of quietly matching by digests alone.
+    """
+    if pdq is False:
+        return False
+    if pdq_available():
+        return True
+    if pdq is True or dihedral:
+        wanted = "dihedral=True" if dihedral else "pdq=True"
+        raise PdqNotInstalled(
+            f"{wanted} needs PDQ hashing, which needs the optional extra: "
+            f"pip install '{PDQ_EXTRA}' (pdqhash, numpy, pillow)"
+        )
+    return False
+
+
+def hash_for_request(
+    path: StrPath, *, dihedral: bool, pdq: bool | None, min_quality: int
+) -> FileHashes:
+    """`hash_file` with PDQ resolved by `resolve_pdq`; when ``pdq`` was left to None and the
+    extra is missing, ``pdq_skip_reason`` says PDQ was not computed."""
+    use_pdq = resolve_pdq(pdq, dihedral)
+    hashes = hash_file(path, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality)
+    if pdq is None and not use_pdq:
+        hashes = dataclasses.replace(hashes, pdq_skip_reason=PDQ_NOT_COMPUTED)
+    return hashes
+
+
 @dataclass(frozen=True)
 class HashedFile:
     """A file hashed for matching (``hashes`` set) or one that could not be (``skipped``)."""
@@ -60,12 +103,13 @@ class HashedFile:
 def hash_for_matching(
     path: StrPath, *, dihedral: bool = False, pdq: bool | None = None, min_quality: int = 50
 ) -> HashedFile:
-    """Hashes one file; an unreadable one becomes a SKIPPED result instead of an exception."""
+    """Hashes one file; an unreadable one becomes a SKIPPED result instead of an exception.
+
+    Raises PdqNotInstalled as `resolve_pdq` does."""
     name = os.fspath(path)
-    use_pdq = pdq_available() if pdq is None else pdq
     try:
         return HashedFile(
-            name, hash_file(name, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality)
+            name, hash_for_request(name, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
         )
     except UnreadableFile as exc:
         return HashedFile(name, skipped=FileResult(name, Verdict.SKIPPED, reason=exc.strerror))
@@ -179,11 +223,12 @@ class MatchClient(ChannelClient):
 
         PDQ is computed when the ``[pdq]`` extra is installed (``pdq=None``) and the file is
         an image of at least ``min_quality``; ``dihedral`` also sends its 7 rotations and
-        mirrors. Raises UnreadableFile when the file cannot be read, HashmatchError when the
-        server refuses or cannot be reached.
+        mirrors. Without the extra, ``pdq=None`` matches by the digests alone and the result's
+        ``reason`` says PDQ was not computed; ``pdq=True`` or ``dihedral`` raise
+        PdqNotInstalled. Raises UnreadableFile when the file cannot be read, HashmatchError
+        when the server refuses or cannot be reached.
         """
-        use_pdq = pdq_available() if pdq is None else pdq
-        hashes = hash_file(path, pdq=use_pdq, dihedral=dihedral, min_quality=min_quality)
+        hashes = hash_for_request(path, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
         result = self.match(file_hashes_to_proto(hashes), item_id, timeout=timeout)
         return FileResult.from_match(
             os.fspath(path), result, reason=hashes.pdq_skip_reason, size=hashes.size
@@ -201,9 +246,10 @@ class MatchClient(ChannelClient):
     ) -> list[FileResult]:
         """Hashes files in this process and matches them in MatchBatch calls, in order.
 
-        Unreadable files come back SKIPPED instead of raising; a failed call raises. For
-        folders and parallel hashing use `hashmatch.client.scan`.
+        Unreadable files come back SKIPPED instead of raising; a failed call raises. PDQ as
+        in `match_file`. For folders and parallel hashing use `hashmatch.client.scan`.
         """
+        resolve_pdq(pdq, dihedral)  # before any hashing: PdqNotInstalled
         files = [
             hash_for_matching(p, dihedral=dihedral, pdq=pdq, min_quality=min_quality) for p in paths
         ]

@@ -45,12 +45,14 @@ class PushResult:
         return self.file_digest == self.list_digest
 
 
-def upload_id_for(path: Path) -> str:
+def upload_id_for(path: Path, *, retire: bool = False) -> str:
+    """The upload id of a push of this file's content; retiring the file is another upload
+    (else retiring a file just pushed would "resume" after its batches and send nothing)."""
     h = xxhash.xxh3_64()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return f"push-{h.hexdigest()}"
+    return f"{'retire' if retire else 'push'}-{h.hexdigest()}"
 
 
 def summarize(path: Path, *, retire: bool) -> FileSummary:

@@ -1,10 +1,12 @@
 """Scan reports: one record per file, as JSON lines (``.jsonl``) or CSV (``.csv``).
 
 Every record has ``path``, ``verdict`` (MATCH, NO_MATCH, SKIPPED, ERROR), ``references`` and
-``reason``. In JSON lines ``references`` is a list of ``{"list", "reference_id"}`` objects and
+``reason``. In JSON lines ``references`` is a list of ``{"list", "reference_id",
+"list_version"}`` objects (``list_version``: the list's version that gave the match) and
 ``reason`` is null when there is none. In CSV ``references`` is ``list:reference_id`` pairs
 joined by ``;`` (a ``%`` or ``;`` inside a reference ID is written ``%25`` / ``%3B``; list names
-never contain them) and an empty ``reason`` means none.
+never contain them), ``list_versions`` the version of each reference's list in the same order
+joined by ``;``, and an empty ``reason`` means none.
 
 Paths that are not valid UTF-8 keep their undecodable bytes as ``\\udcXX`` escapes, so the
 report is always valid UTF-8 (and, for JSON lines, decodes back to Python's path string).
@@ -20,7 +22,7 @@ from typing import IO, Protocol
 
 from hashmatch.client.results import FileResult
 
-CSV_COLUMNS = ("path", "verdict", "references", "reason")
+CSV_COLUMNS = ("path", "verdict", "references", "reason", "list_versions")
 
 
 class ReportWriter(Protocol):
@@ -66,7 +68,8 @@ class CsvReport:
 
     def write(self, result: FileResult) -> None:
         refs = ";".join(f"{r.list}:{_escape_ref(r.reference_id)}" for r in result.references)
-        self._csv.writerow([result.path, result.verdict.value, refs, result.reason or ""])
+        versions = ";".join(str(r.list_version) for r in result.references)
+        self._csv.writerow([result.path, result.verdict.value, refs, result.reason or "", versions])
 
     def flush(self) -> None:
         self._out.flush()

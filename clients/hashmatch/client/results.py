@@ -135,12 +135,14 @@ class FileResult:
         return cls(path, verdict, result.references, reason, size)
 
     def to_record(self) -> dict[str, Any]:
-        """The report record: path, verdict, references (list, reference_id), reason."""
+        """The report record: path, verdict, references (list, reference_id, list_version),
+        reason."""
         return {
             "path": self.path,
             "verdict": self.verdict.value,
             "references": [
-                {"list": r.list, "reference_id": r.reference_id} for r in self.references
+                {"list": r.list, "reference_id": r.reference_id, "list_version": r.list_version}
+                for r in self.references
             ],
             "reason": self.reason,
         }

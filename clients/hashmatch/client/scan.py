@@ -41,6 +41,13 @@ from hashmatch.client.results import FileResult, Verdict
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
 
 
+OUTSIDE_ROOTS = "symlink leads outside the scanned folder"
+
+
+def _inside(path: str, areas: Iterable[str]) -> bool:
+    return any(path == a or path.startswith(a.rstrip(os.sep) + os.sep) for a in areas)
+
+
 @dataclass(frozen=True)
 class Found:
     """A path met while walking: a file to hash, or one that cannot be (``problem``)."""
@@ -53,14 +60,19 @@ class Found:
 def walk(roots: Iterable[StrPath], *, exclude: Collection[tuple[int, int]] = ()) -> Iterator[Found]:
     """Every file under the roots, in sorted order; each directory is entered once.
 
-    Symbolic links are followed, but a directory already visited (a link loop, or the same
-    folder given twice) is not walked again. ``exclude`` holds (st_dev, st_ino) pairs of files
-    to leave out (the report being written). Directories that cannot be listed and roots that
-    do not exist are yielded with a ``problem``.
+    Symbolic links are followed while they lead inside one of the folders given: a link to a
+    file or folder outside all of them (``..``, ``/``) is yielded with the problem
+    ``OUTSIDE_ROOTS`` and not followed, so a scan never leaves the folders it was given. A
+    directory already visited (a link loop, or the same folder given twice) is not walked
+    again. ``exclude`` holds (st_dev, st_ino) pairs of files to leave out (the report being
+    written). Directories that cannot be listed and roots that do not exist are yielded with
+    a ``problem``.
     """
+    names = [os.fspath(r) for r in roots]
+    # Where links may lead: the folders given, as the system resolves them.
+    areas = [os.path.realpath(n) for n in names if os.path.isdir(n)]
     visited: set[tuple[int, int]] = set()
-    for root in roots:
-        name = os.fspath(root)
+    for name in names:
         try:
             st = os.stat(name)
         except OSError as exc:
@@ -87,6 +99,9 @@ def walk(roots: Iterable[StrPath], *, exclude: Collection[tuple[int, int]] = ())
             subdirs: list[str] = []
             for entry in entries:
                 try:
+                    if entry.is_symlink() and not _inside(os.path.realpath(entry.path), areas):
+                        yield Found(entry.path, problem=OUTSIDE_ROOTS)
+                        continue
                     if entry.is_dir():  # follows links; loops stop at `visited`
                         subdirs.append(entry.path)
                         continue
