@@ -15,7 +15,6 @@ from grpc_status import rpc_status
 from hashmatch.client import MD5, make_hash
 from hashmatch.server.app import Service, build
 from hashmatch.server.rpc.limits import RateLimiter
-from hashmatch.server.services import validation
 from hashmatch.server.settings import Settings, TenantLimit
 from hashmatch.server.store import Role
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
@@ -73,7 +72,7 @@ def test_oversize_message_is_refused(limited: Limited) -> None:
 
 
 def test_oversize_batch_is_refused_naming_the_field(limited: Limited) -> None:
-    n = validation.MAX_MATCH_BATCH_ITEMS + 1
+    n = 10_000 + 1  # the contract's limit per MatchBatch
     with pytest.raises(grpc.RpcError) as info:
         limited.stub.MatchBatch(
             match_pb2.MatchBatchRequest(items=[item(i) for i in range(n)]),

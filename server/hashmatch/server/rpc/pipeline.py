@@ -29,6 +29,7 @@ costs memory, not a handler thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -56,7 +57,6 @@ from hashmatch.server.rpc.decode import Undecodable, lenient_deserializer
 from hashmatch.server.rpc.limits import Admission, LoadShedder, RateLimiter
 from hashmatch.server.rpc.status import code_and_reason, to_status
 from hashmatch.server.store import Tenant
-from hashmatch.v1 import match_pb2
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ UNCAPPED = frozenset(
 # Raw requests up to this size run on the event loop when their method is INLINE; larger
 # ones (a big batch) go to the thread pool, where the core releases the GIL.
 INLINE_MAX_BYTES = 16 * 1024
+# How long a refused client stream's messages already on their way are read and dropped
+# before the refusal is sent: ending a call the client is still writing to makes grpc
+# report INTERNAL to it instead of the refusal.
+DRAIN_SECONDS = 0.2
 # Seconds a peer whose tokens keep failing is told to wait.
 BAD_TOKEN_RETRY_AFTER = 1.0
 
@@ -109,20 +113,18 @@ class Pipeline:
     observers: Sequence[Observer] = field(default_factory=tuple)
 
 
-def match_items(request: Any) -> int:
-    """Match items (uploads) in one decoded request message; 0 for anything else."""
-    if isinstance(request, match_pb2.MatchRequest):
-        return 1
-    if isinstance(request, match_pb2.MatchBatchRequest):
-        return len(request.items)
-    return 0
-
-
 def _checked(request: Message | Undecodable, prefix: str = "") -> Message:
     if isinstance(request, Undecodable):
         field = prefix + request.field if request.field else (prefix.rstrip(".") or "(request)")
         raise invalid([Violation(field, request.description)])
     return request
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in requests:
+                pass
 
 
 def service_handler(
@@ -200,6 +202,8 @@ class _Method:
         except Refusal as exc:
             call.code = code_and_reason(exc)[0]
             self.observe(call)
+            if self.client_streaming:
+                await _drain(request)
             await context.abort_with_status(rpc_status.to_status(to_status(exc)))
         except asyncio.CancelledError:  # the client went away, or the server is stopping
             call.code = grpc.StatusCode.CANCELLED
@@ -296,9 +300,10 @@ class _Method:
             if limiter is not None:
                 limiter.acquire(tenant.name, 1)
         else:
-            call.items = match_items(request)
+            # Match items arrive only in raw methods (charged by their meter): any other call
+            # costs one token.
             if limiter is not None:
-                limiter.acquire(tenant.name, max(call.items, 1))
+                limiter.acquire(tenant.name, 1)
             request = _checked(request)
         args: tuple[Any, ...] = (request, tenant)
         if self.raw:
@@ -371,11 +376,7 @@ class _Method:
             if not self.raw:
                 # Name the message as well as the field: "messages[3].upserts[7].reference_id".
                 request = _checked(request, f"messages[{index}].")
-                items = match_items(request)
-                call.items += items
-            else:
-                items = 1
             if limiter is not None:
-                limiter.acquire(tenant.name, max(items, 1))
+                limiter.acquire(tenant.name, 1)
             index += 1
             yield request

@@ -1,4 +1,5 @@
-"""Field checks for every request, producing violations that name the field by its path.
+"""Field checks of the list and platform requests, producing violations that name the field
+by its path (match requests are checked by the core, which reads them).
 
 Nothing here echoes a submitted hash or list content back: descriptions state the rule.
 """
@@ -6,19 +7,13 @@ Nothing here echoes a submitted hash or list content back: descriptions state th
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ
 from hashmatch.server.errors import Violation
 from hashmatch.v1 import hashes_pb2, lists_pb2
 
-MAX_ITEM_ID_BYTES = 256
 MAX_REFERENCE_BYTES = 128
 MAX_BATCH_ID_BYTES = 128
-# A dihedral PDQ set (8) plus the three file digests, with room to spare.
-MAX_HASHES_PER_ITEM = 16
-MAX_MATCH_BATCH_ITEMS = 10_000
 MAX_CHANGES_PER_BATCH = 100_000
 PDQ_DEFAULT_THRESHOLD = 31
 PDQ_DEFAULT_MIN_QUALITY = 50
@@ -26,13 +21,6 @@ PDQ_MAX_THRESHOLD = 63
 
 _LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class QueryHash:
-    algorithm: int
-    value: bytes
-    quality: int | None
 
 
 def check_hash(msg: hashes_pb2.Hash, path: str, out: list[Violation]) -> bool:
@@ -81,24 +69,6 @@ def check_list_name(name: str, path: str, out: list[Violation]) -> None:
                 "starting with a letter or digit",
             )
         )
-
-
-def match_item(
-    item_id: str, hashes: Sequence[hashes_pb2.Hash], prefix: str = ""
-) -> tuple[list[QueryHash], list[Violation]]:
-    out: list[Violation] = []
-    check_text(item_id, f"{prefix}item_id", MAX_ITEM_ID_BYTES, out, required=False)
-    if not hashes:
-        out.append(Violation(f"{prefix}hashes", "at least one hash is required"))
-    elif len(hashes) > MAX_HASHES_PER_ITEM:
-        out.append(Violation(f"{prefix}hashes", f"at most {MAX_HASHES_PER_ITEM} hashes per item"))
-    queries = []
-    for i, h in enumerate(hashes):
-        if check_hash(h, f"{prefix}hashes[{i}]", out):
-            queries.append(
-                QueryHash(h.algorithm, h.value, h.quality if h.HasField("quality") else None)
-            )
-    return queries, out
 
 
 def create_list(req: lists_pb2.CreateListRequest) -> list[Violation]:
