@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class UploadMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPLOAD_MODE_UNSPECIFIED: _ClassVar[UploadMode]
+    UPLOAD_MODE_WHOLE: _ClassVar[UploadMode]
+    UPLOAD_MODE_REPLACE: _ClassVar[UploadMode]
+
 class FeedbackReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FEEDBACK_REASON_UNSPECIFIED: _ClassVar[FeedbackReason]
@@ -18,6 +24,9 @@ class FeedbackReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_REASON_LEGAL_ADULT: _ClassVar[FeedbackReason]
     FEEDBACK_REASON_UNRELATED_CONTENT: _ClassVar[FeedbackReason]
     FEEDBACK_REASON_OTHER: _ClassVar[FeedbackReason]
+UPLOAD_MODE_UNSPECIFIED: UploadMode
+UPLOAD_MODE_WHOLE: UploadMode
+UPLOAD_MODE_REPLACE: UploadMode
 FEEDBACK_REASON_UNSPECIFIED: FeedbackReason
 FEEDBACK_REASON_BENIGN: FeedbackReason
 FEEDBACK_REASON_LEGAL_ADULT: FeedbackReason
@@ -119,18 +128,20 @@ class Entry(_message.Message):
     def __init__(self, hash: _Optional[_Union[_hashes_pb2.Hash, _Mapping]] = ..., reference_id: _Optional[str] = ...) -> None: ...
 
 class ApplyChangesRequest(_message.Message):
-    __slots__ = ("list", "batch_id", "upserts", "retirements", "expected_version")
+    __slots__ = ("list", "batch_id", "upserts", "retirements", "expected_version", "upload_mode")
     LIST_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     RETIREMENTS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_MODE_FIELD_NUMBER: _ClassVar[int]
     list: str
     batch_id: str
     upserts: _containers.RepeatedCompositeFieldContainer[Entry]
     retirements: _containers.RepeatedCompositeFieldContainer[_hashes_pb2.Hash]
     expected_version: int
-    def __init__(self, list: _Optional[str] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    upload_mode: UploadMode
+    def __init__(self, list: _Optional[str] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., expected_version: _Optional[int] = ..., upload_mode: _Optional[_Union[UploadMode, str]] = ...) -> None: ...
 
 class ApplyChangesResponse(_message.Message):
     __slots__ = ("version", "already_applied", "upserted", "retired", "digest")
@@ -147,7 +158,7 @@ class ApplyChangesResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., already_applied: _Optional[bool] = ..., upserted: _Optional[int] = ..., retired: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
 class UploadChangesResponse(_message.Message):
-    __slots__ = ("version", "last_batch_id", "batches_applied", "batches_already_applied", "upserted", "retired", "digest")
+    __slots__ = ("version", "last_batch_id", "batches_applied", "batches_already_applied", "upserted", "retired", "digest", "replaced")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     BATCHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +166,7 @@ class UploadChangesResponse(_message.Message):
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     RETIRED_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
     version: int
     last_batch_id: str
     batches_applied: int
@@ -162,7 +174,8 @@ class UploadChangesResponse(_message.Message):
     upserted: int
     retired: int
     digest: bytes
-    def __init__(self, version: _Optional[int] = ..., last_batch_id: _Optional[str] = ..., batches_applied: _Optional[int] = ..., batches_already_applied: _Optional[int] = ..., upserted: _Optional[int] = ..., retired: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
+    replaced: int
+    def __init__(self, version: _Optional[int] = ..., last_batch_id: _Optional[str] = ..., batches_applied: _Optional[int] = ..., batches_already_applied: _Optional[int] = ..., upserted: _Optional[int] = ..., retired: _Optional[int] = ..., digest: _Optional[bytes] = ..., replaced: _Optional[int] = ...) -> None: ...
 
 class WatchChangesRequest(_message.Message):
     __slots__ = ("list", "since_version")

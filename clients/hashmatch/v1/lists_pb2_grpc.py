@@ -152,8 +152,11 @@ class ListServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadChanges(self, request_iterator, context):
-        """Bulk load: every message is its own atomic batch, applied in order. The call stops at
-        the first refused batch; the summary says which batches were applied.
+        """Bulk load. The first message's upload_mode says how the stream is applied: as one
+        unit (UPLOAD_MODE_WHOLE, UPLOAD_MODE_REPLACE: every message is checked and staged, and
+        only a stream that ends cleanly is published, in one commit; a refused or broken stream
+        leaves nothing visible), or, unspecified, every message its own atomic batch in order,
+        stopping at the first refused one (the summary says which batches were applied).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
