@@ -1,259 +1,44 @@
-"""Reads hotline list files.
+"""Reads hotline list files, in the format named (`--format`) or the one detected.
 
-CSV or TSV (tab-separated: detected by a tab on the first line, or a `.tsv` name), in one of
-three layouts:
-
-- positional rows of `algorithm,hash_hex,reference_id[,quality]` (a header row is allowed);
-- a header row naming `algorithm`, `hash` and `reference_id` (and optionally `quality`) in
-  any order;
-- a header row with one column per algorithm (`md5`, `sha1`, `sha256`, `pdq`) and a reference
-  column: each non-empty hash cell is an entry with the row's reference ID; an optional
-  `pdq_quality`/`quality` column goes with the PDQ cell; other columns are ignored.
-
-Header names are case-insensitive; spaces and hyphens count as underscores.
-JSON lines (`.jsonl`/`.ndjson`): {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...",
-"quality": 90} per line, quality optional. A UTF-8 BOM and CRLF line ends are tolerated.
+Every reader streams the file and yields a `Row` per entry or a `BadRow` naming the file
+line and what is wrong there; the formats and what each accepts are in
+`hashmatch.client.listformats` (one module per format) and the README.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hashmatch.client.algorithms import PDQ, parse_algorithm, parse_hex_digest
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    algorithm: int
-    value: bytes
-    reference_id: str
-    quality: int | None = None
-
-
-@dataclass(frozen=True)
-class BadRow:
-    line: int
-    problem: str
-
-
-def read_rows(path: Path) -> Iterator[Row | BadRow]:
-    """Yields each data row, or what is wrong with it, streaming the file."""
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path)
-    else:
-        yield from _read_csv(path)
-
-
-_REFERENCE_NAMES = {"reference_id", "reference", "ref", "ref_id", "id"}
-_HASH_NAMES = {"hash", "hash_hex", "hex"}
-_QUALITY_NAMES = {"quality", "pdq_quality"}
-_ALGORITHM_COLUMNS = {
-    "md5": "md5",
-    "sha1": "sha1",
-    "sha_1": "sha1",
-    "sha256": "sha256",
-    "sha_256": "sha256",
-    "pdq": "pdq",
-}
-_KNOWN_NAMES = (
-    _REFERENCE_NAMES | _HASH_NAMES | _QUALITY_NAMES | set(_ALGORITHM_COLUMNS) | {"algorithm"}
+from hashmatch.client.listformats.delimited import read_delimited
+from hashmatch.client.listformats.detect import FORMATS, detect_format
+from hashmatch.client.listformats.jsonlines import read_jsonl
+from hashmatch.client.listformats.ncmec import read_ncmec_xml
+from hashmatch.client.listformats.rows import LABEL_KEYS, BadRow, Row, parse_row
+from hashmatch.client.listformats.stopncii import read_stopncii
+from hashmatch.client.listformats.threatexchange import (
+    read_signal_lines,
+    read_threatexchange_csv,
 )
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+__all__ = ["FORMATS", "LABEL_KEYS", "BadRow", "Row", "detect_format", "parse_row", "read_rows"]
+
+_READERS: dict[str, Callable[[Path], Iterator[Row | BadRow]]] = {
+    "csv": lambda path: read_delimited(path, ","),
+    "tsv": lambda path: read_delimited(path, "\t"),
+    "jsonl": read_jsonl,
+    "threatexchange-csv": read_threatexchange_csv,
+    "threatexchange-signals": read_signal_lines,
+    "ncmec-xml": read_ncmec_xml,
+    "stopncii-json": read_stopncii,
+}
 
 
-def _column_name(cell: str) -> str:
-    return "_".join(cell.strip().lower().replace("-", " ").replace("_", " ").split())
-
-
-def _looks_like_digest(cell: str) -> bool:
-    text = cell.strip()
-    return len(text) in (32, 40, 64) and set(text) <= _HEX_DIGITS
-
-
-def _is_header(fields: list[str]) -> bool:
-    names = [_column_name(f) for f in fields]
-    if names[0] == "algorithm":
-        return True
-    if any(_looks_like_digest(f) for f in fields):
-        return False
-    if sum(n in _KNOWN_NAMES for n in names) < 2:
-        return False
-    # A positional data row starts with an algorithm name followed by its hash.
-    return not (names[0] in _ALGORITHM_COLUMNS and (len(names) < 2 or names[1] not in _KNOWN_NAMES))
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Column indexes of a header-named file: `algorithm` set for the named layout,
-    `per_algorithm` (algorithm name, index) for one column per algorithm."""
-
-    width: int
-    reference: int
-    quality: int | None
-    algorithm: int | None = None
-    hash: int | None = None
-    per_algorithm: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def last_required(self) -> int:
-        required = [self.reference, *(i for _, i in self.per_algorithm)]
-        required += [i for i in (self.algorithm, self.hash) if i is not None]
-        return max(required)
-
-
-def _layout(fields: list[str]) -> _Layout | str:
-    """The layout a header row names, or what is wrong with it."""
-    names = [_column_name(f) for f in fields]
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name not in _KNOWN_NAMES:
-            continue
-        key = _ALGORITHM_COLUMNS.get(name, name)
-        for group, canonical in (
-            (_REFERENCE_NAMES, "reference_id"),
-            (_HASH_NAMES, "hash"),
-            (_QUALITY_NAMES, "quality"),
-        ):
-            if name in group:
-                key = canonical
-        if key in seen:
-            return f"header names the {key} column twice ({fields[seen[key]]!r}, {fields[i]!r})"
-        seen[key] = i
-    reference = seen.get("reference_id")
-    quality = seen.get("quality")
-    hash_col = seen.get("hash")
-    per_algorithm = tuple((n, i) for n, i in seen.items() if n in _ALGORITHM_COLUMNS.values())
-    if reference is None:
-        return "header names no reference column (reference_id, ref or id)"
-    if "algorithm" in seen:
-        if hash_col is None:
-            return "header names an algorithm column but no hash column (hash or hash_hex)"
-        if per_algorithm:
-            return "header names both an algorithm column and per-algorithm hash columns"
-        return _Layout(len(fields), reference, quality, seen["algorithm"], hash_col)
-    if not per_algorithm:
-        return "header names no hash columns (algorithm and hash, or md5, sha1, sha256, pdq)"
-    if hash_col is not None:
-        return "header names a hash column without an algorithm column"
-    return _Layout(len(fields), reference, quality, per_algorithm=per_algorithm)
-
-
-def _delimiter(path: Path) -> str:
-    if path.suffix.lower() == ".tsv":
-        return "\t"
-    with path.open(encoding="utf-8-sig", errors="replace") as f:
-        for text in f:
-            if text.strip():
-                return "\t" if "\t" in text else ","
-    return ","
-
-
-def _read_csv(path: Path) -> Iterator[Row | BadRow]:
-    layout: _Layout | None = None
-    first = True
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        for line, fields in enumerate(csv.reader(f, delimiter=_delimiter(path)), start=1):
-            if not fields or all(not cell.strip() for cell in fields):
-                continue
-            if first:
-                first = False
-                if _is_header(fields):
-                    found = _layout(fields)
-                    if isinstance(found, _Layout):
-                        layout = found
-                    elif _column_name(fields[0]) != "algorithm":
-                        # An older header starting with "algorithm" keeps the positional layout.
-                        yield BadRow(line, found)
-                        return
-                    continue
-            if layout is not None:
-                yield from _named_row(line, fields, layout)
-                continue
-            if len(fields) not in (3, 4):
-                yield BadRow(
-                    line,
-                    "expected 3 or 4 fields (algorithm,hash_hex,reference_id[,quality]), "
-                    f"got {len(fields)}",
-                )
-                continue
-            yield parse_row(
-                line, fields[0], fields[1], fields[2], fields[3] if len(fields) == 4 else ""
-            )
-
-
-def _named_row(line: int, fields: list[str], layout: _Layout) -> Iterator[Row | BadRow]:
-    # Trailing cells may be left off only where they are optional (quality, ignored columns).
-    if len(fields) <= layout.last_required or any(c.strip() for c in fields[layout.width :]):
-        yield BadRow(line, f"expected {layout.width} fields as the header names, got {len(fields)}")
-        return
-    fields = fields + [""] * (layout.width - len(fields))
-    reference_id = fields[layout.reference]
-    quality = "" if layout.quality is None else fields[layout.quality]
-    if layout.algorithm is not None and layout.hash is not None:
-        yield parse_row(line, fields[layout.algorithm], fields[layout.hash], reference_id, quality)
-        return
-    if not reference_id.strip():
-        yield BadRow(line, "reference_id is empty")
-        return
-    cells = [(name, fields[i]) for name, i in layout.per_algorithm if fields[i].strip()]
-    if not cells:
-        yield BadRow(line, "no hash on this row")
-        return
-    if quality.strip() and not any(name == "pdq" for name, _ in cells):
-        yield BadRow(line, "quality is given but the row has no PDQ hash")
-        return
-    for name, cell in cells:
-        yield parse_row(line, name, cell, reference_id, quality if name == "pdq" else "")
-
-
-def _read_jsonl(path: Path) -> Iterator[Row | BadRow]:
-    with path.open(encoding="utf-8-sig") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                yield BadRow(line, f"not a JSON object: {exc}")
-                continue
-            quality = obj.get("quality")
-            yield parse_row(
-                line,
-                str(obj.get("algorithm", "")),
-                str(obj.get("hash", "")),
-                str(obj.get("reference_id", "")),
-                "" if quality is None else str(quality),
-            )
-
-
-def parse_row(
-    line: int, algorithm: str, hash_hex: str, reference_id: str, quality: str
-) -> Row | BadRow:
-    try:
-        alg = parse_algorithm(algorithm)
-        value = parse_hex_digest(alg, hash_hex)
-    except ValueError as exc:
-        return BadRow(line, str(exc))
-    reference_id = reference_id.strip()
-    if not reference_id:
-        return BadRow(line, "reference_id is empty")
-    if len(reference_id.encode("utf-8")) > 128:
-        return BadRow(line, "reference_id is longer than 128 bytes")
-    q: int | None = None
-    if quality.strip():
-        if alg != PDQ:
-            return BadRow(line, "only PDQ rows carry a quality")
-        try:
-            q = int(quality)
-        except ValueError:
-            return BadRow(line, "quality is not a whole number")
-        if not 0 <= q <= 100:
-            return BadRow(line, "quality must be 0-100")
-    return Row(line, alg, value, reference_id, q)
+def read_rows(path: Path, fmt: str | None = None) -> Iterator[Row | BadRow]:
+    """Yields each entry of the file, or what is wrong with it, streaming the file.
+    `fmt` is one of FORMATS; None detects it from the file."""
+    if fmt is None:
+        fmt = detect_format(path)
+    elif fmt not in _READERS:
+        raise ValueError(f"unknown list format {fmt!r} (known: {', '.join(FORMATS)})")
+    return _READERS[fmt](path)

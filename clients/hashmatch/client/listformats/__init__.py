@@ -1,0 +1,1 @@
+"""Readers of list files, one module per format; `hashmatch.client.listfile` picks one."""

@@ -1,0 +1,104 @@
+"""What every list-file reader yields: a row that can be sent, or what is wrong with one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hashmatch.client.algorithms import PDQ, parse_algorithm, parse_hex_digest
+
+# The label keys an entry may carry; values are free text.
+LABEL_KEYS = ("category", "age_band", "classification", "baseline", "source")
+MAX_REFERENCE_BYTES = 128
+MAX_LABEL_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Row:
+    """One entry of a list file. `retire` marks a deletion (the hash is to be retired);
+    `labels` maps keys of LABEL_KEYS to their values (empty when the file has none)."""
+
+    line: int
+    algorithm: int
+    value: bytes
+    reference_id: str
+    quality: int | None = None
+    retire: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    problem: str
+
+
+def reference_problem(reference_id: str) -> str | None:
+    """What the server would refuse in this reference ID, if anything."""
+    if not reference_id:
+        return "reference_id is empty"
+    try:
+        size = len(reference_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        # Files are read with surrogateescape, so bytes that are not UTF-8 surface here.
+        return "reference_id is not valid UTF-8"
+    if size > MAX_REFERENCE_BYTES:
+        return f"reference_id is longer than {MAX_REFERENCE_BYTES} bytes"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in reference_id):
+        return "reference_id contains a control character"
+    return None
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """What the server would refuse in this label, if anything."""
+    if key not in LABEL_KEYS:
+        return f"unknown label {key!r} (known: {', '.join(LABEL_KEYS)})"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"label {key} is not valid UTF-8"
+    if size > MAX_LABEL_BYTES:
+        return f"label {key} is longer than {MAX_LABEL_BYTES} bytes"
+    # Unicode's control characters (Cc): C0, DEL and C1.
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        return f"label {key} contains a control character"
+    return None
+
+
+def parse_row(
+    line: int,
+    algorithm: str,
+    hash_hex: str,
+    reference_id: str,
+    quality: str,
+    *,
+    retire: bool = False,
+    labels: dict[str, str] | None = None,
+) -> Row | BadRow:
+    """A row from its text fields, or the first thing wrong with them."""
+    try:
+        alg = parse_algorithm(algorithm)
+        value = parse_hex_digest(alg, hash_hex)
+    except ValueError as exc:
+        return BadRow(line, str(exc))
+    reference_id = reference_id.strip()
+    # A retirement names only its hash; a reference given with it is still checked.
+    problem = None if retire and not reference_id else reference_problem(reference_id)
+    if problem is not None:
+        return BadRow(line, problem)
+    q: int | None = None
+    if quality.strip():
+        if alg != PDQ:
+            return BadRow(line, "only PDQ rows carry a quality")
+        try:
+            q = int(quality)
+        except ValueError:
+            return BadRow(line, "quality is not a whole number")
+        if not 0 <= q <= 100:
+            return BadRow(line, "quality must be 0-100")
+    # An empty label cell means the entry has no such label.
+    kept = {k: v.strip() for k, v in (labels or {}).items() if v.strip() or k not in LABEL_KEYS}
+    for key, text in kept.items():
+        problem = label_problem(key, text)
+        if problem is not None:
+            return BadRow(line, problem)
+    return Row(line, alg, value, reference_id, q, retire, kept)
