@@ -2,6 +2,18 @@
 
 PDQ needs the optional extra ``hashmatch-client[pdq]`` (pdqhash, numpy, Pillow). Those are
 imported only when a PDQ hash is asked for, so digest-only use works on a bare install.
+
+Two choices keep our PDQ hashes in agreement with the rest of the ecosystem:
+
+- A photo whose EXIF orientation is not 1 gets two PDQ hashes: the upright picture (as a
+  viewer shows it) and the pixels as stored (what Meta's tools — threatexchange, HMA,
+  pdqhash, the C++ reference — hash, since they ignore the tag). The two are some 130 bits
+  apart, so a list built either way matches only when both are sent.
+- Large JPEGs are decoded at a reduced scale (1/2, 1/4 or 1/8, done inside the JPEG decoder)
+  that keeps the shorter side at least ``DRAFT_MIN_SIDE`` pixels: PDQ shrinks every image to
+  64x64 anyway, and a 12-megapixel photo then hashes in about a tenth of the time. The
+  distance to the full-size decode this costs is measured in
+  benchmarks/client/bench_decode_scale.py and bounded in tests/test_client_decode_scale.py.
 """
 
 from __future__ import annotations
@@ -29,6 +41,12 @@ __all__ = [
 ]
 
 PDQ_BYTES = 32
+
+# A JPEG is decoded at the largest reduction (1/2, 1/4, 1/8) that leaves its shorter side at
+# least this many pixels. Chosen from the distance distribution (full decode vs each scale) in
+# benchmarks/client/bench_decode_scale.py: from 512 pixels up the hash moves a few bits (the
+# README gives the figures), below it the moves grow quickly; 12-megapixel photos decode at 1/4.
+DRAFT_MIN_SIDE = 512
 
 # The order pdqhash.compute_dihedral returns its hashes in (the C++ reference's argument order),
 # named as the reference names them. Checked against testdata/pdq/images/dihedral/: variant i of
@@ -101,7 +119,6 @@ class _PdqBackend(NamedTuple):
     np: ModuleType
     pdqhash: Any  # untyped compiled extension
     Image: ModuleType
-    ImageOps: ModuleType
 
 
 def _pdq_backend() -> _PdqBackend:
@@ -110,10 +127,9 @@ def _pdq_backend() -> _PdqBackend:
         np = importlib.import_module("numpy")
         pdqhash = importlib.import_module("pdqhash")
         image = importlib.import_module("PIL.Image")
-        image_ops = importlib.import_module("PIL.ImageOps")
     except ImportError as exc:
         raise PdqNotInstalled(f"{_PDQ_EXTRA_HINT}; import failed: {exc}") from exc
-    return _PdqBackend(np, pdqhash, image, image_ops)
+    return _PdqBackend(np, pdqhash, image)
 
 
 def pdq_available() -> bool:
@@ -149,14 +165,19 @@ def hash_file(
     dihedral: bool = False,
     min_quality: int = 50,
     chunk_size: int = 1 << 20,
+    full_decode: bool = False,
 ) -> FileHashes:
     """Hash one file: MD5, SHA-1, SHA-256 over its bytes and, for images, PDQ.
 
     The digests are streamed in one pass of ``chunk_size`` reads. The image is then decoded
-    from the same open file (so digests and PDQ describe the same inode), EXIF orientation
-    applied as a viewer would show it, and hashed with PDQ; with ``dihedral`` all 8 rotations
-    and mirrors are returned so a rotated or flipped copy of a listed image still matches.
-    Images below ``min_quality`` get no PDQ: a near-featureless hash matches too much.
+    from the same open file (so digests and PDQ describe the same inode) and hashed with PDQ:
+    the upright picture first (``transform`` "original"), then, when its EXIF orientation is
+    not 1, the pixels as stored, named for the dihedral transform that turns the upright
+    picture into them (orientation 6 stores it turned by "rotate90"). With ``dihedral`` all 8
+    rotations and mirrors of the upright picture are returned instead (the stored pixels are
+    one of them), so a rotated or flipped copy of a listed image still matches. Images below
+    ``min_quality`` get no PDQ: a near-featureless hash matches too much. Large JPEGs are
+    decoded at a reduced scale (see ``DRAFT_MIN_SIDE``) unless ``full_decode``.
 
     Raises UnreadableFile when the file cannot be read, and PdqNotInstalled when ``pdq`` is
     true and the ``[pdq]`` extra is missing. Files that are not decodable images never raise:
@@ -173,7 +194,9 @@ def hash_file(
             if backend is None:
                 return FileHashes(md5, sha1, sha256, size)
             fh.seek(0)
-            hashes, reason = _pdq_of(fh, backend, dihedral=dihedral, min_quality=min_quality)
+            hashes, reason = _pdq_of(
+                fh, backend, dihedral=dihedral, min_quality=min_quality, full_decode=full_decode
+            )
     except UnreadableFile:
         raise
     except OSError as exc:
@@ -200,7 +223,7 @@ def _digests(fh: io.BufferedReader, chunk_size: int) -> tuple[bytes, bytes, byte
 
 
 def _pdq_of(
-    fh: io.BufferedReader, b: _PdqBackend, *, dihedral: bool, min_quality: int
+    fh: io.BufferedReader, b: _PdqBackend, *, dihedral: bool, min_quality: int, full_decode: bool
 ) -> tuple[list[PdqHash], str | None]:
     try:
         img: PILImage.Image = b.Image.open(fh)
@@ -211,26 +234,74 @@ def _pdq_of(
 
     with img:
         try:
-            pixels = b.np.asarray(_upright_rgb(img, b))
+            if not full_decode:
+                # Only JPEG (and MPO, a phone's JPEG) decoders honour a draft; other formats
+                # ignore it. The size asked for is a floor on each side.
+                img.draft(None, (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
+            # PDQ is defined on RGB luma: only the first frame of an animation is hashed, and
+            # alpha is dropped, so transparent areas count as whatever colour they store.
+            stored = img.convert("RGB")
+            orientation = _orientation(img)
+            show = _SHOW.get(orientation)
+            upright = stored if show is None else stored.transpose(b.Image.Transpose[show])
             if dihedral:
-                vectors, quality = b.pdqhash.compute_dihedral(pixels)
-                names = DIHEDRAL_TRANSFORMS
+                vectors, quality = b.pdqhash.compute_dihedral(b.np.asarray(upright))
+                computed = [
+                    (v, quality, name) for v, name in zip(vectors, DIHEDRAL_TRANSFORMS, strict=True)
+                ]
             else:
-                vector, quality = b.pdqhash.compute(pixels)
-                vectors, names = [vector], DIHEDRAL_TRANSFORMS[:1]
+                vector, quality = b.pdqhash.compute(b.np.asarray(upright))
+                computed = [(vector, quality, DIHEDRAL_TRANSFORMS[0])]
+                if upright is not stored:
+                    vector, stored_quality = b.pdqhash.compute(b.np.asarray(stored))
+                    computed.append((vector, stored_quality, _STORED_AS[orientation]))
         except Exception as exc:
             return [], _image_failure(exc, b)
 
-    quality = int(quality)
-    if quality < min_quality:
-        return [], f"low PDQ quality {quality} < {min_quality}"
     # pdqhash gives the 256 bits most significant first (its vector reverses the C++ word
     # layout), so packbits yields the reference byte order; checked against the reference
     # vectors (bridge original 6 bits away, the documented decoder difference).
-    return [
-        PdqHash(b.np.packbits(v.astype(b.np.uint8)).tobytes(), quality, name)
-        for v, name in zip(vectors, names, strict=True)
-    ], None
+    hashes = [
+        PdqHash(b.np.packbits(v.astype(b.np.uint8)).tobytes(), int(q), name)
+        for v, q, name in computed
+        if int(q) >= min_quality
+    ]
+    if not hashes:
+        return [], f"low PDQ quality {int(computed[0][1])} < {min_quality}"
+    return hashes, None
+
+
+# By EXIF orientation: the transpose that shows the stored pixels upright, and the dihedral
+# transform (as DIHEDRAL_TRANSFORMS names it) that turned the upright picture into them. The
+# transposes are their own inverses except the quarter turns, which swap.
+_ORIENTATION_TAG = 0x0112
+_SHOW = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+_STORED_AS = {
+    2: "flipy",
+    3: "rotate180",
+    4: "flipx",
+    5: "flipplus1",
+    6: "rotate90",
+    7: "flipminus1",
+    8: "rotate270",
+}
+
+
+def _orientation(img: PILImage.Image) -> int:
+    try:
+        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:
+        # A damaged EXIF block must not cost the file its PDQ hash: the pixels as stored are
+        # hashed, as decoders that ignore orientation (the C++ reference among them) do.
+        return 1
 
 
 def _image_failure(exc: Exception, b: _PdqBackend) -> str:
@@ -245,17 +316,3 @@ def _image_failure(exc: Exception, b: _PdqBackend) -> str:
         raise exc
     # Plugins raise nearly anything on malformed data; the file is still reported, never fatal.
     return f"unreadable image: {type(exc).__name__}: {exc}"
-
-
-def _upright_rgb(img: PILImage.Image, b: _PdqBackend) -> PILImage.Image:
-    try:
-        upright: PILImage.Image = b.ImageOps.exif_transpose(img)
-    except (b.Image.DecompressionBombError, b.Image.DecompressionBombWarning, MemoryError):
-        raise
-    except Exception:
-        # A damaged EXIF block must not cost the file its PDQ hash: decode it as stored, which
-        # is what decoders that ignore orientation (including the C++ reference) do anyway.
-        upright = img
-    # PDQ is defined on RGB luma: only the first frame of an animation is hashed, and alpha
-    # is dropped, so transparent areas count as whatever colour they store.
-    return upright.convert("RGB")
