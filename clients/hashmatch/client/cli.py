@@ -11,7 +11,7 @@ import importlib.metadata
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,25 @@ exit codes:
   2  a file could not be checked (and nothing matched), or an error
 """
 
+HASH_EPILOG = """\
+Prints the rows of a list file, as push and apply read them (algorithm,hash_hex,
+reference_id[,quality]): for every file its MD5, SHA-1 and SHA-256 and, for images, its
+PDQ with quality; a photo with an EXIF orientation other than 1 gets two PDQ rows, the
+upright picture and the pixels as stored (what Meta's tools hash), so platforms match it
+whichever way they hash. Nothing is sent anywhere.
+
+The reference ID is the file's name, or for a file found in a folder given, its path
+inside that folder; --reference-id gives every file the same one. A hash already printed
+for an earlier file is left out (a list holds each hash once), with a note on stderr.
+
+example:
+  hashmatch-client hash vetted/ > list.csv && hashmatch-client push my-list list.csv
+
+exit codes:
+  0  every file hashed
+  2  a file could not be read or has no usable reference ID (the others are printed)
+"""
+
 GENERAL_EPILOG = """\
 The server is --server or $HASHMATCH_SERVER (default 127.0.0.1:50051); the token is --token
 or $HASHMATCH_TOKEN. Listing commands take --json to print one JSON document.
@@ -217,6 +236,29 @@ def _parser() -> argparse.ArgumentParser:
         help="send no PDQ for images below this quality (default 50)",
     )
     p.set_defaults(run=_scan)
+
+    p = sub.add_parser(
+        "hash",
+        help="print the list-file rows (MD5, SHA-1, SHA-256, PDQ) of files, for push",
+        description="Hash files here and print the rows push accepts; nothing is sent.",
+        epilog=HASH_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (recursive)")
+    p.add_argument("--reference-id", help="the reference ID of every file (default: its name)")
+    p.add_argument(
+        "--pdq-min-quality",
+        type=int,
+        default=50,
+        help="print no PDQ for images below this quality (default 50)",
+    )
+    p.add_argument("--no-pdq", action="store_true", help="digests only (no [pdq] extra needed)")
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode large JPEGs at full size (slower; the hash moves a few bits at most)",
+    )
+    p.set_defaults(run=_hash)
 
     p = sub.add_parser(
         "apply",
@@ -484,6 +526,52 @@ def _scan(args: argparse.Namespace) -> int:
     if args.report:
         print(f"  report: {args.report}", file=sys.stderr)
     return summary.exit_code
+
+
+def _hash(args: argparse.Namespace) -> int:
+    # Imported here: hashing and the folder walk are not needed by the other commands.
+    from hashmatch.client.file_rows import (
+        FileRows,
+        file_rows,
+        named_files,
+        reference_problem,
+        without_repeats,
+    )
+    from hashmatch.client.hashing import PdqNotInstalled, UnreadableFile, pdq_available
+
+    if not args.no_pdq and not pdq_available():
+        raise PdqNotInstalled(
+            "hash makes PDQ rows, which need the optional extra: pip install "
+            "'hashmatch-client[pdq]' (or --no-pdq for digests only)"
+        )
+    failed = 0
+
+    def hashed() -> Iterator[FileRows]:
+        nonlocal failed
+        for found, reference_id in named_files(args.paths, args.reference_id):
+            problem = found.problem or reference_problem(reference_id)
+            if problem is None:
+                try:
+                    yield file_rows(
+                        found.path,
+                        reference_id,
+                        pdq=not args.no_pdq,
+                        min_quality=args.pdq_min_quality,
+                        full_decode=args.full_decode,
+                    )
+                    continue
+                except UnreadableFile as exc:
+                    problem = exc.strerror
+            elif found.problem is None:
+                problem = f"reference ID {reference_id!r} {problem} (use --reference-id)"
+            print(f"hashmatch-client: {found.path}: {problem}", file=sys.stderr)
+            failed += 1
+
+    for f in without_repeats(hashed()):
+        sys.stdout.write("".join(row.csv_line() for row in f.rows))
+        for note in f.notes:
+            print(f"hashmatch-client: {f.path}: {note}", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_CLEAN
 
 
 def _apply(args: argparse.Namespace) -> int:
