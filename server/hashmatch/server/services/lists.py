@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
 from hashmatch.server import errors
@@ -46,6 +47,11 @@ DEFAULT_STATS_LIMIT = 100
 # slow uploader's batches from waiting long to be served.
 UPLOAD_GROUP_ENTRIES = 1_000_000
 UPLOAD_GROUP_SECONDS = 2.0
+# A whole-file upload stages its messages a few at a time: up to this many entries per
+# write, which bounds what the server holds of the file at once.
+STAGE_GROUP_ENTRIES = 200_000
+# The most changes one whole-file upload may hold (the node is built for 100 M hashes).
+MAX_FILE_CHANGES = 100_000_000
 # Batches read from the change log per step of a WatchChanges stream.
 WATCH_PAGE = 64
 # A watcher is woken by every commit this process serves; without one it looks again
@@ -152,6 +158,109 @@ class ListServicer:
         tenant: Tenant,
         meter: Callable[[int], None],
     ) -> lists_pb2.UploadChangesResponse:
+        """A bulk load. The first message's upload_mode chooses: the whole stream as one
+        unit (WHOLE, REPLACE: `_upload_whole`), or each message its own batch as it comes
+        (unspecified: `_upload_batches`)."""
+        self._writable(tenant)
+        iterator = requests.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return lists_pb2.UploadChangesResponse()
+        mode = _upload_mode(first)
+        if mode == lists_pb2.UPLOAD_MODE_UNSPECIFIED:
+            return await self._upload_batches(first, iterator, tenant)
+        if mode not in (lists_pb2.UPLOAD_MODE_WHOLE, lists_pb2.UPLOAD_MODE_REPLACE):
+            raise invalid([Violation("messages[0].upload_mode", "unknown upload mode")])
+        return await self._upload_whole(
+            first, iterator, tenant, replace=mode == lists_pb2.UPLOAD_MODE_REPLACE
+        )
+
+    async def _upload_whole(
+        self, first: bytes, requests: AsyncIterator[bytes], tenant: Tenant, *, replace: bool
+    ) -> lists_pb2.UploadChangesResponse:
+        """The stream is one file: every message is checked as it arrives and staged in the
+        store (staging.py), a few at a time, so memory stays bounded whatever the file's
+        size; when the stream ends cleanly, the stage is published in one commit, each
+        message still its own batch with its own version. A refused message, a refusal at
+        publishing, or a stream that breaks off leaves nothing of the file visible: the
+        stage is discarded, and the uploader sends the file again from its start."""
+        head = self._checked(first, tenant, prefix="messages[0].")
+        meta = owned(self.store, head.list, tenant, "messages[0].list")
+        stage = await asyncio.to_thread(self.store.open_stage, meta.id, tenant.name)
+        summary = lists_pb2.UploadChangesResponse()
+        index = 0
+        try:
+            pending: list[bytes] = []
+            keys: list[bytes] = []
+            size = total = staged = 0
+            raw: bytes | None = first
+            while raw is not None:
+                prefix = f"messages[{index}]."
+                changes = head if index == 0 else self._checked(raw, tenant, prefix=prefix)
+                if changes.list != head.list:
+                    raise invalid(
+                        [Violation(prefix + "list", "must name the list of the first message")]
+                    )
+                entries = changes.n_upserts + changes.n_retirements
+                total += entries
+                if total > MAX_FILE_CHANGES:
+                    raise invalid(
+                        [Violation(prefix.rstrip("."), f"a file holds at most {MAX_FILE_CHANGES}")]
+                    )
+                pending.append(raw)
+                if replace:
+                    keys += changes.upsert_keys(b"")
+                size += entries
+                index += 1
+                if size >= STAGE_GROUP_ENTRIES:
+                    await asyncio.to_thread(self.store.stage, stage, staged, pending, keys)
+                    staged += len(pending)
+                    pending, keys, size = [], [], 0
+                # Reading the next message can fail too (e.g. malformed UTF-8).
+                try:
+                    raw = await requests.__anext__()
+                except StopAsyncIteration:
+                    raw = None
+            await asyncio.to_thread(self.store.stage, stage, staged, pending, keys)
+            retire = self._retire_batch(head.list, meta.pdq_min_quality) if replace else None
+            try:
+                published = await asyncio.to_thread(
+                    self.store.publish, stage, head.list, actor=tenant.name, retire=retire
+                )
+            except st.StageRefused as refused:
+                index = max(refused.index, 0)
+                raise _stage_refusal(refused, head.list) from None
+        except Refusal as exc:
+            exc.message = (
+                f"message {index} of the file was refused; nothing of the file was applied: "
+                f"{exc.message}"
+            )
+            exc.args = (exc.message,)
+            raise
+        finally:
+            # Also when the call is cancelled (the uploader went away): shielded, the
+            # discard runs to its end.
+            await asyncio.shield(asyncio.to_thread(self.store.discard_stage, stage))
+        for batch_id, outcome in published.outcomes:
+            _count(summary, batch_id, outcome)
+        summary.replaced = published.replaced
+        await asyncio.to_thread(self.follower.catch_up)
+        return summary
+
+    def _retire_batch(self, list_name: str, pdq_min_quality: int) -> st.RetireBatch:
+        """How a replacement's retirements are written: as a batch any replica reads."""
+
+        def build(batch_id: str, algs: bytes, slots: bytes) -> Changes:
+            head = lists_pb2.ApplyChangesRequest(list=list_name, batch_id=batch_id)
+            raw = head.SerializeToString() + encode_hashes(_RETIRE_FIELD, algs, slots)
+            return parse_changes(raw, pdq_min_quality)
+
+        return build
+
+    async def _upload_batches(
+        self, first: bytes, rest: AsyncIterator[bytes], tenant: Tenant
+    ) -> lists_pb2.UploadChangesResponse:
         """Applies each message as its own batch, in order, stopping at the first refusal.
 
         Consecutive batches of one list are committed together (up to UPLOAD_GROUP_ENTRIES
@@ -161,7 +270,6 @@ class ListServicer:
         resumes right after. Reading and parsing happen on the event loop; commits, which
         wait for the disk, on the thread pool.
         """
-        self._writable(tenant)
         summary = lists_pb2.UploadChangesResponse()
         group: list[tuple[str, Changes]] = []
         size = 0
@@ -182,16 +290,18 @@ class ListServicer:
 
         try:
             index = 0
-            iterator = requests.__aiter__()
+            request: bytes | None = first
             while True:
                 try:
                     # Reading the next message can fail too (e.g. malformed UTF-8): what
                     # came before it is applied all the same.
-                    try:
-                        request = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
+                    if request is None:
+                        try:
+                            request = await rest.__anext__()
+                        except StopAsyncIteration:
+                            break
                     changes = self._checked(request, tenant, prefix=f"messages[{index}].")
+                    request = None
                 except Refusal:
                     await flush()
                     raise
@@ -311,21 +421,7 @@ class ListServicer:
         if summary is not None:
             for changes, outcome in zip(batches, applied, strict=False):
                 _count(summary, changes.batch_id, outcome)
-        refused = batches[len(applied)]
-        if isinstance(error, st.StaleVersion):
-            raise errors.StaleVersion(
-                error.current,
-                f"expected_version {refused.expected_version} is stale: "
-                f"the list is at version {error.current}",
-            )
-        if isinstance(error, st.BatchIdReused):
-            raise errors.BatchIdReused(
-                "this batch_id was already applied with different content",
-                (Violation("batch_id", "already used for a batch with different content"),),
-            )
-        if isinstance(error, st.ListNotFound):
-            raise not_found(list_name)
-        raise error
+        raise _store_refusal(error, batches[len(applied)].expected_version, list_name)
 
     def _writable(self, tenant: Tenant) -> None:
         require_role(tenant, Role.HOTLINE)
@@ -546,6 +642,46 @@ def undecodable(exc: ValueError, prefix: str = "") -> Violation:
     return Violation((prefix.rstrip(".") or field) if whole else prefix + field, description)
 
 
+def _store_refusal(
+    error: st.StoreError, expected_version: int | None, list_name: str, prefix: str = ""
+) -> Exception:
+    """The status of a batch the store refused."""
+    if isinstance(error, st.StaleVersion):
+        return errors.StaleVersion(
+            error.current,
+            f"expected_version {expected_version} is stale: the list is at version {error.current}",
+        )
+    if isinstance(error, st.BatchIdReused):
+        return errors.BatchIdReused(
+            "this batch_id was already applied with different content",
+            (Violation(prefix + "batch_id", "already used for a batch with different content"),),
+        )
+    if isinstance(error, st.ListNotFound):
+        return not_found(list_name)
+    return error
+
+
+def _stage_refusal(refused: st.StageRefused, list_name: str) -> Exception:
+    """The status of a staged file the store refused while publishing it."""
+    if refused.index < 0:  # a replacement's own retirements: their batch_id is taken
+        return errors.BatchIdReused(
+            "a batch_id the replacement's retirements need was already used",
+            (Violation("batch_id", "already used"),),
+        )
+    return _store_refusal(
+        refused.cause, refused.expected_version, list_name, f"messages[{refused.index}]."
+    )
+
+
+def _upload_mode(first: bytes) -> int:
+    """The upload_mode of an UploadChanges stream's first message (unspecified when the
+    message does not decode: the batch path then refuses it, naming what is wrong)."""
+    try:
+        return int(lists_pb2.ApplyChangesRequest.FromString(first).upload_mode)
+    except DecodeError:
+        return lists_pb2.UPLOAD_MODE_UNSPECIFIED
+
+
 def _count(
     summary: lists_pb2.UploadChangesResponse, batch_id: str, outcome: st.ApplyOutcome
 ) -> None:
@@ -584,6 +720,7 @@ def change_batch(name: str, record: ChangeRecord) -> bytes:
 
 
 _UPSERTS_FIELD = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["upserts"].number
+_RETIRE_FIELD = lists_pb2.ApplyChangesRequest.DESCRIPTOR.fields_by_name["retirements"].number
 _RETIREMENTS_FIELD = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["retirements"].number
 
 

@@ -2,9 +2,10 @@
 
 Only this package imports lmdb; the rest of the server speaks in tenants, lists and change
 records. One module per area: `env` (the environment, transactions, the audit log),
-`tenants`, `lists` (entries and batches), `trust` (statistics, quarantine, feedback),
-`platforms` (subscriptions, allow-lists), `changelog` (the record format), `probes` (probe
-detection's own environment); typed `records`, `errors`, and every key layout in `keys`.
+`tenants`, `lists` (entries and batches), `staging` (whole-file uploads), `trust`
+(statistics, quarantine, feedback), `platforms` (subscriptions, allow-lists), `changelog`
+(the record format), `probes` (probe detection's own environment); typed `records`,
+`errors`, and every key layout in `keys`.
 Every write is one LMDB write transaction (sync on), so an acknowledged batch survives a
 crash and an unacknowledged one is either fully there or fully absent.
 
@@ -27,6 +28,10 @@ Named databases and their keys (integers big-endian, so keys sort numerically):
   feedback  list_id u32 | reference ID -> JSON {counts by reason, newest notes, last}
   platforms tenant name -> JSON {all_lists, lists}: which lists apply to a platform
   allow     tenant name | 0 | algorithm u8 | hash -> b"": a platform's allow-list
+  uploads   stage_id u64 -> JSON {pid, started, list, actor, at}: a whole-file upload
+            being received (staging.py); meta b"next_stage_id" -> u64
+  staged    stage_id u64 | message u32 -> the message's wire bytes, as received
+  staged_keys stage_id u64 | algorithm u8 | hash -> b"": what a replacing file upserts
 """
 
 from hashmatch.server.store.env import DEFAULT_MAP_SIZE
@@ -51,6 +56,7 @@ from hashmatch.server.store.records import (
     Tenant,
     token_hash,
 )
+from hashmatch.server.store.staging import Published, RetireBatch, StageRefused, Staging
 from hashmatch.server.store.tenants import Tenants
 from hashmatch.server.store.trust import Trust
 
@@ -63,7 +69,10 @@ __all__ = [
     "ListMeta",
     "ListNotFound",
     "PlatformSettings",
+    "Published",
+    "RetireBatch",
     "Role",
+    "StageRefused",
     "StaleVersion",
     "Store",
     "StoreError",
@@ -76,5 +85,5 @@ __all__ = [
 ]
 
 
-class Store(Tenants, Trust, Platforms):
+class Store(Tenants, Trust, Platforms, Staging):
     """The store: one LMDB environment, every area's operations."""
