@@ -15,6 +15,7 @@ use std::fmt;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
+use crate::labels::{self, KEYS};
 use crate::proto::{Reader, Value};
 
 /// Digest length of each algorithm number, `0` for unknown ones.
@@ -91,8 +92,9 @@ pub struct Changes {
     pub batch_id: String,
     pub expected_version: Option<u64>,
     pub upserts: Packed,
-    /// UTF-8 reference IDs of the upserts, concatenated; `ref_ends[i]` is where
-    /// the i-th one ends.
+    /// Stored references of the upserts (UTF-8 reference ID, then its labels:
+    /// see [`crate::labels`]), concatenated; `ref_ends[i]` is where the i-th one
+    /// ends.
     pub refs: Vec<u8>,
     pub ref_ends: Vec<u32>,
     pub retirements: Packed,
@@ -102,6 +104,8 @@ pub struct Changes {
     /// Identifies the batch's content (list, upserts, retirements), so a
     /// re-sent batch_id can be told from one reused for other content.
     pub fingerprint: u128,
+    /// Some upsert carries labels.
+    pub labelled: bool,
 }
 
 impl Changes {
@@ -114,8 +118,18 @@ impl Changes {
         &self.refs[start..self.ref_ends[i] as usize]
     }
 
+    /// The labels part of upsert `i`'s stored reference (empty without labels).
+    pub fn labels(&self, i: usize) -> &[u8] {
+        let stored = self.reference(i);
+        let at = stored
+            .iter()
+            .position(|&b| b == labels::SEPARATOR)
+            .unwrap_or(stored.len());
+        &stored[at..]
+    }
+
     /// The list-digest term of upsert `i`: XXH3-128 of algorithm byte, digest
-    /// and UTF-8 reference ID.
+    /// and stored reference (UTF-8 reference ID, then its labels).
     pub fn term(&self, i: usize) -> u128 {
         let mut h = Xxh3::new();
         h.update(&[self.upserts.algs[i]]);
@@ -210,11 +224,18 @@ pub fn parse_changes(raw: &[u8], pdq_min_quality: u8) -> Result<Changes, WireErr
             }
             (2, Value::Len(body)) => out.batch_id = utf8(body, "batch_id")?,
             (3, Value::Len(body)) => {
-                fingerprint.update(&[3]);
-                fingerprint.update(&(body.len() as u64).to_le_bytes());
-                fingerprint.update(body);
                 let index = out.upserts.len();
-                read_entry(body, index, pdq_min_quality, &mut out)?;
+                let unlabelled = read_entry(body, index, pdq_min_quality, &mut out)?;
+                // Labels as stored, not as sent: a map's wire order is the encoder's
+                // choice, and a resent batch must keep its fingerprint. An entry
+                // without labels is fingerprinted as it always was.
+                let kept = unlabelled.as_deref().unwrap_or(body);
+                fingerprint.update(&[3]);
+                fingerprint.update(&(kept.len() as u64).to_le_bytes());
+                fingerprint.update(kept);
+                if unlabelled.is_some() {
+                    fingerprint.update(out.labels(index));
+                }
             }
             (4, Value::Len(body)) => {
                 fingerprint.update(&[4]);
@@ -234,6 +255,9 @@ pub fn parse_changes(raw: &[u8], pdq_min_quality: u8) -> Result<Changes, WireErr
     })?;
     out.fingerprint = fingerprint.digest128();
     check_duplicates(&mut out);
+    if out.labelled {
+        check_label_agreement(&mut out);
+    }
     Ok(out)
 }
 
@@ -277,24 +301,51 @@ fn read_hash<'a>(body: &'a [u8], path: &str) -> Result<HashField<'a>, WireError>
     Ok(hash)
 }
 
+/// Reads upsert `index` into `out`. When it carries labels, returns its body
+/// without them (what the batch fingerprint takes, with the stored labels).
 fn read_entry(
     body: &[u8],
     index: usize,
     pdq_min_quality: u8,
     out: &mut Changes,
-) -> Result<(), WireError> {
+) -> Result<Option<Vec<u8>>, WireError> {
     let path = format!("upserts[{index}]");
     let hash_path = format!("{path}.hash");
     let mut hash: Option<HashField<'_>> = None;
     let mut reference: &[u8] = &[];
-    fields(body, &path, |field, value| {
-        match (field, value) {
+    // The last value of each key (a map keeps the last one), and unknown keys.
+    let mut values: [Option<&str>; KEYS.len()] = [None; KEYS.len()];
+    let mut unknown: Vec<&[u8]> = Vec::new();
+    let mut unlabelled: Option<Vec<u8>> = None;
+    let labels_path = format!("{path}.labels");
+    let mut reader = Reader::new(body);
+    let mut start = 0usize;
+    loop {
+        let field = reader
+            .next()
+            .map_err(|_| WireError::new(path.clone(), NOT_A_MESSAGE))?;
+        let Some((number, value)) = field else { break };
+        let end = reader.position();
+        match (number, value) {
             (1, Value::Len(v)) => hash = Some(read_hash(v, &hash_path)?),
             (2, Value::Len(v)) => reference = v,
+            (3, Value::Len(v)) => {
+                unlabelled.get_or_insert_with(|| body[..start].to_vec());
+                let (key, value) = read_label(v, &labels_path)?;
+                match labels::key_index(key) {
+                    Some(k) => values[k] = Some(value),
+                    None => unknown.push(key),
+                }
+                start = end;
+                continue;
+            }
             _ => {}
         }
-        Ok(())
-    })?;
+        if let Some(kept) = unlabelled.as_mut() {
+            kept.extend_from_slice(&body[start..end]);
+        }
+        start = end;
+    }
     let (alg, value, quality) = match &hash {
         None => {
             out.refuse(hash_path, "is required");
@@ -311,10 +362,76 @@ fn read_entry(
         }
     };
     check_reference(reference, &format!("{path}.reference_id"), out)?;
+    for key in unknown {
+        out.refuse(labels_path.clone(), unknown_key(key));
+    }
+    for (key, value) in KEYS.iter().zip(values) {
+        if let Some(problem) = value.and_then(labels::value_problem) {
+            out.refuse(format!("{path}.labels.{key}"), problem);
+        }
+    }
     out.upserts.push(alg, value, quality);
     out.refs.extend_from_slice(reference);
+    if unlabelled.is_some() {
+        out.labelled = true;
+        out.refs
+            .extend_from_slice(labels::encode(&values).as_bytes());
+    }
     out.ref_ends.push(out.refs.len() as u32);
-    Ok(())
+    Ok(unlabelled)
+}
+
+/// One `labels` map entry: (key, value), both UTF-8 as protobuf requires.
+fn read_label<'a>(body: &'a [u8], path: &str) -> Result<(&'a [u8], &'a str), WireError> {
+    let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+    fields(body, path, |field, v| {
+        match (field, v) {
+            (1, Value::Len(k)) => key = k,
+            (2, Value::Len(v)) => value = v,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if std::str::from_utf8(key).is_err() {
+        return Err(WireError::new(path, NOT_UTF8));
+    }
+    let value = std::str::from_utf8(value).map_err(|_| WireError::new(path, NOT_UTF8))?;
+    Ok((key, value))
+}
+
+/// Names an unknown label key, quoted, as far as it is printable text.
+fn unknown_key(key: &[u8]) -> String {
+    let text = String::from_utf8_lossy(key);
+    let shown: String = text.chars().take(64).collect();
+    format!(
+        "unknown label key {shown:?}; the keys are {}",
+        KEYS.join(", ")
+    )
+}
+
+/// All upserts of one reference in one batch carry the same labels: a list file
+/// that labels one reference two ways is a mistake to show, not to settle by
+/// row order.
+fn check_label_agreement(out: &mut Changes) {
+    let mut first: HashMap<&[u8], usize> = HashMap::new();
+    let mut clashes: Vec<(usize, usize)> = Vec::new();
+    for i in 0..out.upserts.len() {
+        let stored = out.reference(i);
+        let id = &stored[..stored.len() - out.labels(i).len()];
+        match first.get(id) {
+            Some(&j) if out.labels(j) != out.labels(i) => clashes.push((i, j)),
+            Some(_) => {}
+            None => {
+                first.insert(id, i);
+            }
+        }
+    }
+    for (i, j) in clashes {
+        out.refuse(
+            format!("upserts[{i}].labels"),
+            format!("differ from the labels of upserts[{j}], which has the same reference_id"),
+        );
+    }
 }
 
 fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &mut Changes) {
@@ -459,7 +576,9 @@ pub fn entry_term(alg: u8, digest: &[u8], reference: &[u8]) -> u128 {
 const COLUMNS: &str = "does not fit the other columns";
 
 /// Protobuf wire bytes of change-log columns: one `field` of message `Entry { Hash hash
-/// = 1; string reference_id = 2; }` per upsert, with `Hash { algorithm = 1; value = 2; }`.
+/// = 1; string reference_id = 2; map<string, string> labels = 3; }` per upsert, with
+/// `Hash { algorithm = 1; value = 2; }` (`refs` holds stored references: see
+/// [`crate::labels`]).
 /// `ref_ends` holds u32 LE end offsets into `refs`. Used to send committed batches to
 /// replicas without building a message per entry.
 pub fn encode_entries(
@@ -481,14 +600,22 @@ pub fn encode_entries(
                 .try_into()
                 .map_err(|_| WireError::new("ref_ends", COLUMNS))?,
         ) as usize;
-        let reference = refs
+        let stored = refs
             .get(start..end)
             .ok_or(WireError::new("ref_ends", COLUMNS))?;
         start = end;
+        let stored = std::str::from_utf8(stored).map_err(|_| WireError::new("refs", NOT_UTF8))?;
+        let (reference, labels) = labels::split(stored);
         let hash = hash_message(alg, &slots[i * 32..i * 32 + 32])?;
-        let mut entry = Vec::with_capacity(hash.len() + reference.len() + 8);
+        let mut entry = Vec::with_capacity(hash.len() + stored.len() + 8);
         put_len_field(1, &hash, &mut entry);
-        put_len_field(2, reference, &mut entry);
+        put_len_field(2, reference.as_bytes(), &mut entry);
+        for (key, value) in labels::pairs(labels) {
+            let mut pair = Vec::with_capacity(key.len() + value.len() + 4);
+            put_len_field(1, key.as_bytes(), &mut pair);
+            put_len_field(2, value.as_bytes(), &mut pair);
+            put_len_field(3, &pair, &mut entry);
+        }
         put_len_field(field, &entry, &mut out);
     }
     Ok(out)
@@ -743,6 +870,180 @@ mod tests {
         again.extend(encode_hashes(4, &c.retirements.algs, &c.retirements.slots).unwrap());
         assert_eq!(again, raw, "the same bytes a protobuf encoder writes");
         assert!(encode_entries(3, &[9], &[0; 32], &[0; 4], &[]).is_err());
+    }
+
+    fn label(key: &str, value: &str) -> Vec<u8> {
+        let mut pair = Vec::new();
+        len_field(1, key.as_bytes(), &mut pair);
+        len_field(2, value.as_bytes(), &mut pair);
+        let mut out = Vec::new();
+        len_field(3, &pair, &mut out);
+        out
+    }
+
+    fn labelled(alg: u64, value: &[u8], reference: &str, labels: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = entry(alg, value, reference);
+        for (k, v) in labels {
+            out.extend(label(k, v));
+        }
+        out
+    }
+
+    fn one_batch(entries: &[Vec<u8>]) -> Changes {
+        let mut raw = Vec::new();
+        len_field(1, b"iwf", &mut raw);
+        len_field(2, b"b1", &mut raw);
+        for e in entries {
+            len_field(3, e, &mut raw);
+        }
+        parse_changes(&raw, 50).unwrap()
+    }
+
+    #[test]
+    fn labels_are_stored_after_the_reference_in_key_order() {
+        let c = one_batch(&[
+            labelled(
+                1,
+                &[7; 16],
+                "R-1",
+                &[
+                    ("classification", "A1"),
+                    ("category", "x"),
+                    ("category", "A"),
+                ],
+            ),
+            entry(1, &[8; 16], "R-2"),
+        ]);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(
+            c.reference(0),
+            b"R-1\0category=A\0classification=A1",
+            "last value wins"
+        );
+        assert_eq!(c.labels(0), b"\0category=A\0classification=A1");
+        assert_eq!(c.reference(1), b"R-2");
+        assert!(c.labels(1).is_empty());
+        assert_eq!(c.term(0), entry_term(1, &[7; 16], c.reference(0)));
+        assert_eq!(
+            c.term(1),
+            entry_term(1, &[8; 16], b"R-2"),
+            "an unlabelled entry's digest term is as before labels"
+        );
+        assert!(c.labelled);
+    }
+
+    #[test]
+    fn bad_labels_are_named() {
+        let long = "v".repeat(65);
+        let c = one_batch(&[
+            labelled(1, &[1; 16], "R", &[("colour", "red")]),
+            labelled(1, &[2; 16], "R2", &[("category", "")]),
+            labelled(1, &[3; 16], "R3", &[("source", &long)]),
+            labelled(1, &[4; 16], "R4", &[("baseline", "a\u{7}")]),
+        ]);
+        let got: Vec<(&str, &str)> = c
+            .violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.description.as_str()))
+            .collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].0, "upserts[0].labels");
+        assert!(got[0].1.contains("\"colour\""), "{}", got[0].1);
+        assert!(
+            got[0].1.contains("age_band, baseline, category"),
+            "{}",
+            got[0].1
+        );
+        assert_eq!(got[1].0, "upserts[1].labels.category");
+        assert_eq!(
+            got[2],
+            (
+                "upserts[2].labels.source",
+                "must be 1-64 bytes of UTF-8, got 65"
+            )
+        );
+        assert_eq!(got[3].0, "upserts[3].labels.baseline");
+        // A label that is not UTF-8 cannot be read, as protobuf would not read it.
+        let mut pair = Vec::new();
+        len_field(1, b"category", &mut pair);
+        len_field(2, &[0xff], &mut pair);
+        let mut body = entry(1, &[1; 16], "R");
+        len_field(3, &pair, &mut body);
+        let mut raw = Vec::new();
+        len_field(3, &body, &mut raw);
+        assert_eq!(
+            parse_changes(&raw, 50).unwrap_err().field,
+            "upserts[0].labels"
+        );
+    }
+
+    #[test]
+    fn one_reference_is_labelled_one_way_per_batch() {
+        let c = one_batch(&[
+            labelled(1, &[1; 16], "R", &[("category", "A")]),
+            labelled(2, &[1; 20], "R", &[("category", "A")]),
+            labelled(3, &[1; 32], "R", &[("category", "B")]),
+            entry(1, &[2; 16], "R"),
+            entry(1, &[3; 16], "S"),
+            labelled(2, &[3; 20], "S", &[("category", "A")]),
+        ]);
+        let fields: Vec<&str> = c.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "upserts[2].labels",
+                "upserts[3].labels",
+                "upserts[5].labels"
+            ]
+        );
+        assert!(c.violations[0].description.contains("upserts[0]"));
+    }
+
+    #[test]
+    fn labels_keep_the_fingerprint_whatever_their_wire_order() {
+        let fingerprint =
+            |labels: &[(&str, &str)]| one_batch(&[labelled(1, &[7; 16], "R", labels)]).fingerprint;
+        let a = fingerprint(&[("category", "A"), ("source", "s")]);
+        assert_eq!(a, fingerprint(&[("source", "s"), ("category", "A")]));
+        assert_ne!(a, fingerprint(&[("category", "B"), ("source", "s")]));
+        assert_ne!(a, fingerprint(&[]));
+        // Without labels, the fingerprint is the one batches always had: the list,
+        // then each entry's body as sent.
+        let body = entry(1, &[7; 16], "R");
+        let mut want = Xxh3::new();
+        want.update(&3u64.to_le_bytes());
+        want.update(b"iwf");
+        want.update(&[3]);
+        want.update(&(body.len() as u64).to_le_bytes());
+        want.update(&body);
+        assert_eq!(fingerprint(&[]), want.digest128());
+        // Labels between the hash and the reference are left out the same way.
+        let mut mixed = Vec::new();
+        len_field(1, &hash(1, &[7; 16], None), &mut mixed);
+        mixed.extend(label("source", "s"));
+        len_field(2, b"R", &mut mixed);
+        mixed.extend(label("category", "A"));
+        assert_eq!(one_batch(&[mixed]).fingerprint, a);
+    }
+
+    #[test]
+    fn encoded_entries_carry_their_labels() {
+        let mut raw = Vec::new();
+        len_field(
+            3,
+            &labelled(1, &[7; 16], "R-1", &[("category", "A"), ("source", "s=1")]),
+            &mut raw,
+        );
+        len_field(3, &entry(4, &balanced_pdq(0), "R-2"), &mut raw);
+        let c = parse_changes(&raw, 50).unwrap();
+        let ends: Vec<u8> = c.ref_ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+        let again = encode_entries(3, &c.upserts.algs, &c.upserts.slots, &ends, &c.refs).unwrap();
+        assert_eq!(
+            again, raw,
+            "labels in key order, as a protobuf encoder writes a sorted map"
+        );
+        let back = parse_changes(&again, 50).unwrap();
+        assert_eq!(back.refs, c.refs);
     }
 
     #[test]

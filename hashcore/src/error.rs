@@ -36,6 +36,8 @@ pub enum CoreError {
     /// A reference column entry that is out of order, out of range, or not
     /// UTF-8 (`offset`: the byte where it fails).
     InvalidReference { index: usize, offset: usize },
+    /// A label key that is not one of [`crate::labels::KEYS`].
+    UnknownLabelKey(crate::labels::UnknownKey),
 }
 
 impl fmt::Display for CoreError {
@@ -80,6 +82,7 @@ impl fmt::Display for CoreError {
                      (fails at byte {offset})"
                 )
             }
+            CoreError::UnknownLabelKey(key) => key.fmt(f),
         }
     }
 }

@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 
 use crate::error::CoreError;
 use crate::exact::ExactSegment;
+use crate::labels::{self, KeyMask};
 use crate::pdq::{pdq_from_bytes, Pdq, PdqSegment, Scratch};
 use crate::policy::Policy;
 use crate::refs::RefStore;
@@ -300,6 +301,8 @@ impl Queries {
 pub struct ListConfig {
     pub pdq_threshold: u8,
     pub pdq_min_quality: u8,
+    /// Label keys a verdict shows (see [`crate::labels`]); none by default.
+    pub exposed_labels: KeyMask,
 }
 
 impl ListConfig {
@@ -314,7 +317,22 @@ impl ListConfig {
         Ok(ListConfig {
             pdq_threshold: pdq_threshold as u8,
             pdq_min_quality: pdq_min_quality as u8,
+            exposed_labels: 0,
         })
+    }
+
+    /// This config showing the label keys named in `keys` in verdicts.
+    pub fn exposing<S: AsRef<str>>(self, keys: &[S]) -> Result<ListConfig, CoreError> {
+        let exposed = labels::mask(keys).map_err(CoreError::UnknownLabelKey)?;
+        Ok(self.with_exposed_labels(exposed))
+    }
+
+    /// This config showing the label keys of `exposed` in verdicts.
+    pub fn with_exposed_labels(self, exposed: KeyMask) -> ListConfig {
+        ListConfig {
+            exposed_labels: exposed,
+            ..self
+        }
     }
 
     /// The PDQ threshold for one query, or `None` when the query's quality is
@@ -1142,9 +1160,10 @@ impl Index {
                     None => continue,
                 },
             };
-            let Some(reference) = list.refs.get(eid) else {
+            let Some(stored) = list.refs.get(eid) else {
                 continue; // an entry loaded without its reference
             };
+            let (reference, entry_labels) = labels::split(stored);
             if !list.quarantined.is_empty() && list.quarantined.contains(reference) {
                 continue;
             }
@@ -1172,12 +1191,19 @@ impl Index {
             }
             let start = texts.len() as u32;
             texts.push_str(reference);
+            let end = texts.len() as u32;
+            // Only the keys the list's owner exposes ever reach the response.
+            let exposed = list.config.exposed_labels;
+            if exposed != 0 && !entry_labels.is_empty() {
+                labels::push_exposed(entry_labels, exposed, &mut texts);
+            }
             answers.push(Answer {
                 item,
                 list_id: lid,
                 list_version: list.version,
                 list_name: Arc::clone(&list.name),
-                reference: (start, texts.len() as u32),
+                reference: (start, end),
+                labels: (end, texts.len() as u32),
             });
         }
         v.served = served;

@@ -30,6 +30,7 @@ pub mod changes;
 pub mod error;
 pub mod exact;
 pub mod index;
+pub mod labels;
 mod mem;
 pub mod pdq;
 pub mod policy;

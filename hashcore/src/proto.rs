@@ -33,6 +33,11 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    /// Bytes read so far: where the next field starts.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     #[inline]
     fn varint(&mut self) -> Result<u64, Invalid> {
         // Keys, lengths and enum values are almost always one byte.

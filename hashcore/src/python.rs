@@ -77,16 +77,17 @@ impl PyIndex {
         }
     }
 
-    #[pyo3(signature = (list_id, pdq_threshold, pdq_min_quality, name=None))]
+    #[pyo3(signature = (list_id, pdq_threshold, pdq_min_quality, name=None, exposed_labels=Vec::new()))]
     fn configure_list(
         &self,
         list_id: i64,
         pdq_threshold: i64,
         pdq_min_quality: i64,
         name: Option<&str>,
+        exposed_labels: Vec<String>,
     ) -> Result<(), CoreError> {
         let id = index::list_id(list_id)?;
-        let config = ListConfig::new(pdq_threshold, pdq_min_quality)?;
+        let config = ListConfig::new(pdq_threshold, pdq_min_quality)?.exposing(&exposed_labels)?;
         self.inner.configure_list_named(id, config, name);
         Ok(())
     }
@@ -508,6 +509,12 @@ fn stored_terms_sum(keys: Vec<Vec<u8>>, refs: Vec<Vec<u8>>, skip: usize) -> PyRe
         .ok_or_else(|| PyValueError::new_err("keys and references do not pair up"))
 }
 
+/// The label keys an entry may carry, in the order of their stored form.
+#[pyfunction]
+fn label_keys() -> Vec<&'static str> {
+    crate::labels::KEYS.to_vec()
+}
+
 /// Caps the threads one large batch call uses (process-wide); 0 = every core.
 #[pyfunction]
 fn set_max_threads(n: usize) {
@@ -539,5 +546,6 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_degenerate_pdq, m)?)?;
     m.add_function(wrap_pyfunction!(encode_entries, m)?)?;
     m.add_function(wrap_pyfunction!(encode_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(label_keys, m)?)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::changes::{Violation, MAX_VIOLATIONS};
 use crate::index::Key;
+use crate::labels;
 use crate::pdq::pdq_to_bytes;
 use crate::proto::{len_field_size, put_len, put_str, put_uint, put_varint, varint_len};
 use crate::request::Request;
@@ -41,6 +42,9 @@ pub struct Answer {
     pub list_name: Arc<str>,
     /// `Verdicts::texts[reference.0..reference.1]`.
     pub reference: (u32, u32),
+    /// `Verdicts::texts[labels.0..labels.1]`: the exposed labels, in their
+    /// stored form (see [`crate::labels`]); empty when none are shown.
+    pub labels: (u32, u32),
 }
 
 /// What one request gets: its items' references, ready to encode.
@@ -76,6 +80,13 @@ impl Verdicts {
     pub fn reference(&self, a: &Answer) -> &str {
         self.texts
             .get(a.reference.0 as usize..a.reference.1 as usize)
+            .unwrap_or("")
+    }
+
+    /// The labels answer `a` shows, in their stored form.
+    pub fn labels(&self, a: &Answer) -> &str {
+        self.texts
+            .get(a.labels.0 as usize..a.labels.1 as usize)
             .unwrap_or("")
     }
 
@@ -171,18 +182,29 @@ impl Verdicts {
                 for a in answers {
                     let reference = self.reference(a).as_bytes();
                     let name = a.list_name.as_bytes();
+                    let shown = self.labels(a);
                     let size = str_size(name)
                         + str_size(reference)
                         + if a.list_version == 0 {
                             0
                         } else {
                             1 + varint_len(a.list_version)
-                        };
+                        }
+                        + labels::pairs(shown)
+                            .map(|(k, v)| len_field_size(label_entry_size(k, v)))
+                            .sum::<usize>();
                     body.push(3 << 3 | 2);
                     put_varint(size as u64, &mut body);
                     put_str(1, name, &mut body);
                     put_str(2, reference, &mut body);
                     put_uint(3, a.list_version, &mut body);
+                    // map<string, string> labels = 4: one entry message per label.
+                    for (k, v) in labels::pairs(shown) {
+                        body.push(4 << 3 | 2);
+                        put_varint(label_entry_size(k, v) as u64, &mut body);
+                        put_str(1, k.as_bytes(), &mut body);
+                        put_str(2, v.as_bytes(), &mut body);
+                    }
                     if count {
                         self.counts.add(&self.tenant, a.list_id, reference, now);
                     }
@@ -196,6 +218,11 @@ impl Verdicts {
         }
         out
     }
+}
+
+/// Bytes of one `labels` map entry message (key 1, value 2).
+fn label_entry_size(key: &str, value: &str) -> usize {
+    str_size(key.as_bytes()) + str_size(value.as_bytes())
 }
 
 fn str_size(s: &[u8]) -> usize {

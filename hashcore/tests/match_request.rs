@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use hashcore::index::Key;
+use hashcore::labels;
 use hashcore::pdq::{hamming, pdq_from_bytes, pdq_to_bytes};
 use hashcore::proto::{Reader, Value};
 use hashcore::{Batch, Index, ListConfig};
@@ -94,6 +95,8 @@ struct Resp {
     item_id: String,
     verdict: u64,
     refs: Vec<(String, String, u64)>,
+    /// The labels of each reference (in `refs` order), as the wire carries them.
+    labels: Vec<Vec<(String, String)>>,
     /// (code, message, details type urls)
     error: Option<(u64, String, Vec<String>)>,
 }
@@ -119,15 +122,28 @@ fn decode_response(buf: &[u8]) -> Resp {
             (2, Value::Varint(x)) => r.verdict = x,
             (3, Value::Len(b)) => {
                 let mut reference = (String::new(), String::new(), 0);
+                let mut labels = Vec::new();
                 for (f, v) in fields(b) {
                     match (f, v) {
                         (1, Value::Len(b)) => reference.0 = text(b),
                         (2, Value::Len(b)) => reference.1 = text(b),
                         (3, Value::Varint(x)) => reference.2 = x,
+                        (4, Value::Len(b)) => {
+                            let mut pair = (String::new(), String::new());
+                            for (f, v) in fields(b) {
+                                match (f, v) {
+                                    (1, Value::Len(b)) => pair.0 = text(b),
+                                    (2, Value::Len(b)) => pair.1 = text(b),
+                                    other => panic!("unexpected label field {other:?}"),
+                                }
+                            }
+                            labels.push(pair);
+                        }
                         other => panic!("unexpected reference field {other:?}"),
                     }
                 }
                 r.refs.push(reference);
+                r.labels.push(labels);
             }
             (4, Value::Len(b)) => {
                 let mut e = (0, String::new(), Vec::new());
@@ -366,6 +382,7 @@ fn unknown_fields_and_groups_are_skipped() {
             item_id: "id".into(),
             verdict: 2,
             refs: vec![("l".into(), "R-5".into(), 9)],
+            labels: vec![vec![]],
             error: None
         }]
     );
@@ -384,7 +401,10 @@ struct ListSpec {
     threshold: u8,
     min_quality: u8,
     version: u64,
-    /// (key, reference); keys unique within the list.
+    /// Label keys shown in verdicts (a mask over `labels::KEYS`).
+    exposed: u8,
+    /// (key, stored reference: the reference ID and its labels); keys unique
+    /// within the list.
     entries: Vec<(Key, String)>,
     /// Entries added without a reference (never answered).
     unreferenced: Vec<Key>,
@@ -410,13 +430,17 @@ fn is_degenerate(h: &[u64; 4]) -> bool {
     hashcore::changes::is_degenerate_pdq(&pdq_to_bytes(h))
 }
 
-/// Expected (list id, reference) answers of each item.
-fn oracle(case: &Case) -> Vec<Vec<(u32, String)>> {
+/// An answer: list id, reference ID, and the labels shown (those of the first
+/// entry of the reference that matched, exposed keys only).
+type Expected = (u32, String, Vec<(String, String)>);
+
+/// Expected answers of each item.
+fn oracle(case: &Case) -> Vec<Vec<Expected>> {
     let policy = case.policy.as_ref();
     case.items
         .iter()
         .map(|hashes| {
-            let mut out: Vec<(u32, String)> = Vec::new();
+            let mut out: Vec<Expected> = Vec::new();
             for (key, quality) in hashes {
                 if let Key::Pdq(h) = key {
                     if is_degenerate(h) {
@@ -440,7 +464,15 @@ fn oracle(case: &Case) -> Vec<Vec<(u32, String)>> {
                         }
                     }
                     // Entry ids are the list's positions: sorted by id = list order.
-                    for (k, r) in &list.entries {
+                    for (k, stored) in &list.entries {
+                        let (r, labels) = labels::split(stored);
+                        let shown: Vec<(String, String)> = labels::pairs(labels)
+                            .filter(|(key, _)| {
+                                let i = labels::KEYS.iter().position(|k| k == key).unwrap();
+                                list.exposed & 1 << i != 0
+                            })
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
                         let hit = match (k, key) {
                             (Key::Pdq(e), Key::Pdq(q)) => {
                                 let q_ok = quality.is_none_or(|q| q >= u64::from(list.min_quality));
@@ -448,9 +480,9 @@ fn oracle(case: &Case) -> Vec<Vec<(u32, String)>> {
                             }
                             (a, b) => a == b,
                         };
-                        if hit && !list.quarantined.contains(r) && !out.contains(&(lid, r.clone()))
-                        {
-                            out.push((lid, r.clone()));
+                        let answered = out.iter().any(|(l, a, _)| *l == lid && a == r);
+                        if hit && !list.quarantined.iter().any(|q| q == r) && !answered {
+                            out.push((lid, r.to_string(), shown));
                         }
                     }
                 }
@@ -466,7 +498,9 @@ fn build(case: &Case) -> Index {
         let lid = i as u32 + 1;
         idx.configure_list_named(
             lid,
-            ListConfig::new(i64::from(list.threshold), i64::from(list.min_quality)).unwrap(),
+            ListConfig::new(i64::from(list.threshold), i64::from(list.min_quality))
+                .unwrap()
+                .with_exposed_labels(list.exposed),
             Some(&format!("list-{lid}")),
         );
         // Referenced entries in two batches (ids = positions), then the rest.
@@ -532,16 +566,41 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     })
             };
             let reference = (0u8..6).prop_map(|r| format!("R{r}"));
+            // A reference as stored: some carry labels, from a small pool.
+            let stored = (
+                0u8..6,
+                prop::option::of((
+                    prop::sample::select(vec![None, Some("A"), Some("B")]),
+                    prop::sample::select(vec![None, Some("A1"), Some("é=2")]),
+                    prop::sample::select(vec![None, Some("0-2")]),
+                )),
+            )
+                .prop_map(|(r, labels)| match labels {
+                    None => format!("R{r}"),
+                    Some((category, classification, age)) => format!(
+                        "R{r}{}",
+                        labels::encode(&[age, None, category, classification, None])
+                    ),
+                });
             let list = (
                 prop::sample::select(vec![0u8, 10, 31, 40]),
                 prop::sample::select(vec![0u8, 50]),
                 0u64..3,
-                prop::collection::vec((key.clone(), reference.clone()), 0..12),
+                prop::collection::vec((key.clone(), stored), 0..12),
                 prop::collection::vec(key.clone(), 0..3),
                 prop::collection::vec(reference, 0..2),
+                0u8..32,
             )
                 .prop_map(
-                    |(threshold, min_quality, version, mut entries, mut unref, quarantined)| {
+                    |(
+                        threshold,
+                        min_quality,
+                        version,
+                        mut entries,
+                        mut unref,
+                        quarantined,
+                        exposed,
+                    )| {
                         let mut seen = HashSet::new();
                         entries.retain(|e| seen.insert(e.0));
                         unref.retain(|k| seen.insert(*k));
@@ -549,6 +608,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                             threshold,
                             min_quality,
                             version,
+                            exposed,
                             entries,
                             unreferenced: unref,
                             quarantined,
@@ -614,13 +674,14 @@ proptest! {
         prop_assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             prop_assert_eq!(&g.item_id, &format!("item-{i}"));
-            let refs: Vec<(u32, String)> = g
+            let refs: Vec<Expected> = g
                 .refs
                 .iter()
-                .map(|(name, r, version)| {
+                .zip(&g.labels)
+                .map(|((name, r, version), labels)| {
                     let lid: u32 = name.trim_start_matches("list-").parse().unwrap();
                     assert_eq!(*version, case.lists[lid as usize - 1].version);
-                    (lid, r.clone())
+                    (lid, r.clone(), labels.clone())
                 })
                 .collect();
             prop_assert_eq!(&refs, w, "item {}", i);

@@ -6,14 +6,23 @@ prove the service holds exactly that list, without exchanging the list.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import xxhash
+
+from hashmatch.client.labels import stored_labels
 
 _MOD = 1 << 128
 
 
-def entry_term(algorithm: int, value: bytes, reference_id: str) -> int:
-    """One entry's contribution: XXH3-128 of (algorithm byte, raw hash, UTF-8 reference)."""
+def entry_term(
+    algorithm: int, value: bytes, reference_id: str, labels: Mapping[str, str] | None = None
+) -> int:
+    """One entry's contribution: XXH3-128 of (algorithm byte, raw hash, UTF-8 reference,
+    then its labels as `labels.stored_labels` writes them: nothing when it has none)."""
     data = bytes((algorithm,)) + value + reference_id.encode("utf-8")
+    if labels:
+        data += stored_labels(labels)
     return xxhash.xxh3_128_intdigest(data)
 
 
@@ -27,11 +36,23 @@ class ListDigest:
     def from_bytes(cls, raw: bytes) -> ListDigest:
         return cls(int.from_bytes(raw, "big")) if raw else cls()
 
-    def add(self, algorithm: int, value: bytes, reference_id: str) -> None:
-        self.add_term(entry_term(algorithm, value, reference_id))
+    def add(
+        self,
+        algorithm: int,
+        value: bytes,
+        reference_id: str,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.add_term(entry_term(algorithm, value, reference_id, labels))
 
-    def remove(self, algorithm: int, value: bytes, reference_id: str) -> None:
-        self.remove_term(entry_term(algorithm, value, reference_id))
+    def remove(
+        self,
+        algorithm: int,
+        value: bytes,
+        reference_id: str,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.remove_term(entry_term(algorithm, value, reference_id, labels))
 
     def add_term(self, term: int) -> None:
         self.value = (self.value + term) % _MOD

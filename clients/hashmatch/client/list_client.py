@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
@@ -16,10 +16,12 @@ from hashmatch.v1 import hashes_pb2, lists_pb2, lists_pb2_grpc
 
 @dataclass(frozen=True)
 class Change:
-    """One upsert (reference_id set) or retirement (reference_id None) of a hash."""
+    """One upsert (reference_id set) or retirement (reference_id None) of a hash, with the
+    upsert's labels (see hashmatch.client.labels)."""
 
     hash: hashes_pb2.Hash
     reference_id: str | None
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class ListClient(ChannelClient):
@@ -36,9 +38,13 @@ class ListClient(ChannelClient):
         pdq_threshold: int | None = None,
         pdq_min_quality: int | None = None,
         flood: lists_pb2.FloodPolicy | None = None,
+        exposed_label_keys: Iterable[str] = (),
     ) -> ListInfo:
-        """flood: the quarantine policy (FloodPolicy(factor=0) turns it off)."""
-        request = lists_pb2.CreateListRequest(name=name, flood=flood)
+        """flood: the quarantine policy (FloodPolicy(factor=0) turns it off);
+        exposed_label_keys: the label keys platforms see in verdicts (default none)."""
+        request = lists_pb2.CreateListRequest(
+            name=name, flood=flood, exposed_label_keys=list(exposed_label_keys)
+        )
         if pdq_threshold is not None:
             request.pdq_threshold = pdq_threshold
         if pdq_min_quality is not None:
@@ -150,6 +156,14 @@ class ListClient(ChannelClient):
         response = self.connection.call(lambda: self._stub.UpdateList(request, **self._kw()))
         return ListInfo.from_proto(response.list)
 
+    def set_exposed_labels(self, list_name: str, keys: Iterable[str]) -> ListInfo:
+        """Which label keys platforms see in verdicts from now on (none: empty)."""
+        request = lists_pb2.UpdateListRequest(
+            name=list_name, exposed_label_keys=lists_pb2.LabelKeys(keys=list(keys))
+        )
+        response = self.connection.call(lambda: self._stub.UpdateList(request, **self._kw()))
+        return ListInfo.from_proto(response.list)
+
     def grant_access(self, list_name: str, tenant: str) -> bool:
         """Lets `tenant` (any role) read `list_name`: GetList, WatchChanges, and the list in
         its list_lists. False when it already could. Owner only."""
@@ -206,7 +220,9 @@ def build_batch(
             request.retirements.append(change.hash)
         else:
             request.upserts.append(
-                lists_pb2.Entry(hash=change.hash, reference_id=change.reference_id)
+                lists_pb2.Entry(
+                    hash=change.hash, reference_id=change.reference_id, labels=change.labels
+                )
             )
     if expected_version is not None:
         request.expected_version = expected_version

@@ -2,11 +2,15 @@
 
 Every record has ``path``, ``verdict`` (MATCH, NO_MATCH, SKIPPED, ERROR), ``references`` and
 ``reason``. In JSON lines ``references`` is a list of ``{"list", "reference_id",
-"list_version"}`` objects (``list_version``: the list's version that gave the match) and
+"list_version", "labels"}`` objects (``list_version``: the list's version that gave the
+match; ``labels``: the entry's labels its list's owner shows, ``{}`` when none) and
 ``reason`` is null when there is none. In CSV ``references`` is ``list:reference_id`` pairs
 joined by ``;`` (a ``%`` or ``;`` inside a reference ID is written ``%25`` / ``%3B``; list names
 never contain them), ``list_versions`` the version of each reference's list in the same order
-joined by ``;``, and an empty ``reason`` means none.
+joined by ``;``, ``labels`` each reference's labels in the same order joined by ``;``, each
+as ``key=value`` pairs joined by ``,`` (a ``%``, ``;`` or ``,`` in a value is written ``%25``,
+``%3B``, ``%2C``; empty for a reference without labels), and an empty ``reason`` means
+none.
 
 Paths that are not valid UTF-8 keep their undecodable bytes as ``\\udcXX`` escapes, so the
 report is always valid UTF-8 (and, for JSON lines, decodes back to Python's path string).
@@ -22,7 +26,7 @@ from typing import IO, Protocol
 
 from hashmatch.client.results import FileResult
 
-CSV_COLUMNS = ("path", "verdict", "references", "reason", "list_versions")
+CSV_COLUMNS = ("path", "verdict", "references", "reason", "list_versions", "labels")
 
 
 class ReportWriter(Protocol):
@@ -59,6 +63,10 @@ def _escape_ref(text: str) -> str:
     return text.replace("%", "%25").replace(";", "%3B")
 
 
+def _labels_cell(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={_escape_ref(v).replace(',', '%2C')}" for k, v in labels.items())
+
+
 class CsvReport:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -69,7 +77,10 @@ class CsvReport:
     def write(self, result: FileResult) -> None:
         refs = ";".join(f"{r.list}:{_escape_ref(r.reference_id)}" for r in result.references)
         versions = ";".join(str(r.list_version) for r in result.references)
-        self._csv.writerow([result.path, result.verdict.value, refs, result.reason or "", versions])
+        labels = ";".join(_labels_cell(r.labels) for r in result.references)
+        self._csv.writerow(
+            [result.path, result.verdict.value, refs, result.reason or "", versions, labels]
+        )
 
     def flush(self) -> None:
         self._out.flush()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -14,11 +14,14 @@ from hashmatch.v1 import lists_pb2, match_pb2
 
 @dataclass(frozen=True)
 class Reference:
-    """Where to send a takedown report: the list and its owner's reference ID."""
+    """Where to send a takedown report: the list and its owner's reference ID, and the
+    matching entry's labels that the list's owner shows platforms (e.g. ``{"category":
+    "A"}``; empty unless the owner exposes some keys)."""
 
     list: str
     reference_id: str
     list_version: int
+    labels: dict[str, str] = field(default_factory=dict, compare=True, hash=False)
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class MatchResult:
             item_id=msg.item_id,
             matched=msg.verdict == match_pb2.VERDICT_MATCH,
             references=tuple(
-                Reference(r.list, r.reference_id, r.list_version) for r in msg.references
+                Reference(r.list, r.reference_id, r.list_version, dict(sorted(r.labels.items())))
+                for r in msg.references
             ),
             error=error,
         )
@@ -55,6 +59,8 @@ class ListInfo:
     updated_at: datetime
     # Where an interrupted upload resumes: the batch_id of the last applied batch.
     last_batch_id: str
+    # The label keys platforms see in a verdict (none by default).
+    exposed_label_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_proto(cls, msg: lists_pb2.HashList) -> ListInfo:
@@ -69,6 +75,7 @@ class ListInfo:
             created_at=msg.created_at.ToDatetime(),
             updated_at=msg.updated_at.ToDatetime(),
             last_batch_id=msg.last_batch_id,
+            exposed_label_keys=tuple(msg.exposed_label_keys),
         )
 
 
@@ -135,13 +142,18 @@ class FileResult:
         return cls(path, verdict, result.references, reason, size)
 
     def to_record(self) -> dict[str, Any]:
-        """The report record: path, verdict, references (list, reference_id, list_version),
-        reason."""
+        """The report record: path, verdict, references (list, reference_id, list_version,
+        labels), reason."""
         return {
             "path": self.path,
             "verdict": self.verdict.value,
             "references": [
-                {"list": r.list, "reference_id": r.reference_id, "list_version": r.list_version}
+                {
+                    "list": r.list,
+                    "reference_id": r.reference_id,
+                    "list_version": r.list_version,
+                    "labels": dict(r.labels),
+                }
                 for r in self.references
             ],
             "reason": self.reason,

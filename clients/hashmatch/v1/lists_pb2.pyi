@@ -52,7 +52,7 @@ class EntryCount(_message.Message):
     def __init__(self, algorithm: _Optional[_Union[_hashes_pb2.Algorithm, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class HashList(_message.Message):
-    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id", "flood", "quarantined")
+    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id", "flood", "quarantined", "exposed_label_keys")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class HashList(_message.Message):
     LAST_BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     FLOOD_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     version: int
@@ -77,19 +78,28 @@ class HashList(_message.Message):
     last_batch_id: str
     flood: FloodPolicy
     quarantined: int
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., quarantined: _Optional[int] = ...) -> None: ...
+    exposed_label_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., quarantined: _Optional[int] = ..., exposed_label_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LabelKeys(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateListRequest(_message.Message):
-    __slots__ = ("name", "pdq_threshold", "pdq_min_quality", "flood")
+    __slots__ = ("name", "pdq_threshold", "pdq_min_quality", "flood", "exposed_label_keys")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PDQ_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PDQ_MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     FLOOD_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     pdq_threshold: int
     pdq_min_quality: int
     flood: FloodPolicy
-    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ...) -> None: ...
+    exposed_label_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., exposed_label_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateListResponse(_message.Message):
     __slots__ = ("list",)
@@ -120,12 +130,21 @@ class ListListsResponse(_message.Message):
     def __init__(self, lists: _Optional[_Iterable[_Union[HashList, _Mapping]]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("hash", "reference_id")
+    __slots__ = ("hash", "reference_id", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     HASH_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     hash: _hashes_pb2.Hash
     reference_id: str
-    def __init__(self, hash: _Optional[_Union[_hashes_pb2.Hash, _Mapping]] = ..., reference_id: _Optional[str] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, hash: _Optional[_Union[_hashes_pb2.Hash, _Mapping]] = ..., reference_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ApplyChangesRequest(_message.Message):
     __slots__ = ("list", "batch_id", "upserts", "retirements", "expected_version", "upload_mode")
@@ -186,7 +205,7 @@ class WatchChangesRequest(_message.Message):
     def __init__(self, list: _Optional[str] = ..., since_version: _Optional[int] = ...) -> None: ...
 
 class ChangeBatch(_message.Message):
-    __slots__ = ("list", "version", "batch_id", "upserts", "retirements", "committed_at", "digest", "quarantined", "released")
+    __slots__ = ("list", "version", "batch_id", "upserts", "retirements", "committed_at", "digest", "quarantined", "released", "exposed_label_keys")
     LIST_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +215,7 @@ class ChangeBatch(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
     list: str
     version: int
     batch_id: str
@@ -205,7 +225,8 @@ class ChangeBatch(_message.Message):
     digest: bytes
     quarantined: _containers.RepeatedScalarFieldContainer[str]
     released: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest: _Optional[bytes] = ..., quarantined: _Optional[_Iterable[str]] = ..., released: _Optional[_Iterable[str]] = ...) -> None: ...
+    exposed_label_keys: LabelKeys
+    def __init__(self, list: _Optional[str] = ..., version: _Optional[int] = ..., batch_id: _Optional[str] = ..., upserts: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., retirements: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ..., committed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., digest: _Optional[bytes] = ..., quarantined: _Optional[_Iterable[str]] = ..., released: _Optional[_Iterable[str]] = ..., exposed_label_keys: _Optional[_Union[LabelKeys, _Mapping]] = ...) -> None: ...
 
 class GetReferenceStatsRequest(_message.Message):
     __slots__ = ("list", "limit")
@@ -308,12 +329,14 @@ class ReleaseQuarantineResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., released: _Optional[int] = ...) -> None: ...
 
 class UpdateListRequest(_message.Message):
-    __slots__ = ("name", "flood")
+    __slots__ = ("name", "flood", "exposed_label_keys")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FLOOD_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     flood: FloodPolicy
-    def __init__(self, name: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ...) -> None: ...
+    exposed_label_keys: LabelKeys
+    def __init__(self, name: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., exposed_label_keys: _Optional[_Union[LabelKeys, _Mapping]] = ...) -> None: ...
 
 class UpdateListResponse(_message.Message):
     __slots__ = ("list",)

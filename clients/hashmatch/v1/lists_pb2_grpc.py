@@ -200,7 +200,7 @@ class ListServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateList(self, request, context):
-        """Changes a list's flood-quarantine policy (owner only).
+        """Changes a list's flood-quarantine policy or its exposed label keys (owner only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

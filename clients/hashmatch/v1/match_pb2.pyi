@@ -27,14 +27,23 @@ class MatchRequest(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ...) -> None: ...
 
 class Reference(_message.Message):
-    __slots__ = ("list", "reference_id", "list_version")
+    __slots__ = ("list", "reference_id", "list_version", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     LIST_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     list: str
     reference_id: str
     list_version: int
-    def __init__(self, list: _Optional[str] = ..., reference_id: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, list: _Optional[str] = ..., reference_id: _Optional[str] = ..., list_version: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("item_id", "verdict", "references", "error")

@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class MatchServiceStub:
     """Matching for platforms (role "platform"). A response carries only a verdict and, for a
-    match, the references a takedown report needs: never a distance, a category or a listed
-    hash. Query hashes and item IDs that do not match are neither stored nor logged.
+    match, the references a takedown report needs (with the labels their list's owner chose
+    to show): never a distance or a listed hash. Query hashes and item IDs that do not match
+    are neither stored nor logged.
     """
 
     def __init__(self, channel):
@@ -61,8 +62,9 @@ class MatchServiceStub:
 
 class MatchServiceServicer:
     """Matching for platforms (role "platform"). A response carries only a verdict and, for a
-    match, the references a takedown report needs: never a distance, a category or a listed
-    hash. Query hashes and item IDs that do not match are neither stored nor logged.
+    match, the references a takedown report needs (with the labels their list's owner chose
+    to show): never a distance or a listed hash. Query hashes and item IDs that do not match
+    are neither stored nor logged.
     """
 
     def Match(self, request, context):
@@ -131,8 +133,9 @@ def add_MatchServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class MatchService:
     """Matching for platforms (role "platform"). A response carries only a verdict and, for a
-    match, the references a takedown report needs: never a distance, a category or a listed
-    hash. Query hashes and item IDs that do not match are neither stored nor logged.
+    match, the references a takedown report needs (with the labels their list's owner chose
+    to show): never a distance or a listed hash. Query hashes and item IDs that do not match
+    are neither stored nor logged.
     """
 
     @staticmethod

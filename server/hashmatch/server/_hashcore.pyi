@@ -7,27 +7,36 @@ Wire encoding shared by :meth:`Index.apply` and :meth:`Index.match_batch`:
 - ``hashes``: one 32-byte slot per hash, digest left-aligned, remaining bytes zero;
 - ``add_ids``: one little-endian ``u64`` per added entry (opaque entry id, unique
   within a list);
-- ``ref_ends`` / ``refs``: the reference ID of each added entry, as the change log's
-  columns: one ``u32`` little-endian end offset per entry into ``refs`` (UTF-8 IDs
-  concatenated).
+- ``ref_ends`` / ``refs``: the stored reference of each added entry, as the change log's
+  columns: one ``u32`` little-endian end offset per entry into ``refs`` (UTF-8,
+  concatenated). A stored reference is the reference ID, then the entry's labels: for
+  each, a zero byte, the key, ``=`` and the value, in key order (none: the ID alone).
 
 Every malformed input raises :class:`ValueError`; nothing is applied then.
 """
 
 import builtins
+from collections.abc import Sequence
 
 class Index:
     """All hash lists of one serving process. Thread-safe."""
 
     def __init__(self) -> None: ...
     def configure_list(
-        self, list_id: int, pdq_threshold: int, pdq_min_quality: int, name: str | None = None
+        self,
+        list_id: int,
+        pdq_threshold: int,
+        pdq_min_quality: int,
+        name: str | None = None,
+        exposed_labels: Sequence[str] = (),
     ) -> None:
         """Create list ``list_id`` (u32) if absent, or change its thresholds.
 
         ``pdq_threshold`` must be in 0..=63 and ``pdq_min_quality`` in 0..=100,
         else :class:`ValueError`. ``name`` (answered in ``Reference.list``) is set when
         given; ``None`` keeps an existing list's name (a new list's is then ``""``).
+        ``exposed_labels``: the label keys verdicts show (:func:`label_keys`; another key
+        is a :class:`ValueError`); none when empty.
         """
 
     def set_list_state(self, list_id: int, version: int, quarantined: builtins.list[str]) -> None:
@@ -265,6 +274,9 @@ def encode_entries(field: int, algs: bytes, slots: bytes, ref_ends: bytes, refs:
 
 def encode_hashes(field: int, algs: bytes, slots: bytes) -> bytes:
     """Protobuf wire bytes of packed hashes as repeated ``Hash`` field ``field``."""
+
+def label_keys() -> list[str]:
+    """The label keys an entry may carry, in the order of their stored form."""
 
 def is_degenerate_pdq(value: bytes) -> bool:
     """True for the PDQ hash of a flat or blank image (fewer than 16 or more than 240 set

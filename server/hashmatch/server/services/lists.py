@@ -6,13 +6,14 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from hashmatch.client.algorithms import DIGEST_LENGTHS
+from hashmatch.client.labels import LABEL_KEYS
 from hashmatch.server import errors
 from hashmatch.server import store as st
 from hashmatch.server.core import (
@@ -35,7 +36,7 @@ from hashmatch.server.services.access import (
 )
 from hashmatch.server.store import ListMeta, Role, Store, Tenant
 from hashmatch.server.store import grants as store_grants
-from hashmatch.server.store.changelog import CHANGES, QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server.store.changelog import CHANGES, EXPOSE, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.store.env import audit_nanos
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2
@@ -95,6 +96,7 @@ class ListServicer:
             else validation.PDQ_DEFAULT_MIN_QUALITY
         )
         flood = _flood_policy(request.flood) if request.HasField("flood") else DEFAULT_FLOOD
+        exposed = _exposed_keys(request.exposed_label_keys, "exposed_label_keys")
         try:
             meta = self.store.create_list(
                 request.name,
@@ -102,6 +104,7 @@ class ListServicer:
                 pdq_threshold=threshold,
                 pdq_min_quality=quality,
                 flood=flood,
+                exposed_label_keys=exposed,
             )
         except st.ListExists:
             raise self._name_taken(request.name, tenant) from None
@@ -506,10 +509,22 @@ class ListServicer:
     ) -> lists_pb2.UpdateListResponse:
         self._writable(tenant)
         owned(self.store, request.name, tenant, "name")
-        if not request.HasField("flood"):
-            raise invalid([Violation("flood", "is required")])
-        policy = _flood_policy(request.flood)
-        meta = self.store.update_flood_policy(request.name, policy, actor=tenant.name)
+        has_flood = request.HasField("flood")
+        has_exposed = request.HasField("exposed_label_keys")
+        if not has_flood and not has_exposed:
+            raise invalid([Violation("flood", "flood or exposed_label_keys is required")])
+        meta = self.store.update_list(
+            request.name,
+            actor=tenant.name,
+            flood=_flood_policy(request.flood) if has_flood else None,
+            exposed_label_keys=(
+                _exposed_keys(request.exposed_label_keys.keys, "exposed_label_keys.keys")
+                if has_exposed
+                else None
+            ),
+        )
+        # This process shows the new keys before the owner hears they are set.
+        self.follower.catch_up()
         return lists_pb2.UpdateListResponse(list=self._describe(meta))
 
     def GrantAccess(
@@ -707,6 +722,9 @@ def change_batch(name: str, record: ChangeRecord) -> bytes:
         committed_at=_timestamp(record.committed_at),
         digest=record.digest,
     )
+    if record.kind == EXPOSE:
+        head.exposed_label_keys.keys.extend(record.references())
+        return head.SerializeToString()
     if record.kind != CHANGES:
         refs = record.references()
         target = head.quarantined if record.kind == QUARANTINE else head.released
@@ -722,6 +740,20 @@ def change_batch(name: str, record: ChangeRecord) -> bytes:
 _UPSERTS_FIELD = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["upserts"].number
 _RETIRE_FIELD = lists_pb2.ApplyChangesRequest.DESCRIPTOR.fields_by_name["retirements"].number
 _RETIREMENTS_FIELD = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["retirements"].number
+
+
+def _exposed_keys(keys: Sequence[str], field: str) -> tuple[str, ...]:
+    """The label keys a list shows in verdicts, in the documented order; an unknown key is
+    refused by name."""
+    known = ", ".join(LABEL_KEYS)
+    violations = [
+        Violation(f"{field}[{i}]", f"unknown label key {key[:64]!r}; the keys are {known}")
+        for i, key in enumerate(keys)
+        if key not in LABEL_KEYS
+    ]
+    if violations:
+        raise invalid(violations)
+    return tuple(k for k in LABEL_KEYS if k in keys)
 
 
 def _flood_policy(msg: lists_pb2.FloodPolicy) -> FloodPolicy:
@@ -760,6 +792,7 @@ def to_proto(meta: ListMeta, quarantined: int = 0) -> lists_pb2.HashList:
             window_seconds=meta.flood.window_seconds,
         ),
         quarantined=quarantined,
+        exposed_label_keys=meta.exposed_label_keys,
     )
 
 

@@ -12,7 +12,11 @@ step:
     retirement algorithms (m) | retirement slots (32 m)
 
 A quarantine or release event (kind QUARANTINE / RELEASE) carries no entries; its reference
-columns name the references it quarantines or releases.
+columns name the references it quarantines or releases. An EXPOSE event (the owner changed
+which label keys verdicts show) names the keys exposed from its version on.
+
+A reference column holds each upsert's stored reference: the reference ID, then its labels
+(a zero byte, key, "=" and value each, in key order; see hashmatch.client.labels).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ if sys.byteorder != "little":  # entry ids travel as native arrays into a LE-onl
     raise ImportError("hashmatch needs a little-endian machine")
 
 _HEADER = struct.Struct("<dIII16sHB")
-CHANGES, QUARANTINE, RELEASE = 0, 1, 2
+CHANGES, QUARANTINE, RELEASE, EXPOSE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class ChangeRecord:
         committed_at: float,
         digest: bytes,
     ) -> ChangeRecord:
-        """A quarantine or release of references: no entries change."""
+        """A quarantine or release of references, or a change of the exposed label keys
+        (`references` then names the keys): no entries change."""
         encoded = [r.encode("utf-8") for r in references]
         ends = array("I", accumulate(map(len, encoded))).tobytes()
         return cls(
@@ -80,8 +85,8 @@ class ChangeRecord:
         )
 
     def references(self) -> list[str]:
-        """The reference IDs of the upserts, or of the references a quarantine or release
-        event concerns."""
+        """The stored references of the upserts (reference IDs with their labels), the
+        references a quarantine or release event concerns, or an EXPOSE event's keys."""
         ends = array("I")
         ends.frombytes(self.ref_ends)
         out, start = [], 0

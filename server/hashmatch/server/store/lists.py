@@ -10,7 +10,7 @@ from itertools import accumulate
 
 from hashmatch.client.digest import ListDigest
 from hashmatch.server.core import SLOT, Changes, entry_term, stored_terms_sum
-from hashmatch.server.store.changelog import ChangeRecord
+from hashmatch.server.store.changelog import EXPOSE, ChangeRecord
 from hashmatch.server.store.env import StoreBase, Txn, prefixed
 from hashmatch.server.store.errors import (
     BatchIdReused,
@@ -48,6 +48,7 @@ class Lists(StoreBase):
         pdq_threshold: int,
         pdq_min_quality: int,
         flood: FloodPolicy = DEFAULT_FLOOD,
+        exposed_label_keys: tuple[str, ...] = (),
     ) -> ListMeta:
         now = time.time()
         with self._write() as txn:
@@ -69,6 +70,7 @@ class Lists(StoreBase):
                 created_at=now,
                 updated_at=now,
                 flood=flood,
+                exposed_label_keys=exposed_label_keys,
             )
             txn.put(name.encode(), meta.to_json(), db=self._db("lists"))
             self._audit(txn, owner, "create-list", list=name)
@@ -86,14 +88,51 @@ class Lists(StoreBase):
     def _all_lists(self, txn: Txn) -> list[ListMeta]:
         return [ListMeta.from_json(raw) for _, raw in txn.cursor(db=self._db("lists"))]
 
-    def update_flood_policy(self, list_name: str, policy: FloodPolicy, *, actor: str) -> ListMeta:
+    def update_list(
+        self,
+        list_name: str,
+        *,
+        actor: str,
+        flood: FloodPolicy | None = None,
+        exposed_label_keys: tuple[str, ...] | None = None,
+        expected_version: int | None = None,
+    ) -> ListMeta:
+        """Changes a list's flood policy and/or its exposed label keys in one transaction.
+
+        A change of the exposed keys is a change-log event (a new version, the same
+        digest), so every serving process, replica and WatchChanges reader follows it, and
+        a verdict's list_version says which keys were shown. A replica copying its
+        primary's event passes `expected_version` (StaleVersion when it does not follow).
+        """
         with self._write() as txn:
             raw = txn.get(list_name.encode(), db=self._db("lists"))
             if raw is None:
                 raise ListNotFound(list_name)
-            meta = replace(ListMeta.from_json(raw), flood=policy, updated_at=time.time())
+            meta = ListMeta.from_json(raw)
+            if expected_version is not None and expected_version != meta.version:
+                raise StaleVersion(meta.version)
+            now = time.time()
+            details: dict[str, object] = {}
+            if flood is not None:
+                meta = replace(meta, flood=flood)
+                details["flood"] = list(flood)
+            exposed = exposed_label_keys
+            # A replica logs its primary's event even when it changes nothing here: the
+            # versions must stay the primary's.
+            if exposed is not None and (
+                exposed != meta.exposed_label_keys or expected_version is not None
+            ):
+                version = meta.version + 1
+                meta = replace(meta, version=version, exposed_label_keys=exposed)
+                record = ChangeRecord.event(
+                    meta.id, version, EXPOSE, list(exposed), now, meta.digest
+                )
+                txn.put(change_key(meta.id, version), record.encode(), db=self._db("changes"))
+                details["exposed_label_keys"] = list(exposed)
+                details["version"] = version
+            meta = replace(meta, updated_at=now)
             txn.put(list_name.encode(), meta.to_json(), db=self._db("lists"))
-            self._audit(txn, actor, "update-list", list=list_name, flood=list(policy))
+            self._audit(txn, actor, "update-list", list=list_name, **details)
         return meta
 
     def apply_changes(self, list_name: str, changes: Changes, *, actor: str) -> ApplyOutcome:

@@ -93,6 +93,8 @@ class ListMeta:
     updated_at: float
     last_batch_id: str = ""
     flood: FloodPolicy = DEFAULT_FLOOD
+    # Label keys platforms see in a verdict (none by default).
+    exposed_label_keys: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -105,6 +107,7 @@ class ListMeta:
         data["digest"] = bytes.fromhex(data["digest"])
         data["counts"] = tuple(data["counts"])
         data["flood"] = FloodPolicy(*data.get("flood", DEFAULT_FLOOD))
+        data["exposed_label_keys"] = tuple(data.get("exposed_label_keys", ()))
         return cls(**data)
 
 

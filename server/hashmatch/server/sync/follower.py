@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from hashmatch.server.core import Index, pack_hashes
 from hashmatch.server.store import ListMeta, Store
-from hashmatch.server.store.changelog import QUARANTINE, RELEASE, ChangeRecord
+from hashmatch.server.store.changelog import CHANGES, EXPOSE, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.store.resync import list_states
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class IndexFollower:
         # lists are served.
         self.on_verification: Callable[[], None] | None = None
         # The settings each list was last configured with in the core.
-        self._configs: dict[int, tuple[int, int, str]] = {}
+        self._configs: dict[int, Config] = {}
         self._lock = threading.Lock()
         # Coroutines waiting for the next catch-up that applies something (WatchChanges),
         # each woken on its own event loop.
@@ -109,8 +109,11 @@ class IndexFollower:
                     served[meta.id] = self._load(meta, state.epoch)
                 elif meta.version > current.version:
                     served[meta.id] = self._follow(current)
-                config = (meta.pdq_threshold, meta.pdq_min_quality, meta.name)
-                if self._configs.get(meta.id) != config:
+                config = _config(meta)
+                # A meta read before events followed since is stale (its exposed label
+                # keys were set by those events); the next catch-up reads it afresh.
+                stale = served[meta.id].version > meta.version
+                if self._configs.get(meta.id) != config and not stale:
                     # Only a list whose settings changed gets a new core snapshot.
                     self.index.configure_list(meta.id, *config)
                     self._configs[meta.id] = config
@@ -204,7 +207,7 @@ class IndexFollower:
         meta, chunks = snap
         # Read after the snapshot: replaying later events on top converges all the same.
         quarantined = frozenset(self.store.quarantined(meta.id))
-        config = (meta.pdq_threshold, meta.pdq_min_quality, meta.name)
+        config = _config(meta)
         self.index.configure_list(meta.id, *config)
         self._configs[meta.id] = config
         total = 0
@@ -227,11 +230,22 @@ class IndexFollower:
                     quarantined = quarantined | set(record.references())
                 elif record.kind == RELEASE:
                     quarantined = quarantined - set(record.references())
-                else:
+                elif record.kind == CHANGES:
                     self._apply(record)
-                if quarantined != served.quarantined:
+                elif record.kind == EXPOSE:
+                    self._expose(served.id, tuple(record.references()))
+                if quarantined != served.quarantined or record.kind == EXPOSE:
                     self.index.set_list_state(served.id, record.version, sorted(quarantined))
                 served = replace(served, version=record.version, quarantined=quarantined)
+
+    def _expose(self, list_id: int, keys: tuple[str, ...]) -> None:
+        """The label keys verdicts show from an EXPOSE event on (its version is set right
+        after, so a verdict's list_version says which keys it could show)."""
+        config = self._configs.get(list_id)
+        if config is not None and config[3] != keys:
+            config = (*config[:3], keys)
+            self.index.configure_list(list_id, *config)
+            self._configs[list_id] = config
 
     def _apply(self, record: ChangeRecord) -> None:
         self.index.apply(
@@ -266,6 +280,14 @@ class IndexFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+# What the core is configured with for a list: thresholds, name, exposed label keys.
+Config = tuple[int, int, str, tuple[str, ...]]
+
+
+def _config(meta: ListMeta) -> Config:
+    return (meta.pdq_threshold, meta.pdq_min_quality, meta.name, meta.exposed_label_keys)
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -342,6 +342,8 @@ class Replicator:
                 info.owner,
                 pdq_threshold=info.pdq_threshold,
                 pdq_min_quality=info.pdq_min_quality,
+                # Later changes arrive as change-log events (UpdateList).
+                exposed_label_keys=tuple(info.exposed_label_keys),
             )
             log.info("replica: list %s created from the primary", name)
             if any(g.list == name for g in self._grants):
@@ -391,8 +393,8 @@ class Replicator:
         return f"replica-of:{self.connection.server}"
 
     def _apply_event(self, name: str, batch: lists_pb2.ChangeBatch) -> bool:
-        """A quarantine or release: it changes no entry, so the list must already hold
-        the digest the primary's event carries."""
+        """A quarantine, a release or a change of the exposed label keys: it changes no
+        entry, so the list must already hold the digest the primary's event carries."""
         meta = self.store.get_list(name)
         if meta is None:
             raise ApplyFailed(f"the primary sent events of {name} before the list")
@@ -405,9 +407,17 @@ class Replicator:
             kind = QUARANTINE if batch.quarantined else RELEASE
             refs = list(batch.quarantined or batch.released)
             try:
-                self.store.apply_event(
-                    name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
-                )
+                if batch.HasField("exposed_label_keys"):
+                    self.store.update_list(
+                        name,
+                        actor=self._actor(),
+                        exposed_label_keys=tuple(batch.exposed_label_keys.keys),
+                        expected_version=batch.version - 1,
+                    )
+                else:
+                    self.store.apply_event(
+                        name, kind, refs, actor=self._actor(), expected_version=batch.version - 1
+                    )
             except StaleVersion as exc:
                 reason = f"the primary's batch {batch.version} does not follow {exc.current}"
         if reason is not None:
