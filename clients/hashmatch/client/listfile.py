@@ -1,7 +1,8 @@
 """Reads hotline list files, in the format named (`--format`) or the one detected.
 
-Every reader streams the file and yields a `Row` per entry or a `BadRow` naming the file
-line and what is wrong there; the formats and what each accepts are in
+Every reader yields a `Row` per entry or a `BadRow` naming the file line and what is wrong
+there, reading the file as a stream (a StopNCII JSON document is read whole, then decoded
+one record at a time); the formats and what each accepts are in
 `hashmatch.client.listformats` (one module per format) and the README.
 """
 

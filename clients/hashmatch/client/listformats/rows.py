@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from hashmatch.client.algorithms import PDQ, parse_algorithm, parse_hex_digest
@@ -10,6 +11,10 @@ from hashmatch.client.algorithms import PDQ, parse_algorithm, parse_hex_digest
 LABEL_KEYS = ("category", "age_band", "classification", "baseline", "source")
 MAX_REFERENCE_BYTES = 128
 MAX_LABEL_BYTES = 64
+# What the server refuses: ASCII control characters in a reference ID; Unicode's (C0, DEL
+# and C1) in a label value.
+_ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_UNICODE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ def reference_problem(reference_id: str) -> str | None:
         return "reference_id is not valid UTF-8"
     if size > MAX_REFERENCE_BYTES:
         return f"reference_id is longer than {MAX_REFERENCE_BYTES} bytes"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in reference_id):
+    if _ASCII_CONTROL.search(reference_id):
         return "reference_id contains a control character"
     return None
 
@@ -58,8 +63,7 @@ def label_problem(key: str, value: str) -> str | None:
         return f"label {key} is not valid UTF-8"
     if size > MAX_LABEL_BYTES:
         return f"label {key} is longer than {MAX_LABEL_BYTES} bytes"
-    # Unicode's control characters (Cc): C0, DEL and C1.
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+    if _UNICODE_CONTROL.search(value):
         return f"label {key} contains a control character"
     return None
 
