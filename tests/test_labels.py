@@ -23,6 +23,7 @@ from hashmatch.client import (
     PermissionDenied,
     make_hash,
 )
+from hashmatch.client.cli import main
 from hashmatch.client.digest import ListDigest, entry_term
 from hashmatch.client.labels import LABEL_KEYS, label_problems
 from hashmatch.client.list_client import Change
@@ -320,3 +321,32 @@ def test_sdk_results_and_scan_reports_show_labels(tmp_path: Path) -> None:
     assert header.split(",")[-1] == "labels"
     assert row.endswith(",source=a%2Cb%3Bc;")
     assert lists_pb2.Entry(labels={"category": "A"}).labels["category"] == "A"
+
+
+def test_the_command_line_exposes_and_shows_labels(
+    running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def cli(tenant: str, *args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["--server", running.address, "--token", running.tokens[tenant], *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = cli("hotline-a", "create-list", "iwf", "--expose-labels", "category")
+    assert code == 0 and out.rstrip().endswith("exposed_labels=category"), out
+    code, _, err = cli("hotline-a", "create-list", "bad", "--expose-labels", "colour")
+    assert code != 0 and "colour" in err
+    value = random_digest(random.Random(9), MD5)
+    running.lists().apply_changes(
+        "iwf", "1", [labelled(MD5, value, "I-1", {"category": "A", "source": "s"})]
+    )
+    code, out, _ = cli("platform", "match", "--md5", value.hex())
+    assert (code, out.splitlines()[1].split()[3:]) == (1, ["category=A"]), out
+    assert cli("hotline-a", "expose-labels", "iwf", "category", "source")[1] == (
+        "iwf\texposed_labels=category,source\n"
+    )
+    code, out, _ = cli("hotline-a", "expose-labels", "iwf", "--none", "--json")
+    assert json.loads(out) == {"list": "iwf", "exposed_label_keys": []}
+    assert cli("hotline-a", "expose-labels", "iwf")[1] == "iwf\texposed_labels=-\n"
+    code, out, _ = cli("platform", "match", "--md5", value.hex())
+    assert out.splitlines()[1].split()[3:] == []

@@ -30,6 +30,7 @@ from hashmatch.client.algorithms import (
 )
 from hashmatch.client.connection import DEFAULT_SERVER, Connection, TlsConfig
 from hashmatch.client.errors import HashmatchError, Unauthenticated
+from hashmatch.client.labels import LABEL_KEYS
 from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
@@ -370,8 +371,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--pdq-threshold", type=int)
     p.add_argument("--pdq-min-quality", type=int)
+    p.add_argument(
+        "--expose-labels",
+        metavar="KEYS",
+        default="",
+        help=f"comma-separated label keys platforms see in verdicts (default none): "
+        f"{', '.join(LABEL_KEYS)}",
+    )
     _add_json(p)
     p.set_defaults(run=_create)
+
+    p = sub.add_parser(
+        "expose-labels",
+        help="show or set which label keys platforms see in your list's verdicts",
+        description="Without keys, show which label keys of LIST's entries platforms see in "
+        "a verdict. With keys, show exactly those from now on; --none shows none (the "
+        f"default). Keys: {', '.join(LABEL_KEYS)}.",
+    )
+    p.add_argument("list", metavar="LIST")
+    p.add_argument("keys", nargs="*", metavar="KEY")
+    p.add_argument("--none", action="store_true", help="show no labels")
+    _add_json(p)
+    p.set_defaults(run=_expose_labels)
 
     p = sub.add_parser("get-list", help="show a list's version, counts and digest")
     p.add_argument("name")
@@ -459,6 +480,7 @@ def _list_doc(info: ListInfo) -> dict[str, Any]:
         "created_at": iso(info.created_at),
         "updated_at": iso(info.updated_at),
         "last_batch_id": info.last_batch_id,
+        "exposed_label_keys": list(info.exposed_label_keys),
     }
 
 
@@ -482,7 +504,11 @@ def _match(args: argparse.Namespace) -> int:
         return EXIT_CLEAN
     print("MATCH")
     for ref in result.references:
-        print(f"  list={ref.list} reference_id={ref.reference_id} list_version={ref.list_version}")
+        labels = "".join(f" {k}={v}" for k, v in ref.labels.items())
+        print(
+            f"  list={ref.list} reference_id={ref.reference_id} "
+            f"list_version={ref.list_version}{labels}"
+        )
     return EXIT_MATCH
 
 
@@ -842,9 +868,27 @@ def _release(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
         info = client.create_list(
-            args.name, pdq_threshold=args.pdq_threshold, pdq_min_quality=args.pdq_min_quality
+            args.name,
+            pdq_threshold=args.pdq_threshold,
+            pdq_min_quality=args.pdq_min_quality,
+            exposed_label_keys=[k.strip() for k in args.expose_labels.split(",") if k.strip()],
         )
     _show_list(info, as_json=args.json)
+    return EXIT_CLEAN
+
+
+def _expose_labels(args: argparse.Namespace) -> int:
+    if args.none and args.keys:
+        raise ValueError("give label keys or --none, not both")
+    with ListClient(connection(args)) as client:
+        if args.none or args.keys:
+            info = client.set_exposed_labels(args.list, args.keys)
+        else:
+            info = client.get_list(args.list)
+    if args.json:
+        _print_json({"list": info.name, "exposed_label_keys": list(info.exposed_label_keys)})
+    else:
+        print(f"{info.name}\texposed_labels={','.join(info.exposed_label_keys) or '-'}")
     return EXIT_CLEAN
 
 
@@ -965,8 +1009,9 @@ def _show_list(info: ListInfo, *, as_json: bool) -> None:
 
 def _print_list(info: ListInfo) -> None:
     counts = " ".join(f"{k}={v}" for k, v in info.counts.items())
+    exposed = info.exposed_label_keys
     print(
         f"{info.name}\towner={info.owner}\tversion={info.version}\t{counts}\t"
         f"pdq_threshold={info.pdq_threshold}\tpdq_min_quality={info.pdq_min_quality}\t"
-        f"digest={info.digest}"
+        f"digest={info.digest}" + (f"\texposed_labels={','.join(exposed)}" if exposed else "")
     )
