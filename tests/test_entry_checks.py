@@ -53,7 +53,11 @@ def _case_rows(
 
 def _server_refuses(running: Running, list_name: str, batch: str, rows: list[Row]) -> bool:
     changes = [
-        Change(make_hash(r.algorithm, r.value, r.quality), None if r.retire else r.reference_id)
+        Change(
+            make_hash(r.algorithm, r.value, r.quality),
+            None if r.retire else r.reference_id,
+            r.labels,
+        )
         for r in rows
     ]
     with running.lists() as client:
@@ -218,3 +222,53 @@ def test_a_retiring_push_is_not_held_to_quality(
         client.create_list("retiring", pdq_min_quality=MIN_QUALITY)
     path = _write(tmp_path, f"pdq,{'00' * 32},ref-1\n")
     assert _cli(running, "push", "retiring", str(path), "--retire") == 0
+
+
+def test_client_and_server_agree_on_labels(running: Running) -> None:
+    rng = random.Random(11)
+    with running.lists() as client:
+        client.create_list("labelled")
+
+    def row(line: int, ref: str, labels: dict[str, str]) -> Row | BadRow:
+        return parse_row(line, "md5", rng.randbytes(16).hex(), ref, "", labels=labels)
+
+    single = {
+        "64 bytes": {"category": "x" * 64},
+        "65 bytes": {"category": "x" * 65},
+        "a C1 control character": {"classification": "A\x851"},
+        "an unknown key": {"colour": "red"},
+        "every key": {
+            "category": "A",
+            "age_band": "0-10",
+            "classification": "A1",
+            "baseline": "yes",
+            "source": "hotline",
+        },
+    }
+    for n, (name, labels) in enumerate(single.items()):
+        built = row(1, f"ref-{n}", labels)
+        client_refuses = isinstance(built, BadRow)
+        sent = (
+            Row(1, MD5, rng.randbytes(16), f"ref-{n}", labels=labels) if client_refuses else built
+        )
+        assert isinstance(sent, Row)
+        assert client_refuses == _server_refuses(running, "labelled", f"l{n}", [sent]), name
+
+    together = {
+        "same labels": ({"category": "A"}, {"category": "A"}),
+        "other labels": ({"category": "A"}, {"category": "B"}),
+        "labelled and not": ({"category": "A"}, {}),
+    }
+    for n, (name, (first, second)) in enumerate(together.items()):
+        rows = [row(1, f"pair-{n}", first), row(2, f"pair-{n}", second)]
+        assert all(isinstance(r, Row) for r in rows)
+        checked = list(check_rows(rows))
+        client_refuses = any(isinstance(r, BadRow) for r in checked)
+        server = _server_refuses(
+            running, "labelled", f"p{n}", [r for r in rows if isinstance(r, Row)]
+        )
+        assert client_refuses == server, name
+        if client_refuses:
+            assert [(r.line, r.problem) for r in checked if isinstance(r, BadRow)] == [
+                (2, "labels differ from those of line 1, which has the same reference ID")
+            ]

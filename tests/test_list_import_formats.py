@@ -61,7 +61,7 @@ TE_CSV_ROWS: list[Plain] = [
         "Example Collab",
         None,
         False,
-        {"source": "Example Collab", "category": "TRUE_POSITIVE"},
+        {"source": "Example Collab"},
     ),
     (
         3,
@@ -70,7 +70,7 @@ TE_CSV_ROWS: list[Plain] = [
         "Example Collab",
         None,
         False,
-        {"source": "Example Collab", "category": "TRUE_POSITIVE"},
+        {"source": "Example Collab"},
     ),
     (
         4,
@@ -79,7 +79,7 @@ TE_CSV_ROWS: list[Plain] = [
         "Other Collab",
         None,
         False,
-        {"source": "Other Collab", "category": "WORTH_INVESTIGATING"},
+        {"source": "Other Collab"},
     ),
     (
         5,
@@ -88,7 +88,7 @@ TE_CSV_ROWS: list[Plain] = [
         "Other Collab",
         None,
         False,
-        {"source": "Other Collab", "category": "TRUE_POSITIVE"},
+        {"source": "Other Collab"},
     ),
 ]
 NCMEC_LABELS_1 = {"classification": "A1", "source": "Example Member"}
@@ -337,7 +337,40 @@ def test_each_sample_pushes_to_a_real_server(
     with running.lists() as client:
         info = client.get_list("imported")
     expected_digest = ListDigest()
-    for _, a, h, ref, *_ in upserts:
-        expected_digest.add(a, bytes.fromhex(h), ref)
+    for _, a, h, ref, _, _, labels in upserts:
+        expected_digest.add(a, bytes.fromhex(h), ref, labels)
     assert info.digest == expected_digest.hex()
     assert sum(info.counts.values()) == len(upserts)
+
+
+def test_label_columns_and_json_lines_labels(tmp_path: Path) -> None:
+    wide = _write(
+        tmp_path,
+        "iwf.csv",
+        f"MD5,SHA1,Category,Age Band,Notes,ID\n{MD5_1},{SHA1_1},A,0-2,free text,ref-1\n"
+        f"{MD5_2},,B,,,ref-2\n",
+    )
+    assert [(r.reference_id, r.labels) for r in read_rows(wide) if isinstance(r, Row)] == [
+        ("ref-1", {"category": "A", "age_band": "0-2"}),
+        ("ref-1", {"category": "A", "age_band": "0-2"}),
+        ("ref-2", {"category": "B"}),
+    ]
+    too_long = _write(tmp_path, "long.csv", f"ID,MD5,Source\nref-1,{MD5_1},{'s' * 65}\n")
+    assert _bad(list(read_rows(too_long))) == [
+        (2, "label source: must be 1-64 bytes of UTF-8, got 65")
+    ]
+    lines = _write(
+        tmp_path,
+        "l.jsonl",
+        f'{{"algorithm": "md5", "hash": "{MD5_1}", "reference_id": "r", '
+        '"labels": {"baseline": "yes"}}\n'
+        f'{{"algorithm": "md5", "hash": "{MD5_2}", "retire": true}}\n'
+        f'{{"algorithm": "md5", "hash": "{MD5_3}", "reference_id": "r", "labels": ["x"]}}\n'
+        f'{{"algorithm": "md5", "hash": "{MD5_4}", "reference_id": "r", "retire": "no"}}\n',
+    )
+    rows = list(read_rows(lines))
+    assert [(r.labels, r.retire) for r in rows if isinstance(r, Row)] == [
+        ({"baseline": "yes"}, False),
+        ({}, True),
+    ]
+    assert [line for line, _ in _bad(rows)] == [3, 4]

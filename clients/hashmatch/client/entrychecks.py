@@ -4,7 +4,10 @@ file the server would refuse is refused before anything is sent, by file line.
 They must agree with the server's (hashcore/src/changes.rs; tests/test_entry_checks.py
 holds them to a real server): a PDQ upsert is refused when it is degenerate, else when its
 quality is below the list's minimum; a hash may appear once (upserts and retirements
-alike). Retirements are not held to quality or degeneracy: any listed hash can be retired.
+alike); the upserts of one reference ID carry the same labels. Retirements are not held to
+quality, degeneracy or labels: any listed hash can be retired. The server checks labels
+within a batch; the client within the whole file, so that no batch boundary decides which
+labels a reference gets.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def check_rows(
     already on an earlier line (both lines named). `retire` makes every row a retirement;
     `pdq_min_quality` is the list's (None: not checked, e.g. no list at hand)."""
     first_line: dict[bytes, int] = {}
+    # Per reference ID: the first line that upserts it, and its labels.
+    labelled: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}
     for row in rows:
         if isinstance(row, BadRow):
             yield row
@@ -57,4 +62,11 @@ def check_rows(
             continue
         first_line[key] = row.line
         problem = entry_problem(row, retire=retire, pdq_min_quality=pdq_min_quality)
+        if problem is None and not (retire or row.retire):
+            labels = tuple(sorted(row.labels.items()))
+            line, first = labelled.setdefault(row.reference_id, (row.line, labels))
+            if first != labels:
+                problem = (
+                    f"labels differ from those of line {line}, which has the same reference ID"
+                )
         yield row if problem is None else BadRow(row.line, problem)

@@ -15,14 +15,14 @@ from hashmatch.client.listformats.delimited import read_delimited
 from hashmatch.client.listformats.detect import FORMATS, detect_format
 from hashmatch.client.listformats.jsonlines import read_jsonl
 from hashmatch.client.listformats.ncmec import read_ncmec_xml
-from hashmatch.client.listformats.rows import LABEL_KEYS, BadRow, Row, parse_row
+from hashmatch.client.listformats.rows import BadRow, Row, parse_row
 from hashmatch.client.listformats.stopncii import read_stopncii
 from hashmatch.client.listformats.threatexchange import (
     read_signal_lines,
     read_threatexchange_csv,
 )
 
-__all__ = ["FORMATS", "LABEL_KEYS", "BadRow", "Row", "detect_format", "parse_row", "read_rows"]
+__all__ = ["FORMATS", "BadRow", "Row", "detect_format", "parse_row", "read_rows"]
 
 _READERS: dict[str, Callable[[Path], Iterator[Row | BadRow]]] = {
     "csv": lambda path: read_delimited(path, ","),

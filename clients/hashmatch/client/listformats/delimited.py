@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hashmatch.client.listformats.rows import LABEL_KEYS, BadRow, Row, parse_row
+from hashmatch.client.labels import LABEL_KEYS
+from hashmatch.client.listformats.rows import BadRow, Row, parse_row
 
 _REFERENCE_NAMES = {"reference_id", "reference", "ref", "ref_id", "id"}
 _HASH_NAMES = {"hash", "hash_hex", "hex"}

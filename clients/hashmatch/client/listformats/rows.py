@@ -6,21 +6,18 @@ import re
 from dataclasses import dataclass, field
 
 from hashmatch.client.algorithms import PDQ, parse_algorithm, parse_hex_digest
+from hashmatch.client.labels import LABEL_KEYS, label_problems
 
-# The label keys an entry may carry; values are free text.
-LABEL_KEYS = ("category", "age_band", "classification", "baseline", "source")
 MAX_REFERENCE_BYTES = 128
-MAX_LABEL_BYTES = 64
-# What the server refuses: ASCII control characters in a reference ID; Unicode's (C0, DEL
-# and C1) in a label value.
+# The server refuses ASCII control characters in a reference ID.
 _ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_UNICODE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
 class Row:
     """One entry of a list file. `retire` marks a deletion (the hash is to be retired);
-    `labels` maps keys of LABEL_KEYS to their values (empty when the file has none)."""
+    `labels` maps label keys (hashmatch.client.labels) to their values (empty when the file
+    has none)."""
 
     line: int
     algorithm: int
@@ -55,17 +52,13 @@ def reference_problem(reference_id: str) -> str | None:
 
 def label_problem(key: str, value: str) -> str | None:
     """What the server would refuse in this label, if anything."""
-    if key not in LABEL_KEYS:
-        return f"unknown label {key!r} (known: {', '.join(LABEL_KEYS)})"
     try:
-        size = len(value.encode("utf-8"))
+        value.encode("utf-8")
     except UnicodeEncodeError:
+        # Files are read with surrogateescape, so bytes that are not UTF-8 surface here.
         return f"label {key} is not valid UTF-8"
-    if size > MAX_LABEL_BYTES:
-        return f"label {key} is longer than {MAX_LABEL_BYTES} bytes"
-    if _UNICODE_CONTROL.search(value):
-        return f"label {key} contains a control character"
-    return None
+    problems = label_problems({key: value})
+    return f"label {key}: {problems[0][1]}" if problems else None
 
 
 def parse_row(

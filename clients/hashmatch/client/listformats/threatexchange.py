@@ -5,9 +5,11 @@ naming collab, signal_type, signal_str, category and tags, in any order) and sig
 Signal types hashmatch holds: pdq; video_md5, photo_md5 and md5; video_sha256 and sha256.
 Any other type (vpdq, video_tmk_pdqf, url, raw_text…) is reported on its line. ThreatExchange
 has no per-signal ID, so the reference ID is the collaboration (CSV) or, for signal lines,
-the file's name without its extension; the CSV's collab also becomes the `source` label
-and its category the `category` label. A row whose category is FALSE_POSITIVE (the
-collaboration says the signal is not what it lists) is refused, never listed.
+the file's name without its extension; the CSV's collab also becomes the `source` label.
+Its category is an opinion (TRUE_POSITIVE, WORTH_INVESTIGATING), not a content category,
+and differs between the signals of one collaboration, so it is no label; a row whose
+category is FALSE_POSITIVE (the collaboration says the signal does not fit) is refused,
+never listed. Tags are not read.
 """
 
 from __future__ import annotations
@@ -88,8 +90,7 @@ def read_threatexchange_csv(path: Path) -> Iterator[Row | BadRow]:
                 yield BadRow(line, "collab is empty (it is the reference ID)")
                 continue
             signal_type, signal_str = (fields[columns[n]] for n in ("signal_type", "signal_str"))
-            labels = {"source": collab, "category": category}
-            yield _signal(line, signal_type, signal_str, collab, labels)
+            yield _signal(line, signal_type, signal_str, collab, {"source": collab})
 
 
 def read_signal_lines(path: Path) -> Iterator[Row | BadRow]:
