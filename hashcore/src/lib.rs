@@ -41,9 +41,12 @@ pub mod simd;
 pub mod stats;
 pub mod tier;
 pub mod verdicts;
+pub mod video;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_video;
 
 pub use error::CoreError;
 pub use index::{Alg, Batch, GroupQueries, Index, ListConfig, Match, Queries, RefColumns};

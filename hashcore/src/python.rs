@@ -547,5 +547,6 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_entries, m)?)?;
     m.add_function(wrap_pyfunction!(encode_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(label_keys, m)?)?;
+    crate::python_video::register(m)?;
     Ok(())
 }
