@@ -33,6 +33,32 @@ def follow(
     return channel, stub.Follow(request, metadata=metadata, timeout=20)
 
 
+def next_event(stream: Iterator[replication_pb2.FollowEvent]) -> replication_pb2.FollowEvent:
+    """The next event that is not a heartbeat (an empty event)."""
+    while True:
+        event = next(stream)
+        if event.WhichOneof("event") is not None:
+            return event
+
+
+def test_an_idle_stream_sends_heartbeats(running: Running) -> None:
+    """Once everything served was sent, an empty event comes (then each second): the
+    replica's proof that its copy is current."""
+    lists = running.lists()
+    lists.create_list("a")
+    lists.apply_changes("a", "a0", [upsert(MD5, bytes(16), "R")])
+    channel, stream = follow(running)
+    try:
+        kinds = []
+        while len(kinds) < 5 and kinds.count(None) < 2:
+            kinds.append(next(stream).WhichOneof("event"))
+        assert kinds[:4] == ["tenants", "list", "batch", None]
+        assert kinds.count(None) == 2
+    finally:
+        stream.cancel()  # type: ignore[attr-defined]
+        channel.close()
+
+
 def test_follow_sends_tenants_lists_and_batches_in_order(running: Running) -> None:
     rng = random.Random(3)
     lists = running.lists()
@@ -42,14 +68,14 @@ def test_follow_sends_tenants_lists_and_batches_in_order(running: Running) -> No
             lists.apply_changes(name, f"{name}{i}", [upsert(MD5, random_digest(rng, MD5), "R")])
     channel, stream = follow(running, a=1)
     try:
-        first = next(stream)
+        first = next_event(stream)
         assert first.WhichOneof("event") == "tenants"
         assert {t.name for t in first.tenants.tenants} == set(TENANTS)
 
         announced: list[str] = []
         versions: dict[str, list[int]] = {"a": [], "b": []}
         while versions != {"a": [2, 3], "b": [1, 2]}:
-            event = next(stream)
+            event = next_event(stream)
             kind = event.WhichOneof("event")
             if kind == "list":
                 announced.append(event.list.name)
@@ -63,16 +89,16 @@ def test_follow_sends_tenants_lists_and_batches_in_order(running: Running) -> No
         # Live: a new list is announced, then its batch follows on the same stream.
         lists.create_list("c", pdq_threshold=20)
         lists.apply_changes("c", "c0", [upsert(MD5, random_digest(rng, MD5), "C")])
-        event = next(stream)
+        event = next_event(stream)
         assert event.WhichOneof("event") == "list"
         assert (event.list.name, event.list.pdq_threshold) == ("c", 20)
-        event = next(stream)
+        event = next_event(stream)
         assert event.WhichOneof("event") == "batch"
         assert (event.batch.list, event.batch.version, event.batch.batch_id) == ("c", 1, "c0")
 
         # Tenants changes flow on the stream too.
         running.service.store.revoke_tokens("platform")
-        event = next(stream)
+        event = next_event(stream)
         assert event.WhichOneof("event") == "tenants"
         (platform,) = [t for t in event.tenants.tenants if t.name == "platform"]
         assert token_hash(running.tokens["platform"]) not in platform.token_hashes

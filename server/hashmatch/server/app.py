@@ -7,7 +7,9 @@ orderly shutdown (`Service.stop`): health NOT_SERVING, drain in-flight calls, fl
 statistics, close LMDB.
 
 A replica's process reports NOT_SERVING while any list is unverified (being copied, or
-found to differ from the primary's): that list answers NO_MATCH meanwhile (ReplicaHealth).
+found to differ from the primary's): that list answers NO_MATCH meanwhile (ReplicaHealth);
+and, with max_lag set, while its copy is not proven current (its lists are still served).
+A store marked as a replica is never served without --follow (store/replica_state.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from hashmatch.client.connection import Connection
+from hashmatch.client.connection import Connection, RetryPolicy
 from hashmatch.server import demo
 from hashmatch.server.core import Index
 from hashmatch.server.matching.matcher import Matcher
@@ -40,11 +42,11 @@ from hashmatch.server.services.lists import ListServicer
 from hashmatch.server.services.match import MatchServicer
 from hashmatch.server.services.platform import PlatformServicer
 from hashmatch.server.services.replication import ReplicationServicer
-from hashmatch.server.settings import Settings
-from hashmatch.server.store import Store
+from hashmatch.server.settings import Settings, SettingsError
+from hashmatch.server.store import Store, replica_state
 from hashmatch.server.store.probes import ProbeLedger
 from hashmatch.server.sync.follower import IndexFollower
-from hashmatch.server.sync.replica import Replicator
+from hashmatch.server.sync.replica import Replicator, reconnect_ceiling
 from hashmatch.server.sync.stats import MatchCounts, StatsFlusher
 from hashmatch.v1 import lists_pb2, match_pb2, platform_pb2, replication_pb2
 
@@ -114,6 +116,7 @@ class Service:
     metrics_port: int | None = None
     probes: ProbeLedger | None = None
     replica_health: ReplicaHealth | None = None
+    serving: replica_state.ServingLock | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING → drain in-flight calls → flush statistics → close LMDB."""
@@ -139,6 +142,8 @@ class Service:
         if self.probes is not None:
             self.probes.close()
         self.store.close()
+        if self.serving is not None:
+            self.serving.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
@@ -147,8 +152,8 @@ class Service:
 class ReplicaHealth:
     """Health and metrics of a replica's lists, in every serving process of the replica:
     health NOT_SERVING (the whole server and MatchService) while the store marks any list
-    unverified, SERVING again once none is. Called by the index follower whenever the set
-    of unverified lists changes."""
+    unverified or the copy stale, SERVING again once neither holds. Called by the index
+    follower whenever either changes."""
 
     SERVICES = ("", SERVICES[0].full_name)
 
@@ -158,7 +163,7 @@ class ReplicaHealth:
         health_servicer: health.aio.HealthServicer,
         loop: asyncio.AbstractEventLoop,
         metrics: Metrics,
-        reported: frozenset[str],
+        reported: tuple[frozenset[str], str | None],
     ) -> None:
         self.follower = follower
         self.health = health_servicer
@@ -178,25 +183,28 @@ class ReplicaHealth:
             for name in unverified:
                 self.metrics.replica_list_verified.labels(name).set(0)
             self.metrics.replica_unverified_lists.set(len(unverified))
-            if unverified == self._reported:
+            stale = self.follower.stale()
+            if (unverified, stale) == self._reported:
                 return
             if unverified:
                 log.warning(
                     "replica: health NOT_SERVING while lists are not verified: %s",
                     ", ".join(sorted(unverified)),
                 )
-            elif self._reported:
-                log.info("replica: every list verified; health SERVING")
+            elif stale is not None:
+                log.warning("replica: health NOT_SERVING: %s", stale)
+            elif self._reported != (frozenset(), None):
+                log.info("replica: every list verified and current; health SERVING")
             status = (
                 health_pb2.HealthCheckResponse.NOT_SERVING
-                if unverified
+                if unverified or stale is not None
                 else health_pb2.HealthCheckResponse.SERVING
             )
             # In order on the loop (each set takes effect when its task starts); never
             # waited for here: the follower calls from any thread.
             for svc in self.SERVICES:
                 asyncio.run_coroutine_threadsafe(self.health.set(svc, status), self.loop)
-            self._reported = unverified
+            self._reported = (unverified, stale)
 
     def close(self) -> None:
         """Leaves health to the shutdown from now on."""
@@ -232,10 +240,17 @@ def build(
     """
     metrics = metrics if metrics is not None else Metrics.create()
     store = Store(settings.data_dir, map_size=settings.map_size)
+    serving = replica_state.ServingLock(settings.data_dir)
     follower: IndexFollower | None = None
     loop: EventLoop | None = None
     ledger: ProbeLedger | None = None
     try:
+        primary = replica_state.replica_of(store)
+        if primary is not None and not settings.follow:
+            raise SettingsError(
+                f"{settings.data_dir} holds a replica of {primary}: serve it with --follow "
+                "(the primary's HOST:PORT), or make it a primary with `hashmatch admin promote`"
+            )
         if settings.demo:
             demo.ensure_demo(store, settings.data_dir)
         follower = IndexFollower(store, Index(), settings.poll_interval)
@@ -265,15 +280,17 @@ def build(
             service_handler(SERVICES[3], PlatformServicer(store, follower), pipeline),
         ]
         loop = EventLoop(settings.threads)
-        # A replica with unverified lists starts NOT_SERVING.
-        unverified = follower.unverified() if settings.follow else frozenset()
+        # A replica with unverified lists, or a stale copy, starts NOT_SERVING.
+        reported = (
+            (follower.unverified(), follower.stale()) if settings.follow else (frozenset(), None)
+        )
         server, health_servicer, port = loop.run(
-            _start(settings, reuse_port, handlers, not_serving=bool(unverified))
+            _start(settings, reuse_port, handlers, not_serving=reported != (frozenset(), None))
         )
         replica_health = None
         if settings.follow:
             replica_health = ReplicaHealth(
-                follower, health_servicer, loop.loop, metrics, reported=unverified
+                follower, health_servicer, loop.loop, metrics, reported=reported
             )
             follower.on_verification = replica_health.refresh
             replica_health.refresh()
@@ -288,9 +305,13 @@ def build(
                 store,
                 follower,
                 Connection(
-                    server=settings.follow, token=settings.follow_token, tls=settings.follow_tls()
+                    server=settings.follow,
+                    token=settings.follow_token,
+                    tls=settings.follow_tls(),
+                    retry=RetryPolicy(max_backoff=reconnect_ceiling(settings.max_lag)),
                 ),
                 metrics=metrics,
+                max_lag=settings.max_lag,
             )
             replicator.start()
     except BaseException:
@@ -301,6 +322,7 @@ def build(
         if ledger is not None:
             ledger.close()
         store.close()
+        serving.close()
         raise
     return Service(
         settings,
@@ -317,6 +339,7 @@ def build(
         metrics_port,
         ledger,
         replica_health,
+        serving,
     )
 
 

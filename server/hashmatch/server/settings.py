@@ -97,6 +97,10 @@ class Settings:
     follow_ca: Path | None = None
     follow_cert: Path | None = None
     follow_key: Path | None = None
+    # A replica whose copy is not proven current for this many seconds (no heartbeat of the
+    # primary applied: cut off, or applying too slowly) reports NOT_SERVING so a load
+    # balancer takes it out of rotation; 0 = never (it serves whatever it has).
+    max_lag: float = 0.0
     # Create the benign demo list (and demo tenants) when the data folder has none.
     demo: bool = False
 
@@ -130,6 +134,8 @@ class Settings:
             raise SettingsError("tls_cert and tls_key must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise SettingsError("tls_client_ca needs tls_cert and tls_key")
+        if self.max_lag < 0:
+            raise SettingsError("max_lag must be >= 0 seconds")
         if (self.follow_cert is None) != (self.follow_key is None):
             raise SettingsError("follow_cert and follow_key must be given together")
         if self.follow_cert is not None and self.follow_ca is None:

@@ -1,4 +1,4 @@
-"""`hashmatch admin ...`: tenants, checks and backups, on the data folder directly.
+"""`hashmatch admin ...`: tenants, checks, backups and promotion, on the data folder directly.
 
 A folder that holds no store is refused (a mistyped --data-dir must not quietly become a
 new store no server reads) unless the command is told to create one: `admin init`, or
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hashmatch.server.store import Role, Store, checks
+from hashmatch.client import ListClient
+from hashmatch.client.connection import Connection, RetryPolicy, TlsConfig
+from hashmatch.client.errors import HashmatchError
+from hashmatch.server.store import Role, Store, checks, replica_state
 from hashmatch.server.store.backup import backup
 from hashmatch.server.store.checks import StoreDamaged
 from hashmatch.server.store.env import audit_nanos
@@ -91,6 +95,36 @@ def add_parser(sub: Any) -> None:
     p.add_argument("dest", type=Path, metavar="DEST", help="folder to copy into (DEST/store)")
     _data_dir(p)
     p.set_defaults(run=_backup)
+
+    p = admin.add_parser(
+        "promote",
+        help="make a stopped replica's data folder a primary's (refused when behind)",
+        description="Refuses while a server runs on the folder, and when any list is "
+        "unverified, behind the primary's version this replica heard of, or behind (or "
+        "different from) a peer replica's copy given with --peer. Peers are asked over the "
+        "network with a replica token (--token or HASHMATCH_TOKEN).",
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another replica of the same primary to compare with; repeatable",
+    )
+    p.add_argument("--token", help="replica token for the peers (default $HASHMATCH_TOKEN)")
+    p.add_argument("--peer-ca", type=Path, help="PEM CA when the peers serve TLS")
+    _data_dir(p)
+    p.set_defaults(run=_promote)
+
+    p = admin.add_parser(
+        "demote",
+        help="mark a former primary's folder as a replica of the new primary",
+        description="`hashmatch serve` then refuses the folder without --follow, so a "
+        "returning old primary cannot serve as a second primary.",
+    )
+    p.add_argument("primary", metavar="HOST:PORT", help="the new primary")
+    _data_dir(p)
+    p.set_defaults(run=_demote)
 
 
 def _data_dir(p: argparse.ArgumentParser) -> None:
@@ -222,6 +256,66 @@ def _check(args: argparse.Namespace) -> int:
         f"{sum(records.values())} record(s) checked, all sound",
         file=sys.stderr,
     )
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    """Exit 0 promoted; 1 refused (each reason on its own line)."""
+    path = data_dir(args)
+    token = args.token or os.environ.get("HASHMATCH_TOKEN")
+    if args.peer and not token:
+        print(
+            "hashmatch: --peer needs a replica token (--token or HASHMATCH_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
+    peers: dict[str, list[replica_state.PeerList]] = {}
+    problems = []
+    for address in args.peer:
+        try:
+            peers[address] = _peer_lists(address, token, args.peer_ca)
+        except HashmatchError as exc:
+            problems.append(f"peer {address} could not be asked: {exc}")
+    with opened(path) as store:
+        if replica_state.being_served(path):
+            problems.append(f"a server is still serving {path}: stop it first")
+        primary = replica_state.replica_of(store)
+        if primary is None:
+            print(f"hashmatch: {path} already holds a primary's store", file=sys.stderr)
+            return 1
+        problems += replica_state.promotion_problems(store, peers)
+        if problems:
+            print(f"hashmatch: not promoting {path}, a replica of {primary}:", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        lists = store.lists()
+        replica_state.promote(store, actor="admin")
+    print(f"promoted {path}: no longer a replica of {primary}; serve it without --follow")
+    for meta in lists:
+        print(f"{meta.name}\tversion {meta.version}\tdigest {meta.digest.hex()}")
+    return 0
+
+
+def _peer_lists(address: str, token: str | None, ca: Path | None) -> list[replica_state.PeerList]:
+    tls = TlsConfig(ca_file=ca) if ca is not None else None
+    connection = Connection(
+        server=address, token=token, tls=tls, timeout=10.0, retry=RetryPolicy(attempts=2)
+    )
+    return [
+        replica_state.PeerList(x.name, x.version, bytes.fromhex(x.digest))
+        for x in ListClient(connection).list_lists()
+    ]
+
+
+def _demote(args: argparse.Namespace) -> int:
+    path = data_dir(args)
+    with opened(path) as store:
+        if replica_state.being_served(path):
+            print(f"hashmatch: a server is still serving {path}: stop it first", file=sys.stderr)
+            return 1
+        replica_state.demote(store, args.primary, actor="admin")
+    print(f"{path} is now a replica of {args.primary}: serve it with --follow {args.primary}")
     return 0
 
 

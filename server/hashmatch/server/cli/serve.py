@@ -47,6 +47,11 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow-cert", type=Path, help="PEM client certificate for an mTLS primary")
     p.add_argument("--follow-key", type=Path, help="PEM private key of --follow-cert")
     p.add_argument(
+        "--max-lag",
+        type=float,
+        help="replica: report NOT_SERVING when not proven current for this many seconds",
+    )
+    p.add_argument(
         "--demo",
         action="store_const",
         const=True,
@@ -72,6 +77,7 @@ SERVE_FLAGS = (
     "follow_ca",
     "follow_cert",
     "follow_key",
+    "max_lag",
     "demo",
 )
 

@@ -18,8 +18,11 @@ from hashmatch.v1 import hashes_pb2, replication_pb2
 FOLLOW_PAGE = 64
 # While commits keep coming, tenants are re-read at most this often...
 TENANTS_CHECK_SECONDS = 0.5
-# ...and sent at least this often even when unchanged: the stream's heartbeat.
+# ...and sent at least this often even when unchanged.
 TENANTS_HEARTBEAT_SECONDS = 30.0
+# While this stream has nothing pending, an empty event at most this often: a heartbeat that
+# tells the replica it has been sent every batch served here (its proof of freshness).
+HEARTBEAT_SECONDS = 1.0
 
 _EVENT = replication_pb2.FollowEvent.DESCRIPTOR.fields_by_name
 _TENANTS_FIELD = _EVENT["tenants"].number
@@ -49,8 +52,9 @@ class ReplicationServicer:
 
         One coroutine whatever the number of lists: it reads the change log in pages on
         the thread pool, and while nothing is pending it waits for the index follower's
-        next catch-up, holding no thread. Batches of one list go out in version order
-        from the replica's position; a new list is announced before its first batch.
+        next catch-up, holding no thread, with an empty event (a heartbeat) each second.
+        Batches of one list go out in version order from the replica's position; a new
+        list is announced before its first batch.
         """
         require_role(tenant, Role.REPLICA)
         loop = asyncio.get_running_loop()
@@ -59,7 +63,7 @@ class ReplicationServicer:
         sent: dict[int, tuple[str, int]] = {}
         tenants_sent = b""
         tenants_seq = -1  # follower seq as of the last tenants read
-        tenants_read = tenants_at = float("-inf")
+        tenants_read = tenants_at = heartbeat_at = float("-inf")
         while True:
             # Every commit up to `seen` is visible to the reads below; a later one wakes
             # the wait at the end.
@@ -94,10 +98,15 @@ class ReplicationServicer:
             if progressed:
                 continue
 
+            # Nothing pending: every batch served as of `seen` has been sent.
+            if loop.time() - heartbeat_at >= HEARTBEAT_SECONDS:
+                heartbeat_at = loop.time()
+                yield b""
             if seen > tenants_seq:  # a tenants read is due once the check interval ends
                 wait = tenants_read + TENANTS_CHECK_SECONDS - loop.time()
             else:
                 wait = tenants_at + TENANTS_HEARTBEAT_SECONDS - loop.time()
+            wait = min(wait, heartbeat_at + HEARTBEAT_SECONDS - loop.time())
             if wait > 0:
                 await self.follower.changed(seen, timeout=wait)
 

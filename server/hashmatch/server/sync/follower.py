@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from hashmatch.server.core import Index, pack_hashes
-from hashmatch.server.store import ListMeta, Store
+from hashmatch.server.store import ListMeta, Store, replica_state
 from hashmatch.server.store.changelog import CHANGES, EXPOSE, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.store.resync import list_states
 
@@ -58,6 +58,8 @@ class IndexFollower:
         self._seen_seq = -1
         # Lists not served because the store marks them unverified (replicas), by name.
         self._unverified: frozenset[str] = frozenset()
+        # Why the store marks this replica's copy as not proven current, or None.
+        self._stale: str | None = None
         # Called (with no lock held) after a catch-up that changed `unverified()` or which
         # lists are served.
         self.on_verification: Callable[[], None] | None = None
@@ -78,6 +80,11 @@ class IndexFollower:
     def unverified(self) -> frozenset[str]:
         """Names of the lists not served because the store marks them unverified."""
         return self._unverified
+
+    def stale(self) -> str | None:
+        """Why the store marks this replica's copy as not proven current (its lists are
+        still served; health says NOT_SERVING), or None."""
+        return self._stale
 
     def catch_up(self) -> None:
         """Applies every batch committed since the last call."""
@@ -122,8 +129,12 @@ class IndexFollower:
             self._lists = served
             self._reload_platforms()
             self._seen_seq = seq
-            changed = unverified != self._unverified or served.keys() != previous
+            stale = replica_state.stale_reason(self.store)
+            changed = (
+                unverified != self._unverified or served.keys() != previous or stale != self._stale
+            )
             self._unverified = frozenset(unverified)
+            self._stale = stale
         if changed and self.on_verification is not None:
             self.on_verification()
         with self._waiters_lock:

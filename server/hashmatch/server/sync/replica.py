@@ -18,6 +18,15 @@ version the primary announced, with the primary's digest (store/resync.py).
 Two threads whatever the number of lists: one reads the stream, one applies what arrived
 and reconnects (1 s, doubling to 30 s) when the stream fails.
 
+Freshness (with max_lag > 0): the primary sends an empty event, a heartbeat, whenever it has
+sent this replica every batch it serves (at most once a second while idle). Applying one
+proves the copy was current when it was sent. A replica that has applied none for max_lag
+seconds (cut off from the primary, or applying more slowly than the primary commits) marks
+its store stale: every serving process then reports NOT_SERVING, still answering whoever
+calls it directly, until a heartbeat is applied again. It reconnects at least every
+max_lag / 4 seconds meanwhile, so a primary restart shorter than max_lag costs no rotation.
+The primary's versions as heard are recorded in the store too, for `admin promote`.
+
 Lag, per list: the primary's version (announced at the start of each stream, then the
 version of each batch received) minus the version copied here, and the age of the oldest
 batch received and not applied yet (hashmatch_replica_lag_versions and _seconds). A list
@@ -41,7 +50,15 @@ from hashmatch.client.connection import Connection
 from hashmatch.client.errors import HashmatchError, from_rpc_error
 from hashmatch.server.core import parse_changes
 from hashmatch.server.metrics import Metrics
-from hashmatch.server.store import PlatformSettings, Role, StaleVersion, Store, Tenant, resync
+from hashmatch.server.store import (
+    PlatformSettings,
+    Role,
+    StaleVersion,
+    Store,
+    Tenant,
+    replica_state,
+    resync,
+)
 from hashmatch.server.store import grants as store_grants
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from hashmatch.server.sync.follower import IndexFollower
@@ -59,6 +76,9 @@ MAX_BACKOFF = 30.0
 # The primary sends the tenants at least every 30 s; a stream silent for this long is
 # taken for a dead connection and reopened.
 SILENCE_SECONDS = 90.0
+# With max_lag: a stream this many seconds silent (the primary sends a heartbeat every
+# second) is taken for dead, at least.
+MIN_SILENCE_WITH_MAX_LAG = 3.0
 # Wait before re-copying a list found to differ from the primary's; while lists keep
 # differing right after being copied again, the waits grow as the backoff above does.
 RESYNC_DELAY = 0.0
@@ -86,6 +106,7 @@ class Replicator:
         follower: IndexFollower,
         connection: Connection,
         metrics: Metrics | None = None,
+        max_lag: float = 0.0,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -117,9 +138,19 @@ class Replicator:
         self._unapplied: dict[str, deque[tuple[int, float]]] = {}
         # ...and the lists seen behind the primary (logged once caught up).
         self._behind: set[str] = set()
+        # The primary's versions as last recorded in the store.
+        self._recorded: dict[str, int] = {}
+        # Freshness: when the last heartbeat was applied (monotonic), and what the store
+        # says (None: current; else why not), as last written by this replicator.
+        self.max_lag = max_lag
+        self._fresh_at: float | None = None
+        self._stale: str | None = replica_state.stale_reason(store)
+        self._max_backoff = reconnect_ceiling(max_lag)
+        self._silence = max(max_lag, MIN_SILENCE_WITH_MAX_LAG) if max_lag else SILENCE_SECONDS
 
     def start(self) -> None:
         self.store.mark_replica(self.connection.server)
+        self._check_fresh()
         self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
         self._thread.start()
 
@@ -132,17 +163,51 @@ class Replicator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def _wait(self, seconds: float) -> None:
+        """Waits (unless stopped), keeping the freshness mark up to date meanwhile."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self._check_fresh()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 0.5))
+
+    def _check_fresh(self) -> None:
+        """Marks the store stale when no heartbeat was applied for max_lag seconds, and
+        current again once one is."""
+        if not self.max_lag:
+            stale: str | None = None
+        elif self._fresh_at is None:
+            stale = f"not caught up with primary {self.connection.server} yet"
+        elif time.monotonic() - self._fresh_at > self.max_lag:
+            stale = (
+                f"not proven current with primary {self.connection.server} for over "
+                f"{self.max_lag:g} s (max_lag)"
+            )
+        else:
+            stale = None
+        if (stale is None) == (self._stale is None):
+            return
+        replica_state.set_stale(self.store, stale)
+        self._stale = stale
+        if stale is None:
+            log.info("replica: current with primary %s again", self.connection.server)
+        else:
+            log.warning("replica: %s", stale)
+        self.follower.catch_up()
+
     def _run(self) -> None:
-        delay = INITIAL_BACKOFF
+        delay = min(INITIAL_BACKOFF, self._max_backoff)
         while not self._stop.is_set():
             try:
                 self._follow()
             except _Resync:
                 # Not a failure of the primary: reconnect at once (or after the growing
                 # wait, when the copies keep differing).
-                self._stop.wait(self._resync_wait)
+                self._wait(self._resync_wait)
                 self._resync_wait = min(max(self._resync_wait * 2, INITIAL_BACKOFF), MAX_BACKOFF)
-                delay = INITIAL_BACKOFF
+                delay = min(INITIAL_BACKOFF, self._max_backoff)
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -154,8 +219,8 @@ class Replicator:
                         "replica: not following primary %s (%s); retrying every %g-%g s",
                         self.connection.server,
                         exc,
-                        INITIAL_BACKOFF,
-                        MAX_BACKOFF,
+                        min(INITIAL_BACKOFF, self._max_backoff),
+                        self._max_backoff,
                     )
                     self._following = False
                 else:
@@ -163,9 +228,9 @@ class Replicator:
                 # A stream that got through starts the backoff over, unless what broke it
                 # was applying its content (that will most likely fail again).
                 if self._connected and not local:
-                    delay = INITIAL_BACKOFF
-                self._stop.wait(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                    delay = min(INITIAL_BACKOFF, self._max_backoff)
+                self._wait(delay)
+                delay = min(delay * 2, self._max_backoff)
 
     def _follow(self) -> None:
         """Follows one stream until it fails (raises) or the replicator stops.
@@ -199,13 +264,14 @@ class Replicator:
         try:
             heard = time.monotonic()
             while not self._stop.is_set():
+                self._check_fresh()
                 try:
                     first = arrived.get(timeout=0.5)
                 except queue.Empty:
                     if self._unapplied:
                         self._update_lag()
-                    if time.monotonic() - heard > SILENCE_SECONDS:
-                        raise HashmatchError(f"nothing heard for {SILENCE_SECONDS:g} s") from None
+                    if time.monotonic() - heard > self._silence:
+                        raise HashmatchError(f"nothing heard for {self._silence:g} s") from None
                     continue
                 heard = time.monotonic()
                 group = [first]
@@ -228,6 +294,7 @@ class Replicator:
         are independent; a list's creation comes before its batches)."""
         batches: dict[str, list[lists_pb2.ChangeBatch]] = {}
         end: BaseException | None = None
+        heartbeat = False
         for item in group:
             if item is None:
                 end = _StreamEnded("the primary ended the stream")
@@ -246,11 +313,17 @@ class Replicator:
                     self._create_list(item.list)
                 elif kind == "batch":
                     batches.setdefault(item.batch.list, []).append(item.batch)
+                elif kind is None:
+                    heartbeat = True
         for name, run in batches.items():
             if name not in self._reset:
                 self._apply_all(name, run)
         self.follower.catch_up()
         self._update_lag()
+        if heartbeat and not self._reset:
+            # Everything the primary had sent before it is applied now.
+            self._fresh_at = time.monotonic()
+            self._check_fresh()
         if self._reset:
             raise _Resync(f"re-copying {', '.join(sorted(self._reset))} from the primary")
         if end is not None:
@@ -288,6 +361,10 @@ class Replicator:
                 behind = max(0, primary - version)
                 age = max(0.0, now - pending[0][1]) if behind and pending else 0.0
                 lags.append((name, version, behind, age))
+            heard = dict(self._primary_versions)
+        if any(self._recorded.get(name, -1) < version for name, version in heard.items()):
+            replica_state.note_primary_versions(self.store, heard)
+            self._recorded = heard
         for name, version, behind, age in lags:
             if self.metrics is not None:
                 self.metrics.replica_lag_versions.labels(name).set(behind)
@@ -459,6 +536,12 @@ class Replicator:
             verify_at=self._targets.get(name),
         )
         return self._checked(name, checked)
+
+
+def reconnect_ceiling(max_lag: float) -> float:
+    """The longest wait between attempts to reach the primary: a quarter of max_lag (at
+    least 0.25 s), so a primary back within max_lag is followed again in time."""
+    return min(MAX_BACKOFF, max(0.25, max_lag / 4)) if max_lag else MAX_BACKOFF
 
 
 def _entries(event: replication_pb2.FollowEvent) -> int:

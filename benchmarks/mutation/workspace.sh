@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the Python mutation workspace: a snapshot of the committed tree (git HEAD) in the
+# src/ layout mutmut expects (it imports the mutated code from mutants/src), plus the built
+# core (_hashcore.abi3.so, not tracked by git) and a pyproject.toml holding only the mutmut
+# and pytest settings of one module group. Never touches the working tree it is run from.
+#   workspace.sh DEST GROUP   (GROUP: matching | rpc | store)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+dest="$1"
+group="$2"
+case "$group" in
+matching)
+    only='"src/hashmatch/server/matching/*"'
+    tests='"tests/test_matching.py", "tests/test_core_matcher.py", "tests/test_probes.py", "tests/test_admission.py", "tests/test_planted_bugs.py", "tests/test_mutants_matching.py"'
+    ;;
+rpc)
+    only='"src/hashmatch/server/rpc/*"'
+    tests='"tests/test_auth_matrix.py", "tests/test_access.py", "tests/test_limits.py", "tests/test_validation.py", "tests/test_mutated_requests.py", "tests/test_planted_bugs.py", "tests/test_serving.py", "tests/test_tls.py", "tests/test_mutants_auth.py"'
+    ;;
+store)
+    only='"src/hashmatch/server/store/*"'
+    tests='"tests/test_store_damage.py", "tests/test_store_keys.py", "tests/test_grants.py", "tests/test_trust.py", "tests/test_audit.py", "tests/test_durability.py", "tests/test_planted_bugs.py", "tests/test_sync.py", "tests/test_replica_divergence.py", "tests/test_mutants_store.py"'
+    ;;
+*)
+    echo "workspace.sh: unknown group '$group' (matching, rpc, store)" >&2
+    exit 2
+    ;;
+esac
+rm -rf "$dest"
+mkdir -p "$dest/src/hashmatch"
+git -C "$repo" archive --format=tar HEAD server/hashmatch clients/hashmatch tests |
+    tar -x -C "$dest"
+mv "$dest/server/hashmatch/server" "$dest/src/hashmatch/server"
+mv "$dest/clients/hashmatch/client" "$dest/clients/hashmatch/v1" "$dest/src/hashmatch/"
+rm -rf "$dest/server" "$dest/clients"
+cp "$repo/server/hashmatch/server/_hashcore.abi3.so" "$dest/src/hashmatch/server/"
+# Test files the group names but HEAD does not hold yet are dropped from the selection.
+selection=""
+for t in $(echo "$tests" | tr -d '",'); do
+    [ -f "$dest/$t" ] && selection="$selection\"$t\", "
+done
+cat >"$dest/pyproject.toml" <<TOML
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = [$only]
+pytest_add_cli_args_test_selection = [${selection%, }]
+pytest_add_cli_args = ["-q", "-p", "no:cacheprovider"]
+# grpc is not fork-safe once its threads run: workers fork from a clean fork server.
+process_isolation = "forkserver"
+use_git_change_detection = false
+TOML

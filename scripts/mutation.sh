@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Mutation testing of the matching, auth/rpc and store code (slow: not part of CI).
+#
+#   scripts/mutation.sh [all|rust|python|report] [GROUP ...]
+#
+# rust:   cargo-mutants on hashcore's matching modules (pdq, exact, request, verdicts,
+#         policy, refs, index), their unit tests plus tests/index_props.rs and
+#         tests/match_request.rs. MUTATION_SHARD=k/n runs one shard of the mutants.
+# python: mutmut on server/hashmatch/server/{matching,rpc,store}/, one workspace per group
+#         (GROUPs: matching rpc store; default all three), each with its own test files
+#         (benchmarks/mutation/workspace.sh names them); a mutant runs only the tests that
+#         reach the function it changed.
+# report: per-module scores and survivors into benchmarks/mutation/results.md.
+#
+# Both tools work on a snapshot of the committed tree (git HEAD) under $MUTATION_WORK
+# (default /tmp/hashmatch-mutation), never in the working tree, and run under `nice -n 19`.
+# Needs: cargo install cargo-mutants --locked; .venv with the dev extra (mutmut).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="${MUTATION_WORK:-/tmp/hashmatch-mutation}"
+what="${1:-all}"
+shift || true
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=(matching rpc store)
+mkdir -p "$work"
+
+run_rust() {
+    rm -rf "$work/rs"
+    mkdir -p "$work/rs"
+    git -C "$repo" archive --format=tar HEAD hashcore | tar -x -C "$work/rs"
+    local files=() shard=()
+    for m in pdq exact request verdicts policy refs index; do files+=(-f "src/$m.rs"); done
+    [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD")
+    # Unoptimised test builds are slow to run and optimised ones slow to link: opt-level 1
+    # without debug info is the quickest round trip per mutant. Exit code 2 = some missed.
+    CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=0 nice -n 19 \
+        cargo mutants --dir "$work/rs/hashcore" --output "$work/rs" -j 1 \
+        --timeout 180 --build-timeout 900 "${files[@]}" "${shard[@]}" \
+        -- --lib --test index_props --test match_request || [ $? -eq 2 ]
+}
+
+run_python() {
+    for group in "${groups[@]}"; do
+        local ws="$work/py-$group"
+        "$repo/benchmarks/mutation/workspace.sh" "$ws" "$group"
+        echo "== mutmut: $group ($ws)"
+        (cd "$ws" && nice -n 19 "$repo/.venv/bin/mutmut" run --max-children 2 >"$ws/run.log" 2>&1) ||
+            { tail -c 2000 "$ws/run.log"; exit 1; }
+    done
+}
+
+report() {
+    local python=()
+    for group in matching rpc store; do
+        [ -d "$work/py-$group/mutants" ] && python+=("$work/py-$group")
+    done
+    local rust=()
+    [ -d "$work/rs/mutants.out" ] && rust=(--rust "$work/rs/mutants.out")
+    "$repo/.venv/bin/python" "$repo/benchmarks/mutation/report.py" "${rust[@]}" \
+        --python "${python[@]}" >"$repo/benchmarks/mutation/results.md"
+    echo "== written: benchmarks/mutation/results.md"
+}
+
+case "$what" in
+all) run_rust; run_python; report ;;
+rust) run_rust; report ;;
+python) run_python; report ;;
+report) report ;;
+*) echo "usage: scripts/mutation.sh [all|rust|python|report] [GROUP ...]" >&2; exit 2 ;;
+esac
