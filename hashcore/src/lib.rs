@@ -22,7 +22,7 @@
 //!   the response bytes ([`proto`]: the wire format).
 //!
 //! Wire encoding shared with the binding (see [`index`]): one algorithm byte per
-//! entry (`1` MD5, `2` SHA-1, `3` SHA-256, `4` PDQ), one 32-byte slot per hash
+//! entry (`1` MD5, `2` SHA-1, `3` SHA-256, `4` PDQ, `5` VPDQ: one video frame), one 32-byte slot per hash
 //! with the digest left-aligned and zero padding, entry ids as little-endian
 //! `u64`.
 
@@ -45,8 +45,6 @@ pub mod video;
 
 #[cfg(feature = "python")]
 mod python;
-#[cfg(feature = "python")]
-mod python_video;
 
 pub use error::CoreError;
 pub use index::{Alg, Batch, GroupQueries, Index, ListConfig, Match, Queries, RefColumns};
