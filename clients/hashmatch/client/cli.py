@@ -29,15 +29,18 @@ from hashmatch.client.algorithms import (
     parse_hex_digest,
 )
 from hashmatch.client.connection import DEFAULT_SERVER, Connection, TlsConfig
+from hashmatch.client.entrychecks import check_rows
 from hashmatch.client.errors import HashmatchError, Unauthenticated
 from hashmatch.client.labels import LABEL_KEYS
 from hashmatch.client.list_client import Change, ListClient
-from hashmatch.client.listfile import BadRow, Row, read_rows
+from hashmatch.client.listfile import FORMATS, BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
 from hashmatch.client.platform_client import REASONS, PlatformClient
 from hashmatch.client.progress import Progress
 from hashmatch.client.push import (
     DEFAULT_BATCH_SIZE,
+    MAX_REPORTED_BAD,
+    FileSummary,
     push,
     summarize,
     upload_id_for,
@@ -48,6 +51,8 @@ from hashmatch.v1 import lists_pb2
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
 # push: the batches were applied, but the list is not exactly the file (never 1: a match).
 EXIT_PUSHED_LIST_DIFFERS = 3
+# push/apply: the file was refused (a bad row); nothing was sent.
+EXIT_REFUSED = 1
 TOKEN_ENV = "HASHMATCH_TOKEN"
 SERVER_ENV = "HASHMATCH_SERVER"
 # The server takes at most 100,000 changes per batch.
@@ -72,18 +77,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 LIST_FILE_FORMATS = """\
 list files:
-  CSV          rows of algorithm,hash_hex,reference_id[,quality]; a header row is allowed.
+  The format is detected from the file; --format names it (the names below).
+  csv          rows of algorithm,hash_hex,reference_id[,quality]; a header row is allowed.
                algorithm: md5, sha1, sha256 or pdq; quality (0-100) is for PDQ only.
                A header naming the columns (algorithm, hash, reference_id, quality) may
                put them in any order; or one column per algorithm (md5, sha1, sha256,
-               pdq, plus id/reference_id, optional quality for the PDQ cell; other
-               columns ignored): each filled hash cell is one entry of the row's reference.
-  TSV          the same, tab-separated (a .tsv file, or a tab in the first line).
+               pdq, plus id/reference_id, optional quality for the PDQ cell): each filled
+               hash cell is one entry of the row's reference. Columns named category,
+               age_band, classification, baseline or source are labels; others ignored.
+  tsv          the same, tab-separated (a .tsv file, or a tab in the first line).
                A UTF-8 BOM and CRLF line ends are accepted everywhere.
-  JSON lines   a .jsonl or .ndjson file, one object per line:
-               {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...", "quality": 90}
-               ("quality" optional).
-  A bad row refuses the whole file, with its line numbers, before anything is sent.
+  jsonl        a .jsonl or .ndjson file, one object per line:
+               {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...", "quality": 90,
+               "labels": {"category": "A"}, "retire": false} (the last three optional).
+  threatexchange-csv      `threatexchange dataset -P --csv`: signal_type, signal_str,
+               collab (the reference ID and source label), category, tags.
+  threatexchange-signals  lines `<signal_type> <signal_str>` (pdq, video_md5,
+               photo_md5, md5, video_sha256, sha256); reference ID: the file's name.
+  ncmec-xml    NCMEC hash-sharing XML: each image/video entry's id is the reference ID,
+               its fingerprints md5/sha1/sha256/pdq are entries, its classification a
+               label; deletedImage/deletedVideo fingerprints are retired. No DOCTYPE.
+  stopncii-json  StopNCII hash records (signalType ImagePDQ or VideoMD5, hashValue;
+               hashStatus Withdrawn/Deleted retires); reference ID: stopncii.
+  Before anything is sent, every row is checked as the server would check it (format,
+  degenerate PDQ, PDQ quality below the list's minimum, a hash repeated in the file, one
+  reference with different labels); a bad row refuses the whole file, naming each bad
+  line (the first 20, and a count).
 """
 
 MATCH_EPILOG = """\
@@ -110,7 +129,8 @@ compared with the file's.
 
 exit codes:
   0  pushed, and the list holds exactly this file (or --retire)
-  2  error (a bad row: nothing was sent; server unreachable, refused)
+  1  refused: a bad row (each named by its line); nothing was sent
+  2  error (server unreachable, refused)
   3  pushed, but the list's digest differs from the file's: a push adds to the list, and
      it also holds entries not in this file (or lacks some)
 """
@@ -121,7 +141,8 @@ The file is sent as one atomic batch. Re-sending a --batch-id changes nothing.
 
 exit codes:
   0  applied (or already applied)
-  2  error (a bad row: nothing was sent; version conflict, server unreachable, refused)
+  1  refused: a bad row (each named by its line); nothing was sent
+  2  error (version conflict, server unreachable, refused)
 """
 
 SCAN_EPILOG = """\
@@ -176,6 +197,14 @@ def _version() -> str:
 
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        help="the list file's format (default: detected from the file)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -273,6 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-id", required=True, help="ID of the batch; re-running is a no-op")
     p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
     p.add_argument("--expected-version", type=int)
+    _add_format(p)
     p.set_defaults(run=_apply)
 
     p = sub.add_parser(
@@ -296,10 +326,12 @@ def _parser() -> argparse.ArgumentParser:
         help="names the batches (<id>:<n>); default: derived from the file, so a re-run resumes",
     )
     p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    _add_format(p)
     p.set_defaults(run=_push)
 
     p = sub.add_parser("digest", help="compute a list file's digest, to compare with get-list")
     p.add_argument("file", type=Path)
+    _add_format(p)
     p.set_defaults(run=_digest)
 
     p = sub.add_parser("report", help="report a matched reference as a false positive")
@@ -601,18 +633,24 @@ def _hash(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    rows: list[Row] = []
-    bad: list[BadRow] = []
-    for row in read_rows(args.file):
-        (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
-    if bad:
-        _report_bad_rows(args.file, bad)
-        return EXIT_ERROR
-    changes = [
-        Change(make_hash(r.algorithm, r.value, r.quality), None if args.retire else r.reference_id)
-        for r in rows
-    ]
     with ListClient(connection(args)) as client:
+        min_quality = client.get_list(args.list).pdq_min_quality
+        rows: list[Row] = []
+        bad: list[BadRow] = []
+        checked = check_rows(
+            read_rows(args.file, args.format), retire=args.retire, pdq_min_quality=min_quality
+        )
+        for row in checked:
+            (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
+        if bad:
+            _report_bad_rows(args.file, bad[:MAX_REPORTED_BAD], len(bad))
+            return EXIT_REFUSED
+        changes = [
+            Change(make_hash(r.algorithm, r.value, r.quality), None, {})
+            if args.retire or r.retire
+            else Change(make_hash(r.algorithm, r.value, r.quality), r.reference_id, r.labels)
+            for r in rows
+        ]
         result = client.apply_changes(
             args.list, args.batch_id, changes, expected_version=args.expected_version
         )
@@ -627,13 +665,12 @@ def _apply(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= MAX_PUSH_BATCH:
         raise ValueError(f"--batch-size must be 1-{MAX_PUSH_BATCH}")
-    summary = summarize(args.file, retire=args.retire)
-    if summary.bad:
-        _report_bad_rows(args.file, summary.bad)
-        return EXIT_ERROR
-    upload_id = args.upload_id or upload_id_for(args.file, retire=args.retire)
-    bar = Progress(summary.rows, 0, unit="rows")
     with ListClient(connection(args)) as client:
+        summary = _checked_file(args, client)
+        if summary.bad:
+            return EXIT_REFUSED
+        upload_id = args.upload_id or upload_id_for(args.file, retire=args.retire)
+        bar = Progress(summary.rows, 0, unit="rows")
         result = push(
             client,
             args.file,
@@ -664,20 +701,33 @@ def _push(args: argparse.Namespace) -> int:
     return EXIT_PUSHED_LIST_DIFFERS
 
 
-def _digest(args: argparse.Namespace) -> int:
-    summary = summarize(args.file, retire=False)
+def _checked_file(args: argparse.Namespace, client: ListClient) -> FileSummary:
+    """The file read and checked against the list's settings; its bad rows are reported."""
+    summary = summarize(
+        args.file,
+        retire=args.retire,
+        fmt=args.format,
+        pdq_min_quality=client.get_list(args.list).pdq_min_quality,
+    )
     if summary.bad:
-        _report_bad_rows(args.file, summary.bad)
+        _report_bad_rows(args.file, summary.bad, summary.bad_count)
+    return summary
+
+
+def _digest(args: argparse.Namespace) -> int:
+    summary = summarize(args.file, retire=False, fmt=args.format)
+    if summary.bad:
+        _report_bad_rows(args.file, summary.bad, summary.bad_count)
         return EXIT_ERROR
     print(summary.digest)
     return EXIT_CLEAN
 
 
-def _report_bad_rows(path: Path, bad: list[BadRow]) -> None:
-    for b in bad[:50]:
+def _report_bad_rows(path: Path, bad: list[BadRow], count: int) -> None:
+    for b in bad:
         print(f"{path}:{b.line}: {b.problem}", file=sys.stderr)
-    more = " (first 50 shown)" if len(bad) > 50 else ""
-    print(f"hashmatch-client: {len(bad)} bad row(s){more}; nothing was sent", file=sys.stderr)
+    shown = f" (the first {len(bad)} shown)" if count > len(bad) else ""
+    print(f"hashmatch-client: {count} bad row(s){shown}; nothing was sent", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:

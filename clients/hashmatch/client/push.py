@@ -16,9 +16,10 @@ import xxhash
 
 from hashmatch.client.algorithms import make_hash
 from hashmatch.client.digest import ListDigest
+from hashmatch.client.entrychecks import check_rows
 from hashmatch.client.errors import Unavailable
 from hashmatch.client.list_client import ListClient
-from hashmatch.client.listfile import BadRow, Row, read_rows
+from hashmatch.client.listfile import BadRow, Row, detect_format, read_rows
 from hashmatch.v1 import lists_pb2
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -26,9 +27,18 @@ DEFAULT_BATCH_SIZE = 10_000
 
 @dataclass(frozen=True)
 class FileSummary:
+    """A list file read once: its entry count, the digest of its upserts, and its bad rows
+    (the first MAX_REPORTED_BAD of them, and how many there are)."""
+
     rows: int
     digest: str
     bad: list[BadRow]
+    format: str | None = None
+    bad_count: int = 0
+
+
+# Bad rows kept for the report; the rest are only counted.
+MAX_REPORTED_BAD = 20
 
 
 @dataclass(frozen=True)
@@ -55,27 +65,38 @@ def upload_id_for(path: Path, *, retire: bool = False) -> str:
     return f"{'retire' if retire else 'push'}-{h.hexdigest()}"
 
 
-def summarize(path: Path, *, retire: bool) -> FileSummary:
-    """One streaming pass: counts rows, collects bad ones, and computes the list digest
-    the service should report once the file is the list's whole content."""
+def summarize(
+    path: Path, *, retire: bool, fmt: str | None = None, pdq_min_quality: int | None = None
+) -> FileSummary:
+    """One streaming pass: reads the file in `fmt` (None: detected), makes every check the
+    server would make on its entries (`pdq_min_quality`: the list's, None when no list is
+    at hand), counts rows and bad rows, and computes the list digest the service should
+    report once the file's upserts are the list's whole content."""
+    fmt = fmt or detect_format(path)
     digest = ListDigest()
-    latest: dict[tuple[int, bytes], str] = {}
     bad: list[BadRow] = []
-    rows = 0
-    for row in read_rows(path):
+    bad_count = rows = 0
+    for row in check_rows(read_rows(path, fmt), retire=retire, pdq_min_quality=pdq_min_quality):
         if isinstance(row, BadRow):
-            bad.append(row)
+            bad_count += 1
+            if len(bad) < MAX_REPORTED_BAD:
+                bad.append(row)
             continue
         rows += 1
-        if not retire:
-            latest[(row.algorithm, row.value)] = row.reference_id
-    for (alg, value), ref in latest.items():
-        digest.add(alg, value, ref)
-    return FileSummary(rows, digest.hex(), bad)
+        if not (retire or row.retire):
+            digest.add(row.algorithm, row.value, row.reference_id, row.labels)
+    return FileSummary(rows, digest.hex(), bad, fmt, bad_count)
 
 
 def batches(
-    path: Path, list_name: str, upload_id: str, batch_size: int, *, retire: bool, skip: int
+    path: Path,
+    list_name: str,
+    upload_id: str,
+    batch_size: int,
+    *,
+    retire: bool,
+    skip: int,
+    fmt: str | None = None,
 ) -> Iterator[tuple[int, lists_pb2.ApplyChangesRequest]]:
     """(row count, request) per batch of the file, leaving out the first `skip` batches."""
     request = lists_pb2.ApplyChangesRequest()
@@ -86,13 +107,15 @@ def batches(
         request.batch_id = f"{upload_id}:{n:08d}"
         return len(request.upserts) + len(request.retirements), request
 
-    for row in read_rows(path):
+    for row in read_rows(path, fmt):
         assert isinstance(row, Row), "bad rows are refused before pushing"
         h = make_hash(row.algorithm, row.value, row.quality)
-        if retire:
+        if retire or row.retire:
             request.retirements.append(h)
         else:
-            request.upserts.append(lists_pb2.Entry(hash=h, reference_id=row.reference_id))
+            request.upserts.append(
+                lists_pb2.Entry(hash=h, reference_id=row.reference_id, labels=row.labels)
+            )
         if len(request.upserts) + len(request.retirements) >= batch_size:
             if n >= skip:
                 yield finish()
@@ -131,7 +154,15 @@ def push(
     for attempt in range(attempts):
         try:
             if skip < total_batches:
-                stream = batches(path, list_name, upload_id, batch_size, retire=retire, skip=skip)
+                stream = batches(
+                    path,
+                    list_name,
+                    upload_id,
+                    batch_size,
+                    retire=retire,
+                    skip=skip,
+                    fmt=summary.format,
+                )
                 client.upload_changes(_reporting(stream, skip * batch_size, progress))
             break
         except Unavailable:
