@@ -30,7 +30,12 @@ from hashmatch.client.algorithms import (
 )
 from hashmatch.client.connection import DEFAULT_SERVER, Connection, TlsConfig
 from hashmatch.client.entrychecks import check_rows
-from hashmatch.client.errors import HashmatchError, Unauthenticated
+from hashmatch.client.errors import (
+    FailedPrecondition,
+    HashmatchError,
+    InvalidArgument,
+    Unauthenticated,
+)
 from hashmatch.client.labels import LABEL_KEYS
 from hashmatch.client.list_client import Change, ListClient
 from hashmatch.client.listfile import FORMATS, BadRow, Row, read_rows
@@ -40,6 +45,7 @@ from hashmatch.client.progress import Progress
 from hashmatch.client.push import (
     DEFAULT_BATCH_SIZE,
     MAX_REPORTED_BAD,
+    FileRefused,
     FileSummary,
     push,
     summarize,
@@ -49,9 +55,7 @@ from hashmatch.client.results import ListInfo
 from hashmatch.v1 import lists_pb2
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
-# push: the batches were applied, but the list is not exactly the file (never 1: a match).
-EXIT_PUSHED_LIST_DIFFERS = 3
-# push/apply: the file was refused (a bad row); nothing was sent.
+# push/apply: the file was refused (bad rows, or by the server); nothing of it was applied.
 EXIT_REFUSED = 1
 TOKEN_ENV = "HASHMATCH_TOKEN"
 SERVER_ENV = "HASHMATCH_SERVER"
@@ -123,16 +127,25 @@ exit codes:
 
 PUSH_EPILOG = f"""\
 {LIST_FILE_FORMATS}
-Batches are named <upload-id>:<n>; running the same push again after an interruption
-resumes after the last batch the service applied. At the end the list's digest is
-compared with the file's.
+The file is applied whole or not at all: the server checks and stages every batch and
+publishes them in one commit once the file has arrived; a refused row anywhere, or a
+connection that drops, leaves the list exactly as it was (a dropped push is sent again
+from the start, by itself or by running it again). Batches are named <upload-id>:<n>, so
+pushing a file that was applied already changes nothing.
+
+  push           upserts every row (a row marked retire, e.g. an NCMEC deletion, is
+                 retired); the list keeps its other entries. Says whether the list now
+                 holds exactly this file (its digest against the file's).
+  push --delta   the file is a set of changes (upserts, and rows marked retire): the same
+                 unit, without the comparison with the whole list.
+  push --replace the list becomes equal to the file: entries it does not list are
+                 retired in the same unit (a full export, e.g. NCMEC's).
+  push --retire  retires every hash of the file.
 
 exit codes:
-  0  pushed, and the list holds exactly this file (or --retire)
-  1  refused: a bad row (each named by its line); nothing was sent
-  2  error (server unreachable, refused)
-  3  pushed, but the list's digest differs from the file's: a push adds to the list, and
-     it also holds entries not in this file (or lacks some)
+  0  applied (or applied before: nothing changed)
+  1  refused: nothing was applied (bad rows, each named by its file line)
+  2  could not run (bad arguments, unreadable file, server unreachable, no access)
 """
 
 APPLY_EPILOG = f"""\
@@ -141,8 +154,8 @@ The file is sent as one atomic batch. Re-sending a --batch-id changes nothing.
 
 exit codes:
   0  applied (or already applied)
-  1  refused: a bad row (each named by its line); nothing was sent
-  2  error (version conflict, server unreachable, refused)
+  1  refused: nothing was applied (bad rows, each named by its line; a version conflict)
+  2  could not run (bad arguments, unreadable file, server unreachable, no access)
 """
 
 SCAN_EPILOG = """\
@@ -183,8 +196,7 @@ GENERAL_EPILOG = """\
 The server is --server or $HASHMATCH_SERVER (default 127.0.0.1:50051); the token is --token
 or $HASHMATCH_TOKEN. Listing commands take --json to print one JSON document.
 
-exit codes: 0 success / no match; 1 match (match, scan); 2 error; 3 pushed, but the list
-also holds entries not in the file (push).
+exit codes: 0 success / no match; 1 match (match, scan), refused (push, apply); 2 error.
 """
 
 
@@ -325,7 +337,16 @@ def _parser() -> argparse.ArgumentParser:
         "--upload-id",
         help="names the batches (<id>:<n>); default: derived from the file, so a re-run resumes",
     )
-    p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    how.add_argument(
+        "--delta", action="store_true", help="the file is a set of changes (upserts, retirements)"
+    )
+    how.add_argument(
+        "--replace",
+        action="store_true",
+        help="make the list equal to the file: retire the entries it does not list",
+    )
     _add_format(p)
     p.set_defaults(run=_push)
 
@@ -651,9 +672,14 @@ def _apply(args: argparse.Namespace) -> int:
             else Change(make_hash(r.algorithm, r.value, r.quality), r.reference_id, r.labels)
             for r in rows
         ]
-        result = client.apply_changes(
-            args.list, args.batch_id, changes, expected_version=args.expected_version
-        )
+        try:
+            result = client.apply_changes(
+                args.list, args.batch_id, changes, expected_version=args.expected_version
+            )
+        except (InvalidArgument, FailedPrecondition) as exc:
+            print(f"hashmatch-client: {exc}", file=sys.stderr)
+            print("hashmatch-client: the file was refused; nothing was applied", file=sys.stderr)
+            return EXIT_REFUSED
     state = "already applied; nothing changed" if result.already_applied else "applied"
     print(
         f"batch {args.batch_id} {state}: version={result.version} upserted={result.upserted} "
@@ -669,36 +695,60 @@ def _push(args: argparse.Namespace) -> int:
         summary = _checked_file(args, client)
         if summary.bad:
             return EXIT_REFUSED
-        upload_id = args.upload_id or upload_id_for(args.file, retire=args.retire)
-        bar = Progress(summary.rows, 0, unit="rows")
-        result = push(
-            client,
-            args.file,
-            args.list,
-            summary=summary,
-            upload_id=upload_id,
-            batch_size=args.batch_size,
-            retire=args.retire,
-            # push reports rows sent so far; after a resume that can go back.
-            progress=lambda sent: bar.advance(sent - bar.files),
+        upload_id = args.upload_id or upload_id_for(
+            args.file, retire=args.retire, batch_size=args.batch_size
         )
+        bar = Progress(summary.rows, 0, unit="rows")
+        try:
+            result = push(
+                client,
+                args.file,
+                args.list,
+                summary=summary,
+                upload_id=upload_id,
+                batch_size=args.batch_size,
+                retire=args.retire,
+                replace=args.replace,
+                fmt=summary.format,
+                # push reports rows sent so far; sent again after a dropped connection.
+                progress=lambda sent: bar.advance(sent - bar.files),
+            )
+        except FileRefused as refused:
+            bar.close()
+            _report_refusal(args.file, refused)
+            return EXIT_REFUSED
     bar.close()
     resumed = f", resumed after {result.skipped_batches}" if result.skipped_batches else ""
+    before = " (applied before: nothing changed)" if result.already_applied else ""
     print(
-        f"pushed {result.rows} rows in {result.batches} batch(es){resumed}: "
+        f"pushed {result.rows} rows in {result.batches} batch(es){resumed}{before}: "
         f"list version {result.version}"
     )
-    if args.retire:
+    if args.replace:
+        print(f"retired {result.replaced} entries the file does not list")
+    if args.retire or args.delta:
         return EXIT_CLEAN
     if result.digest_matches:
         print(f"digest {result.list_digest}: the list holds exactly this file")
-        return EXIT_CLEAN
-    print(
-        f"digest differs: file {result.file_digest}, list {result.list_digest} "
-        "(the list holds entries this file does not, or lacks some)",
-        file=sys.stderr,
-    )
-    return EXIT_PUSHED_LIST_DIFFERS
+    elif not args.replace:
+        print(
+            f"digest {result.list_digest}: the list also holds entries this file does not "
+            f"list (file digest {result.file_digest}); --replace makes it equal to the file"
+        )
+    else:  # another writer changed the list right after the replacement
+        print(
+            f"digest {result.list_digest} differs from the file's {result.file_digest}: the "
+            "list changed after the replacement",
+            file=sys.stderr,
+        )
+    return EXIT_CLEAN
+
+
+def _report_refusal(path: Path, refused: FileRefused) -> None:
+    for line, problem in refused.lines[:MAX_REPORTED_BAD]:
+        print(f"{path}:{line}: {problem}" if line else f"{path}: {problem}", file=sys.stderr)
+    print(f"hashmatch-client: {refused.error}", file=sys.stderr)
+    print("hashmatch-client: the file was refused; nothing of it was applied", file=sys.stderr)
 
 
 def _checked_file(args: argparse.Namespace, client: ListClient) -> FileSummary:
