@@ -269,3 +269,18 @@ def test_push_exit_codes(
     unreachable = ["--server", "127.0.0.1:1", "--token", "x"]
     assert main([*unreachable, "push", "iwf", str(good)]) == 2
     assert main([*argv, "push", "iwf", str(good), "--delta"]) == 0
+    empty = write(tmp_path / "empty.csv", [])
+    assert main([*argv, "push", "iwf", str(empty), "--replace"]) == 1
+    assert "an empty file does not replace a list" in capsys.readouterr().err
+    assert running.lists().get_list("iwf").counts["sha1"] > 0
+
+
+def test_the_change_log_is_read_in_pages_of_bounded_size(
+    running: Running, listed: list[tuple[str, str, str, str]]
+) -> None:
+    """A published file is thousands of batches at once: readers page through them."""
+    store = running.service.store
+    list_id = store.get_list("iwf").id  # type: ignore[union-attr]
+    assert [r.version for r in store.changes_since(list_id, 0)] == [1, 2, 3]
+    assert [r.version for r in store.changes_since(list_id, 0, max_bytes=1)] == [1]
+    assert [r.version for r in store.changes_since(list_id, 1, max_bytes=1)] == [2]

@@ -9,8 +9,9 @@ a new list, once per mode, each on a fresh server so the peak RSS is the push's 
 - `whole`: `push` (UPLOAD_MODE_WHOLE): staged, then published in one commit;
 - `replace`: `push --replace` of the same file over a list already holding it.
 
-Reported per mode: seconds from the first message to the acknowledgement, and the server's
-peak resident memory (VmHWM from /proc, so Linux only) before and after the push.
+Reported per mode: seconds from the first message to the acknowledgement, the server's peak
+resident memory (VmHWM from /proc, so Linux only) before and after the push, and the peak
+of a fresh server that loads the pushed list at start (what serving it costs by itself).
 
     .venv/bin/python benchmarks/sync/push_file.py --rows 1000000
 """
@@ -107,15 +108,24 @@ def run(mode: str, path: Path, rows: int, batch_size: int, root: Path) -> dict[s
             seconds = time.perf_counter() - start
             info = client.get_list("bulk")
             assert sum(info.counts.values()) == rows, info.counts
-        return {
-            "seconds": round(seconds, 2),
-            "rows_per_s": round(rows / seconds),
-            "peak_rss_mb_before": round(before, 1),
-            "peak_rss_mb_after": round(peak_rss_mb(proc.pid), 1),
-        }
+        after = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    # What serving the pushed list costs by itself: a fresh server loading it at start.
+    proc, _ = launch(data)
+    try:
+        served = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return {
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "peak_rss_mb_before": round(before, 1),
+        "peak_rss_mb_after": round(after, 1),
+        "peak_rss_mb_serving_it_after_a_restart": round(served, 1),
+    }
 
 
 def main() -> None:

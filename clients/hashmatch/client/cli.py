@@ -298,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full-decode",
         action="store_true",
-        help="decode large JPEGs at full size (slower; the hash moves a few bits at most)",
+        help="decode large JPEGs at full size (slower; the hash moves at most 6 bits)",
     )
     p.set_defaults(run=_hash)
 
@@ -694,6 +694,13 @@ def _push(args: argparse.Namespace) -> int:
     with ListClient(connection(args)) as client:
         summary = _checked_file(args, client)
         if summary.bad:
+            return EXIT_REFUSED
+        if args.replace and not summary.rows:
+            print(
+                f"hashmatch-client: {args.file} holds no entries: an empty file does not "
+                "replace a list; nothing was sent",
+                file=sys.stderr,
+            )
             return EXIT_REFUSED
         upload_id = args.upload_id or upload_id_for(
             args.file, retire=args.retire, batch_size=args.batch_size

@@ -192,6 +192,9 @@ def push(
     the same unit). After a dropped connection nothing of the file is applied, and the push
     sends it again, whole. Raises FileRefused when the service refuses the file.
     `progress` is called with the number of rows sent so far."""
+    if replace and not summary.rows:
+        # An empty or cut-short export must not empty the list.
+        raise ValueError(f"{path} holds no entries: an empty file does not replace a list")
     total_batches = -(-summary.rows // batch_size)
     mode = lists_pb2.UPLOAD_MODE_REPLACE if replace else lists_pb2.UPLOAD_MODE_WHOLE
 
