@@ -382,3 +382,26 @@ def test_the_core_reads_labels_as_the_protobuf_runtime_writes_them() -> None:
         assert [(e.reference_id, dict(e.labels)) for e in batch.upserts] == [
             (e.reference_id, dict(e.labels)) for e in entries
         ]
+
+
+def test_a_labelled_list_file_pushes_with_a_digest_that_agrees(
+    running: Running, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A list file's label columns reach the service: the file's digest (computed by the
+    client) equals the list's, and exposed labels reach the platform."""
+    rng = random.Random(11)
+    rows = [(random_digest(rng, MD5), random_digest(rng, SHA1), f"R-{i}") for i in range(20)]
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "MD5,SHA1,ID,Category,Classification\n"
+        + "".join(f"{m.hex()},{s.hex()},{ref},A,A{i % 3}\n" for i, (m, s, ref) in enumerate(rows))
+    )
+    running.lists().create_list("l", exposed_label_keys=["classification"])
+    argv = ["--server", running.address, "--token", running.tokens["hotline-a"]]
+    capsys.readouterr()
+    assert main([*argv, "push", "l", str(path)]) == 0
+    assert main([*argv, "digest", str(path)]) == 0
+    file_digest = capsys.readouterr().out.strip().splitlines()[-1]
+    assert file_digest == running.lists().get_list("l").digest
+    (ref,) = match_refs(running, SHA1, rows[4][1])
+    assert (ref.reference_id, ref.labels) == ("R-4", {"classification": "A1"})
