@@ -335,7 +335,8 @@ fn read_entry(
                     read_label(v).map_err(|problem| WireError::new(labels_path(), problem))?;
                 match labels::key_index(key) {
                     Some(k) => values[k] = Some(value),
-                    None => unknown.push(key),
+                    None if !unknown.contains(&key) => unknown.push(key),
+                    None => {}
                 }
                 start = end;
                 continue;
