@@ -150,10 +150,11 @@ def test_every_frame_agrees_with_the_reference_hashes(hashes: Hashes) -> None:
         ours = hashes(clip, fps=0, trim=False)
         reference = {f.frame_number: f for f in read_reference(clip)}
         assert ours.frames_decoded == len(reference), clip
-        # Repeats of a PDQ hash are dropped, the first kept: every frame the reference has
-        # is either ours or an exact repeat of an earlier one of ours.
+        # Repeats of a PDQ hash are dropped, the first kept (the reference keeps them all).
         kept = {f.frame_number: f for f in frames_of(ours)}
         assert set(kept) <= set(reference)
+        assert len(kept) >= 0.98 * len(reference), clip
+        assert len({f.pdq for f in kept.values()}) == len(kept)
         for number, ref in reference.items():
             mine = kept.get(number)
             if mine is None:
@@ -167,11 +168,13 @@ def test_every_frame_agrees_with_the_reference_hashes(hashes: Hashes) -> None:
                 near += bits <= 6
                 # No frame that takes part in matching moves past the match distance.
                 assert bits <= DISTANCE, (clip, number, bits)
-    # Measured: 1283 of 1298 frames kept, 1221 of quality >= 50; of those 99.3 % within 6
-    # bits (none beyond 22); near-black frames (doorknob, quality 0) differ a lot and are
-    # never matched. The decoders differ (FFmpeg versions): a few bits is expected.
-    assert near >= 0.98 * usable, (near, usable)
-    assert within_8 >= 0.95 * total, (within_8, total)
+    # Measured: 1293 of the 1302 frames kept (9 repeats dropped), 1232 of them of quality
+    # >= 50: 98.5 % of those within 6 bits, none beyond 22 (dim doorknob frames; the other
+    # clips stay within 6); of all frames 95.8 % within 8 bits, the rest near-black doorknob
+    # frames of quality 0, which never take part in matching. The decoders differ (FFmpeg
+    # versions, build options): a few bits apart is expected.
+    assert near >= 0.97 * usable, (near, usable)
+    assert within_8 >= 0.94 * total, (within_8, total)
 
 
 def test_odd_frame_size_agrees_with_the_reference(hashes: Hashes) -> None:
