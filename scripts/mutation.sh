@@ -5,7 +5,8 @@
 #
 # rust:   cargo-mutants on hashcore's matching modules (pdq, exact, request, verdicts,
 #         policy, refs, index), their unit tests plus tests/index_props.rs and
-#         tests/match_request.rs. MUTATION_SHARD=k/n runs one shard of the mutants.
+#         tests/match_request.rs. MUTATION_SHARD=k/n runs one shard of the mutants (a
+#         sample: round-robin over all of them).
 # python: mutmut on server/hashmatch/server/{matching,rpc,store}/, one workspace per group
 #         (GROUPs: matching rpc store; default all three), each with its own test files
 #         (benchmarks/mutation/workspace.sh names them); a mutant runs only the tests that
@@ -25,18 +26,23 @@ groups=("$@")
 mkdir -p "$work"
 
 run_rust() {
-    rm -rf "$work/rs"
+    # The snapshot's target/ is kept between runs, so later runs build incrementally.
     mkdir -p "$work/rs"
+    rm -rf "$work/rs/hashcore/src" "$work/rs/hashcore/tests"
     git -C "$repo" archive --format=tar HEAD hashcore | tar -x -C "$work/rs"
-    local files=() shard=()
+    local files=() shard=() scope=()
     for m in pdq exact request verdicts policy refs index; do files+=(-f "src/$m.rs"); done
-    [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD")
+    [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD" --sharding round-robin)
+    # Build and run only the tests that exercise these modules (not the examples, nor the
+    # change-log fuzzing of changes.rs).
+    for a in --lib --test index_props --test match_request; do scope+=(--cargo-arg="$a"); done
     # Unoptimised test builds are slow to run and optimised ones slow to link: opt-level 1
-    # without debug info is the quickest round trip per mutant. Exit code 2 = some missed.
+    # without debug info is the quickest round trip per mutant. --in-place mutates the
+    # snapshot (never the working tree). Exit code 2 = some mutants missed.
     CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=0 nice -n 19 \
-        cargo mutants --dir "$work/rs/hashcore" --output "$work/rs" -j 1 \
-        --timeout 180 --build-timeout 900 "${files[@]}" "${shard[@]}" \
-        -- --lib --test index_props --test match_request || [ $? -eq 2 ]
+        cargo mutants --dir "$work/rs/hashcore" --output "$work/rs" --in-place \
+        --timeout 180 --build-timeout 900 "${files[@]}" "${shard[@]}" "${scope[@]}" ||
+        [ $? -eq 2 ]
 }
 
 run_python() {

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install --quiet --upgrade pip
 fi
 # The client first: the server distribution depends on it for the generated stubs.
-.venv/bin/pip install --quiet -e "./clients[pdq]"
+.venv/bin/pip install --quiet -e "./clients[pdq,video]"
 .venv/bin/pip install --quiet -e ".[dev]"
 # The multi-host test (tests/test_multihost.py) puts Debian's HAProxy in front of replicas in
 # network namespaces. As root it is installed when missing; elsewhere the test is skipped

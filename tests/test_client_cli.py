@@ -170,7 +170,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
                 '"reference_id"',
                 "--batch-size",
                 "exit codes:",
-                "3  pushed, but the list's digest differs",
+                "1  refused: nothing was applied",
             ],
         ),
         ("apply", ["algorithm,hash_hex,reference_id[,quality]", ".jsonl", "exit codes:"]),

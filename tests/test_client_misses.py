@@ -182,9 +182,10 @@ def test_push_exit_codes_keep_1_for_matches(
     listfile.write_text(f"md5,{'ab' * 16},NEW-1\n")
     assert main([*argv, "push", "exact", str(listfile)]) == 0
     capsys.readouterr()
-    assert main([*argv, "push", "more", str(listfile)]) == 3
-    out, err = capsys.readouterr()
-    assert "digest differs" in err and "pushed 1 rows" in out
+    # Applied: exit 0 (issue 16: 0 applied, 1 refused, 2 could not run), and it says so.
+    assert main([*argv, "push", "more", str(listfile)]) == 0
+    out = capsys.readouterr().out
+    assert "also holds entries this file does not list" in out and "pushed 1 rows" in out
     # Retiring never claims the list equals the file.
     retire = tmp_path / "retire.csv"
     retire.write_text(f"md5,{'00' * 16},ALREADY-THERE\n")

@@ -25,7 +25,7 @@ from hashmatch.client import (
 )
 from hashmatch.client.cli import main
 from hashmatch.client.digest import ListDigest, entry_term
-from hashmatch.client.labels import LABEL_KEYS, label_problems
+from hashmatch.client.labels import LABEL_KEYS, label_problems, stored_labels
 from hashmatch.client.list_client import Change
 from hashmatch.client.report import CsvReport, JsonLinesReport
 from hashmatch.client.results import FileResult, MatchResult, Reference, Verdict
@@ -350,3 +350,58 @@ def test_the_command_line_exposes_and_shows_labels(
     assert cli("hotline-a", "expose-labels", "iwf")[1] == "iwf\texposed_labels=-\n"
     code, out, _ = cli("platform", "match", "--md5", value.hex())
     assert out.splitlines()[1].split()[3:] == []
+
+
+def test_the_core_reads_labels_as_the_protobuf_runtime_writes_them() -> None:
+    """Random labelled batches, serialised by the protobuf runtime: the core stores each
+    entry's labels in the documented form, its digest terms equal the client's, and the
+    change log's columns encode back to the same entries."""
+    rng = random.Random(10)
+    alphabet = "aZ09 =-_.é中🙂,;%"
+    for _ in range(200):
+        entries = []
+        for i in range(rng.randint(1, 6)):
+            keys = rng.sample(LABEL_KEYS, rng.randint(0, len(LABEL_KEYS)))
+            labels = {k: "".join(rng.choices(alphabet, k=rng.randint(1, 12))) for k in keys}
+            value = make_hash(MD5, random_digest(rng, MD5))
+            entries.append(lists_pb2.Entry(hash=value, reference_id=f"R{i}", labels=labels))
+        raw = lists_pb2.ApplyChangesRequest(list="l", batch_id="b", upserts=entries)
+        changes = _hashcore.parse_changes(raw.SerializeToString(), 50)
+        assert changes.violations == []
+        stored = changes.references()
+        for i, entry in enumerate(entries):
+            labels = dict(entry.labels)
+            assert stored[i] == entry.reference_id.encode() + stored_labels(labels)
+            assert changes.term(i) == entry_term(MD5, entry.hash.value, entry.reference_id, labels)
+        ends, refs = changes.reference_columns()
+        algs, slots = changes.upsert_packed()
+        field = lists_pb2.ChangeBatch.DESCRIPTOR.fields_by_name["upserts"].number
+        batch = lists_pb2.ChangeBatch.FromString(
+            _hashcore.encode_entries(field, algs, slots, ends, refs)
+        )
+        assert [(e.reference_id, dict(e.labels)) for e in batch.upserts] == [
+            (e.reference_id, dict(e.labels)) for e in entries
+        ]
+
+
+def test_a_labelled_list_file_pushes_with_a_digest_that_agrees(
+    running: Running, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A list file's label columns reach the service: the file's digest (computed by the
+    client) equals the list's, and exposed labels reach the platform."""
+    rng = random.Random(11)
+    rows = [(random_digest(rng, MD5), random_digest(rng, SHA1), f"R-{i}") for i in range(20)]
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "MD5,SHA1,ID,Category,Classification\n"
+        + "".join(f"{m.hex()},{s.hex()},{ref},A,A{i % 3}\n" for i, (m, s, ref) in enumerate(rows))
+    )
+    running.lists().create_list("l", exposed_label_keys=["classification"])
+    argv = ["--server", running.address, "--token", running.tokens["hotline-a"]]
+    capsys.readouterr()
+    assert main([*argv, "push", "l", str(path)]) == 0
+    assert main([*argv, "digest", str(path)]) == 0
+    file_digest = capsys.readouterr().out.strip().splitlines()[-1]
+    assert file_digest == running.lists().get_list("l").digest
+    (ref,) = match_refs(running, SHA1, rows[4][1])
+    assert (ref.reference_id, ref.labels) == ("R-4", {"classification": "A1"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -468,3 +469,84 @@ def replica_state_of(data_dir: Path) -> str | None:
         return replica_state.replica_of(store)
     finally:
         store.close()
+
+
+# Promotion's rules on a store alone (these run everywhere, namespaces or not).
+
+
+def _replica_store(path: Path) -> Store:
+    store = Store(path)
+    store.create_list("a", "hotline", pdq_threshold=31, pdq_min_quality=50)
+    request = build_batch("a", "b1", [upsert(MD5, bytes(range(16)), "R")])
+    store.apply_changes("a", parse_changes(request.SerializeToString(), 50), actor="test")
+    store.mark_replica("10.0.0.10:50051")
+    return store
+
+
+def test_promotion_refuses_a_replica_behind_what_it_heard_or_a_peer(tmp_path: Path) -> None:
+    store = _replica_store(tmp_path)
+    try:
+        assert replica_state.promotion_problems(store, {}) == []
+        replica_state.note_primary_versions(store, {"a": 2})
+        assert replica_state.promotion_problems(store, {}) == [
+            "a: at version 1, behind the primary's version 2 that this replica heard of"
+        ]
+        replica_state.note_primary_versions(store, {"a": 1})  # never lowered
+        assert replica_state.primary_versions(store) == {"a": 2}
+    finally:
+        store.close()
+
+    store = _replica_store(tmp_path / "second")
+    try:
+        peers = {
+            "r2:50051": [replica_state.PeerList("a", 2, b"x" * 16)],
+            "r3:50051": [replica_state.PeerList("a", 1, b"y" * 16)],
+            "r4:50051": [replica_state.PeerList("b", 1, b"z" * 16)],
+        }
+        assert replica_state.promotion_problems(store, peers) == [
+            "a: at version 1, behind peer r2:50051 at version 2",
+            "a: same version 1 as peer r3:50051 but another digest",
+            "b: held by peer r4:50051 but not here",
+        ]
+        same = {"r2:50051": [replica_state.PeerList("a", 1, store.lists()[0].digest)]}
+        assert replica_state.promotion_problems(store, same) == []
+    finally:
+        store.close()
+
+
+def test_a_promoted_store_serves_as_primary_and_a_demoted_one_only_follows(
+    tmp_path: Path,
+) -> None:
+    from hashmatch.server.app import build
+    from hashmatch.server.settings import Settings, SettingsError
+
+    store = _replica_store(tmp_path)
+    replica_state.set_stale(store, "cut off")
+    store.close()
+    settings = Settings(data_dir=tmp_path, listen="127.0.0.1:0")
+    with pytest.raises(SettingsError, match=re.escape("holds a replica of 10.0.0.10:50051")):
+        build(settings)
+
+    store = Store(tmp_path)
+    try:
+        assert replica_state.promote(store, actor="test") == "10.0.0.10:50051"
+        assert replica_state.replica_of(store) is None
+        assert replica_state.stale_reason(store) is None
+        assert replica_state.primary_versions(store) == {}
+        assert [r["action"] for r in store.audit_log(5)][-1] == "promote"
+    finally:
+        store.close()
+    service = build(settings)
+    try:
+        assert replica_state.being_served(tmp_path)
+    finally:
+        service.stop(grace=0)
+    assert not replica_state.being_served(tmp_path)
+
+    store = Store(tmp_path)
+    try:
+        replica_state.demote(store, "10.0.0.11:50051", actor="test")
+    finally:
+        store.close()
+    with pytest.raises(SettingsError, match=re.escape("holds a replica of 10.0.0.11:50051")):
+        build(settings)

@@ -11,7 +11,7 @@ group="$2"
 case "$group" in
 matching)
     only='"src/hashmatch/server/matching/*"'
-    tests='"tests/test_matching.py", "tests/test_core_matcher.py", "tests/test_probes.py", "tests/test_admission.py", "tests/test_planted_bugs.py", "tests/test_mutants_matching.py"'
+    tests='"tests/test_matching.py", "tests/test_core_matcher.py", "tests/test_probes.py", "tests/test_admission.py", "tests/test_planted_bugs.py", "tests/test_trust.py", "tests/test_mutants_matching.py", "tests/test_mutants_probes.py"'
     ;;
 rpc)
     only='"src/hashmatch/server/rpc/*"'
@@ -19,7 +19,7 @@ rpc)
     ;;
 store)
     only='"src/hashmatch/server/store/*"'
-    tests='"tests/test_store_damage.py", "tests/test_store_keys.py", "tests/test_grants.py", "tests/test_trust.py", "tests/test_audit.py", "tests/test_durability.py", "tests/test_planted_bugs.py", "tests/test_sync.py", "tests/test_replica_divergence.py", "tests/test_mutants_store.py"'
+    tests='"tests/test_store_damage.py", "tests/test_store_keys.py", "tests/test_grants.py", "tests/test_trust.py", "tests/test_audit.py", "tests/test_durability.py", "tests/test_planted_bugs.py", "tests/test_sync.py", "tests/test_replica_divergence.py", "tests/test_mutants_probes.py", "tests/test_mutants_store.py"'
     ;;
 *)
     echo "workspace.sh: unknown group '$group' (matching, rpc, store)" >&2

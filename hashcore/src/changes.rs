@@ -325,7 +325,7 @@ fn read_entry(
     let mut values: [Option<&str>; KEYS.len()] = [None; KEYS.len()];
     let mut unknown: Vec<&[u8]> = Vec::new();
     let mut unlabelled: Option<Vec<u8>> = None;
-    let labels_path = format!("{path}.labels");
+    let labels_path = || format!("{path}.labels");
     let mut reader = Reader::new(body);
     let mut start = 0usize;
     loop {
@@ -339,10 +339,12 @@ fn read_entry(
             (2, Value::Len(v)) => reference = v,
             (3, Value::Len(v)) => {
                 unlabelled.get_or_insert_with(|| body[..start].to_vec());
-                let (key, value) = read_label(v, &labels_path)?;
+                let (key, value) =
+                    read_label(v).map_err(|problem| WireError::new(labels_path(), problem))?;
                 match labels::key_index(key) {
                     Some(k) => values[k] = Some(value),
-                    None => unknown.push(key),
+                    None if !unknown.contains(&key) => unknown.push(key),
+                    None => {}
                 }
                 start = end;
                 continue;
@@ -371,7 +373,7 @@ fn read_entry(
     };
     check_reference(reference, &format!("{path}.reference_id"), out)?;
     for key in unknown {
-        out.refuse(labels_path.clone(), unknown_key(key));
+        out.refuse(labels_path(), unknown_key(key));
     }
     for (key, value) in KEYS.iter().zip(values) {
         if let Some(problem) = value.and_then(labels::value_problem) {
@@ -382,28 +384,27 @@ fn read_entry(
     out.refs.extend_from_slice(reference);
     if unlabelled.is_some() {
         out.labelled = true;
-        out.refs
-            .extend_from_slice(labels::encode(&values).as_bytes());
+        labels::encode_into(&values, &mut out.refs);
     }
     out.ref_ends.push(out.refs.len() as u32);
     Ok(unlabelled)
 }
 
-/// One `labels` map entry: (key, value), both UTF-8 as protobuf requires.
-fn read_label<'a>(body: &'a [u8], path: &str) -> Result<(&'a [u8], &'a str), WireError> {
+/// One `labels` map entry: (key, value), both UTF-8 as protobuf requires; else why not.
+fn read_label(body: &[u8]) -> Result<(&[u8], &str), &'static str> {
     let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
-    fields(body, path, |field, v| {
+    let mut reader = Reader::new(body);
+    while let Some((field, v)) = reader.next().map_err(|_| NOT_A_MESSAGE)? {
         match (field, v) {
             (1, Value::Len(k)) => key = k,
             (2, Value::Len(v)) => value = v,
             _ => {}
         }
-        Ok(())
-    })?;
-    if std::str::from_utf8(key).is_err() {
-        return Err(WireError::new(path, NOT_UTF8));
     }
-    let value = std::str::from_utf8(value).map_err(|_| WireError::new(path, NOT_UTF8))?;
+    if std::str::from_utf8(key).is_err() {
+        return Err(NOT_UTF8);
+    }
+    let value = std::str::from_utf8(value).map_err(|_| NOT_UTF8)?;
     Ok((key, value))
 }
 

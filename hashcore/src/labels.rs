@@ -112,15 +112,24 @@ fn push(key: &str, value: &str, out: &mut String) {
     out.push_str(value);
 }
 
-/// The stored labels part of `values` (`values[i]` for `KEYS[i]`).
-pub fn encode(values: &[Option<&str>; KEYS.len()]) -> String {
-    let mut out = String::new();
+/// Appends the stored labels part of `values` (`values[i]` for `KEYS[i]`) to `out`.
+pub fn encode_into(values: &[Option<&str>; KEYS.len()], out: &mut Vec<u8>) {
     for (key, value) in KEYS.iter().zip(values) {
         if let Some(v) = value {
-            push(key, v, &mut out);
+            out.push(SEPARATOR);
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
         }
     }
-    out
+}
+
+/// The stored labels part of `values` (`values[i]` for `KEYS[i]`).
+pub fn encode(values: &[Option<&str>; KEYS.len()]) -> String {
+    let mut out = Vec::new();
+    encode_into(values, &mut out);
+    // Keys and values are UTF-8, and so are the bytes between them.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

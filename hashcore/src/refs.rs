@@ -1,4 +1,5 @@
-//! Reference IDs of a list's entries: entry id → UTF-8 reference.
+//! Reference IDs of a list's entries: entry id → UTF-8 stored reference (the
+//! reference ID, then the entry's labels, if any: see [`crate::labels`]).
 //!
 //! A persistent (copy-on-write) map in pages of 256 consecutive entry ids. The
 //! store hands out entry ids in increasing order per list, so pages are dense.

@@ -888,6 +888,56 @@ fn counts_accumulate_per_reference() {
     assert!(idx.take_counts().is_empty());
 }
 
+#[test]
+fn exposure_follows_the_list_config_and_labels_never_touch_counts_or_quarantine() {
+    let idx = Index::with_background(false);
+    let config = ListConfig::new(31, 50).unwrap();
+    idx.configure_list_named(1, config, Some("l"));
+    let k = Key::Md5([9; 16]);
+    let (algs, slots) = packed(&[k]);
+    let stored = format!(
+        "R{}",
+        labels::encode(&[None, Some("yes"), Some("A"), None, None])
+    );
+    let b = Batch::decode(&algs, &slots, &0u64.to_le_bytes(), &[], &[])
+        .unwrap()
+        .with_refs(&(stored.len() as u32).to_le_bytes(), stored.as_bytes())
+        .unwrap();
+    idx.apply(1, &b).unwrap();
+    let raw = item(b"x", &[key_hash(&k, None)]);
+    let answer = |idx: &Index| {
+        let r = decode_response(&idx.match_request(&raw, false, "p", false).encode(-1, 0));
+        (r.refs[0].1.clone(), r.labels[0].clone())
+    };
+    assert_eq!(
+        answer(&idx),
+        ("R".to_string(), vec![]),
+        "none shown by default"
+    );
+    let before = idx.match_request(&raw, false, "p", false);
+    idx.configure_list_named(1, config.exposing(&["category"]).unwrap(), None);
+    assert_eq!(
+        answer(&idx),
+        ("R".to_string(), vec![("category".into(), "A".into())])
+    );
+    assert!(
+        decode_response(&before.encode(-1, 0)).labels[0].is_empty(),
+        "a verdict keeps the snapshot it was made on"
+    );
+    idx.configure_list_named(1, config.exposing(&["baseline", "category"]).unwrap(), None);
+    assert_eq!(answer(&idx).1.len(), 2);
+    // Statistics and quarantine know the reference ID alone.
+    let counted: Vec<String> = idx.take_counts().into_iter().map(|c| c.2).collect();
+    assert!(counted.iter().all(|r| r == "R"), "{counted:?}");
+    idx.set_list_state(1, 1, vec!["R".to_string()]).unwrap();
+    let r = decode_response(&idx.match_request(&raw, false, "p", false).encode(-1, 0));
+    assert_eq!(
+        r.verdict, 1,
+        "a quarantined reference answers NO_MATCH, labelled or not"
+    );
+    assert!(config.exposing(&["colour"]).is_err());
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..200), single in any::<bool>()) {

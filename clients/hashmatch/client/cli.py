@@ -29,15 +29,24 @@ from hashmatch.client.algorithms import (
     parse_hex_digest,
 )
 from hashmatch.client.connection import DEFAULT_SERVER, Connection, TlsConfig
-from hashmatch.client.errors import HashmatchError, Unauthenticated
+from hashmatch.client.entrychecks import check_rows
+from hashmatch.client.errors import (
+    FailedPrecondition,
+    HashmatchError,
+    InvalidArgument,
+    Unauthenticated,
+)
 from hashmatch.client.labels import LABEL_KEYS
 from hashmatch.client.list_client import Change, ListClient
-from hashmatch.client.listfile import BadRow, Row, read_rows
+from hashmatch.client.listfile import FORMATS, BadRow, Row, read_rows
 from hashmatch.client.match_client import MatchClient
 from hashmatch.client.platform_client import REASONS, PlatformClient
 from hashmatch.client.progress import Progress
 from hashmatch.client.push import (
     DEFAULT_BATCH_SIZE,
+    MAX_REPORTED_BAD,
+    FileRefused,
+    FileSummary,
     push,
     summarize,
     upload_id_for,
@@ -46,8 +55,8 @@ from hashmatch.client.results import ListInfo
 from hashmatch.v1 import lists_pb2
 
 EXIT_CLEAN, EXIT_MATCH, EXIT_ERROR = 0, 1, 2
-# push: the batches were applied, but the list is not exactly the file (never 1: a match).
-EXIT_PUSHED_LIST_DIFFERS = 3
+# push/apply: the file was refused (bad rows, or by the server); nothing of it was applied.
+EXIT_REFUSED = 1
 TOKEN_ENV = "HASHMATCH_TOKEN"
 SERVER_ENV = "HASHMATCH_SERVER"
 # The server takes at most 100,000 changes per batch.
@@ -72,18 +81,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 LIST_FILE_FORMATS = """\
 list files:
-  CSV          rows of algorithm,hash_hex,reference_id[,quality]; a header row is allowed.
+  The format is detected from the file; --format names it (the names below).
+  csv          rows of algorithm,hash_hex,reference_id[,quality]; a header row is allowed.
                algorithm: md5, sha1, sha256 or pdq; quality (0-100) is for PDQ only.
                A header naming the columns (algorithm, hash, reference_id, quality) may
                put them in any order; or one column per algorithm (md5, sha1, sha256,
-               pdq, plus id/reference_id, optional quality for the PDQ cell; other
-               columns ignored): each filled hash cell is one entry of the row's reference.
-  TSV          the same, tab-separated (a .tsv file, or a tab in the first line).
+               pdq, plus id/reference_id, optional quality for the PDQ cell): each filled
+               hash cell is one entry of the row's reference. Columns named category,
+               age_band, classification, baseline or source are labels; others ignored.
+  tsv          the same, tab-separated (a .tsv file, or a tab in the first line).
                A UTF-8 BOM and CRLF line ends are accepted everywhere.
-  JSON lines   a .jsonl or .ndjson file, one object per line:
-               {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...", "quality": 90}
-               ("quality" optional).
-  A bad row refuses the whole file, with its line numbers, before anything is sent.
+  jsonl        a .jsonl or .ndjson file, one object per line:
+               {"algorithm": "pdq", "hash": "<hex>", "reference_id": "...", "quality": 90,
+               "labels": {"category": "A"}, "retire": false} (the last three optional).
+  threatexchange-csv      `threatexchange dataset -P --csv`: signal_type, signal_str,
+               collab (the reference ID and source label), category, tags.
+  threatexchange-signals  lines `<signal_type> <signal_str>` (pdq, video_md5,
+               photo_md5, md5, video_sha256, sha256); reference ID: the file's name.
+  ncmec-xml    NCMEC hash-sharing XML: each image/video entry's id is the reference ID,
+               its fingerprints md5/sha1/sha256/pdq are entries, its classification a
+               label; deletedImage/deletedVideo fingerprints are retired. No DOCTYPE.
+  stopncii-json  StopNCII hash records (signalType ImagePDQ or VideoMD5, hashValue;
+               hashStatus Withdrawn/Deleted retires); reference ID: stopncii.
+  Before anything is sent, every row is checked as the server would check it (format,
+  degenerate PDQ, PDQ quality below the list's minimum, a hash repeated in the file, one
+  reference with different labels); a bad row refuses the whole file, naming each bad
+  line (the first 20, and a count).
 """
 
 MATCH_EPILOG = """\
@@ -104,15 +127,25 @@ exit codes:
 
 PUSH_EPILOG = f"""\
 {LIST_FILE_FORMATS}
-Batches are named <upload-id>:<n>; running the same push again after an interruption
-resumes after the last batch the service applied. At the end the list's digest is
-compared with the file's.
+The file is applied whole or not at all: the server checks and stages every batch and
+publishes them in one commit once the file has arrived; a refused row anywhere, or a
+connection that drops, leaves the list exactly as it was (a dropped push is sent again
+from the start, by itself or by running it again). Batches are named <upload-id>:<n>, so
+pushing a file that was applied already changes nothing.
+
+  push           upserts every row (a row marked retire, e.g. an NCMEC deletion, is
+                 retired); the list keeps its other entries. Says whether the list now
+                 holds exactly this file (its digest against the file's).
+  push --delta   the file is a set of changes (upserts, and rows marked retire): the same
+                 unit, without the comparison with the whole list.
+  push --replace the list becomes equal to the file: entries it does not list are
+                 retired in the same unit (a full export, e.g. NCMEC's).
+  push --retire  retires every hash of the file.
 
 exit codes:
-  0  pushed, and the list holds exactly this file (or --retire)
-  2  error (a bad row: nothing was sent; server unreachable, refused)
-  3  pushed, but the list's digest differs from the file's: a push adds to the list, and
-     it also holds entries not in this file (or lacks some)
+  0  applied (or applied before: nothing changed)
+  1  refused: nothing was applied (bad rows, each named by its file line)
+  2  could not run (bad arguments, unreadable file, server unreachable, no access)
 """
 
 APPLY_EPILOG = f"""\
@@ -121,7 +154,8 @@ The file is sent as one atomic batch. Re-sending a --batch-id changes nothing.
 
 exit codes:
   0  applied (or already applied)
-  2  error (a bad row: nothing was sent; version conflict, server unreachable, refused)
+  1  refused: nothing was applied (bad rows, each named by its line; a version conflict)
+  2  could not run (bad arguments, unreadable file, server unreachable, no access)
 """
 
 SCAN_EPILOG = """\
@@ -162,8 +196,7 @@ GENERAL_EPILOG = """\
 The server is --server or $HASHMATCH_SERVER (default 127.0.0.1:50051); the token is --token
 or $HASHMATCH_TOKEN. Listing commands take --json to print one JSON document.
 
-exit codes: 0 success / no match; 1 match (match, scan); 2 error; 3 pushed, but the list
-also holds entries not in the file (push).
+exit codes: 0 success / no match; 1 match (match, scan), refused (push, apply); 2 error.
 """
 
 
@@ -176,6 +209,14 @@ def _version() -> str:
 
 def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        help="the list file's format (default: detected from the file)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -257,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full-decode",
         action="store_true",
-        help="decode large JPEGs at full size (slower; the hash moves a few bits at most)",
+        help="decode large JPEGs at full size (slower; the hash moves at most 6 bits)",
     )
     p.set_defaults(run=_hash)
 
@@ -273,6 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-id", required=True, help="ID of the batch; re-running is a no-op")
     p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
     p.add_argument("--expected-version", type=int)
+    _add_format(p)
     p.set_defaults(run=_apply)
 
     p = sub.add_parser(
@@ -295,11 +337,22 @@ def _parser() -> argparse.ArgumentParser:
         "--upload-id",
         help="names the batches (<id>:<n>); default: derived from the file, so a re-run resumes",
     )
-    p.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--retire", action="store_true", help="retire the file's hashes instead")
+    how.add_argument(
+        "--delta", action="store_true", help="the file is a set of changes (upserts, retirements)"
+    )
+    how.add_argument(
+        "--replace",
+        action="store_true",
+        help="make the list equal to the file: retire the entries it does not list",
+    )
+    _add_format(p)
     p.set_defaults(run=_push)
 
     p = sub.add_parser("digest", help="compute a list file's digest, to compare with get-list")
     p.add_argument("file", type=Path)
+    _add_format(p)
     p.set_defaults(run=_digest)
 
     p = sub.add_parser("report", help="report a matched reference as a false positive")
@@ -601,21 +654,32 @@ def _hash(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    rows: list[Row] = []
-    bad: list[BadRow] = []
-    for row in read_rows(args.file):
-        (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
-    if bad:
-        _report_bad_rows(args.file, bad)
-        return EXIT_ERROR
-    changes = [
-        Change(make_hash(r.algorithm, r.value, r.quality), None if args.retire else r.reference_id)
-        for r in rows
-    ]
     with ListClient(connection(args)) as client:
-        result = client.apply_changes(
-            args.list, args.batch_id, changes, expected_version=args.expected_version
+        min_quality = client.get_list(args.list).pdq_min_quality
+        rows: list[Row] = []
+        bad: list[BadRow] = []
+        checked = check_rows(
+            read_rows(args.file, args.format), retire=args.retire, pdq_min_quality=min_quality
         )
+        for row in checked:
+            (bad if isinstance(row, BadRow) else rows).append(row)  # type: ignore[arg-type]
+        if bad:
+            _report_bad_rows(args.file, bad[:MAX_REPORTED_BAD], len(bad))
+            return EXIT_REFUSED
+        changes = [
+            Change(make_hash(r.algorithm, r.value, r.quality), None, {})
+            if args.retire or r.retire
+            else Change(make_hash(r.algorithm, r.value, r.quality), r.reference_id, r.labels)
+            for r in rows
+        ]
+        try:
+            result = client.apply_changes(
+                args.list, args.batch_id, changes, expected_version=args.expected_version
+            )
+        except (InvalidArgument, FailedPrecondition) as exc:
+            print(f"hashmatch-client: {exc}", file=sys.stderr)
+            print("hashmatch-client: the file was refused; nothing was applied", file=sys.stderr)
+            return EXIT_REFUSED
     state = "already applied; nothing changed" if result.already_applied else "applied"
     print(
         f"batch {args.batch_id} {state}: version={result.version} upserted={result.upserted} "
@@ -627,57 +691,100 @@ def _apply(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     if not 1 <= args.batch_size <= MAX_PUSH_BATCH:
         raise ValueError(f"--batch-size must be 1-{MAX_PUSH_BATCH}")
-    summary = summarize(args.file, retire=args.retire)
-    if summary.bad:
-        _report_bad_rows(args.file, summary.bad)
-        return EXIT_ERROR
-    upload_id = args.upload_id or upload_id_for(args.file, retire=args.retire)
-    bar = Progress(summary.rows, 0, unit="rows")
     with ListClient(connection(args)) as client:
-        result = push(
-            client,
-            args.file,
-            args.list,
-            summary=summary,
-            upload_id=upload_id,
-            batch_size=args.batch_size,
-            retire=args.retire,
-            # push reports rows sent so far; after a resume that can go back.
-            progress=lambda sent: bar.advance(sent - bar.files),
+        summary = _checked_file(args, client)
+        if summary.bad:
+            return EXIT_REFUSED
+        if args.replace and not summary.rows:
+            print(
+                f"hashmatch-client: {args.file} holds no entries: an empty file does not "
+                "replace a list; nothing was sent",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
+        upload_id = args.upload_id or upload_id_for(
+            args.file, retire=args.retire, batch_size=args.batch_size
         )
+        bar = Progress(summary.rows, 0, unit="rows")
+        try:
+            result = push(
+                client,
+                args.file,
+                args.list,
+                summary=summary,
+                upload_id=upload_id,
+                batch_size=args.batch_size,
+                retire=args.retire,
+                replace=args.replace,
+                fmt=summary.format,
+                # push reports rows sent so far; sent again after a dropped connection.
+                progress=lambda sent: bar.advance(sent - bar.files),
+            )
+        except FileRefused as refused:
+            bar.close()
+            _report_refusal(args.file, refused)
+            return EXIT_REFUSED
     bar.close()
     resumed = f", resumed after {result.skipped_batches}" if result.skipped_batches else ""
+    before = " (applied before: nothing changed)" if result.already_applied else ""
     print(
-        f"pushed {result.rows} rows in {result.batches} batch(es){resumed}: "
+        f"pushed {result.rows} rows in {result.batches} batch(es){resumed}{before}: "
         f"list version {result.version}"
     )
-    if args.retire:
+    if args.replace:
+        print(f"retired {result.replaced} entries the file does not list")
+    if args.retire or args.delta:
         return EXIT_CLEAN
     if result.digest_matches:
         print(f"digest {result.list_digest}: the list holds exactly this file")
-        return EXIT_CLEAN
-    print(
-        f"digest differs: file {result.file_digest}, list {result.list_digest} "
-        "(the list holds entries this file does not, or lacks some)",
-        file=sys.stderr,
+    elif not args.replace:
+        print(
+            f"digest {result.list_digest}: the list also holds entries this file does not "
+            f"list (file digest {result.file_digest}); --replace makes it equal to the file"
+        )
+    else:  # another writer changed the list right after the replacement
+        print(
+            f"digest {result.list_digest} differs from the file's {result.file_digest}: the "
+            "list changed after the replacement",
+            file=sys.stderr,
+        )
+    return EXIT_CLEAN
+
+
+def _report_refusal(path: Path, refused: FileRefused) -> None:
+    for line, problem in refused.lines[:MAX_REPORTED_BAD]:
+        print(f"{path}:{line}: {problem}" if line else f"{path}: {problem}", file=sys.stderr)
+    print(f"hashmatch-client: {refused.error}", file=sys.stderr)
+    print("hashmatch-client: the file was refused; nothing of it was applied", file=sys.stderr)
+
+
+def _checked_file(args: argparse.Namespace, client: ListClient) -> FileSummary:
+    """The file read and checked against the list's settings; its bad rows are reported."""
+    summary = summarize(
+        args.file,
+        retire=args.retire,
+        fmt=args.format,
+        pdq_min_quality=client.get_list(args.list).pdq_min_quality,
     )
-    return EXIT_PUSHED_LIST_DIFFERS
+    if summary.bad:
+        _report_bad_rows(args.file, summary.bad, summary.bad_count)
+    return summary
 
 
 def _digest(args: argparse.Namespace) -> int:
-    summary = summarize(args.file, retire=False)
+    summary = summarize(args.file, retire=False, fmt=args.format)
     if summary.bad:
-        _report_bad_rows(args.file, summary.bad)
+        _report_bad_rows(args.file, summary.bad, summary.bad_count)
         return EXIT_ERROR
     print(summary.digest)
     return EXIT_CLEAN
 
 
-def _report_bad_rows(path: Path, bad: list[BadRow]) -> None:
-    for b in bad[:50]:
+def _report_bad_rows(path: Path, bad: list[BadRow], count: int) -> None:
+    for b in bad:
         print(f"{path}:{b.line}: {b.problem}", file=sys.stderr)
-    more = " (first 50 shown)" if len(bad) > 50 else ""
-    print(f"hashmatch-client: {len(bad)} bad row(s){more}; nothing was sent", file=sys.stderr)
+    shown = f" (the first {len(bad)} shown)" if count > len(bad) else ""
+    print(f"hashmatch-client: {count} bad row(s){shown}; nothing was sent", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ Two choices keep our PDQ hashes in agreement with the rest of the ecosystem:
   apart, so a list built either way matches only when both are sent.
 - Large JPEGs are decoded at a reduced scale (1/2, 1/4 or 1/8, done inside the JPEG decoder)
   that keeps the shorter side at least ``DRAFT_MIN_SIDE`` pixels: PDQ shrinks every image to
-  64x64 anyway, and a 12-megapixel photo then hashes in about a tenth of the time. The
+  64x64 anyway, and a 12-megapixel photo then hashes about four times faster. The
   distance to the full-size decode this costs is measured in
   benchmarks/client/bench_decode_scale.py and bounded in tests/test_client_decode_scale.py.
 """
@@ -43,10 +43,12 @@ __all__ = [
 PDQ_BYTES = 32
 
 # A JPEG is decoded at the largest reduction (1/2, 1/4, 1/8) that leaves its shorter side at
-# least this many pixels. Chosen from the distance distribution (full decode vs each scale) in
-# benchmarks/client/bench_decode_scale.py: from 512 pixels up the hash moves a few bits (the
-# README gives the figures), below it the moves grow quickly; 12-megapixel photos decode at 1/4.
-DRAFT_MIN_SIDE = 512
+# least this many pixels; 12-megapixel photos decode at 1/2. Chosen from the distance
+# distribution (full decode vs each scale) in benchmarks/client/bench_decode_scale.py: with
+# a shorter side of 1024 or more the hash moved at most 6 bits, inside the 10 that two
+# conforming decoders may differ by; at 512-1023 pixels it moved up to 16, more than resizing
+# the image does, which would eat half the default match threshold (31).
+DRAFT_MIN_SIDE = 1024
 
 # The order pdqhash.compute_dihedral returns its hashes in (the C++ reference's argument order),
 # named as the reference names them. Checked against testdata/pdq/images/dihedral/: variant i of

@@ -81,8 +81,12 @@ class ListClient(ChannelClient):
     def upload_changes(
         self, batches: Iterable[lists_pb2.ApplyChangesRequest], *, timeout: float | None = None
     ) -> lists_pb2.UploadChangesResponse:
-        """Streams batches, each applied atomically in order. Not retried here: the caller
-        resumes from GetList's last_batch_id (see `push`)."""
+        """Streams batches. With `upload_mode` UPLOAD_MODE_WHOLE (or UPLOAD_MODE_REPLACE)
+        on the first one, the service applies them all as one unit when the stream ends,
+        or none of them (a refusal, or a stream that breaks off: send them again, from the
+        first); without it, each is applied atomically as it comes, in order, and an
+        interrupted upload resumes after GetList's last_batch_id. Not retried here (see
+        `push`, which does either)."""
         return self.connection.call(
             lambda: self._stub.UploadChanges(
                 iter(batches), timeout=timeout, metadata=self.connection.metadata()

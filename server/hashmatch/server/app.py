@@ -251,6 +251,10 @@ def build(
                 f"{settings.data_dir} holds a replica of {primary}: serve it with --follow "
                 "(the primary's HOST:PORT), or make it a primary with `hashmatch admin promote`"
             )
+        if settings.follow and settings.max_lag and replicate:
+            # Not in rotation before the replicator has proven the copy current, not even
+            # for the moment between serving and its first check.
+            replica_state.set_stale(store, f"not caught up with primary {settings.follow} yet")
         if settings.demo:
             demo.ensure_demo(store, settings.data_dir)
         follower = IndexFollower(store, Index(), settings.poll_interval)

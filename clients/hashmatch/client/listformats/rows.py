@@ -25,7 +25,7 @@ class Row:
     reference_id: str
     quality: int | None = None
     retire: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

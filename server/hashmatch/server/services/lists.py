@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,8 @@ from hashmatch.server.store.changelog import CHANGES, EXPOSE, QUARANTINE, RELEAS
 from hashmatch.server.store.env import audit_nanos
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.v1 import lists_pb2
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STATS_LIMIT = 100
 # Entries committed together by UploadChanges (see there).
@@ -254,12 +257,21 @@ class ListServicer:
         finally:
             # Also when the call is cancelled (the uploader went away): shielded, the
             # discard runs to its end.
-            await asyncio.shield(asyncio.to_thread(self.store.discard_stage, stage))
+            await asyncio.shield(asyncio.to_thread(self._discard, stage))
         for batch_id, outcome in published.outcomes:
             _count(summary, batch_id, outcome)
         summary.replaced = published.replaced
         await asyncio.to_thread(self.follower.catch_up)
         return summary
+
+    def _discard(self, stage: int) -> None:
+        """Drops a stage. A failure (a full disk) only leaves it for the first whole-file
+        upload after a restart to discard, so it is logged rather than raised over the
+        upload's own outcome."""
+        try:
+            self.store.discard_stage(stage)
+        except st.StoreError as exc:
+            log.warning("staged upload %d not discarded: %s", stage, exc)
 
     def _retire_batch(self, list_name: str, pdq_min_quality: int) -> st.RetireBatch:
         """How a replacement's retirements are written: as a batch any replica reads."""

@@ -39,6 +39,9 @@ from hashmatch.server.store.records import (
     ListMeta,
 )
 
+# What one read of the change log returns at most, in record bytes (see changes_since).
+CHANGES_PAGE_BYTES = 64 << 20
+
 
 class Lists(StoreBase):
     def create_list(
@@ -292,14 +295,20 @@ class Lists(StoreBase):
         )
         return ApplyOutcome(version, False, upserted, retired, new_meta.digest)
 
-    def changes_since(self, list_id: int, version: int, limit: int = 1000) -> list[ChangeRecord]:
-        """Committed batches of the list with a version above `version`, in order."""
+    def changes_since(
+        self, list_id: int, version: int, limit: int = 1000, max_bytes: int = CHANGES_PAGE_BYTES
+    ) -> list[ChangeRecord]:
+        """Committed batches of the list with a version above `version`, in order: at most
+        `limit`, and no more once they hold `max_bytes` (at least one). A whole file is
+        published as thousands of batches at once; a reader pages through them."""
         out: list[ChangeRecord] = []
+        size = 0
         start = change_key(list_id, version + 1)
         with self.read() as txn:
             for key, raw in prefixed(txn, self._db("changes"), list_prefix(list_id), start):
-                if len(out) >= limit:
+                if len(out) >= limit or (out and size >= max_bytes):
                     break
+                size += len(raw)
                 out.append(ChangeRecord.decode(list_id, LIST_ENTRY.unpack(key)[1], raw))
         return out
 

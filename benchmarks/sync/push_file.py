@@ -1,0 +1,155 @@
+"""A list file pushed as one unit, against the same file pushed batch by batch.
+
+Starts `hashmatch serve` on loopback over a temporary data folder, writes a synthetic CSV
+of N rows (70% SHA-256, 30% PDQ, seeded), and pushes it with the client's `push` flow into
+a new list, once per mode, each on a fresh server so the peak RSS is the push's own:
+
+- `batches`: UploadChanges with no upload_mode, every batch committed as it comes (what
+  `hashmatch-client push` did before whole-file uploads);
+- `whole`: `push` (UPLOAD_MODE_WHOLE): staged, then published in one commit;
+- `replace`: `push --replace` of the same file over a list already holding it.
+
+Reported per mode: seconds from the first message to the acknowledgement, the server's peak
+resident memory (VmHWM from /proc, so Linux only) before and after the push, and the peak
+of a fresh server that loads the pushed list at start (what serving it costs by itself).
+
+    .venv/bin/python benchmarks/sync/push_file.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hashmatch.client import Connection, ListClient
+from hashmatch.client.push import FileSummary, batches, push
+from hashmatch.server.store import Role, Store
+from hashmatch.v1 import lists_pb2
+
+HASHMATCH = str(Path(sys.executable).parent / "hashmatch")
+MODES = ("batches", "whole", "replace")
+
+
+def write_file(path: Path, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="ascii") as f:
+        f.write("algorithm,hash_hex,reference_id,quality\n")
+        for i in range(rows):
+            if i % 10 < 3:
+                f.write(f"pdq,{rng.randbytes(32).hex()},R-{i},90\n")
+            else:
+                f.write(f"sha256,{rng.randbytes(32).hex()},R-{i},\n")
+
+
+def launch(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [HASHMATCH, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("hashmatch serving on "):
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(mode: str, path: Path, rows: int, batch_size: int, root: Path) -> dict[str, float]:
+    data = root / mode
+    store = Store(data)
+    token = store.add_tenant("hotline", Role.HOTLINE)
+    store.close()
+    proc, address = launch(data)
+    try:
+        with ListClient(Connection(server=address, token=token)) as client:
+            client.create_list("bulk")
+            summary = FileSummary(rows, "", [])
+            if mode == "replace":  # the list already holds the file
+                push(
+                    client, path, "bulk", summary=summary, upload_id="first", batch_size=batch_size
+                )
+            before = peak_rss_mb(proc.pid)
+            start = time.perf_counter()
+            if mode == "batches":
+                stream = batches(
+                    path,
+                    "bulk",
+                    "load",
+                    batch_size,
+                    retire=False,
+                    skip=0,
+                    mode=lists_pb2.UPLOAD_MODE_UNSPECIFIED,
+                )
+                client.upload_changes(request for _, request in stream)
+            else:
+                push(
+                    client,
+                    path,
+                    "bulk",
+                    summary=summary,
+                    upload_id="load",
+                    batch_size=batch_size,
+                    replace=mode == "replace",
+                )
+            seconds = time.perf_counter() - start
+            info = client.get_list("bulk")
+            assert sum(info.counts.values()) == rows, info.counts
+        after = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    # What serving the pushed list costs by itself: a fresh server loading it at start.
+    proc, _ = launch(data)
+    try:
+        served = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return {
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "peak_rss_mb_before": round(before, 1),
+        "peak_rss_mb_after": round(after, 1),
+        "peak_rss_mb_serving_it_after_a_restart": round(served, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    results: dict[str, object] = {"rows": args.rows, "batch_size": args.batch_size}
+    with tempfile.TemporaryDirectory(prefix="hm-push-") as tmp:
+        root = Path(tmp)
+        path = root / "list.csv"
+        print(f"writing {args.rows:,} rows ...", file=sys.stderr)
+        write_file(path, args.rows, seed=2026)
+        for mode in args.modes:
+            results[mode] = run(mode, path, args.rows, args.batch_size, root)
+            print(mode, results[mode], file=sys.stderr)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The bearer-token parts of rpc/auth.py one at a time, over a real store: the header
+parsing, the tenant cache and its bounds, and the failed-token throttle with its clock
+(written for the mutants the end-to-end auth tests let live; benchmarks/mutation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hashmatch.server.errors import Unauthenticated
+from hashmatch.server.rpc import auth
+from hashmatch.server.rpc.auth import BadTokenThrottle, TenantCache, bearer_token, peer_host
+from hashmatch.server.store import Role, Store
+
+
+@pytest.mark.parametrize(
+    ("metadata", "token"),
+    [
+        ([("authorization", "Bearer abc")], "abc"),
+        ([("authorization", "bearer abc")], "abc"),
+        ([("authorization", "BEARER  abc  ")], "abc"),
+        ([("authorization", b"Bearer xyz")], "xyz"),
+        ([("x-other", "Bearer no"), ("authorization", "Bearer yes")], "yes"),
+        # The last authorization entry is the one used.
+        ([("authorization", "Bearer first"), ("authorization", "Bearer second")], "second"),
+    ],
+)
+def test_bearer_token_is_read(metadata: list[tuple[str, str | bytes]], token: str) -> None:
+    assert bearer_token(metadata) == token
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [],
+        [("x-authorization", "Bearer abc")],
+        [("authorization", "Basic abc")],
+        [("authorization", "Bearer")],
+        [("authorization", "Bearer    ")],
+        [("authorization", "Bearerabc")],
+        [("authorization", "abc")],
+        [("authorization", "Bearer abc"), ("authorization", "")],
+    ],
+)
+def test_a_missing_or_malformed_bearer_token_is_refused(
+    metadata: list[tuple[str, str | bytes]],
+) -> None:
+    with pytest.raises(Unauthenticated, match="missing bearer token"):
+        bearer_token(metadata)
+
+
+@pytest.mark.parametrize(
+    ("peer", "host"),
+    [
+        ("ipv4:127.0.0.1:5555", "127.0.0.1"),
+        ("ipv6:[::1]:5555", "[::1]"),
+        ("ipv6:[2001:db8::7]:443", "[2001:db8::7]"),
+        ("unix:/run/hashmatch.sock", "unix:/run/hashmatch.sock"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_peer_host_leaves_the_port_out(peer: str, host: str) -> None:
+    assert peer_host(peer) == host
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_blocks_after_the_burst_and_refills_at_its_rate() -> None:
+    clock = Clock()
+    throttle = BadTokenThrottle(rate=2.0, burst=3.0, clock=clock)
+    assert not throttle.blocked("a")
+    throttle.failed("a")
+    throttle.failed("a")
+    assert not throttle.blocked("a")  # one failure left
+    throttle.failed("a")
+    assert throttle.blocked("a")
+    assert not throttle.blocked("b")  # per peer
+    clock.now += 0.49  # 0.98 of a token back: still blocked
+    assert throttle.blocked("a")
+    clock.now += 0.01  # one whole token
+    assert not throttle.blocked("a")
+    throttle.failed("a")
+    assert throttle.blocked("a")
+
+
+def test_throttle_refill_stops_at_the_burst() -> None:
+    clock = Clock()
+    throttle = BadTokenThrottle(rate=1.0, burst=2.0, clock=clock)
+    throttle.failed("a")
+    clock.now += 1000.0  # a long quiet time refills to the burst, no further
+    throttle.failed("a")
+    assert not throttle.blocked("a")
+    throttle.failed("a")
+    assert throttle.blocked("a")
+
+
+def test_throttle_defaults() -> None:
+    throttle = BadTokenThrottle()
+    assert (throttle.rate, throttle.burst) == (auth.BAD_TOKEN_RATE, auth.BAD_TOKEN_BURST)
+    assert (auth.BAD_TOKEN_RATE, auth.BAD_TOKEN_BURST) == (10.0, 50.0)
+    for _ in range(49):
+        throttle.failed("a")
+    assert not throttle.blocked("a")
+    for _ in range(2):
+        throttle.failed("a")
+    assert throttle.blocked("a")
+
+
+def test_throttle_forgets_the_least_recently_failing_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "MAX_PEERS", 2)
+    clock = Clock()
+    throttle = BadTokenThrottle(rate=0.0, burst=1.0, clock=clock)
+    throttle.failed("a")
+    throttle.failed("b")
+    throttle.failed("a")  # a fails again: b is now the least recent
+    throttle.failed("c")
+    assert throttle.blocked("a") and throttle.blocked("c")
+    assert not throttle.blocked("b")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path)
+
+
+def test_cache_answers_as_the_store_and_follows_revocation(store: Store) -> None:
+    token = store.add_tenant("p", Role.PLATFORM)
+    cache = TenantCache(store)
+    assert cache.max_cached == auth.MAX_CACHED == 4096
+    tenant = cache(token)
+    assert tenant is not None and (tenant.name, tenant.role) == ("p", Role.PLATFORM)
+    assert cache(token) == tenant
+    assert cache("not-a-token") is None
+    store.revoke_tokens("p")
+    assert cache(token) is None
+    assert cache(token, cached_only=True) is None
+
+
+def test_cached_only_answers_only_tokens_that_authenticated_before(store: Store) -> None:
+    seen = store.add_tenant("p", Role.PLATFORM)
+    unseen = store.add_tenant("h", Role.HOTLINE)
+    cache = TenantCache(store)
+    assert cache(seen) is not None
+    assert cache(unseen, cached_only=True) is None
+    # A commit empties the generation; a token known before is still looked up.
+    store.add_tenant("other", Role.PLATFORM)
+    found = cache(seen, cached_only=True)
+    assert found is not None and found.name == "p"
+    assert cache(unseen) is not None  # an ordinary lookup makes it known
+    assert cache(unseen, cached_only=True) is not None
+
+
+def test_a_token_that_fails_is_no_longer_known(store: Store) -> None:
+    token = store.add_tenant("p", Role.PLATFORM)
+    cache = TenantCache(store)
+    assert cache(token) is not None
+    store.revoke_tokens("p")
+    assert cache(token) is None
+    store.issue_token("p")  # a later commit: the revoked token is not known any more
+    assert cache(token, cached_only=True) is None
+
+
+def test_the_cache_and_the_known_tokens_are_bounded(store: Store) -> None:
+    tokens = [store.add_tenant(f"p{i}", Role.PLATFORM) for i in range(4)]
+    cache = TenantCache(store, max_cached=2)
+    for token in tokens:
+        assert cache(token) is not None
+    # Every token still authenticates (the bound is on what is kept, not on who may call).
+    assert [t.name for t in map(cache, tokens) if t is not None] == ["p0", "p1", "p2", "p3"]
+    # Only the two most recent stay known to a throttled peer.
+    store.add_tenant("bump", Role.PLATFORM)
+    cache(tokens[2])
+    cache(tokens[3])
+    assert cache(tokens[0], cached_only=True) is None
+    assert cache(tokens[1], cached_only=True) is None
+    assert cache(tokens[3], cached_only=True) is not None
+    assert cache(tokens[2], cached_only=True) is not None
+
+
+def test_a_known_token_used_again_is_kept_longest(store: Store) -> None:
+    tokens = [store.add_tenant(f"p{i}", Role.PLATFORM) for i in range(3)]
+    cache = TenantCache(store, max_cached=2)
+    cache(tokens[0])
+    cache(tokens[1])
+    store.add_tenant("bump", Role.PLATFORM)
+    cache(tokens[0])  # p0 is the most recent again
+    cache(tokens[2])  # pushes out p1, not p0
+    assert cache(tokens[0], cached_only=True) is not None
+    assert cache(tokens[1], cached_only=True) is None
