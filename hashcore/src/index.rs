@@ -336,7 +336,11 @@ impl ListConfig {
     }
 
     /// This config with the video shares given as arbitrary integers.
-    pub fn with_video(self, query_percent: i64, listed_percent: i64) -> Result<ListConfig, CoreError> {
+    pub fn with_video(
+        self,
+        query_percent: i64,
+        listed_percent: i64,
+    ) -> Result<ListConfig, CoreError> {
         let percent = |field, p: i64| {
             u8::try_from(p)
                 .ok()
@@ -1214,7 +1218,7 @@ impl Index {
     ) -> Vec<Match> {
         // Query indexes per algorithm (small: 4 bytes per query).
         let (mut md5, mut sha1, mut sha256, mut pdq, mut frames) =
-        (vec![], vec![], vec![], vec![], vec![]);
+            (vec![], vec![], vec![], vec![], vec![]);
         for (qi, key) in q.keys[range.clone()].iter().enumerate() {
             let qi = (range.start + qi) as u32;
             match key {
@@ -1813,7 +1817,10 @@ mod video_tests {
                 .iter()
                 .filter(|f| c.iter().any(|h| near(&f.pdq, h)))
                 .collect();
-            let cm = c.iter().filter(|h| q.iter().any(|f| near(&f.pdq, h))).count();
+            let cm = c
+                .iter()
+                .filter(|h| q.iter().any(|f| near(&f.pdq, h)))
+                .count();
             let q_share = qm.len() as f64 * 100.0 / q.len().max(1) as f64;
             let c_share = cm as f64 * 100.0 / c.len().max(1) as f64;
             if !qm.is_empty()

@@ -426,7 +426,10 @@ fn check_video(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violat
     if h.frames > MAX_VIDEO_FRAMES {
         out.push(violation(
             format!("{path}.frames"),
-            format!("at most {MAX_VIDEO_FRAMES} frames per video, got {}", h.frames),
+            format!(
+                "at most {MAX_VIDEO_FRAMES} frames per video, got {}",
+                h.frames
+            ),
         ));
         return;
     }

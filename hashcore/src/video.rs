@@ -120,13 +120,25 @@ mod tests {
             ..rule
         };
         assert!(!base(4, 5).passes(&stricter));
-        assert!(!base(0, 0).passes(&VideoRule { query_percent: 0, ..rule }));
+        assert!(!base(0, 0).passes(&VideoRule {
+            query_percent: 0,
+            ..rule
+        }));
     }
 
     #[test]
     fn low_quality_and_repeated_frames_are_left_out() {
-        let f = |pdq: [u64; 4], quality, millis| Frame { pdq, quality, millis };
-        let frames = [f([1; 4], 90, 0), f([1; 4], 90, 10), f([2; 4], 49, 20), f([3; 4], 50, 30)];
+        let f = |pdq: [u64; 4], quality, millis| Frame {
+            pdq,
+            quality,
+            millis,
+        };
+        let frames = [
+            f([1; 4], 90, 0),
+            f([1; 4], 90, 10),
+            f([2; 4], 49, 20),
+            f([3; 4], 50, 30),
+        ];
         assert_eq!(prepare(&frames, 50), vec![frames[0], frames[3]]);
     }
 }

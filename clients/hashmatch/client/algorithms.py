@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from hashmatch.v1 import hashes_pb2
 
 MD5 = hashes_pb2.ALGORITHM_MD5
@@ -48,6 +50,18 @@ def parse_hex_digest(algorithm: int, text: str) -> bytes:
             f"got {len(value)}"
         )
     return value
+
+
+def make_video_hash(frames: Iterable[tuple[bytes, int, int]]) -> hashes_pb2.Hash:
+    """A VPDQ query hash: one video as its frames, each (32-byte PDQ, quality, timestamp in
+    milliseconds)."""
+    return hashes_pb2.Hash(
+        algorithm=VPDQ,
+        frames=[
+            hashes_pb2.VideoFrame(pdq=pdq, quality=quality, timestamp_ms=ms)
+            for pdq, quality, ms in frames
+        ],
+    )
 
 
 def make_hash(algorithm: int, value: bytes, quality: int | None = None) -> hashes_pb2.Hash:
