@@ -197,7 +197,7 @@ def test_apply_rejects_bad_input_and_applies_nothing(index: Index) -> None:
 def test_match_rejects_bad_input(index: Index) -> None:
     good = slot(PDQ, b"\1" * 32)
     bad_calls = [
-        (b"\5", good, b"\xff", b"\xff"),
+        (b"\6", good, b"\xff", b"\xff"),
         (b"\4", good[:-1], b"\xff", b"\xff"),
         (b"\4", good, b"", b"\xff"),
         (b"\4", good, b"\xff", b""),

@@ -237,7 +237,7 @@ fn each_rule_names_its_field() {
     );
     let bad = [
         hash(0, &[1; 16], None),
-        hash(5, &[1; 16], None),
+        hash(6, &[1; 16], None),
         hash(2, &[1; 16], Some(3)),
         hash(4, &balanced_pdq(0), Some(101)),
         hash(4, &balanced_pdq(0), Some(100)),
