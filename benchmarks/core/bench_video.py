@@ -1,9 +1,13 @@
-"""vPDQ matching: hashcore's VideoSet against threatexchange's VPDQIndex (FAISS), same data.
+"""vPDQ matching: the service's match path (hashcore's Index.match_request on MatchRequest
+bytes) against threatexchange's VPDQIndex (FAISS), same data, same run.
 
     python benchmarks/core/bench_video.py [--videos 10000] [--frames 300] [--query-frames 600]
 
 Listed videos are random walks of PDQ hashes (each frame a few bits from the one before,
-as consecutive frames of a video are). Half the queries are near copies of a listed video's
+as consecutive frames of a video are), each frame one VPDQ entry of one list with the
+video's reference ID, as the service lists them; a query is one MatchRequest carrying one
+VPDQ hash with the video's frames, answered as a server answers it (one core call).
+Half the queries are near copies of a listed video's
 frames (a re-encode: a few bits moved per frame, sampled sparser than the list), half are
 unrelated walks. Both matchers answer every query; the verdicts (which videos match) must
 be identical, then per-query p50/p99 are printed for each. threatexchange's vPDQ extension
@@ -22,9 +26,11 @@ import types
 
 import numpy as np
 
+from hashmatch.client import VPDQ, make_video_hash
 from hashmatch.server import _hashcore
+from hashmatch.v1 import match_pb2
 
-FRAME = np.dtype([("pdq", "u1", 32), ("quality", "u1"), ("millis", "<u4")])
+BATCH = 100_000  # entries per apply, as a hotline's batches
 
 
 def walks(rng: np.random.Generator, n: int, frames: int, flips: int) -> np.ndarray:
@@ -46,12 +52,41 @@ def walks(rng: np.random.Generator, n: int, frames: int, flips: int) -> np.ndarr
     return np.bitwise_xor.accumulate(steps, axis=1) ^ start
 
 
-def packed(hashes: np.ndarray, fps: float) -> bytes:
-    out = np.zeros(len(hashes), dtype=FRAME)
-    out["pdq"] = hashes
-    out["quality"] = 90
-    out["millis"] = (np.arange(len(hashes)) * 1000 / fps).astype(np.uint32)
-    return out.tobytes()
+def build_index(listed: np.ndarray) -> _hashcore.Index:
+    """One list holding every frame of every video as a VPDQ entry (reference `v<i>`)."""
+    index = _hashcore.Index()
+    index.configure_list(1, 31, 50, "videos")
+    n, frames = listed.shape[:2]
+    flat = listed.reshape(n * frames, 32)
+    refs = [f"v{i}".encode() for i in range(n) for _ in range(frames)]
+    for start in range(0, len(flat), BATCH):
+        part = flat[start : start + BATCH]
+        names = refs[start : start + BATCH]
+        ends = np.cumsum([len(r) for r in names], dtype="<u4")
+        index.apply(
+            1,
+            bytes([VPDQ]) * len(part),
+            part.tobytes(),
+            np.arange(start + 1, start + 1 + len(part), dtype="<u8").tobytes(),
+            b"",
+            b"",
+            ends.tobytes(),
+            b"".join(names),
+        )
+    index.compact()
+    return index
+
+
+def request(hashes: np.ndarray, fps: float) -> bytes:
+    frames = [(h.tobytes(), 90, int(i * 1000 / fps)) for i, h in enumerate(hashes)]
+    return match_pb2.MatchRequest(hashes=[make_video_hash(frames)]).SerializeToString()
+
+
+def matched(index: _hashcore.Index, raw: bytes) -> set[int]:
+    """The listed videos one MatchRequest matches, as the server answers it."""
+    verdicts = index.match_request(raw, False, "platform")
+    response = match_pb2.MatchResponse.FromString(verdicts.encode(-1, 0))
+    return {int(r.reference_id[1:]) for r in response.references}
 
 
 def signal(hashes: np.ndarray, fps: float) -> str:
@@ -101,10 +136,10 @@ def main() -> None:
     listed = walks(rng, args.videos, args.frames, 8)
     print(f"{args.videos:,} videos x {args.frames} frames = {listed.shape[0] * listed.shape[1]:,}")
     t0 = time.perf_counter()
-    videos = _hashcore.VideoSet([(i, packed(v, 30.0)) for i, v in enumerate(listed)], 50)
+    index = build_index(listed)
     print(
-        f"hashcore VideoSet built in {time.perf_counter() - t0:.1f} s, "
-        f"{videos.frames():,} distinct frames, {videos.memory_bytes() / 2**20:.0f} MiB"
+        f"hashcore Index loaded in {time.perf_counter() - t0:.1f} s, "
+        f"{index.counts(1)[4]:,} VPDQ entries, {index.memory_bytes() / 2**20:.0f} MiB"
     )
     t0 = time.perf_counter()
     peer = threatexchange_index(listed)
@@ -114,8 +149,9 @@ def main() -> None:
     ours: list[float] = []
     theirs: list[float] = []
     for i, (q, source) in enumerate(qs):
+        raw = request(q, 1.0)
         t0 = time.perf_counter()
-        got = {h[0] for h in videos.matches(packed(q, 1.0))}
+        got = matched(index, raw)
         ours.append(time.perf_counter() - t0)
         if source is not None and source not in got:
             raise SystemExit(f"query {i}: its source video {source} did not match")
@@ -127,7 +163,7 @@ def main() -> None:
             if got != want:
                 raise SystemExit(f"query {i}: hashcore {sorted(got)} != VPDQIndex {sorted(want)}")
     print(f"verdicts identical on {len(theirs)} queries (half near copies, half unrelated)")
-    for name, times in (("hashcore VideoSet", ours), ("threatexchange VPDQIndex", theirs)):
+    for name, times in (("hashcore match_request", ours), ("threatexchange VPDQIndex", theirs)):
         print(
             f"{name:26s} {len(times):3d} queries  p50 {percentile(times, 50) * 1e3:9.2f} ms"
             f"  p99 {percentile(times, 99) * 1e3:9.2f} ms"
