@@ -417,6 +417,25 @@ def test_not_a_video_is_refused_by_name(tmp_path: Path) -> None:
     assert info.value.path == str(text) and str(text) in str(info.value)
 
 
+@pytest.mark.parametrize("content", [b"", b"\x00" * 4096, bytes(range(256)) * 400])
+def test_empty_and_garbage_files_are_undecodable(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "upload.mp4"
+    path.write_bytes(content)
+    with pytest.raises(UndecodableVideo):
+        hash_video(path)
+
+
+def test_a_truncated_video_hashes_the_frames_it_holds(tmp_path: Path) -> None:
+    # An upload cut short (its index first, as in these clips) still has frames to match.
+    whole = (VIDEOS / f"{PATTERN_SD[0]}.mp4").read_bytes()
+    path = tmp_path / "cut-short.mp4"
+    path.write_bytes(whole[: len(whole) // 2])
+    video = hash_video(path, fps=1, trim_letterbox=False)
+    assert 30 < video.frames_decoded < 206
+    complete = hash_video(VIDEOS / f"{PATTERN_SD[0]}.mp4", fps=1, trim_letterbox=False)
+    assert video.frames == complete.frames[: len(video.frames)]
+
+
 def test_audio_only_has_no_video_stream(tmp_path: Path) -> None:
     path = tmp_path / "tone.wav"
     with av.open(str(path), "w") as dst:
