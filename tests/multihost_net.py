@@ -72,7 +72,7 @@ class Host:
 
     def start(self, argv: Sequence[str], log_name: str) -> subprocess.Popen[bytes]:
         """Runs `argv` in this host, stdout and stderr to a log file of its own."""
-        log = (self.logs / f"{log_name}.log").open("ab")
+        log = self.log_path(log_name).open("ab")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, *argv],
             stdout=log,
@@ -84,9 +84,12 @@ class Host:
         self.processes.append(proc)
         return proc
 
+    def log_path(self, log_name: str) -> Path:
+        return self.logs / f"{self.name}-{log_name}.log"
+
     def serve(self, data_dir: Path, *extra: str, log_name: str = "hashmatch") -> Server:
         """`hashmatch serve` on this host's address; returns once it serves."""
-        log = self.logs / f"{log_name}.log"
+        log = self.log_path(log_name)
         start = log.stat().st_size if log.exists() else 0
         argv = [HASHMATCH, "serve", "--data-dir", str(data_dir), "--listen", self.endpoint]
         proc = self.start([*argv, "--log-format", "text", *extra], log_name)

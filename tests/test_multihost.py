@@ -479,7 +479,7 @@ def _replica_store(path: Path) -> Store:
     store.create_list("a", "hotline", pdq_threshold=31, pdq_min_quality=50)
     request = build_batch("a", "b1", [upsert(MD5, bytes(range(16)), "R")])
     store.apply_changes("a", parse_changes(request.SerializeToString(), 50), actor="test")
-    store.mark_replica("10.0.0.10:50051")
+    replica_state.follow(store, "10.0.0.10:50051")
     return store
 
 
