@@ -454,6 +454,31 @@ def test_frames_over_the_pixel_limit_are_refused() -> None:
         hash_video(VIDEOS / f"{DOORKNOB}.mp4", max_frame_pixels=900_000)
 
 
+def _raw_h264(path: Path, width: int, height: int, frames: int) -> bytes:
+    with av.open(str(path), "w", format="h264") as dst:
+        out = dst.add_stream("libx264", rate=10)
+        out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+        rng = np.random.default_rng(width)
+        for n in range(frames):
+            picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = n
+            dst.mux(out.encode(frame))
+        dst.mux(out.encode(None))
+    return path.read_bytes()
+
+
+def test_frames_growing_past_the_limit_midway_are_refused(tmp_path: Path) -> None:
+    # The header says 64x64; the stream switches to 640x480 after 10 frames.
+    small = _raw_h264(tmp_path / "small.h264", 64, 64, 10)
+    large = _raw_h264(tmp_path / "large.h264", 640, 480, 10)
+    path = tmp_path / "switch.h264"
+    path.write_bytes(small + large)
+    assert hash_video(path, fps=0).frames_decoded == 20
+    with pytest.raises(UndecodableVideo, match=r"after \d+ frames"):  # frame threads: 8 to 10
+        hash_video(path, fps=0, max_frame_pixels=100 * 100)
+
+
 def test_unreadable_paths_raise_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(UnreadableFile):
         hash_video(tmp_path / "missing.mp4")
