@@ -261,6 +261,33 @@ def test_trimming_bars_matches_barred_and_unbarred_copies(hashes: Hashes, barred
     )
 
 
+@pytest.mark.parametrize(
+    ("query_clip", "listed_name"),
+    [
+        (CHAIR, "chair-orig-22-hd-no-bar"),
+        (CHAIR, "chair-orig-22-fhd-no-bar"),
+        (PATTERN_SD[0], "pattern-hd-no-bar"),
+        (PATTERN_SD[1], "pattern-longer-no-bar"),
+    ],
+)
+def test_a_trimmed_barred_copy_matches_the_reference_hash_of_the_unbarred_video(
+    hashes: Hashes, query_clip: str, listed_name: str
+) -> None:
+    # Across implementations: a list the reference hashed from unbarred videos (trimming
+    # changes nothing there) catches our trimmed queries of barred copies; untrimmed, 0 %.
+    listed = read_reference(listed_name)
+    assert match_percent(hashes.query(query_clip, trim=True), listed)[0] == 100.0
+    assert match_percent(hashes.query(query_clip, trim=False), listed) == (0.0, 0.0)
+
+
+def test_a_trimmed_query_misses_a_list_the_reference_hashed_with_bars(hashes: Hashes) -> None:
+    # The other side of trimming: both sides must trim. A list hashed from a barred video
+    # by a hasher that does not trim (the reference) matches only untrimmed queries.
+    listed = read_reference("chair-orig-22-sd-bar")
+    assert is_match(hashes.query(CHAIR, trim=False), listed)
+    assert match_percent(hashes.query(CHAIR, trim=True), listed) == (0.0, 0.0)
+
+
 @pytest.mark.parametrize("query_clip", CLIPS)
 def test_trimming_bars_joins_no_other_scenes(hashes: Hashes, query_clip: str) -> None:
     for listed_clip in CLIPS:
