@@ -136,12 +136,16 @@ BUGS = [
 ]
 
 
-def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> int:
+def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """The exit code and the first failing test (pytest's short summary), if any."""
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
-        return -1
-    return done.returncode
+        return -1, "timed out"
+    failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return done.returncode, failed[0].split(" - ")[0] if failed else ""
 
 
 def build(tree: Path, env: dict[str, str]) -> None:
@@ -160,8 +164,8 @@ def build(tree: Path, env: dict[str, str]) -> None:
     )
 
 
-def pytest(tree: Path, env: dict[str, str]) -> int:
-    argv = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-x", "-q", "-p"]
+def pytest(tree: Path, env: dict[str, str]) -> tuple[int, str]:
+    argv = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p"]
     argv += ["no:cacheprovider", *TESTS]
     return run(argv, tree, env, timeout=1800)
 
@@ -169,7 +173,7 @@ def pytest(tree: Path, env: dict[str, str]) -> int:
 def cargo_test(tree: Path, env: dict[str, str]) -> int:
     argv = ["nice", "-n", "19", "cargo", "test", "--release", "--quiet", *RUST_TESTS]
     renv = env | {"CARGO_PROFILE_RELEASE_LTO": "off", "CARGO_PROFILE_RELEASE_INCREMENTAL": "true"}
-    return run(argv, tree / "hashcore", renv, timeout=1800)
+    return run(argv, tree / "hashcore", renv, timeout=1800)[0]
 
 
 def main() -> None:
@@ -204,10 +208,10 @@ def main() -> None:
                     rust = "caught" if cargo_test(tree, env) != 0 else "not caught"
                 else:
                     rust = "not run"
-            py = pytest(tree, env)
+            py, by = pytest(tree, env)
         finally:
             path.write_text(original)
-        verdict = "caught" if py != 0 else "**not caught**"
+        verdict = f"caught by `{by}`" if py != 0 else "**not caught**"
         caught += py != 0
         print(f"| {bug.what} | {bug.path} | {verdict} (exit {py}) | {rust} |", flush=True)
     if any(b.rust for b in BUGS):
