@@ -23,6 +23,7 @@ av = pytest.importorskip("av", reason="the hashmatch-client[video] extra is not 
 np = pytest.importorskip("numpy")
 pytest.importorskip("pdqhash")
 
+from hashmatch.client.cli import main  # noqa: E402
 from hashmatch.client.hashing import UnreadableFile, hash_file  # noqa: E402
 from hashmatch.client.letterbox import ContentBox, content_box  # noqa: E402
 from hashmatch.client.video import (  # noqa: E402
@@ -30,6 +31,7 @@ from hashmatch.client.video import (  # noqa: E402
     VideoFrameHash,
     VideoHash,
     hash_video,
+    holds_video,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "video"
@@ -535,6 +537,27 @@ def test_frame_hash_fields_are_checked() -> None:
         fields = {"frame_number": 0, "quality": 100, "pdq": bytes(32), "timestamp": 0.0} | bad
         with pytest.raises(ValueError):
             VideoFrameHash(**fields)  # type: ignore[arg-type]
+
+
+def test_hash_command_lists_a_video_by_its_digests_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes((VIDEOS / f"{DOORKNOB}.mp4").read_bytes())
+    document = tmp_path / "notes.txt"
+    document.write_text("a document\n")
+    assert main(["hash", str(video), str(document)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(",")[0] for line in out.splitlines()] == ["md5", "sha1", "sha256"] * 2
+    assert f"{video}: a video: only its digests are listed (no vPDQ list entry yet)" in err
+    assert "notes.txt" not in err
+
+
+def test_holds_video_reads_the_header_only(tmp_path: Path) -> None:
+    assert holds_video(VIDEOS / f"{PATTERN_HD}.mp4")
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    assert not holds_video(tmp_path / "notes.txt")
+    assert not holds_video(tmp_path / "missing.mp4")
 
 
 # --- letterbox detection on synthetic frames -----------------------------------------------

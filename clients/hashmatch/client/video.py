@@ -20,6 +20,7 @@ system FFmpeg needed), and the PDQ extra. The file is read as the demuxer asks, 
 from __future__ import annotations
 
 import math
+import mimetypes
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "VideoHash",
     "VideoNotInstalled",
     "hash_video",
+    "holds_video",
 ]
 
 # 8K UHD. A frame costs about 11 bytes a pixel while it is hashed (RGB, then PDQ's two float
@@ -133,6 +135,25 @@ def hash_video(
         raise UndecodableVideo(fspath, _ffmpeg_reason(exc)) from exc
     except OSError as exc:
         raise UnreadableFile(exc.errno, exc.strerror or str(exc), fspath) from exc
+
+
+def holds_video(path: str | os.PathLike[str]) -> bool:
+    """Whether the file has a video stream, from its header alone (nothing is decoded).
+
+    Without the ``[video]`` extra the file's name decides (``video/*`` by its extension), so
+    a caller can still say that a video was not hashed as one.
+    """
+    fspath = os.fspath(path)
+    try:
+        import av
+    except ImportError:
+        kind = mimetypes.guess_type(fspath)[0]
+        return kind is not None and kind.startswith("video/")
+    try:
+        with _open_regular(fspath) as fh, av.open(fh, mode="r") as container:
+            return bool(container.streams.video)
+    except (av.FFmpegError, OSError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)
