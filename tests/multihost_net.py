@@ -152,6 +152,7 @@ class Network:
         self.bridge = f"hmb{self.tag}"
         self.logs = logs
         self.hosts: list[Host] = []
+        self.links: list[str] = []
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{SUBNET}.1/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
@@ -163,6 +164,7 @@ class Network:
         host = Host(name, namespace, f"{SUBNET}.{octet}", self.logs)
         self.hosts.append(host)
         ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        self.links.append(outside)
         ip("link", "set", inside, "netns", namespace)
         ip("link", "set", outside, "master", self.bridge)
         ip("link", "set", outside, "up")
@@ -178,8 +180,11 @@ class Network:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
+        # Deleting one end of a veth pair deletes both at once (a namespace's own teardown
+        # may finish long after `ip netns del`).
+        for link in self.links:
+            ip("link", "del", link, check=False)
         for host in self.hosts:
-            # Its veth pair goes with it.
             ip("netns", "del", host.namespace, check=False)
         ip("link", "del", self.bridge, check=False)
 
