@@ -12,6 +12,7 @@ code is followed.) Lists are hashed every frame, queries at one frame a second.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,6 +31,7 @@ from hashmatch.client.video import (  # noqa: E402
     UndecodableVideo,
     VideoFrameHash,
     VideoHash,
+    VideoNotInstalled,
     hash_video,
     holds_video,
 )
@@ -551,6 +553,16 @@ def test_hash_command_lists_a_video_by_its_digests_and_says_so(
     assert [line.split(",")[0] for line in out.splitlines()] == ["md5", "sha1", "sha256"] * 2
     assert f"{video}: a video: only its digests are listed (no vPDQ list entry yet)" in err
     assert "notes.txt" not in err
+
+
+def test_without_the_extra_the_error_names_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # what a missing package looks like
+    with pytest.raises(VideoNotInstalled, match=r"hashmatch-client\[video\]"):
+        hash_video(VIDEOS / f"{DOORKNOB}.mp4")
+    # The name alone then tells a video, so `hash` can still say it was not hashed as one.
+    assert holds_video(tmp_path / "clip.mp4") and not holds_video(tmp_path / "notes.txt")
 
 
 def test_holds_video_reads_the_header_only(tmp_path: Path) -> None:
