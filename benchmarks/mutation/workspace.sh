@@ -15,11 +15,11 @@ matching)
     # holds the detector to a model instead.
     skip='"--deselect", "tests/test_trust.py::test_a_boundary_walk_is_throttled_before_it_learns_64_bits", '
     only='"src/hashmatch/server/matching/*"'
-    tests='"tests/test_matching.py", "tests/test_core_matcher.py", "tests/test_probes.py", "tests/test_admission.py", "tests/test_planted_bugs.py", "tests/test_trust.py", "tests/test_mutants_matching.py", "tests/test_mutants_probes.py"'
+    tests='"tests/test_matching.py", "tests/test_core_matcher.py", "tests/test_probes.py", "tests/test_planted_bugs.py", "tests/test_trust.py", "tests/test_mutants_matching.py", "tests/test_mutants_probes.py"'
     ;;
 rpc)
     only='"src/hashmatch/server/rpc/*"'
-    tests='"tests/test_auth_matrix.py", "tests/test_access.py", "tests/test_limits.py", "tests/test_validation.py", "tests/test_mutated_requests.py", "tests/test_planted_bugs.py", "tests/test_serving.py", "tests/test_tls.py", "tests/test_mutants_auth.py"'
+    tests='"tests/test_auth_matrix.py", "tests/test_access.py", "tests/test_limits.py", "tests/test_validation.py", "tests/test_mutated_requests.py", "tests/test_planted_bugs.py", "tests/test_serving.py", "tests/test_tls.py", "tests/test_mutants_auth.py", "tests/test_mutants_tls.py"'
     ;;
 store)
     # MUTATION_STORE_ALL=1 mutates every store module; by default the ones that decide who
