@@ -5,7 +5,7 @@
 #
 # rust:   cargo-mutants on hashcore's matching modules (pdq, exact, request, verdicts,
 #         policy, refs, index), their unit tests plus tests/index_props.rs and
-#         tests/match_request.rs. MUTATION_SHARD=k/n runs one shard of the mutants (a
+#         tests/match_request.rs, tests/mutants.rs. MUTATION_SHARD=k/n runs one shard of the mutants (a
 #         sample: round-robin over all of them).
 # python: mutmut on server/hashmatch/server/{matching,rpc,store}/, one workspace per group
 #         (GROUPs: matching rpc store; default all three), each with its own test files
@@ -35,7 +35,7 @@ run_rust() {
     [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD" --sharding round-robin)
     # Build and run only the tests that exercise these modules (not the examples, nor the
     # change-log fuzzing of changes.rs).
-    for a in --lib --test index_props --test match_request; do scope+=(--cargo-arg="$a"); done
+    for a in --lib --test index_props --test match_request --test mutants; do scope+=(--cargo-arg="$a"); done
     # Unoptimised test builds are slow to run and optimised ones slow to link: opt-level 1
     # without debug info is the quickest round trip per mutant. --in-place mutates the
     # snapshot (never the working tree). Exit code 2 = some mutants missed.
