@@ -179,6 +179,9 @@ def cargo_test(tree: Path, env: dict[str, str]) -> int:
 def main() -> None:
     tree = Path(sys.argv[1]).resolve()
     with_rust = "--rust" in sys.argv[2:]
+    # --only TEXT: just the bugs whose description holds TEXT.
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else ""
+    bugs = [b for b in BUGS if only in b.what]
     repo = Path(__file__).resolve().parents[2]
     if tree == repo:
         sys.exit("planted.py: give a scratch copy of the tree, not this one")
@@ -188,14 +191,13 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True
     ).stdout.strip()
     build(tree, env)
-    print(
-        f"Baseline at {head}: pytest exit {pytest(tree, env)} (0 = every test passes).", flush=True
-    )
+    baseline, _ = pytest(tree, env)
+    print(f"Baseline at {head}: pytest exit {baseline} (0 = every test passes).", flush=True)
     print("", flush=True)
     print("| bug put in | file | Python tests | Rust tests |", flush=True)
     print("|---|---|---|---|", flush=True)
     caught = 0
-    for bug in BUGS:
+    for bug in bugs:
         path = tree / bug.path
         original = path.read_text()
         assert original.count(bug.old) == 1, bug.what
@@ -211,13 +213,14 @@ def main() -> None:
             py, by = pytest(tree, env)
         finally:
             path.write_text(original)
+            if bug.rust:
+                # The next bug must meet the core as it was, not with this bug built in.
+                build(tree, env)
         verdict = f"caught by `{by}`" if py != 0 else "**not caught**"
         caught += py != 0
         print(f"| {bug.what} | {bug.path} | {verdict} (exit {py}) | {rust} |", flush=True)
-    if any(b.rust for b in BUGS):
-        build(tree, env)
     print("", flush=True)
-    print(f"{caught} of {len(BUGS)} caught by the Python tests.", flush=True)
+    print(f"{caught} of {len(bugs)} caught by the Python tests.", flush=True)
 
 
 if __name__ == "__main__":
