@@ -10,13 +10,15 @@ import time
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from test_planted_bugs import flip_positions
 
 from conftest import Running
 from hashmatch.client import MD5, PDQ, InvalidArgument, ResourceExhausted, make_hash
 from hashmatch.server.matching.flood import judge, rolled, tenant_cap
+from hashmatch.server.matching.probes import ProbePolicy
 from hashmatch.server.store.records import FloodPolicy, FloodStat, TenantShare
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from helpers import random_digest, random_pdq
+from helpers import flip_bits, random_digest, random_pdq, upsert
 
 POLICY = FloodPolicy(factor=3, min_matches=10, window_seconds=60)
 
@@ -219,3 +221,37 @@ def items_counted(running: Running) -> float:
     return sum(
         s.value for m in metrics.items.collect() for s in m.samples if s.name.endswith("_total")
     )
+
+
+def test_items_after_a_flag_carry_the_full_cooldown(running: Running) -> None:
+    rng = random.Random(33)
+    listed = random_pdq(rng)
+    running.lists().create_list("iwf")
+    running.lists().apply_changes("iwf", "b1", [upsert(PDQ, listed, "R-1", quality=100)])
+    # 31 bits away: matches; each one-bit step further away (32) does not, and is a
+    # near-miss of the matched query.
+    edge = flip_bits(listed, 31, rng)
+    same = [b for b in range(256) if not ((edge[b // 8] ^ listed[b // 8]) >> (b % 8)) & 1]
+    steps = [flip_positions(edge, [b]) for b in same[:12]]
+    items = [match_pb2.MatchRequest(item_id="edge", hashes=[make_hash(PDQ, edge, 100)])]
+    items += [
+        match_pb2.MatchRequest(item_id=f"s{i}", hashes=[make_hash(PDQ, s, 100)])
+        for i, s in enumerate(steps)
+    ]
+    metadata = (("authorization", f"Bearer {running.tokens['platform']}"),)
+    with grpc.insecure_channel(running.address) as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        results = stub.MatchBatch(
+            match_pb2.MatchBatchRequest(items=items), metadata=metadata, timeout=10
+        ).results
+    assert results[0].verdict == match_pb2.VERDICT_MATCH
+    budget = ProbePolicy().flag_after
+    answered = [r for r in results[1:] if not r.HasField("error")]
+    withheld = [r for r in results[1:] if r.HasField("error")]
+    assert len(answered) == budget and all(
+        r.verdict == match_pb2.VERDICT_NO_MATCH for r in answered
+    )
+    assert len(withheld) == len(steps) - budget
+    for r in withheld:
+        assert r.error.message == PAUSED
+        assert retry_ms(r.error) == int(ProbePolicy().cooldown * 1000)
