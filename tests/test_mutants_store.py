@@ -1,16 +1,24 @@
-"""Tenants and tokens in the store (store/tenants.py) called directly: the admin commands
-reach them only through a subprocess, which mutation testing cannot see into; replicas
-mirror them (benchmarks/mutation)."""
+"""Tenants and tokens (store/tenants.py) and quarantine events (store/trust.py) called on
+the store directly: the admin commands reach them only through a subprocess, which
+mutation testing cannot see into, and replicas mirror them (benchmarks/mutation)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from hashmatch.server.matching.flood import judge
 from hashmatch.server.store import Role, Store
-from hashmatch.server.store.errors import TenantExists, TenantNotFound
-from hashmatch.server.store.records import PlatformSettings, token_hash
+from hashmatch.server.store.changelog import QUARANTINE, RELEASE
+from hashmatch.server.store.errors import (
+    ListNotFound,
+    StaleVersion,
+    TenantExists,
+    TenantNotFound,
+)
+from hashmatch.server.store.records import FloodPolicy, PlatformSettings, token_hash
 
 
 @pytest.fixture
@@ -132,3 +140,51 @@ def test_platform_settings_round_trip(store: Store) -> None:
     store.set_subscriptions("a", True, ["z", "b", "b"])
     settings = store.platform_settings()["a"]
     assert settings == PlatformSettings(True, ["b", "z"], [])
+
+
+def test_a_flood_is_quarantined_as_a_list_version_and_audited(store: Store) -> None:
+    store.add_tenant("p", Role.PLATFORM)
+    meta = store.create_list(
+        "iwf", "h", pdq_threshold=31, pdq_min_quality=50, flood=FloodPolicy(3, 10, 60)
+    )
+    now = time.time() + 5.0
+    tripped = store.add_match_counts({("p", meta.id, "R-1"): (20, now)}, judge, now=now)
+    assert tripped == [("iwf", "R-1")]
+    assert store.quarantined(meta.id) == {
+        "R-1": {"since": now, "window_matches": 20, "baseline": 0.0}
+    }
+    after = store.get_list("iwf")
+    assert after is not None and (after.version, after.updated_at) == (meta.version + 1, now)
+    (record,) = store.audit_log(actions=["quarantine"])
+    assert (record["actor"], record["list"], record["references"], record["version"]) == (
+        "flood-detection",
+        "iwf",
+        ["R-1"],
+        meta.version + 1,
+    )
+
+
+def test_apply_event_changes_only_what_it_must(store: Store) -> None:
+    meta = store.create_list("iwf", "h", pdq_threshold=31, pdq_min_quality=50)
+    v = meta.version
+    with pytest.raises(ListNotFound, match=r"^nope$"):
+        store.apply_event("nope", QUARANTINE, ["A"], actor="h")
+    before = time.time()
+    assert store.apply_event("iwf", QUARANTINE, ["A", "A", "B"], actor="h") == (v + 1, 2)
+    listed = store.get_list("iwf")
+    assert listed is not None and listed.updated_at >= before
+    assert set(store.quarantined(meta.id)) == {"A", "B"}
+    # Nothing to change: no new version.
+    assert store.apply_event("iwf", QUARANTINE, ["A"], actor="h") == (v + 1, 0)
+    assert store.apply_event("iwf", RELEASE, ["C"], actor="h") == (v + 1, 0)
+    assert set(store.quarantined(meta.id)) == {"A", "B"}
+    # A replica names the version it expects: a stale one is refused with the current.
+    with pytest.raises(StaleVersion) as err:
+        store.apply_event("iwf", RELEASE, ["A"], actor="r", expected_version=v)
+    assert err.value.current == v + 1
+    assert store.apply_event("iwf", RELEASE, ["A"], actor="r", expected_version=v + 1) == (v + 2, 1)
+    assert set(store.quarantined(meta.id)) == {"B"}
+    # ...and keeps its primary's version even when nothing changes here.
+    assert store.apply_event("iwf", RELEASE, ["A"], actor="r", expected_version=v + 2) == (v + 3, 0)
+    release = [r for r in store.audit_log(actions=["release"]) if r["references"]]
+    assert [(r["actor"], r["references"], r["version"]) for r in release] == [("r", ["A"], v + 2)]
