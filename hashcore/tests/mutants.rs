@@ -66,3 +66,43 @@ fn reference_ends_must_rise_stay_inside_and_fall_on_characters() {
     // Inside a character (é is two bytes, at 4..6).
     assert_eq!(refused(&[5], "abcdéf"), (0, 5));
 }
+
+#[test]
+fn index_memory_grows_with_each_algorithm() {
+    use hashcore::index::{Alg, Batch, Index, ListConfig, SLOT};
+    let idx = Index::with_background(false);
+    idx.configure_list(1, ListConfig::new(31, 50).expect("valid"));
+    let mut last = idx.memory_bytes();
+    for (alg, len) in [
+        (Alg::Md5, 16),
+        (Alg::Sha1, 20),
+        (Alg::Sha256, 32),
+        (Alg::Pdq, 32),
+    ] {
+        let n = 500u32;
+        let mut hashes = Vec::new();
+        for i in 0..n {
+            let mut slot = [0u8; SLOT];
+            // Distinct, and far apart for PDQ: a mix of the index into every byte.
+            for (b, byte) in slot[..len].iter_mut().enumerate() {
+                *byte = (i.wrapping_mul(2_654_435_761).rotate_left(b as u32 % 32) >> 3) as u8
+                    ^ (b as u8).wrapping_mul(37);
+            }
+            slot[..4].copy_from_slice(&i.to_be_bytes());
+            hashes.extend_from_slice(&slot);
+        }
+        let ids: Vec<u8> = (0..u64::from(n))
+            .flat_map(|i| (i + 1000 * alg as u64).to_le_bytes())
+            .collect();
+        let algs = vec![alg as u8; n as usize];
+        let batch = Batch::decode(&algs, &hashes, &ids, &[], &[]).expect("valid batch");
+        idx.apply(1, &batch).expect("applied");
+        let now = idx.memory_bytes();
+        // Each entry holds at least its digest and its 8-byte id.
+        assert!(
+            now >= last + n as usize * (len + 8),
+            "{alg:?}: {last} -> {now} bytes for {n} entries"
+        );
+        last = now;
+    }
+}
