@@ -173,7 +173,10 @@ def test_apply_event_changes_only_what_it_must(store: Store) -> None:
     assert store.apply_event("iwf", QUARANTINE, ["A", "A", "B"], actor="h") == (v + 1, 2)
     listed = store.get_list("iwf")
     assert listed is not None and listed.updated_at >= before
-    assert set(store.quarantined(meta.id)) == {"A", "B"}
+    held = store.quarantined(meta.id)
+    assert set(held) == {"A", "B"}
+    assert held["A"]["window_matches"] == 0 and held["A"]["baseline"] == 0.0
+    assert before <= held["A"]["since"] <= time.time()
     # Nothing to change: no new version.
     assert store.apply_event("iwf", QUARANTINE, ["A"], actor="h") == (v + 1, 0)
     assert store.apply_event("iwf", RELEASE, ["C"], actor="h") == (v + 1, 0)
