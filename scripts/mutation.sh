@@ -12,8 +12,8 @@
 #         (benchmarks/mutation/workspace.sh names them); a mutant runs only the tests that
 #         reach the function it changed.
 # rerun:  after writing tests for survivors: the Rust mutants missed last time, against
-#         HEAD's tests (into $MUTATION_WORK/rs-rerun), and each Python group's survivors,
-#         with HEAD's test files copied into its workspace (same mutated snapshot).
+#         HEAD's tests (into $MUTATION_WORK/rs-rerun), and each Python group's survivors
+#         against HEAD's tests/test_mutants_*.py (in a copy, py-GROUP-rerun).
 # report: per-module scores and survivors into benchmarks/mutation/results.md.
 #
 # Both tools work on a snapshot of the committed tree (git HEAD) under $MUTATION_WORK
@@ -77,14 +77,10 @@ rerun_rust() {
 }
 
 rerun_python() {
+    # In a copy of each workspace (the first pass stays as it was), the survivors alone,
+    # against the tests written for them: HEAD's tests/test_mutants_*.py.
     for group in "${groups[@]}"; do
-        local ws="$work/py-$group" fresh="$work/fresh-$group"
-        "$repo/benchmarks/mutation/workspace.sh" "$fresh" "$group"
-        for dest in "$ws" "$ws/mutants"; do
-            cp -r "$fresh/tests/." "$dest/tests/"
-            cp "$fresh/pyproject.toml" "$dest/pyproject.toml"
-        done
-        rm -rf "$fresh"
+        local ws="$work/py-$group" rr="$work/py-$group-rerun"
         mapfile -t names < <("$repo/.venv/bin/python" - "$ws" <<'PY'
 import json, pathlib, sys
 for meta in pathlib.Path(sys.argv[1], "mutants").rglob("*.py.meta"):
@@ -94,9 +90,18 @@ for meta in pathlib.Path(sys.argv[1], "mutants").rglob("*.py.meta"):
 PY
         )
         [ ${#names[@]} -eq 0 ] && continue
-        echo "== mutmut: $group, ${#names[@]} survivors again"
-        (cd "$ws" && nice -n 19 "$repo/.venv/bin/mutmut" run --max-children 2 "${names[@]}" \
-            >"$ws/rerun.log" 2>&1) || { tail -c 2000 "$ws/rerun.log"; exit 1; }
+        rm -rf "$rr"
+        cp -a "$ws" "$rr"
+        rm -f "$rr"/run.log
+        git -C "$repo" archive --format=tar HEAD tests | tar -x -C "$rr"
+        cp -r "$rr/tests/." "$rr/mutants/tests/"
+        local selection
+        selection=$(cd "$rr" && ls tests/test_mutants_*.py | sed 's/.*/"&"/' | paste -sd, -)
+        sed -i "s|^pytest_add_cli_args_test_selection = .*|pytest_add_cli_args_test_selection = [$selection]|" \
+            "$rr/pyproject.toml" "$rr/mutants/pyproject.toml"
+        echo "== mutmut: $group, ${#names[@]} survivors against tests/test_mutants_*.py"
+        (cd "$rr" && nice -n 19 "$repo/.venv/bin/mutmut" run --max-children 2 "${names[@]}" \
+            >"$rr/run.log" 2>&1) || { tail -c 2000 "$rr/run.log"; exit 1; }
     done
 }
 

@@ -62,12 +62,19 @@ def rust_tallies(outs: list[Path]) -> dict[str, Tally]:
 
 
 def python_tallies(workspaces: Iterable[Path]) -> dict[str, Tally]:
+    """Verdicts by mutant; where a WS-rerun folder exists beside a workspace (its survivors
+    run again against the tests written for them), its verdicts override the first."""
     tallies: dict[str, Tally] = defaultdict(Tally)
     for workspace in workspaces:
         root = workspace / "mutants" / "src"
+        rerun = workspace.with_name(workspace.name + "-rerun") / "mutants" / "src"
         for meta in sorted(root.rglob("*.py.meta")):
             module = "server/" + str(meta.relative_to(root))[: -len(".meta")]
             codes = json.loads(meta.read_text())["exit_code_by_key"]
+            again = rerun / meta.relative_to(root)
+            if again.exists():
+                later = json.loads(again.read_text())["exit_code_by_key"]
+                codes |= {k: v for k, v in later.items() if v is not None}
             if not codes:
                 continue
             tally = tallies[module]
