@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Mutation testing of the matching, auth/rpc and store code (slow: not part of CI).
 #
-#   scripts/mutation.sh [all|rust|python|report] [GROUP ...]
+#   scripts/mutation.sh [all|rust|python|rerun|rerun-rust|rerun-python|report] [GROUP ...]
 #
 # rust:   cargo-mutants on hashcore's matching modules (pdq, exact, request, verdicts,
 #         policy, refs, index), their unit tests plus tests/index_props.rs and
-#         tests/match_request.rs. MUTATION_SHARD=k/n runs one shard of the mutants (a
+#         tests/match_request.rs, tests/mutants.rs. MUTATION_SHARD=k/n runs one shard of the mutants (a
 #         sample: round-robin over all of them).
 # python: mutmut on server/hashmatch/server/{matching,rpc,store}/, one workspace per group
 #         (GROUPs: matching rpc store; default all three), each with its own test files
 #         (benchmarks/mutation/workspace.sh names them); a mutant runs only the tests that
 #         reach the function it changed.
+# rerun:  after writing tests for survivors: the Rust mutants missed last time, against
+#         HEAD's tests (into $MUTATION_WORK/rs-rerun), and each Python group's survivors
+#         against HEAD's tests/test_mutants_*.py (in a copy, py-GROUP-rerun).
 # report: per-module scores and survivors into benchmarks/mutation/results.md.
 #
 # Both tools work on a snapshot of the committed tree (git HEAD) under $MUTATION_WORK
@@ -30,12 +33,13 @@ run_rust() {
     mkdir -p "$work/rs"
     rm -rf "$work/rs/hashcore/src" "$work/rs/hashcore/tests"
     git -C "$repo" archive --format=tar HEAD hashcore | tar -x -C "$work/rs"
+    git -C "$repo" rev-parse --short HEAD >"$work/rs/COMMIT"
     local files=() shard=() scope=()
     for m in pdq exact request verdicts policy refs index; do files+=(-f "src/$m.rs"); done
     [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD" --sharding round-robin)
     # Build and run only the tests that exercise these modules (not the examples, nor the
     # change-log fuzzing of changes.rs).
-    for a in --lib --test index_props --test match_request; do scope+=(--cargo-arg="$a"); done
+    for a in --lib --test index_props --test match_request --test mutants; do scope+=(--cargo-arg="$a"); done
     # Unoptimised test builds are slow to run and optimised ones slow to link: opt-level 1
     # without debug info is the quickest round trip per mutant. --in-place mutates the
     # snapshot (never the working tree). Exit code 2 = some mutants missed.
@@ -55,13 +59,61 @@ run_python() {
     done
 }
 
+rerun_rust() {
+    local missed="$work/rs/mutants.out/missed.txt" patterns=() scope=()
+    [ -s "$missed" ] || return 0
+    # The sources as mutated last time (an interrupted run may have left one mutated), the
+    # tests as they are now.
+    git -C "$repo" archive --format=tar "$(cat "$work/rs/COMMIT")" hashcore/src | tar -x -C "$work/rs"
+    git -C "$repo" archive --format=tar HEAD hashcore/tests | tar -x -C "$work/rs"
+    while IFS= read -r line; do
+        # "src/f.rs:L:C: replace …": match the whole description literally.
+        patterns+=(--re "^$(printf '%s' "$line" | sed 's/[][\\.^$*+?(){}|]/\\&/g')\$")
+    done <"$missed"
+    for a in --lib --test index_props --test match_request --test mutants; do scope+=(--cargo-arg="$a"); done
+    CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=0 nice -n 19 \
+        cargo mutants --dir "$work/rs/hashcore" --output "$work/rs-rerun" --in-place \
+        --timeout 180 --build-timeout 900 "${patterns[@]}" "${scope[@]}" || [ $? -eq 2 ]
+}
+
+rerun_python() {
+    # In a copy of each workspace (the first pass stays as it was), the survivors alone,
+    # against the tests written for them: HEAD's tests/test_mutants_*.py.
+    for group in "${groups[@]}"; do
+        local ws="$work/py-$group" rr="$work/py-$group-rerun"
+        mapfile -t names < <("$repo/.venv/bin/python" - "$ws" <<'PY'
+import json, pathlib, sys
+for meta in pathlib.Path(sys.argv[1], "mutants").rglob("*.py.meta"):
+    for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+        if code in (0, 5, 33):
+            print(name)
+PY
+        )
+        [ ${#names[@]} -eq 0 ] && continue
+        rm -rf "$rr"
+        cp -a "$ws" "$rr"
+        rm -f "$rr"/run.log
+        git -C "$repo" archive --format=tar HEAD tests | tar -x -C "$rr"
+        cp -r "$rr/tests/." "$rr/mutants/tests/"
+        local selection
+        selection=$(cd "$rr" && ls tests/test_mutants_*.py | sed 's/.*/"&"/' | paste -sd, -)
+        sed -i "s|^pytest_add_cli_args_test_selection = .*|pytest_add_cli_args_test_selection = [$selection]|" \
+            "$rr/pyproject.toml" "$rr/mutants/pyproject.toml"
+        echo "== mutmut: $group, ${#names[@]} survivors against tests/test_mutants_*.py"
+        (cd "$rr" && nice -n 19 "$repo/.venv/bin/mutmut" run --max-children 2 "${names[@]}" \
+            >"$rr/run.log" 2>&1) || { tail -c 2000 "$rr/run.log"; exit 1; }
+    done
+}
+
 report() {
     local python=()
     for group in matching rpc store; do
         [ -d "$work/py-$group/mutants" ] && python+=("$work/py-$group")
     done
-    local rust=()
-    [ -d "$work/rs/mutants.out" ] && rust=(--rust "$work/rs/mutants.out")
+    local rust=(--rust)
+    for out in "$work/rs/mutants.out" "$work/rs-rerun/mutants.out"; do
+        [ -d "$out" ] && rust+=("$out")
+    done
     "$repo/.venv/bin/python" "$repo/benchmarks/mutation/report.py" "${rust[@]}" \
         --python "${python[@]}" >"$repo/benchmarks/mutation/results.md"
     echo "== written: benchmarks/mutation/results.md"
@@ -71,6 +123,9 @@ case "$what" in
 all) run_rust; run_python; report ;;
 rust) run_rust; report ;;
 python) run_python; report ;;
+rerun) rerun_rust; rerun_python; report ;;
+rerun-rust) rerun_rust; report ;;
+rerun-python) rerun_python; report ;;
 report) report ;;
-*) echo "usage: scripts/mutation.sh [all|rust|python|report] [GROUP ...]" >&2; exit 2 ;;
+*) echo "usage: scripts/mutation.sh [all|rust|python|rerun|rerun-rust|rerun-python|report] [GROUP ...]" >&2; exit 2 ;;
 esac

@@ -72,7 +72,7 @@ class Host:
 
     def start(self, argv: Sequence[str], log_name: str) -> subprocess.Popen[bytes]:
         """Runs `argv` in this host, stdout and stderr to a log file of its own."""
-        log = (self.logs / f"{log_name}.log").open("ab")
+        log = self.log_path(log_name).open("ab")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, *argv],
             stdout=log,
@@ -84,9 +84,12 @@ class Host:
         self.processes.append(proc)
         return proc
 
+    def log_path(self, log_name: str) -> Path:
+        return self.logs / f"{self.name}-{log_name}.log"
+
     def serve(self, data_dir: Path, *extra: str, log_name: str = "hashmatch") -> Server:
         """`hashmatch serve` on this host's address; returns once it serves."""
-        log = self.logs / f"{log_name}.log"
+        log = self.log_path(log_name)
         start = log.stat().st_size if log.exists() else 0
         argv = [HASHMATCH, "serve", "--data-dir", str(data_dir), "--listen", self.endpoint]
         proc = self.start([*argv, "--log-format", "text", *extra], log_name)
@@ -149,6 +152,7 @@ class Network:
         self.bridge = f"hmb{self.tag}"
         self.logs = logs
         self.hosts: list[Host] = []
+        self.links: list[str] = []
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{SUBNET}.1/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
@@ -160,6 +164,7 @@ class Network:
         host = Host(name, namespace, f"{SUBNET}.{octet}", self.logs)
         self.hosts.append(host)
         ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        self.links.append(outside)
         ip("link", "set", inside, "netns", namespace)
         ip("link", "set", outside, "master", self.bridge)
         ip("link", "set", outside, "up")
@@ -175,8 +180,11 @@ class Network:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
+        # Deleting one end of a veth pair deletes both at once (a namespace's own teardown
+        # may finish long after `ip netns del`).
+        for link in self.links:
+            ip("link", "del", link, check=False)
         for host in self.hosts:
-            # Its veth pair goes with it.
             ip("netns", "del", host.namespace, check=False)
         ip("link", "del", self.bridge, check=False)
 

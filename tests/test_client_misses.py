@@ -161,7 +161,7 @@ def test_scan_reports_carry_list_version(running: Running, tmp_path: Path, suffi
     if suffix == ".jsonl":
         records = [json.loads(line) for line in report_path.read_text().splitlines()]
         assert records[0]["references"] == [
-            {"list": "l", "reference_id": "REF-X", "list_version": 2}
+            {"list": "l", "reference_id": "REF-X", "list_version": 2, "labels": {}}
         ]
     else:
         with report_path.open(newline="") as fh:

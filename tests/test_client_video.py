@@ -12,6 +12,7 @@ code is followed.) Lists are hashed every frame, queries at one frame a second.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,13 +24,16 @@ av = pytest.importorskip("av", reason="the hashmatch-client[video] extra is not 
 np = pytest.importorskip("numpy")
 pytest.importorskip("pdqhash")
 
+from hashmatch.client.cli import main  # noqa: E402
 from hashmatch.client.hashing import UnreadableFile, hash_file  # noqa: E402
 from hashmatch.client.letterbox import ContentBox, content_box  # noqa: E402
 from hashmatch.client.video import (  # noqa: E402
     UndecodableVideo,
     VideoFrameHash,
     VideoHash,
+    VideoNotInstalled,
     hash_video,
+    holds_video,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "video"
@@ -261,6 +265,33 @@ def test_trimming_bars_matches_barred_and_unbarred_copies(hashes: Hashes, barred
     )
 
 
+@pytest.mark.parametrize(
+    ("query_clip", "listed_name"),
+    [
+        (CHAIR, "chair-orig-22-hd-no-bar"),
+        (CHAIR, "chair-orig-22-fhd-no-bar"),
+        (PATTERN_SD[0], "pattern-hd-no-bar"),
+        (PATTERN_SD[1], "pattern-longer-no-bar"),
+    ],
+)
+def test_a_trimmed_barred_copy_matches_the_reference_hash_of_the_unbarred_video(
+    hashes: Hashes, query_clip: str, listed_name: str
+) -> None:
+    # Across implementations: a list the reference hashed from unbarred videos (trimming
+    # changes nothing there) catches our trimmed queries of barred copies; untrimmed, 0 %.
+    listed = read_reference(listed_name)
+    assert match_percent(hashes.query(query_clip, trim=True), listed)[0] == 100.0
+    assert match_percent(hashes.query(query_clip, trim=False), listed) == (0.0, 0.0)
+
+
+def test_a_trimmed_query_misses_a_list_the_reference_hashed_with_bars(hashes: Hashes) -> None:
+    # The other side of trimming: both sides must trim. A list hashed from a barred video
+    # by a hasher that does not trim (the reference) matches only untrimmed queries.
+    listed = read_reference("chair-orig-22-sd-bar")
+    assert is_match(hashes.query(CHAIR, trim=False), listed)
+    assert match_percent(hashes.query(CHAIR, trim=True), listed) == (0.0, 0.0)
+
+
 @pytest.mark.parametrize("query_clip", CLIPS)
 def test_trimming_bars_joins_no_other_scenes(hashes: Hashes, query_clip: str) -> None:
     for listed_clip in CLIPS:
@@ -417,6 +448,25 @@ def test_not_a_video_is_refused_by_name(tmp_path: Path) -> None:
     assert info.value.path == str(text) and str(text) in str(info.value)
 
 
+@pytest.mark.parametrize("content", [b"", b"\x00" * 4096, bytes(range(256)) * 400])
+def test_empty_and_garbage_files_are_undecodable(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "upload.mp4"
+    path.write_bytes(content)
+    with pytest.raises(UndecodableVideo):
+        hash_video(path)
+
+
+def test_a_truncated_video_hashes_the_frames_it_holds(tmp_path: Path) -> None:
+    # An upload cut short (its index first, as in these clips) still has frames to match.
+    whole = (VIDEOS / f"{PATTERN_SD[0]}.mp4").read_bytes()
+    path = tmp_path / "cut-short.mp4"
+    path.write_bytes(whole[: len(whole) // 2])
+    video = hash_video(path, fps=1, trim_letterbox=False)
+    assert 30 < video.frames_decoded < 206
+    complete = hash_video(VIDEOS / f"{PATTERN_SD[0]}.mp4", fps=1, trim_letterbox=False)
+    assert video.frames == complete.frames[: len(video.frames)]
+
+
 def test_audio_only_has_no_video_stream(tmp_path: Path) -> None:
     path = tmp_path / "tone.wav"
     with av.open(str(path), "w") as dst:
@@ -433,6 +483,31 @@ def test_audio_only_has_no_video_stream(tmp_path: Path) -> None:
 def test_frames_over_the_pixel_limit_are_refused() -> None:
     with pytest.raises(UndecodableVideo, match="1280x720 is over 900000 pixels"):
         hash_video(VIDEOS / f"{DOORKNOB}.mp4", max_frame_pixels=900_000)
+
+
+def _raw_h264(path: Path, width: int, height: int, frames: int) -> bytes:
+    with av.open(str(path), "w", format="h264") as dst:
+        out = dst.add_stream("libx264", rate=10)
+        out.width, out.height, out.pix_fmt = width, height, "yuv420p"
+        rng = np.random.default_rng(width)
+        for n in range(frames):
+            picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = n
+            dst.mux(out.encode(frame))
+        dst.mux(out.encode(None))
+    return path.read_bytes()
+
+
+def test_frames_growing_past_the_limit_midway_are_refused(tmp_path: Path) -> None:
+    # The header says 64x64; the stream switches to 640x480 after 10 frames.
+    small = _raw_h264(tmp_path / "small.h264", 64, 64, 10)
+    large = _raw_h264(tmp_path / "large.h264", 640, 480, 10)
+    path = tmp_path / "switch.h264"
+    path.write_bytes(small + large)
+    assert hash_video(path, fps=0).frames_decoded == 20
+    with pytest.raises(UndecodableVideo, match=r"after \d+ frames"):  # frame threads: 8 to 10
+        hash_video(path, fps=0, max_frame_pixels=100 * 100)
 
 
 def test_unreadable_paths_raise_unreadable_file(tmp_path: Path) -> None:
@@ -464,6 +539,37 @@ def test_frame_hash_fields_are_checked() -> None:
         fields = {"frame_number": 0, "quality": 100, "pdq": bytes(32), "timestamp": 0.0} | bad
         with pytest.raises(ValueError):
             VideoFrameHash(**fields)  # type: ignore[arg-type]
+
+
+def test_hash_command_lists_a_video_by_its_digests_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes((VIDEOS / f"{DOORKNOB}.mp4").read_bytes())
+    document = tmp_path / "notes.txt"
+    document.write_text("a document\n")
+    assert main(["hash", str(video), str(document)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(",")[0] for line in out.splitlines()] == ["md5", "sha1", "sha256"] * 2
+    assert f"{video}: a video: only its digests are listed (no vPDQ list entry yet)" in err
+    assert "notes.txt" not in err
+
+
+def test_without_the_extra_the_error_names_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # what a missing package looks like
+    with pytest.raises(VideoNotInstalled, match=r"hashmatch-client\[video\]"):
+        hash_video(VIDEOS / f"{DOORKNOB}.mp4")
+    # The name alone then tells a video, so `hash` can still say it was not hashed as one.
+    assert holds_video(tmp_path / "clip.mp4") and not holds_video(tmp_path / "notes.txt")
+
+
+def test_holds_video_reads_the_header_only(tmp_path: Path) -> None:
+    assert holds_video(VIDEOS / f"{PATTERN_HD}.mp4")
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    assert not holds_video(tmp_path / "notes.txt")
+    assert not holds_video(tmp_path / "missing.mp4")
 
 
 # --- letterbox detection on synthetic frames -----------------------------------------------

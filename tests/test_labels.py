@@ -405,3 +405,15 @@ def test_a_labelled_list_file_pushes_with_a_digest_that_agrees(
     assert file_digest == running.lists().get_list("l").digest
     (ref,) = match_refs(running, SHA1, rows[4][1])
     assert (ref.reference_id, ref.labels) == ("R-4", {"classification": "A1"})
+
+
+def test_who_exposed_which_keys_is_audited(running: Running) -> None:
+    lists = running.lists()
+    lists.create_list("l", exposed_label_keys=["source"])
+    lists.set_exposed_labels("l", ["category", "baseline"])
+    records = lists.audit_log("l", actions=["create-list", "update-list"])
+    got = [(r.actor, r.action, json.loads(r.details)["exposed_label_keys"]) for r in records]
+    assert got == [
+        ("hotline-a", "create-list", ["source"]),
+        ("hotline-a", "update-list", ["baseline", "category"]),
+    ]

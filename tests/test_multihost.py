@@ -7,7 +7,8 @@ bound; killing a replica with calls in flight fails no call once the client has 
 replica that falls behind, or whose copy diverges, leaves the rotation by its health and
 comes back once current; a primary restart leaves reads served throughout; and a replica
 is promoted to primary (refused while behind) with the others following it and no
-acknowledged batch lost.
+acknowledged batch lost. The last tests check the same rules on loopback or on a store
+alone, and run where namespaces cannot be made too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,13 +30,19 @@ import multihost_net as net
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conftest import TENANTS as ROLES
+from conftest import Running
 from hashmatch.client import MD5, Connection, ListClient, MatchClient, RetryPolicy
 from hashmatch.client.list_client import build_batch
+from hashmatch.server.app import build
 from hashmatch.server.core import parse_changes
+from hashmatch.server.settings import Settings, SettingsError
 from hashmatch.server.store import Role, Store, replica_state
 from helpers import hashes, random_digest, retire, upsert
 
 SKIP = net.unavailable()
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # A replica not proven current for this long reports NOT_SERVING (hashmatch serve --max-lag).
 MAX_LAG = 6.0
 # Within this a committed change is served through the balancer: max_lag, then HAProxy's
@@ -271,7 +279,7 @@ def test_replicas_behind_haproxy(cluster: Cluster) -> None:
         "the replica behind leaves the rotation",
         limit=FRESHNESS_BOUND,
     )
-    assert health(r3.endpoint) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health(r3.endpoint) == NOT_SERVING
     assert matched(cluster.platform(r3.endpoint, attempts=1), values[3])  # stale, and out
     assert answers_in_a_row(platform, values[3], False)
 
@@ -479,7 +487,7 @@ def _replica_store(path: Path) -> Store:
     store.create_list("a", "hotline", pdq_threshold=31, pdq_min_quality=50)
     request = build_batch("a", "b1", [upsert(MD5, bytes(range(16)), "R")])
     store.apply_changes("a", parse_changes(request.SerializeToString(), 50), actor="test")
-    store.mark_replica("10.0.0.10:50051")
+    replica_state.follow(store, "10.0.0.10:50051")
     return store
 
 
@@ -517,9 +525,6 @@ def test_promotion_refuses_a_replica_behind_what_it_heard_or_a_peer(tmp_path: Pa
 def test_a_promoted_store_serves_as_primary_and_a_demoted_one_only_follows(
     tmp_path: Path,
 ) -> None:
-    from hashmatch.server.app import build
-    from hashmatch.server.settings import Settings, SettingsError
-
     store = _replica_store(tmp_path)
     replica_state.set_stale(store, "cut off")
     store.close()
@@ -550,3 +555,43 @@ def test_a_promoted_store_serves_as_primary_and_a_demoted_one_only_follows(
         store.close()
     with pytest.raises(SettingsError, match=re.escape("holds a replica of 10.0.0.11:50051")):
         build(settings)
+
+
+def test_max_lag_takes_a_replica_cut_off_from_its_primary_out_of_rotation(tmp_path: Path) -> None:
+    """On loopback (no namespaces needed): health follows the primary's heartbeats."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def primary() -> Running:
+        settings = Settings(data_dir=tmp_path / "p", listen=f"127.0.0.1:{port}", poll_interval=0.01)
+        return Running(build(settings), tokens)
+
+    tokens: dict[str, str] = {}
+    first = primary()
+    tokens.update({n: first.service.store.add_tenant(n, r) for n, r in ROLES.items()})
+    first.lists().create_list("a")
+    replica = build(
+        Settings(
+            data_dir=tmp_path / "r",
+            listen="127.0.0.1:0",
+            poll_interval=0.01,
+            follow=f"127.0.0.1:{port}",
+            follow_token=tokens["replica"],
+            max_lag=2.0,
+        )
+    )
+    address = f"127.0.0.1:{replica.port}"
+    try:
+        net.wait_for(lambda: health(address) == SERVING, "the replica proven current")
+        first.service.stop(grace=0)
+        net.wait_for(lambda: health(address) == NOT_SERVING, "the cut-off replica NOT_SERVING")
+        assert "not proven current" in (replica.follower.stale() or "")
+        again = primary()
+        try:
+            net.wait_for(lambda: health(address) == SERVING, "current again with the primary back")
+            assert replica.follower.stale() is None
+        finally:
+            again.service.stop(grace=0)
+    finally:
+        replica.stop(grace=0)

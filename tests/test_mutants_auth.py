@@ -1,6 +1,7 @@
 """The bearer-token parts of rpc/auth.py one at a time, over a real store: the header
-parsing, the tenant cache and its bounds, and the failed-token throttle with its clock
-(written for the mutants the end-to-end auth tests let live; benchmarks/mutation)."""
+parsing, the tenant cache and its bounds, and the failed-token throttle with its clock;
+and rpc/decode.py's naming of a field that is not UTF-8 (written for the mutants the
+end-to-end tests let live; benchmarks/mutation)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from hashmatch.server.errors import Unauthenticated
 from hashmatch.server.rpc import auth
 from hashmatch.server.rpc.auth import BadTokenThrottle, TenantCache, bearer_token, peer_host
+from hashmatch.server.rpc.decode import Undecodable, find_bad_utf8, lenient_deserializer
 from hashmatch.server.store import Role, Store
+from hashmatch.v1 import lists_pb2, match_pb2
 
 
 @pytest.mark.parametrize(
@@ -194,3 +197,62 @@ def test_a_known_token_used_again_is_kept_longest(store: Store) -> None:
     cache(tokens[2])  # pushes out p1, not p0
     assert cache(tokens[0], cached_only=True) is not None
     assert cache(tokens[1], cached_only=True) is None
+
+
+# --- naming the field that is not UTF-8 (rpc/decode.py) ------------------------------------
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def key(number: int, wire_type: int) -> bytes:
+    return varint(number << 3 | wire_type)
+
+
+def text(number: int, value: bytes) -> bytes:
+    return key(number, 2) + varint(len(value)) + value
+
+
+# Unknown fields of every wire type the walk skips: varint, 64-bit, 32-bit, length-delimited.
+SKIPPED = (
+    key(90, 0)
+    + varint(300)
+    + key(91, 1)
+    + bytes(range(8))
+    + key(92, 5)
+    + bytes(range(4))
+    + text(93, b"\xff\xff")
+)
+
+
+def test_the_bad_string_is_named_after_fields_of_every_wire_type() -> None:
+    raw = text(1, b"iwf") + SKIPPED + text(2, b"R-1") + text(2, b"R-\xff")
+    descriptor = lists_pb2.ReleaseQuarantineRequest.DESCRIPTOR
+    assert find_bad_utf8(descriptor, raw) == "reference_ids[1]"
+    assert find_bad_utf8(descriptor, text(1, b"\xc3")) == "list"
+    assert find_bad_utf8(descriptor, raw[: -len(text(2, b"R-\xff"))]) is None
+    decoded = lenient_deserializer(lists_pb2.ReleaseQuarantineRequest)(raw)
+    assert decoded == Undecodable("reference_ids[1]", "is not valid UTF-8")
+
+
+def test_a_bad_string_inside_a_message_is_named_with_its_path() -> None:
+    good = text(1, b"a") + SKIPPED
+    bad = SKIPPED + text(1, b"b\x80")
+    raw = text(1, good) + text(1, bad)
+    assert find_bad_utf8(match_pb2.MatchBatchRequest.DESCRIPTOR, raw) == "items[1].item_id"
+
+
+def test_what_is_not_protobuf_is_said_so() -> None:
+    deserialize = lenient_deserializer(lists_pb2.ReleaseQuarantineRequest)
+    not_protobuf = Undecodable("", "the request is not a valid protobuf message")
+    # A group (wire type 3), a length past the end, a varint cut short.
+    for raw in (key(1, 3) + b"\x00", text(1, b"iwf")[:-1], key(90, 0) + b"\xff"):
+        assert deserialize(raw) == not_protobuf
+    good = lists_pb2.ReleaseQuarantineRequest(list="iwf", reference_ids=["R-1"])
+    assert deserialize(good.SerializeToString()) == good

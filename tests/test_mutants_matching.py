@@ -1,12 +1,24 @@
 """Flood judgement (matching/flood.py) at each of its boundaries, with values worked out by
-hand: written for the mutants the end-to-end flood tests let live (benchmarks/mutation)."""
+hand, and the match path's refusals (matching/matcher.py) in full: written for the mutants
+the other tests let live (benchmarks/mutation)."""
 
 from __future__ import annotations
 
-import pytest
+import random
+import time
 
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from test_planted_bugs import flip_positions
+
+from conftest import Running
+from hashmatch.client import MD5, PDQ, InvalidArgument, ResourceExhausted, make_hash
 from hashmatch.server.matching.flood import judge, rolled, tenant_cap
+from hashmatch.server.matching.probes import ProbePolicy
 from hashmatch.server.store.records import FloodPolicy, FloodStat, TenantShare
+from hashmatch.v1 import match_pb2, match_pb2_grpc
+from helpers import flip_bits, random_digest, random_pdq, upsert
 
 POLICY = FloodPolicy(factor=3, min_matches=10, window_seconds=60)
 
@@ -127,3 +139,119 @@ def test_factor_zero_never_trips() -> None:
 
 def test_a_window_already_full_does_not_trip_without_new_counted_matches() -> None:
     assert not trips(500, 0, 0.0)
+
+
+# --- the match path's refusals (matching/matcher.py) ---------------------------------------
+
+PAUSED = (
+    "PDQ queries from this tenant are paused: its recent queries look like a probe of a listed hash"
+)
+
+
+def pause(running: Running, seconds: float) -> None:
+    """The tenant flagged as a prober, as the store's ledger records it."""
+    assert running.service.probes is not None
+    with running.service.probes.update("platform") as record:
+        record.throttled_until = time.time() + seconds
+
+
+def retry_ms(status: status_pb2.Status) -> int:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return int(info.retry_delay.ToMilliseconds())
+    raise AssertionError("no RetryInfo")
+
+
+def test_a_paused_tenant_is_told_why_and_for_how_long(running: Running) -> None:
+    rng = random.Random(31)
+    pdq = make_hash(PDQ, random_pdq(rng), 100)
+    pause(running, 300.0)
+    with pytest.raises(ResourceExhausted) as err:
+        running.matcher().match([pdq])
+    assert err.value.message == PAUSED
+    assert err.value.retry_delay is not None and 250.0 < err.value.retry_delay <= 300.0
+
+    # In a batch each PDQ item carries the pause, with the time left in milliseconds; an item
+    # without PDQ is answered.
+    md5 = make_hash(MD5, random_digest(rng, MD5))
+    batch = match_pb2.MatchBatchRequest(
+        items=[
+            match_pb2.MatchRequest(item_id="a", hashes=[md5]),
+            match_pb2.MatchRequest(item_id="b", hashes=[pdq]),
+        ]
+    )
+    metadata = (("authorization", f"Bearer {running.tokens['platform']}"),)
+    with grpc.insecure_channel(running.address) as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        results = stub.MatchBatch(batch, metadata=metadata, timeout=10).results
+    assert results[0].verdict == match_pb2.VERDICT_NO_MATCH
+    assert not results[0].HasField("error")
+    assert results[1].error.message == PAUSED
+    assert 250_000 < retry_ms(results[1].error) <= 300_000
+
+
+def test_a_bad_field_is_refused_with_its_description(running: Running) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        running.matcher().match([make_hash(MD5, bytes(3))])
+    assert [(v.field, v.description) for v in err.value.violations] == [
+        ("hashes[0].value", "must be 16 bytes for this algorithm, got 3")
+    ]
+
+
+def test_items_are_metered_per_item(running: Running) -> None:
+    # The meter feeds the per-tenant item rate limit and the items metric: a batch of three
+    # counts three, with or without PDQ.
+    assert running.service.metrics is not None
+    rng = random.Random(32)
+    before = items_counted(running)
+    running.matcher().match_batch(
+        [(f"m{i}", [make_hash(MD5, random_digest(rng, MD5))]) for i in range(3)]
+    )
+    running.matcher().match_batch(
+        [(f"p{i}", [make_hash(PDQ, random_pdq(rng), 100)]) for i in range(2)]
+    )
+    assert items_counted(running) - before == 5
+
+
+def items_counted(running: Running) -> float:
+    metrics = running.service.metrics
+    assert metrics is not None
+    return sum(
+        s.value for m in metrics.items.collect() for s in m.samples if s.name.endswith("_total")
+    )
+
+
+def test_items_after_a_flag_carry_the_full_cooldown(running: Running) -> None:
+    rng = random.Random(33)
+    listed = random_pdq(rng)
+    running.lists().create_list("iwf")
+    running.lists().apply_changes("iwf", "b1", [upsert(PDQ, listed, "R-1", quality=100)])
+    # 31 bits away: matches; each one-bit step further away (32) does not, and is a
+    # near-miss of the matched query.
+    edge = flip_bits(listed, 31, rng)
+    same = [b for b in range(256) if not ((edge[b // 8] ^ listed[b // 8]) >> (b % 8)) & 1]
+    steps = [flip_positions(edge, [b]) for b in same[:12]]
+    items = [match_pb2.MatchRequest(item_id="edge", hashes=[make_hash(PDQ, edge, 100)])]
+    items += [
+        match_pb2.MatchRequest(item_id=f"s{i}", hashes=[make_hash(PDQ, s, 100)])
+        for i, s in enumerate(steps)
+    ]
+    metadata = (("authorization", f"Bearer {running.tokens['platform']}"),)
+    with grpc.insecure_channel(running.address) as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        results = stub.MatchBatch(
+            match_pb2.MatchBatchRequest(items=items), metadata=metadata, timeout=10
+        ).results
+    assert results[0].verdict == match_pb2.VERDICT_MATCH
+    budget = ProbePolicy().flag_after
+    answered = [r for r in results[1:] if not r.HasField("error")]
+    withheld = [r for r in results[1:] if r.HasField("error")]
+    assert len(answered) == budget and all(
+        r.verdict == match_pb2.VERDICT_NO_MATCH for r in answered
+    )
+    assert len(withheld) == len(steps) - budget
+    for r in withheld:
+        assert r.error.message == PAUSED
+        assert retry_ms(r.error) == int(ProbePolicy().cooldown * 1000)

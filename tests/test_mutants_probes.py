@@ -208,3 +208,23 @@ def test_an_expired_match_is_forgotten_without_another_write() -> None:
     # A one-bit neighbour of a forgotten match is no near-miss: nothing flags the tenant.
     detector.observe_items("p", [(0, flipped(listed, 1, rng), False)])
     assert detector.flags == 0
+
+
+def test_a_ledger_keeps_only_the_hashes_it_remembers(ledgers: Callable[[], Ledger]) -> None:
+    clock = Clock()
+    ledger = ledgers()
+    detector = ProbeDetector(
+        ProbePolicy(remembered=3, flag_after=100, window=1000.0), None, clock, ledger
+    )
+    rng = random.Random(11)
+    values = [rng.randbytes(32) for _ in range(5)]
+    for value in values:
+        clock.now += 1.0
+        detector.observe_items("p", [(0, value, True)])
+    # Two pushed out (first in, first out): the ledger holds the last three and no more.
+    assert [(seq, v) for seq, _, v in ledger.remembered("p", 0)] == [
+        (2, values[2]),
+        (3, values[3]),
+        (4, values[4]),
+    ]
+    assert [at for _, at, _ in ledger.remembered("p", 3)] == [clock.now - 1.0, clock.now]

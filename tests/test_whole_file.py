@@ -18,6 +18,7 @@ from hashmatch.client.cli import main
 from hashmatch.client.errors import HashmatchError
 from hashmatch.client.list_client import build_batch
 from hashmatch.client.push import FileRefused, PushResult, batches, push, summarize, upload_id_for
+from hashmatch.server.services import lists as list_service
 from hashmatch.server.store import staging
 from hashmatch.server.store.checks import check_store
 from hashmatch.server.store.keys import U64
@@ -284,3 +285,17 @@ def test_the_change_log_is_read_in_pages_of_bounded_size(
     assert [r.version for r in store.changes_since(list_id, 0)] == [1, 2, 3]
     assert [r.version for r in store.changes_since(list_id, 0, max_bytes=1)] == [1]
     assert [r.version for r in store.changes_since(list_id, 1, max_bytes=1)] == [2]
+
+
+def test_a_file_over_the_size_bound_is_refused_whole(
+    running: Running,
+    tmp_path: Path,
+    listed: list[tuple[str, str, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(list_service, "MAX_FILE_CHANGES", 2_500)
+    before = state(running)
+    with pytest.raises(FileRefused) as refused:
+        push_file(running, write(tmp_path / "big.csv", rows(14, 3_000, "BIG")))
+    assert "a file holds at most 2500" in str(refused.value.lines)
+    assert state(running) == before

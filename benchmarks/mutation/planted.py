@@ -136,12 +136,16 @@ BUGS = [
 ]
 
 
-def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> int:
+def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """The exit code and the first failing test (pytest's short summary), if any."""
     try:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
-        return -1
-    return done.returncode
+        return -1, "timed out"
+    failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return done.returncode, failed[0].split(" - ")[0] if failed else ""
 
 
 def build(tree: Path, env: dict[str, str]) -> None:
@@ -160,8 +164,8 @@ def build(tree: Path, env: dict[str, str]) -> None:
     )
 
 
-def pytest(tree: Path, env: dict[str, str]) -> int:
-    argv = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-x", "-q", "-p"]
+def pytest(tree: Path, env: dict[str, str]) -> tuple[int, str]:
+    argv = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p"]
     argv += ["no:cacheprovider", *TESTS]
     return run(argv, tree, env, timeout=1800)
 
@@ -169,12 +173,15 @@ def pytest(tree: Path, env: dict[str, str]) -> int:
 def cargo_test(tree: Path, env: dict[str, str]) -> int:
     argv = ["nice", "-n", "19", "cargo", "test", "--release", "--quiet", *RUST_TESTS]
     renv = env | {"CARGO_PROFILE_RELEASE_LTO": "off", "CARGO_PROFILE_RELEASE_INCREMENTAL": "true"}
-    return run(argv, tree / "hashcore", renv, timeout=1800)
+    return run(argv, tree / "hashcore", renv, timeout=1800)[0]
 
 
 def main() -> None:
     tree = Path(sys.argv[1]).resolve()
     with_rust = "--rust" in sys.argv[2:]
+    # --only TEXT: just the bugs whose description holds TEXT.
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else ""
+    bugs = [b for b in BUGS if only in b.what]
     repo = Path(__file__).resolve().parents[2]
     if tree == repo:
         sys.exit("planted.py: give a scratch copy of the tree, not this one")
@@ -184,14 +191,13 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True
     ).stdout.strip()
     build(tree, env)
-    print(
-        f"Baseline at {head}: pytest exit {pytest(tree, env)} (0 = every test passes).", flush=True
-    )
+    baseline, _ = pytest(tree, env)
+    print(f"Baseline at {head}: pytest exit {baseline} (0 = every test passes).", flush=True)
     print("", flush=True)
     print("| bug put in | file | Python tests | Rust tests |", flush=True)
     print("|---|---|---|---|", flush=True)
     caught = 0
-    for bug in BUGS:
+    for bug in bugs:
         path = tree / bug.path
         original = path.read_text()
         assert original.count(bug.old) == 1, bug.what
@@ -204,16 +210,17 @@ def main() -> None:
                     rust = "caught" if cargo_test(tree, env) != 0 else "not caught"
                 else:
                     rust = "not run"
-            py = pytest(tree, env)
+            py, by = pytest(tree, env)
         finally:
             path.write_text(original)
-        verdict = "caught" if py != 0 else "**not caught**"
+            if bug.rust:
+                # The next bug must meet the core as it was, not with this bug built in.
+                build(tree, env)
+        verdict = f"caught by `{by}`" if py != 0 else "**not caught**"
         caught += py != 0
         print(f"| {bug.what} | {bug.path} | {verdict} (exit {py}) | {rust} |", flush=True)
-    if any(b.rust for b in BUGS):
-        build(tree, env)
     print("", flush=True)
-    print(f"{caught} of {len(BUGS)} caught by the Python tests.", flush=True)
+    print(f"{caught} of {len(bugs)} caught by the Python tests.", flush=True)
 
 
 if __name__ == "__main__":

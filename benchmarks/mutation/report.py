@@ -1,7 +1,8 @@
 """Per-module mutation scores and the surviving mutants, from the outputs of cargo-mutants
 (mutants.out/*.txt) and of mutmut (the .meta files in each workspace's mutants/ folder).
 
-    python benchmarks/mutation/report.py --rust OUT/mutants.out --python WS [WS ...] > results.md
+    python benchmarks/mutation/report.py --rust OUT/mutants.out [RERUN/mutants.out] \
+        --python WS [WS ...] > results.md
 
 Score = killed / (killed + survived). A mutant that made the tests time out or crash counts as
 killed (the suite noticed); one that does not build (Rust "unviable") or was never run does not
@@ -33,38 +34,47 @@ class Tally:
         return f"{100 * self.killed / judged:.1f} %"
 
 
-def rust_tallies(out: Path) -> dict[str, Tally]:
+def rust_tallies(outs: list[Path]) -> dict[str, Tally]:
+    """Outcomes by mutant; a later folder (a rerun of some mutants) overrides an earlier."""
+    outcome: dict[str, str] = {}
+    for out in outs:
+        for name, kind in [
+            ("caught.txt", "killed"),
+            ("timeout.txt", "killed"),
+            ("missed.txt", "survived"),
+            ("unviable.txt", "other"),
+        ]:
+            path = out / name
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    if line.strip():
+                        outcome[line] = kind
     tallies: dict[str, Tally] = defaultdict(Tally)
-    for name, kind in [
-        ("caught.txt", "killed"),
-        ("timeout.txt", "killed"),
-        ("missed.txt", "survived"),
-        ("unviable.txt", "other"),
-    ]:
-        path = out / name
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            module = "hashcore/" + line.split(":", 1)[0]
-            tally = tallies[module]
-            if kind == "killed":
-                tally.killed += 1
-            elif kind == "survived":
-                tally.survived.append(line)
-            else:
-                tally.other += 1
+    for line, kind in sorted(outcome.items()):
+        tally = tallies["hashcore/" + line.split(":", 1)[0]]
+        if kind == "killed":
+            tally.killed += 1
+        elif kind == "survived":
+            tally.survived.append(line)
+        else:
+            tally.other += 1
     return tallies
 
 
 def python_tallies(workspaces: Iterable[Path]) -> dict[str, Tally]:
+    """Verdicts by mutant; where a WS-rerun folder exists beside a workspace (its survivors
+    run again against the tests written for them), its verdicts override the first."""
     tallies: dict[str, Tally] = defaultdict(Tally)
     for workspace in workspaces:
         root = workspace / "mutants" / "src"
+        rerun = workspace.with_name(workspace.name + "-rerun") / "mutants" / "src"
         for meta in sorted(root.rglob("*.py.meta")):
             module = "server/" + str(meta.relative_to(root))[: -len(".meta")]
             codes = json.loads(meta.read_text())["exit_code_by_key"]
+            again = rerun / meta.relative_to(root)
+            if again.exists():
+                later = json.loads(again.read_text())["exit_code_by_key"]
+                codes |= {k: v for k, v in later.items() if v is not None}
             if not codes:
                 continue
             tally = tallies[module]
@@ -107,10 +117,12 @@ def survivors(tallies: dict[str, Tally]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rust", type=Path, help="cargo-mutants' mutants.out folder")
+    parser.add_argument(
+        "--rust", type=Path, nargs="*", default=[], help="cargo-mutants' mutants.out folders"
+    )
     parser.add_argument("--python", type=Path, nargs="*", default=[], help="mutmut workspaces")
     args = parser.parse_args()
-    rust = rust_tallies(args.rust) if args.rust else {}
+    rust = rust_tallies(args.rust)
     python = python_tallies(args.python)
     lines = ["# Mutation scores", ""]
     lines.append("Made by `scripts/mutation.sh` (benchmarks/mutation/README.md says how).")

@@ -13,13 +13,33 @@ Reported per mode: seconds from the first message to the acknowledgement, the se
 resident memory (VmHWM from /proc, so Linux only) before and after the push, and the peak
 of a fresh server that loads the pushed list at start (what serving it costs by itself).
 
+`--store-only` measures the upload path alone, in this process, with no server and no
+index: the file's batches staged (Staging.stage) then published (Staging.publish), with
+the process's peak RSS after each step.
+
     .venv/bin/python benchmarks/sync/push_file.py --rows 1000000
+    .venv/bin/python benchmarks/sync/push_file.py --rows 10000000 --store-only
+
+Measured on the 2-core test machine (other jobs running), 2026-11-30:
+
+    rows  mode                 seconds  server peak RSS  serving the list alone
+    1 M   batches (before)     86.5     528 MB
+    1 M   whole                72.9     510 MB           314 MB
+    1 M   replace (same file)  87.8     898 MB           321 MB
+    3 M   batches (before)     257.7    1372 MB
+    3 M   whole                242.3    1352 MB          793 MB
+
+    --store-only  staging (s, peak)   publishing (s, peak)
+    1 M           8.2 s, 58 MB        8.0 s, 254 MB
+    3 M           36.2 s, 61 MB       40.2 s, 682 MB
+    10 M          84.2 s, 61 MB       163.3 s, 1931 MB
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -30,7 +50,7 @@ from pathlib import Path
 from hashmatch.client import Connection, ListClient
 from hashmatch.client.push import FileSummary, batches, push
 from hashmatch.server.store import Role, Store
-from hashmatch.v1 import lists_pb2
+from hashmatch.v1 import hashes_pb2, lists_pb2
 
 HASHMATCH = str(Path(sys.executable).parent / "hashmatch")
 MODES = ("batches", "whole", "replace")
@@ -128,6 +148,44 @@ def run(mode: str, path: Path, rows: int, batch_size: int, root: Path) -> dict[s
     }
 
 
+def store_only(rows: int, batch_size: int, root: Path) -> dict[str, float]:
+    """Stages then publishes `rows` SHA-256 upserts straight into a store: the upload
+    path's own memory, without the serving index."""
+    rng = random.Random(2026)
+    store = Store(root / "store-only")
+    try:
+        meta = store.create_list("bulk", "hotline", pdq_threshold=31, pdq_min_quality=50)
+        stage = store.open_stage(meta.id, "hotline")
+        start = time.perf_counter()
+        group: list[bytes] = []
+        staged = 0
+        for n in range(-(-rows // batch_size)):
+            request = lists_pb2.ApplyChangesRequest(list="bulk", batch_id=f"load:{n}")
+            for i in range(min(batch_size, rows - n * batch_size)):
+                entry = request.upserts.add(reference_id=f"R-{n}-{i}")
+                entry.hash.algorithm = hashes_pb2.ALGORITHM_SHA256
+                entry.hash.value = rng.randbytes(32)
+            group.append(request.SerializeToString())
+            if len(group) * batch_size >= 200_000:  # as the service stages them
+                store.stage(stage, staged, group, [])
+                staged, group = staged + len(group), []
+        store.stage(stage, staged, group, [])
+        staging = time.perf_counter() - start
+        staging_peak = peak_rss_mb(os.getpid())
+        start = time.perf_counter()
+        store.publish(stage, "bulk", actor="hotline")
+        publishing = time.perf_counter() - start
+        store.discard_stage(stage)
+        return {
+            "staging_seconds": round(staging, 1),
+            "staging_peak_rss_mb": round(staging_peak, 1),
+            "publishing_seconds": round(publishing, 1),
+            "publishing_peak_rss_mb": round(peak_rss_mb(os.getpid()), 1),
+        }
+    finally:
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -135,11 +193,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--store-only", action="store_true", help="stage and publish in here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     results: dict[str, object] = {"rows": args.rows, "batch_size": args.batch_size}
     with tempfile.TemporaryDirectory(prefix="hm-push-") as tmp:
         root = Path(tmp)
+        if args.store_only:
+            results["store_only"] = store_only(args.rows, args.batch_size, root)
+            print(json.dumps(results, indent=2))
+            return
         path = root / "list.csv"
         print(f"writing {args.rows:,} rows ...", file=sys.stderr)
         write_file(path, args.rows, seed=2026)

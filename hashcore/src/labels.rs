@@ -29,6 +29,8 @@ pub const SEPARATOR: u8 = 0;
 
 /// A bit mask over [`KEYS`] (bit `i` for `KEYS[i]`).
 pub type KeyMask = u8;
+/// Every key.
+pub const ALL: KeyMask = (1 << KEYS.len()) - 1;
 
 /// The index of `key` in [`KEYS`].
 pub fn key_index(key: &[u8]) -> Option<usize> {
@@ -97,6 +99,10 @@ pub fn pairs(labels: &str) -> impl Iterator<Item = (&str, &str)> {
 /// Appends the labels of `labels` whose key `exposed` holds to `out`, in the
 /// stored form.
 pub fn push_exposed(labels: &str, exposed: KeyMask, out: &mut String) {
+    if exposed == ALL {
+        out.push_str(labels);
+        return;
+    }
     for (key, value) in pairs(labels) {
         if key_index(key.as_bytes()).is_some_and(|i| exposed & 1 << i != 0) {
             push(key, value, out);

@@ -1,7 +1,8 @@
 """`hashmatch-client`: match hashes (platforms) and manage lists (hotlines) from a shell.
 
 The server address and token come from --server/--token, or HASHMATCH_SERVER and
-HASHMATCH_TOKEN. Exit codes follow virus scanners: 0 no match, 1 match, 2 error.
+HASHMATCH_TOKEN. Exit codes follow virus scanners: 0 no match, 1 match, 2 error; for push
+and apply: 0 applied, 1 refused (nothing applied), 2 could not run.
 """
 
 from __future__ import annotations
@@ -319,9 +320,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "push",
-        help="stream a list file (CSV or JSON lines) in batches; resumable; digest check",
-        description="Stream a list file into LIST in batches (UploadChanges); resumable; "
-        "checks the list's digest at the end.",
+        help="apply a list file as one unit, streamed in batches (--delta, --replace)",
+        description="Apply a list file to LIST whole or not at all, streamed in batches "
+        "(UploadChanges); says whether the list then holds exactly the file.",
         epilog=PUSH_EPILOG,
         formatter_class=raw,
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from hashmatch.client.algorithms import MD5, NAMES, PDQ, SHA1, SHA256
 from hashmatch.client.hashing import FileHashes, hash_file
 from hashmatch.client.scan import Found, walk
+from hashmatch.client.video import holds_video
 
 # The service's limit on a reference ID (listfile.parse_row checks it too).
 MAX_REFERENCE_BYTES = 128
@@ -94,6 +95,10 @@ def file_rows(
         out.rows += kind(path, hashes, reference_id)
     if pdq and hashes.pdq_skip_reason not in (None, "not an image"):
         out.notes.append(f"no PDQ: {hashes.pdq_skip_reason}")
+    if pdq and hashes.pdq_skip_reason == "not an image" and holds_video(path):
+        # Until list files and the contract have a vPDQ entry, say so rather than let a
+        # hotline believe edited copies of the video are caught.
+        out.notes.append("a video: only its digests are listed (no vPDQ list entry yet)")
     return out
 
 

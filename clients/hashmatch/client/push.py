@@ -268,7 +268,8 @@ def refused_lines(
         if row_field is None:
             message = _MESSAGE_FIELD.fullmatch(v.field)
             where = f"batch {skip + int(message[1])}" if message else v.field
-            out.append((0, f"{where}: {message[2] if message else ''} {v.description}".strip()))
+            what = " ".join(filter(None, (message[2] if message else "", v.description)))
+            out.append((0, f"{where}: {what}"))
             continue
         i, kind, j, rest = row_field.groups()
         what = f"{rest.lstrip('.')} {v.description}".strip()

@@ -20,6 +20,7 @@ system FFmpeg needed), and the PDQ extra. The file is read as the demuxer asks, 
 from __future__ import annotations
 
 import math
+import mimetypes
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "VideoHash",
     "VideoNotInstalled",
     "hash_video",
+    "holds_video",
 ]
 
 # 8K UHD. A frame costs about 11 bytes a pixel while it is hashed (RGB, then PDQ's two float
@@ -135,6 +137,25 @@ def hash_video(
         raise UnreadableFile(exc.errno, exc.strerror or str(exc), fspath) from exc
 
 
+def holds_video(path: str | os.PathLike[str]) -> bool:
+    """Whether the file has a video stream, from its header alone (nothing is decoded).
+
+    Without the ``[video]`` extra the file's name decides (``video/*`` by its extension), so
+    a caller can still say that a video was not hashed as one.
+    """
+    fspath = os.fspath(path)
+    try:
+        import av
+    except ImportError:
+        kind = mimetypes.guess_type(fspath)[0]
+        return kind is not None and kind.startswith("video/")
+    try:
+        with _open_regular(fspath) as fh, av.open(fh, mode="r") as container:
+            return bool(container.streams.video)
+    except (av.FFmpegError, OSError):
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class _VideoBackend:
     av: Any  # the av module; typed where it is used
@@ -201,27 +222,34 @@ class _Hasher:
         # The reference's sampling rule, floating-point steps included: int(seconds * rate).
         step = max(1, int((1.0 / fps) * frame_rate)) if fps > 0 else 1
         stream.thread_type = "AUTO"
+        # The header's size is only a claim: a hostile stream can switch to huge frames midway.
+        # FFmpeg's decoder then refuses them itself, before allocating them.
+        stream.codec_context.options = {"max_pixels": str(max_pixels)}
 
         frames: list[VideoFrameHash] = []
         seen: set[bytes] = set()
         decoded = 0
-        for packet in container.demux(stream):
-            for frame in packet.decode():
-                if decoded % step == 0:
-                    # Frames are scaled to the stream's size, as the reference does: a stream
-                    # whose size changes midway cannot make a frame larger than was checked.
-                    rgb = cast(
-                        "NDArray[np.uint8]",
-                        frame.to_ndarray(
-                            format="rgb24", width=width, height=height, interpolation="AREA"
-                        ),
-                    )
-                    hashed = self._hash_frame(rgb, decoded, frame_rate, trim)
-                    if hashed.pdq not in seen:
-                        seen.add(hashed.pdq)
-                        frames.append(hashed)
-                decoded += 1
-            self._report(self._fh.tell())
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    if decoded % step == 0:
+                        # Scaled to the stream's size, as the reference does, so a later
+                        # frame of another size is hashed like the first ones.
+                        rgb = cast(
+                            "NDArray[np.uint8]",
+                            frame.to_ndarray(
+                                format="rgb24", width=width, height=height, interpolation="AREA"
+                            ),
+                        )
+                        hashed = self._hash_frame(rgb, decoded, frame_rate, trim)
+                        if hashed.pdq not in seen:
+                            seen.add(hashed.pdq)
+                            frames.append(hashed)
+                    decoded += 1
+                self._report(self._fh.tell())
+        except self._b.av.FFmpegError as exc:
+            reason = f"after {decoded} frames: {_ffmpeg_reason(exc)}"
+            raise UndecodableVideo(self._path, reason) from exc
         if decoded == 0:
             raise UndecodableVideo(self._path, "no frame could be decoded")
         self._report(self._size)

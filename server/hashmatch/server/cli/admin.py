@@ -4,6 +4,9 @@ A folder that holds no store is refused (a mistyped --data-dir must not quietly 
 new store no server reads) unless the command is told to create one: `admin init`, or
 `add-tenant --create`. The default folder, ./data, is said aloud when --data-dir is not
 given.
+
+Only `promote --peer` reaches the network, to read other replicas' list versions with a
+replica token (ListLists); it changes nothing there.
 """
 
 from __future__ import annotations

@@ -54,8 +54,10 @@ UPLOAD_GROUP_SECONDS = 2.0
 # A whole-file upload stages its messages a few at a time: up to this many entries per
 # write, which bounds what the server holds of the file at once.
 STAGE_GROUP_ENTRIES = 200_000
-# The most changes one whole-file upload may hold (the node is built for 100 M hashes).
-MAX_FILE_CHANGES = 100_000_000
+# The most changes one whole-file upload may hold. Publishing holds the file's pages in
+# memory until its one commit, about 200 bytes per change (benchmarks/sync/push_file.py):
+# some 2 GB at this bound. Larger loads go in several files, each its own unit.
+MAX_FILE_CHANGES = 10_000_000
 # Batches read from the change log per step of a WatchChanges stream.
 WATCH_PAGE = 64
 # A watcher is woken by every commit this process serves; without one it looks again

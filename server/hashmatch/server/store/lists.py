@@ -81,7 +81,8 @@ class Lists(StoreBase):
                 video_listed_percent=video_listed_percent,
             )
             txn.put(name.encode(), meta.to_json(), db=self._db("lists"))
-            self._audit(txn, owner, "create-list", list=name)
+            extra = {"exposed_label_keys": list(exposed_label_keys)} if exposed_label_keys else {}
+            self._audit(txn, owner, "create-list", list=name, **extra)
         return meta
 
     def get_list(self, name: str) -> ListMeta | None:

@@ -52,6 +52,19 @@ def replica_of(store: Store) -> str | None:
     return raw.decode() if raw is not None else None
 
 
+def follow(store: Store, primary: str) -> None:
+    """Marks the store as a replica of `primary` (a replica never quarantines by itself:
+    store/trust.py). Following another primary than before (after a promotion) forgets
+    the versions heard from the previous one."""
+    meta = store._db("meta")
+    with store._write() as txn:
+        if txn.get(REPLICA_OF, db=meta) == primary.encode():
+            raise Unchanged
+        for key in _keys(txn, meta, PRIMARY_VERSION):
+            txn.delete(key, db=meta)
+        txn.put(REPLICA_OF, primary.encode(), db=meta)
+
+
 def primary_versions(store: Store) -> dict[str, int]:
     """Each list's version as the primary last announced or sent it to this replica."""
     meta = store._db("meta")

@@ -133,8 +133,3 @@ class Tenants(StoreBase):
                 return None
             raw = txn.get(name, db=self._db("tenants"))
         return tenant_from_json(name.decode(), raw) if raw is not None else None
-
-    def mark_replica(self, primary: str) -> None:
-        """Records that this store copies `primary`: it then never quarantines by itself."""
-        with self._write() as txn:
-            txn.put(b"replica_of", primary.encode(), db=self._db("meta"))

@@ -149,7 +149,7 @@ class Replicator:
         self._silence = max(max_lag, MIN_SILENCE_WITH_MAX_LAG) if max_lag else SILENCE_SECONDS
 
     def start(self) -> None:
-        self.store.mark_replica(self.connection.server)
+        replica_state.follow(self.store, self.connection.server)
         self._check_fresh()
         self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
         self._thread.start()
