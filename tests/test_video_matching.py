@@ -23,7 +23,7 @@ from hashmatch.client import (
 )
 from hashmatch.client.algorithms import parse_hex_digest
 from hashmatch.server.core import is_degenerate_pdq
-from hashmatch.v1 import hashes_pb2
+from hashmatch.v1 import hashes_pb2, match_pb2
 from helpers import eventually
 
 HASHES = Path(__file__).resolve().parent / "data" / "video" / "vpdq-hashes"
@@ -284,3 +284,17 @@ def test_bad_video_entries_and_settings_are_refused(running: Running) -> None:
         "upserts[3].hash.frames",
     ]
     assert lists.get_list("videos").version == 0
+
+
+def test_a_video_costs_its_frames(running: Running) -> None:
+    """A tenant's rate limit and the items metric charge a video item one per frame: each
+    is a PDQ search, as an image item is."""
+    frames = query_frames("chair-19-sd-bar")
+    raw = match_pb2.MatchBatchRequest(
+        items=[
+            match_pb2.MatchRequest(hashes=[make_video_hash(frames)]),
+            match_pb2.MatchRequest(hashes=[make_hash(PDQ, frames[0][0])]),
+        ]
+    ).SerializeToString()
+    verdicts = running.service.follower.index.match_request(raw, True, "platform")
+    assert (verdicts.items, verdicts.cost) == (2, len(frames) + 1)

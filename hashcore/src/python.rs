@@ -263,6 +263,11 @@ impl PyVerdicts {
     }
 
     #[getter]
+    fn cost(&self) -> usize {
+        self.inner.cost()
+    }
+
+    #[getter]
     fn has_pdq(&self) -> bool {
         self.inner.request.has_pdq
     }

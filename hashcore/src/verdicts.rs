@@ -97,6 +97,18 @@ impl Verdicts {
         self.request.items.len()
     }
 
+    /// What the request costs a tenant's rate limit: its items, a video item counting
+    /// one per frame searched (each frame is a PDQ search, as an image item is).
+    pub fn cost(&self) -> usize {
+        let frames: usize = self
+            .request
+            .videos
+            .iter()
+            .map(|v| v.frames.len().saturating_sub(1))
+            .sum();
+        self.items() + frames
+    }
+
     /// `(item, PDQ value, served hit)` of every PDQ hash searched.
     pub fn pdq_queries(&self) -> Vec<(u32, [u8; 32], bool)> {
         let q = &self.request.queries;

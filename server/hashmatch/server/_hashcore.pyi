@@ -186,6 +186,11 @@ class Verdicts:
         """Items in the request (0 when a batch was refused before its items were read)."""
 
     @property
+    def cost(self) -> int:
+        """What the request costs a tenant's rate limit: ``items``, a video item counting
+        one per frame searched."""
+
+    @property
     def has_pdq(self) -> bool:
         """Some valid item carries a well-formed PDQ hash (degenerate or not)."""
 
