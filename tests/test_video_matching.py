@@ -298,3 +298,21 @@ def test_a_video_costs_its_frames(running: Running) -> None:
     ).SerializeToString()
     verdicts = running.service.follower.index.match_request(raw, True, "platform")
     assert (verdicts.items, verdicts.cost) == (2, len(frames) + 1)
+
+
+def test_match_file_sends_a_video_as_its_frames(running: Running) -> None:
+    """The SDK's upload-time check of a video file: its frames at one a second (this
+    client's hasher, PyAV) match the video listed from the reference's hashes."""
+    pytest.importorskip("av", reason="the hashmatch-client[video] extra is not installed")
+    pytest.importorskip("pdqhash")
+    running.lists().create_list("videos")
+    push_videos(running, "videos", ("doorknob-hd-no-bar",))
+    running.service.follower.catch_up()
+    clips = HASHES.parent / "videos"
+    found = running.matcher().match_file(clips / "doorknob-hd-no-bar.mp4")
+    assert found.matched and found.reason is None
+    [ref] = found.references
+    assert ref.reference_id == "doorknob-hd-no-bar"
+    assert ref.video_segment is not None
+    other = running.matcher().match_file(clips / "pattern-hd-no-bar.mp4")
+    assert not other.matched and other.reason is None
