@@ -228,3 +228,37 @@ def test_a_ledger_keeps_only_the_hashes_it_remembers(ledgers: Callable[[], Ledge
         (4, values[4]),
     ]
     assert [at for _, at, _ in ledger.remembered("p", 3)] == [clock.now - 1.0, clock.now]
+
+
+def spread(value: bytes, positions: list[int]) -> bytes:
+    n = int.from_bytes(value, "big")
+    for b in positions:
+        n ^= 1 << b
+    return n.to_bytes(32, "big")
+
+
+def test_a_neighbour_with_its_flips_spread_over_every_chunk_is_found() -> None:
+    # radius 8: nine 29-bit chunks. Eight flips, one in each of the first eight chunks,
+    # leave the ninth alone: the pigeonhole that finds every neighbour within the radius.
+    clock = Clock()
+    detector = ProbeDetector(ProbePolicy(radius=8, flag_after=1), None, clock)
+    listed = random.Random(12).randbytes(32)
+    far = spread(listed, [0, 32, 64, 96, 128, 160, 192, 224])
+    assert detector.observe_items("p", [(0, listed, True)]) is None
+    clock.now += 1.0
+    detector.observe_items("p", [(0, far, False)])
+    assert detector.flags == 1
+
+
+def test_forgetting_a_match_keeps_its_neighbours_indexed() -> None:
+    clock = Clock()
+    detector = ProbeDetector(ProbePolicy(radius=8, flag_after=1, window=100.0), None, clock)
+    a = random.Random(13).randbytes(32)
+    b = spread(a, [0])  # shares eight of nine chunks with a
+    detector.observe_items("p", [(0, a, True)])
+    clock.now += 60.0
+    detector.observe_items("p", [(0, b, True)])
+    clock.now += 90.0  # a is 150 s old and forgotten, b 90 s and still remembered
+    # One bit from b, in the chunk where b differs from a: found through b's other chunks.
+    detector.observe_items("p", [(0, spread(b, [1]), False)])
+    assert detector.flags == 1
