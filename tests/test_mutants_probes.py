@@ -241,13 +241,15 @@ def test_a_neighbour_with_its_flips_spread_over_every_chunk_is_found() -> None:
     # radius 8: nine 29-bit chunks. Eight flips, one in each of the first eight chunks,
     # leave the ninth alone: the pigeonhole that finds every neighbour within the radius.
     clock = Clock()
-    detector = ProbeDetector(ProbePolicy(radius=8, flag_after=1), None, clock)
     listed = random.Random(12).randbytes(32)
-    far = spread(listed, [0, 32, 64, 96, 128, 160, 192, 224])
-    assert detector.observe_items("p", [(0, listed, True)]) is None
-    clock.now += 1.0
-    detector.observe_items("p", [(0, far, False)])
-    assert detector.flags == 1
+    # The untouched chunk is the last; then the fourth (bits 87-115), with the flip next to
+    # it at bit 116, the first bit of the fifth chunk.
+    for flips in ([0, 32, 64, 96, 128, 160, 192, 224], [0, 32, 64, 116, 150, 180, 210, 240]):
+        detector = ProbeDetector(ProbePolicy(radius=8, flag_after=1), None, clock)
+        assert detector.observe_items("p", [(0, listed, True)]) is None
+        clock.now += 1.0
+        detector.observe_items("p", [(0, spread(listed, flips), False)])
+        assert detector.flags == 1, flips
 
 
 def test_forgetting_a_match_keeps_its_neighbours_indexed() -> None:
