@@ -261,3 +261,42 @@ def test_forgetting_a_match_keeps_its_neighbours_indexed() -> None:
     # One bit from b, in the chunk where b differs from a: found through b's other chunks.
     detector.observe_items("p", [(0, spread(b, [1]), False)])
     assert detector.flags == 1
+
+
+def test_a_neighbour_whose_flips_hit_every_chunk_key_border_is_found() -> None:
+    # Five flips on chunk borders (bits 29, 87, 145, 203, 232) leave chunks 0, 2, 4 and 6
+    # whole: a key must be its chunk's bits only, not a bit of the next chunk.
+    clock = Clock()
+    detector = ProbeDetector(ProbePolicy(radius=8, flag_after=1), None, clock)
+    listed = random.Random(14).randbytes(32)
+    detector.observe_items("p", [(0, listed, True)])
+    clock.now += 1.0
+    detector.observe_items("p", [(0, spread(listed, [29, 87, 145, 203, 232]), False)])
+    assert detector.flags == 1
+
+
+def test_a_near_miss_exactly_one_window_old_still_counts() -> None:
+    clock = Clock()
+    detector = ProbeDetector(ProbePolicy(flag_after=2, window=100.0), None, clock)
+    rng = random.Random(15)
+    listed = rng.randbytes(32)
+    detector.observe_items("p", [(0, listed, True), (1, flipped(listed, 1, rng), False)])
+    assert detector.flags == 0
+    clock.now += 100.0
+    detector.observe_items("p", [(0, flipped(listed, 2, rng), False)])
+    assert detector.flags == 1
+
+
+def test_when_nothing_may_be_answered_the_first_item_of_the_call_is_named() -> None:
+    clock = Clock()
+    rng = random.Random(16)
+    listed, other = rng.randbytes(32), rng.randbytes(32)
+    detector = ProbeDetector(ProbePolicy(flag_after=1, remembered=1), None, clock)
+    detector.observe_items("q", [(0, listed, True)])
+    clock.now += 1.0
+    # Remembering `other` pushes `listed` out while still in the window: that counts as a
+    # near-miss before any of this call's own, so nothing of the call is answered, from its
+    # first item (7: the items before it carried no PDQ hash) on.
+    queries = [(7, other, True), (9, flipped(other, 1, rng), False)]
+    assert detector.observe_items("q", queries) == 7
+    assert detector.flags == 1
