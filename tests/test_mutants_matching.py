@@ -96,9 +96,22 @@ def test_the_cap_counts_what_a_tenant_already_added_to_this_window() -> None:
 
 def test_a_share_from_an_older_window_starts_from_zero() -> None:
     stat = FloodStat(window_start=1000.0, window_count=0)
-    share = TenantShare(matches=9, last=1.0, window_start=940.0, window_count=5)
-    _, (new_share,), _ = judge(stat, [(share, 7, 1010.0)], POLICY, 2, 1030.0)
+    share = TenantShare(matches=9, last=1.0, window_start=940.0, window_count=2)
+    new, (new_share,), _ = judge(stat, [(share, 7, 1010.0)], POLICY, 2, 1030.0)
+    # Cap 5, none counted in this window yet: five of the seven count.
     assert new_share == TenantShare(16, 1010.0, 1000.0, 5)
+    assert new.window_count == 5
+
+
+def test_match_times_before_one_second_are_kept() -> None:
+    stat = FloodStat(window_start=0.25, window_count=0)
+    new, (new_share,), _ = judge(stat, [(TenantShare(), 1, 0.5)], POLICY, 1, 0.75)
+    assert (new.last, new_share.last) == (0.5, 0.5)
+
+
+def test_factor_one_trips_above_the_baseline() -> None:
+    assert trips(9, 1, 0.0, FloodPolicy(1, 10, 60))
+    assert not trips(8, 1, 0.0, FloodPolicy(1, 10, 60))
 
 
 def test_a_tenant_past_its_cap_adds_nothing_to_the_window() -> None:

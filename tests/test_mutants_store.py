@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hashmatch.server.matching.flood import judge
-from hashmatch.server.store import Role, Store
+from hashmatch.server.store import Role, Store, grants
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from hashmatch.server.store.errors import (
     ListNotFound,
@@ -191,3 +191,25 @@ def test_apply_event_changes_only_what_it_must(store: Store) -> None:
     assert store.apply_event("iwf", RELEASE, ["A"], actor="r", expected_version=v + 2) == (v + 3, 0)
     release = [r for r in store.audit_log(actions=["release"]) if r["references"]]
     assert [(r["actor"], r["references"], r["version"]) for r in release] == [("r", ["A"], v + 2)]
+
+
+def test_grants_are_listed_in_order_and_mirrored_once(store: Store, tmp_path: Path) -> None:
+    store.add_tenant("b", Role.PLATFORM)
+    store.add_tenant("a", Role.PLATFORM)
+    second = store.create_list("z-list", "h", pdq_threshold=31, pdq_min_quality=50)
+    first = store.create_list("a-list", "h", pdq_threshold=31, pdq_min_quality=50)
+    for meta, tenant in ((second, "a"), (first, "b"), (first, "a")):
+        assert grants.grant(store, meta, tenant, actor="h")
+    assert [(g.list, g.tenant) for g in grants.all_grants(store)] == [
+        ("a-list", "a"),
+        ("a-list", "b"),
+        ("z-list", "a"),
+    ]
+    replica = Store(tmp_path / "r")
+    for name in ("a-list", "z-list"):
+        replica.create_list(name, "h", pdq_threshold=31, pdq_min_quality=50)
+    assert grants.mirror_grants(replica, grants.all_grants(store)) is True
+    assert grants.all_grants(replica) == grants.all_grants(store)
+    seq = replica.seq()
+    assert grants.mirror_grants(replica, grants.all_grants(store)) is False
+    assert replica.seq() == seq

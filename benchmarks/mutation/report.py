@@ -63,7 +63,7 @@ def rust_tallies(outs: list[Path]) -> dict[str, Tally]:
 
 def python_tallies(workspaces: Iterable[Path]) -> dict[str, Tally]:
     """Verdicts by mutant; where a WS-rerun folder exists beside a workspace (its survivors
-    run again against the tests written for them), its verdicts override the first."""
+    run again against the tests written for them), its verdicts overlay the first run's."""
     tallies: dict[str, Tally] = defaultdict(Tally)
     for workspace in workspaces:
         root = workspace / "mutants" / "src"
@@ -73,8 +73,13 @@ def python_tallies(workspaces: Iterable[Path]) -> dict[str, Tally]:
             codes = json.loads(meta.read_text())["exit_code_by_key"]
             again = rerun / meta.relative_to(root)
             if again.exists():
+                # A kill in either run counts; else the later verdict stands.
                 later = json.loads(again.read_text())["exit_code_by_key"]
-                codes |= {k: v for k, v in later.items() if v is not None}
+                codes |= {
+                    k: v
+                    for k, v in later.items()
+                    if v is not None and codes.get(k) not in KILLED_CODES
+                }
             if not codes:
                 continue
             tally = tallies[module]

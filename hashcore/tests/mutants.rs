@@ -106,3 +106,33 @@ fn index_memory_grows_with_each_algorithm() {
         last = now;
     }
 }
+
+#[test]
+fn diagnostics_count_segments_and_reference_bytes() {
+    use hashcore::index::{Alg, Batch, Index, ListConfig, SLOT};
+    let idx = Index::with_background(false);
+    idx.configure_list(1, ListConfig::new(31, 50).expect("valid"));
+    assert_eq!(idx.segments(1).expect("known list"), (0, 0, 0, 0));
+    assert_eq!(idx.reference_bytes(1).expect("known list"), 0);
+    let refs: Vec<String> = (0..100).map(|i| format!("reference-{i:04}")).collect();
+    let mut hashes = Vec::new();
+    let mut ends = Vec::new();
+    let mut text = String::new();
+    for (i, r) in refs.iter().enumerate() {
+        let mut slot = [0u8; SLOT];
+        slot[..4].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+        hashes.extend_from_slice(&slot);
+        text.push_str(r);
+        ends.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    }
+    let ids: Vec<u8> = (0..100u64).flat_map(|i| i.to_le_bytes()).collect();
+    let batch = Batch::decode(&[Alg::Md5 as u8; 100], &hashes, &ids, &[], &[])
+        .and_then(|b| b.with_refs(&ends, text.as_bytes()))
+        .expect("valid batch");
+    idx.apply(1, &batch).expect("applied");
+    // One MD5 segment, nothing in the other tiers.
+    assert_eq!(idx.segments(1).expect("known list"), (1, 0, 0, 0));
+    // At least the text of the hundred references is held.
+    assert!(idx.reference_bytes(1).expect("known list") >= text.len());
+    assert!(idx.segments(2).is_err() && idx.reference_bytes(2).is_err());
+}

@@ -157,10 +157,16 @@ class _Remembered:
                     if not bucket:
                         del self.index[key]
 
-    def holds(self, value: int) -> bool:
-        return any(self.values[seq][0] == value for seq in self.index.get(self.keys(value)[0], ()))
+    # `not_before`: matches older than this are outside the window. A view is read again
+    # only when the ledger changes, so it may still hold them.
+    def holds(self, value: int, not_before: float) -> bool:
+        for seq in self.index.get(self.keys(value)[0], ()):
+            remembered, at = self.values[seq]
+            if remembered == value and at >= not_before:
+                return True
+        return False
 
-    def near(self, value: int) -> bool:
+    def near(self, value: int, not_before: float = float("-inf")) -> bool:
         """A remembered hash within the radius, other than the same hash (distance 0 is
         the same image again, e.g. after a retraction, not a walk)."""
         seen: set[int] = set()
@@ -169,7 +175,8 @@ class _Remembered:
                 if seq in seen:
                     continue
                 seen.add(seq)
-                if 0 < (self.values[seq][0] ^ value).bit_count() <= self.radius:
+                remembered, at = self.values[seq]
+                if at >= not_before and 0 < (remembered ^ value).bit_count() <= self.radius:
                     return True
         return False
 
@@ -213,17 +220,20 @@ class ProbeDetector:
         """
         local = self._sync(tenant)
         known = local.remembered
+        p = self.policy
+        now = self.clock()
+        not_before = now - p.window
         # The same image matching again (re-uploads) is remembered once.
         matched = list(
             dict.fromkeys(
                 value
                 for _, value, hit in queries
-                if hit and (known is None or not known.holds(int.from_bytes(value, "big")))
+                if hit
+                and (known is None or not known.holds(int.from_bytes(value, "big"), not_before))
             )
         )
         if not matched and (known is None or not known.values):
             return None  # nothing new matched, and nothing before: no near-miss to find
-        p = self.policy
         in_call = _Remembered(p.radius)
         for seq, value in enumerate(matched):
             in_call.add(seq, int.from_bytes(value, "big"), 0.0)
@@ -232,9 +242,8 @@ class ProbeDetector:
             if hit:
                 continue
             query = int.from_bytes(value, "big")
-            if in_call.near(query) or (known is not None and known.near(query)):
+            if in_call.near(query) or (known is not None and known.near(query, not_before)):
                 misses.append(item)
-        now = self.clock()
         if not matched and not misses:
             return None
         with self.ledger.update(tenant) as record:
