@@ -22,6 +22,7 @@ from hashmatch.client import (
     make_video_hash,
 )
 from hashmatch.client.algorithms import parse_hex_digest
+from hashmatch.client.cli import main as cli_main
 from hashmatch.server.core import is_degenerate_pdq
 from hashmatch.v1 import hashes_pb2, match_pb2
 from helpers import eventually
@@ -316,3 +317,31 @@ def test_match_file_sends_a_video_as_its_frames(running: Running) -> None:
     assert ref.video_segment is not None
     other = running.matcher().match_file(clips / "pattern-hd-no-bar.mp4")
     assert not other.matched and other.reason is None
+
+
+def test_hash_lists_a_video_frame_by_frame_and_push_takes_it(
+    running: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hashmatch-client hash` prints a video's VPDQ rows (every distinct frame of enough
+    quality); `push` of those rows alone lists the video, and the file then matches by its
+    frames."""
+    pytest.importorskip("av", reason="the hashmatch-client[video] extra is not installed")
+    pytest.importorskip("pdqhash")
+    clip = HASHES.parent / "videos" / "doorknob-hd-no-bar.mp4"
+    assert cli_main(["hash", str(clip)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("vpdq,")]
+    listed = listed_frames("doorknob-hd-no-bar")
+    # This client's hashes of every frame, as many as the reference's give (within a few).
+    assert abs(len(rows) - len(listed)) <= len(listed) // 10
+    assert all(row.split(",")[2] == clip.name and int(row.split(",")[3]) >= 50 for row in rows)
+    path = tmp_path / "frames.csv"
+    path.write_text("\n".join(rows) + "\n")
+    server = ["--server", running.address, "--token", running.tokens["hotline-a"]]
+    assert cli_main([*server, "create-list", "videos"]) == 0
+    assert cli_main([*server, "push", "videos", str(path)]) == 0
+    running.service.follower.catch_up()
+    assert running.lists().get_list("videos").counts["vpdq"] == len(rows)
+    found = running.matcher().match_file(clip)
+    assert found.matched
+    [ref] = found.references
+    assert ref.reference_id == clip.name and ref.video_segment is not None
