@@ -111,7 +111,7 @@ report() {
         [ -d "$work/py-$group/mutants" ] && python+=("$work/py-$group")
     done
     local rust=(--rust)
-    for out in "$work/rs/mutants.out" "$work/rs-rerun/mutants.out"; do
+    for out in "$work/rs/mutants.out" "$work"/rs-rerun*/mutants.out; do
         [ -d "$out" ] && rust+=("$out")
     done
     "$repo/.venv/bin/python" "$repo/benchmarks/mutation/report.py" "${rust[@]}" \
