@@ -77,7 +77,7 @@ def test_exact_hit_per_algorithm(index: Index, rng: random.Random, alg: int) -> 
     other = rng.randbytes(DIGEST_LEN[alg])
     add(index, 1, [(alg, digest, 42)])
     assert match(index, [(alg, digest), (alg, other)]) == [(0, 1, 42)]
-    counts = [0, 0, 0, 0]
+    counts = [0, 0, 0, 0, 0]
     counts[alg - 1] = 1
     assert index.counts(1) == tuple(counts)
 
@@ -140,7 +140,7 @@ def test_delete_then_no_match_and_readd(index: Index, rng: random.Random) -> Non
     add(index, 1, [(MD5, md5, 1), (PDQ, pdq, 2)])
     add(index, 1, [], deletions=[(MD5, md5), (PDQ, pdq), (SHA1, rng.randbytes(20))])
     assert match(index, [(MD5, md5), (PDQ, pdq)]) == []
-    assert index.counts(1) == (0, 0, 0, 0)
+    assert index.counts(1) == (0, 0, 0, 0, 0)
     # Deletions come before additions within one batch.
     add(index, 1, [(PDQ, pdq, 3)], deletions=[(PDQ, pdq)])
     assert match(index, [(PDQ, pdq)]) == [(0, 1, 3)]
@@ -151,7 +151,7 @@ def test_adding_existing_digest_replaces_its_id(index: Index, rng: random.Random
     add(index, 1, [(MD5, md5, 1)])
     add(index, 1, [(MD5, md5, 2)])
     assert match(index, [(MD5, md5)]) == [(0, 1, 2)]
-    assert index.counts(1) == (1, 0, 0, 0)
+    assert index.counts(1) == (1, 0, 0, 0, 0)
 
 
 def test_drop_list(index: Index, rng: random.Random) -> None:
@@ -191,13 +191,13 @@ def test_apply_rejects_bad_input_and_applies_nothing(index: Index) -> None:
     for call in bad_calls:
         with pytest.raises(ValueError):
             index.apply(*call)
-    assert index.counts(1) == (0, 0, 0, 0)
+    assert index.counts(1) == (0, 0, 0, 0, 0)
 
 
 def test_match_rejects_bad_input(index: Index) -> None:
     good = slot(PDQ, b"\1" * 32)
     bad_calls = [
-        (b"\5", good, b"\xff", b"\xff"),
+        (b"\6", good, b"\xff", b"\xff"),
         (b"\4", good[:-1], b"\xff", b"\xff"),
         (b"\4", good, b"", b"\xff"),
         (b"\4", good, b"\xff", b""),
@@ -283,7 +283,7 @@ def test_many_batches_then_compact(index: Index, rng: random.Random) -> None:
         add(index, 1, [(PDQ, e, start + i) for i, e in enumerate(entries[start : start + 100])])
     add(index, 1, [], deletions=[(PDQ, e) for e in entries[:500]])
     index.compact()
-    assert index.counts(1) == (0, 0, 0, 2500)
+    assert index.counts(1) == (0, 0, 0, 2500, 0)
     assert 1 <= index.segments(1)[3] <= 4
     probes = [entries[10], entries[600], flip_bits(entries[2999], 30, rng)]
     assert match(index, [(PDQ, p) for p in probes]) == [(1, 1, 600), (2, 1, 2999)]

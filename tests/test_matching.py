@@ -95,7 +95,7 @@ def test_retraction_stops_the_match(running: Running) -> None:
     assert not client.match(hashes((MD5, md5))).matched
     assert not client.match(hashes((PDQ, near))).matched
     info = lists.get_list("iwf")
-    assert info.counts == {"md5": 0, "sha1": 0, "sha256": 0, "pdq": 0}
+    assert info.counts == {"md5": 0, "sha1": 0, "sha256": 0, "pdq": 0, "vpdq": 0}
 
 
 def test_upsert_of_listed_hash_changes_its_reference(running: Running) -> None:

@@ -288,7 +288,7 @@ def test_a_batch_that_does_not_check_out_resets_the_list_in_the_same_transaction
         assert checked.diverged == "digest differs from the primary's at version 4"
         meta = replica.get_list("iwf")
         assert meta is not None
-        assert (meta.version, meta.counts, meta.digest) == (0, (0, 0, 0, 0), EMPTY_DIGEST)
+        assert (meta.version, meta.counts, meta.digest) == (0, (0, 0, 0, 0, 0), EMPTY_DIGEST)
         assert replica.changes_since(meta.id, 0) == []
         assert replica.audit_log(1)[0]["action"] == "resync-list"
         assert not is_verified(replica, "iwf")

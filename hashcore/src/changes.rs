@@ -23,12 +23,16 @@ pub fn digest_len(alg: u32) -> usize {
     match alg {
         1 => 16,
         2 => 20,
-        3 | 4 => 32,
+        3..=5 => 32,
         _ => 0,
     }
 }
 
 const PDQ: u8 = 4;
+/// One frame of a listed video: a PDQ hash under PDQ's rules, in a tier of its own.
+const VPDQ: u8 = 5;
+/// The largest algorithm number.
+const LAST_ALG: u64 = VPDQ as u64;
 /// Same bounds as the match path: fewer or more set bits than this is the hash
 /// of a flat or blank image, which would match other such images.
 pub const PDQ_MIN_BITS: u32 = 16;
@@ -265,6 +269,8 @@ struct HashField<'a> {
     alg: u64,
     value: &'a [u8],
     quality: Option<u64>,
+    /// Video frames (a query's form of VPDQ) were given.
+    frames: bool,
 }
 
 impl HashField<'_> {
@@ -275,7 +281,7 @@ impl HashField<'_> {
     /// The value as it may be stored: unusable values become empty (the batch
     /// is refused anyway, but the buffers keep one slot per hash).
     fn stored_value(&self) -> &[u8] {
-        if digest_len(self.alg as u32) == self.value.len() && self.alg <= 4 {
+        if digest_len(self.alg as u32) == self.value.len() && self.alg <= LAST_ALG {
             self.value
         } else {
             &[]
@@ -288,12 +294,14 @@ fn read_hash<'a>(body: &'a [u8], path: &str) -> Result<HashField<'a>, WireError>
         alg: 0,
         value: &[],
         quality: None,
+        frames: false,
     };
     fields(body, path, |field, value| {
         match (field, value) {
             (1, Value::Varint(v)) => hash.alg = v,
             (2, Value::Len(v)) => hash.value = v,
             (3, Value::Varint(v)) => hash.quality = Some(v),
+            (4, Value::Len(_)) => hash.frames = true,
             _ => {}
         }
         Ok(())
@@ -436,7 +444,7 @@ fn check_label_agreement(out: &mut Changes) {
 }
 
 fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &mut Changes) {
-    let expected = if hash.alg <= 4 {
+    let expected = if hash.alg <= LAST_ALG {
         digest_len(hash.alg as u32)
     } else {
         0
@@ -445,6 +453,13 @@ fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &m
         out.refuse(
             format!("{path}.algorithm"),
             "unknown or unspecified algorithm",
+        );
+        return;
+    }
+    if hash.frames {
+        out.refuse(
+            format!("{path}.frames"),
+            "frames are for queries: list each frame of a video as its own VPDQ entry",
         );
         return;
     }
@@ -458,7 +473,7 @@ fn check_hash(hash: &HashField<'_>, path: &str, min_quality: Option<u8>, out: &m
         );
         return;
     }
-    let is_pdq = hash.alg == u64::from(PDQ);
+    let is_pdq = hash.alg == u64::from(PDQ) || hash.alg == u64::from(VPDQ);
     if let Some(q) = hash.quality {
         if !is_pdq {
             out.refuse(format!("{path}.quality"), "only PDQ hashes carry a quality");

@@ -15,7 +15,9 @@ pub enum CoreError {
     InvalidThreshold(i64),
     /// `pdq_min_quality` outside `0..=100`.
     InvalidMinQuality(i64),
-    /// An algorithm byte that is not 1..=4.
+    /// `video_query_percent` or `video_listed_percent` outside `0..=100`.
+    InvalidVideoPercent(&'static str, i64),
+    /// An algorithm byte that is not 1..=5.
     UnknownAlgorithm {
         field: &'static str,
         index: usize,
@@ -52,6 +54,9 @@ impl fmt::Display for CoreError {
             }
             CoreError::InvalidMinQuality(q) => {
                 write!(f, "pdq_min_quality: {q} is outside 0..=100")
+            }
+            CoreError::InvalidVideoPercent(field, p) => {
+                write!(f, "{field}: {p} is outside 0..=100")
             }
             CoreError::UnknownAlgorithm { field, index, byte } => {
                 write!(f, "{field}[{index}]: unknown algorithm byte {byte}")

@@ -30,6 +30,7 @@ use crate::request::Request;
 use crate::simd::Level;
 use crate::tier::{MergePlan, Segment, Tier};
 use crate::verdicts::{Answer, Counts, Verdicts};
+use crate::video::{prepare, Frame, VideoHit, VideoRule};
 
 /// Width of one hash slot in the wire encoding.
 pub const SLOT: usize = 32;
@@ -48,6 +49,8 @@ pub enum Alg {
     Sha1 = 2,
     Sha256 = 3,
     Pdq = 4,
+    /// One frame of a listed video: a PDQ hash in a tier of its own.
+    Vpdq = 5,
 }
 
 impl Alg {
@@ -57,6 +60,7 @@ impl Alg {
             2 => Some(Alg::Sha1),
             3 => Some(Alg::Sha256),
             4 => Some(Alg::Pdq),
+            5 => Some(Alg::Vpdq),
             _ => None,
         }
     }
@@ -66,7 +70,7 @@ impl Alg {
         match self {
             Alg::Md5 => 16,
             Alg::Sha1 => 20,
-            Alg::Sha256 | Alg::Pdq => 32,
+            Alg::Sha256 | Alg::Pdq | Alg::Vpdq => 32,
         }
     }
 }
@@ -78,7 +82,11 @@ pub enum Key {
     Sha1([u8; 20]),
     Sha256([u8; 32]),
     Pdq(Pdq),
+    Vpdq(Pdq),
 }
+
+/// One number per algorithm: `(md5, sha1, sha256, pdq, vpdq)`.
+pub type Counts5 = (usize, usize, usize, usize, usize);
 
 /// One match: `(query_index, list_id, entry_id)`.
 pub type Match = (u32, u32, u64);
@@ -159,6 +167,7 @@ pub fn decode_keys_into(
             Alg::Sha1 => Key::Sha1(slot[..20].try_into().expect("20-byte slice")),
             Alg::Sha256 => Key::Sha256(*slot),
             Alg::Pdq => Key::Pdq(pdq_from_bytes(slot)),
+            Alg::Vpdq => Key::Vpdq(pdq_from_bytes(slot)),
         });
     }
     Ok(())
@@ -303,6 +312,9 @@ pub struct ListConfig {
     pub pdq_min_quality: u8,
     /// Label keys a verdict shows (see [`crate::labels`]); none by default.
     pub exposed_labels: KeyMask,
+    /// Shares of frames a video match needs, 0–100 (see [`crate::video`]).
+    pub video_query_percent: u8,
+    pub video_listed_percent: u8,
 }
 
 impl ListConfig {
@@ -318,7 +330,38 @@ impl ListConfig {
             pdq_threshold: pdq_threshold as u8,
             pdq_min_quality: pdq_min_quality as u8,
             exposed_labels: 0,
+            video_query_percent: VideoRule::default().query_percent,
+            video_listed_percent: VideoRule::default().listed_percent,
         })
+    }
+
+    /// This config with the video shares given as arbitrary integers.
+    pub fn with_video(
+        self,
+        query_percent: i64,
+        listed_percent: i64,
+    ) -> Result<ListConfig, CoreError> {
+        let percent = |field, p: i64| {
+            u8::try_from(p)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or(CoreError::InvalidVideoPercent(field, p))
+        };
+        Ok(ListConfig {
+            video_query_percent: percent("video_query_percent", query_percent)?,
+            video_listed_percent: percent("video_listed_percent", listed_percent)?,
+            ..self
+        })
+    }
+
+    /// The rule a video query meets against this list.
+    pub fn video_rule(&self) -> VideoRule {
+        VideoRule {
+            threshold: u32::from(self.pdq_threshold),
+            min_quality: self.pdq_min_quality,
+            query_percent: self.video_query_percent,
+            listed_percent: self.video_listed_percent,
+        }
     }
 
     /// This config showing the label keys named in `keys` in verdicts.
@@ -439,6 +482,10 @@ struct List {
     sha1: Tier<ExactSegment<20>>,
     sha256: Tier<ExactSegment<32>>,
     pdq: Tier<PdqSegment>,
+    /// Frames of listed videos (VPDQ entries), apart from images.
+    vpdq: Tier<PdqSegment>,
+    /// Live VPDQ entries per reference ID (labels left out): a listed video's frame count.
+    video_frames: Arc<HashMap<Box<str>, u32>>,
 }
 
 /// Keeps the last id of every key (batch order).
@@ -466,28 +513,33 @@ impl List {
             sha1: Tier::default(),
             sha256: Tier::default(),
             pdq: Tier::default(),
+            vpdq: Tier::default(),
+            video_frames: Arc::default(),
         }
     }
 
     fn with_batch(&self, batch: &Batch) -> List {
-        let (mut d16, mut d20, mut d32, mut dp) = (vec![], vec![], vec![], vec![]);
+        let (mut d16, mut d20, mut d32, mut dp, mut dv) = (vec![], vec![], vec![], vec![], vec![]);
         for k in &batch.deletions {
             match *k {
                 Key::Md5(d) => d16.push(d),
                 Key::Sha1(d) => d20.push(d),
                 Key::Sha256(d) => d32.push(d),
                 Key::Pdq(h) => dp.push(h),
+                Key::Vpdq(h) => dv.push(h),
             }
         }
-        let (mut a16, mut a20, mut a32, mut ap) = (vec![], vec![], vec![], vec![]);
+        let (mut a16, mut a20, mut a32, mut ap, mut av) = (vec![], vec![], vec![], vec![], vec![]);
         for &(k, id) in &batch.additions {
             match k {
                 Key::Md5(d) => a16.push((d, id)),
                 Key::Sha1(d) => a20.push((d, id)),
                 Key::Sha256(d) => a32.push((d, id)),
                 Key::Pdq(h) => ap.push((h, id)),
+                Key::Vpdq(h) => av.push((h, id)),
             }
         }
+        let videos_touched: Vec<Pdq> = dv.iter().chain(av.iter().map(|a| &a.0)).copied().collect();
         fn step<S: Segment>(t: &Tier<S>, d: Vec<S::Key>, a: Vec<(S::Key, u64)>) -> Tier<S> {
             if d.is_empty() && a.is_empty() {
                 t.clone()
@@ -495,7 +547,7 @@ impl List {
                 t.with_changes(&d, last_wins(a))
             }
         }
-        List {
+        let mut next = List {
             config: self.config,
             name: Arc::clone(&self.name),
             version: self.version,
@@ -505,7 +557,41 @@ impl List {
             sha1: step(&self.sha1, d20, a20),
             sha256: step(&self.sha256, d32, a32),
             pdq: step(&self.pdq, dp, ap),
+            vpdq: step(&self.vpdq, dv, av),
+            video_frames: Arc::clone(&self.video_frames),
+        };
+        if !videos_touched.is_empty() {
+            next.video_frames = Arc::new(self.frames_after(&next, videos_touched));
         }
+        next
+    }
+
+    /// The reference (without labels) of the live VPDQ entry `h`.
+    fn video_of(&self, h: &Pdq) -> Option<&str> {
+        let id = self.vpdq.get(h)?;
+        Some(labels::split(self.refs.get(id)?).0)
+    }
+
+    /// Frame counts once the frames `touched` moved from this list's references to
+    /// those they have in `next`: each frame counts for the reference that holds it.
+    fn frames_after(&self, next: &List, mut touched: Vec<Pdq>) -> HashMap<Box<str>, u32> {
+        touched.sort_unstable();
+        touched.dedup();
+        let mut counts = HashMap::clone(&self.video_frames);
+        for h in &touched {
+            if let Some(old) = self.video_of(h) {
+                if let Some(n) = counts.get_mut(old) {
+                    *n -= 1;
+                    if *n == 0 {
+                        counts.remove(old);
+                    }
+                }
+            }
+            if let Some(new) = next.video_of(h) {
+                *counts.entry(new.into()).or_insert(0) += 1;
+            }
+        }
+        counts
     }
 
     /// The live entry id of `key`.
@@ -515,6 +601,7 @@ impl List {
             Key::Sha1(d) => self.sha1.get(d),
             Key::Sha256(d) => self.sha256.get(d),
             Key::Pdq(h) => self.pdq.get(h),
+            Key::Vpdq(h) => self.vpdq.get(h),
         }
     }
 
@@ -557,6 +644,12 @@ impl List {
             + self.sha1.memory_bytes()
             + self.sha256.memory_bytes()
             + self.pdq.memory_bytes()
+            + self.vpdq.memory_bytes()
+            + self
+                .video_frames
+                .keys()
+                .map(|k| k.len() + 32)
+                .sum::<usize>()
     }
 }
 
@@ -593,6 +686,7 @@ enum Job {
     Sha1(u32, MergePlan<ExactSegment<20>>),
     Sha256(u32, MergePlan<ExactSegment<32>>),
     Pdq(u32, MergePlan<PdqSegment>),
+    Vpdq(u32, MergePlan<PdqSegment>),
 }
 
 impl Shared {
@@ -608,6 +702,9 @@ impl Shared {
         for (&id, list) in &state.lists {
             if let Some(p) = list.pdq.plan() {
                 return Some(Job::Pdq(id, p));
+            }
+            if let Some(p) = list.vpdq.plan() {
+                return Some(Job::Vpdq(id, p));
             }
             if let Some(p) = list.md5.plan() {
                 return Some(Job::Md5(id, p));
@@ -653,6 +750,10 @@ impl Shared {
             }
             Some(Job::Pdq(id, p)) => {
                 self.run(id, p, |l| &mut l.pdq);
+                true
+            }
+            Some(Job::Vpdq(id, p)) => {
+                self.run(id, p, |l| &mut l.vpdq);
                 true
             }
         }
@@ -738,8 +839,21 @@ fn pdq_ids(
     pos: &mut Vec<u32>,
     ids: &mut Vec<u64>,
 ) {
+    tier_ids(&list.pdq, level, qs, t, scratch, pos, ids);
+}
+
+/// Sorted, deduplicated ids of the live entries of `tier` within `t` of `qs`.
+fn tier_ids(
+    tier: &Tier<PdqSegment>,
+    level: Level,
+    qs: &[Pdq],
+    t: u32,
+    scratch: &mut Scratch,
+    pos: &mut Vec<u32>,
+    ids: &mut Vec<u64>,
+) {
     ids.clear();
-    for part in &list.pdq.parts {
+    for part in &tier.parts {
         pos.clear();
         part.seg.search(level, qs, t, scratch, pos);
         ids.extend(
@@ -775,6 +889,98 @@ fn exact_hits<const N: usize>(
             },
         );
     }
+}
+
+/// A listed video or image one video query matched in one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VideoMatch<'a> {
+    /// The stored reference of a matching entry (reference ID, then its labels).
+    stored: &'a str,
+    /// First and last timestamp (ms) of the query frames that matched it.
+    first_millis: u32,
+    last_millis: u32,
+}
+
+/// `(reference, query frame, entry id, stored reference)` of every entry of `tier`
+/// within `t` of a frame of `query`; the frames are searched in parallel when many.
+fn frame_hits<'a>(
+    list: &'a List,
+    tier: &'a Tier<PdqSegment>,
+    query: &[Frame],
+    t: u32,
+    level: Level,
+) -> Vec<(&'a str, u32, u64, &'a str)> {
+    if tier.parts.is_empty() {
+        return Vec::new();
+    }
+    par_ranges(query.len(), query.len() * 200, |range| {
+        let mut out = Vec::new();
+        let (mut scratch, mut pos, mut ids) = (Scratch::default(), vec![], vec![]);
+        for qi in range {
+            let pdq = std::slice::from_ref(&query[qi].pdq);
+            tier_ids(tier, level, pdq, t, &mut scratch, &mut pos, &mut ids);
+            for &id in &ids {
+                if let Some(stored) = list.refs.get(id) {
+                    out.push((labels::split(stored).0, qi as u32, id, stored));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// What one video query (its frames, any order) matches in `list`, by reference ID
+/// order: each listed video (the reference of VPDQ entries) whose frames meet the
+/// list's [`VideoRule`] (both sides prepared, the listed side's count being its live
+/// VPDQ entries), then each listed image (PDQ entries) within the threshold of a
+/// prepared frame.
+fn video_matches<'a>(list: &'a List, frames: &[Frame], level: Level) -> Vec<VideoMatch<'a>> {
+    let rule = list.config.video_rule();
+    let query = prepare(frames, rule.min_quality);
+    let mut out = Vec::new();
+    if query.is_empty() {
+        return out;
+    }
+    let segment = |group: &[(&'a str, u32, u64, &'a str)]| {
+        let millis = group.iter().map(|h| query[h.1 as usize].millis);
+        VideoMatch {
+            stored: group[0].3,
+            first_millis: millis.clone().min().unwrap_or(0),
+            last_millis: millis.max().unwrap_or(0),
+        }
+    };
+    let mut hits = frame_hits(list, &list.vpdq, &query, rule.threshold, level);
+    hits.sort_unstable();
+    let mut listed: Vec<u64> = Vec::new();
+    for group in hits.chunk_by(|a, b| a.0 == b.0) {
+        let mut query_frames = 0u32;
+        let mut last = u32::MAX;
+        for h in group {
+            if h.1 != last {
+                query_frames += 1;
+                last = h.1;
+            }
+        }
+        listed.clear();
+        listed.extend(group.iter().map(|h| h.2));
+        listed.sort_unstable();
+        listed.dedup();
+        let hit = VideoHit {
+            query_frames,
+            query_total: query.len() as u32,
+            listed_frames: listed.len() as u32,
+            listed_total: list.video_frames.get(group[0].0).copied().unwrap_or(0),
+        };
+        if hit.passes(&rule) {
+            out.push(segment(group));
+        }
+    }
+    let mut images = frame_hits(list, &list.pdq, &query, rule.threshold, level);
+    images.sort_unstable();
+    for group in images.chunk_by(|a, b| a.0 == b.0) {
+        out.push(segment(group));
+    }
+    out
 }
 
 /// All hash lists of one serving process. Thread-safe.
@@ -975,7 +1181,7 @@ impl Index {
         let pdq = queries
             .keys
             .iter()
-            .filter(|k| matches!(k, Key::Pdq(_)))
+            .filter(|k| matches!(k, Key::Pdq(_) | Key::Vpdq(_)))
             .count();
         let work = (n + pdq * 200) * state.lists.len();
         let level = Level::current();
@@ -994,7 +1200,7 @@ impl Index {
         let pdq = queries
             .keys
             .iter()
-            .filter(|k| matches!(k, Key::Pdq(_)))
+            .filter(|k| matches!(k, Key::Pdq(_) | Key::Vpdq(_)))
             .count();
         let work = (n + pdq * 200) * state.lists.len();
         let level = Level::current();
@@ -1011,7 +1217,8 @@ impl Index {
         wants: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<Match> {
         // Query indexes per algorithm (small: 4 bytes per query).
-        let (mut md5, mut sha1, mut sha256, mut pdq) = (vec![], vec![], vec![], vec![]);
+        let (mut md5, mut sha1, mut sha256, mut pdq, mut frames) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for (qi, key) in q.keys[range.clone()].iter().enumerate() {
             let qi = (range.start + qi) as u32;
             match key {
@@ -1019,6 +1226,7 @@ impl Index {
                 Key::Sha1(_) => sha1.push(qi),
                 Key::Sha256(_) => sha256.push(qi),
                 Key::Pdq(h) => pdq.push((qi, *h)),
+                Key::Vpdq(h) => frames.push((qi, *h)),
             }
         }
         let mut out = Vec::new();
@@ -1061,27 +1269,29 @@ impl Index {
                 &q.keys,
                 &mut out,
             );
-            if list.pdq.parts.is_empty() {
-                continue;
-            }
-            for &(qi, h) in &pdq {
-                let i = qi as usize;
-                let Some(t) = list
-                    .config
-                    .effective_threshold(q.qualities[i], q.max_distances[i])
-                else {
+            for (tier, queries) in [(&list.pdq, &pdq), (&list.vpdq, &frames)] {
+                if tier.parts.is_empty() {
                     continue;
-                };
-                pdq_ids(
-                    list,
-                    level,
-                    std::slice::from_ref(&h),
-                    t,
-                    &mut scratch,
-                    &mut pos,
-                    &mut ids,
-                );
-                out.extend(ids.iter().map(|&id| (qi, lid, id)));
+                }
+                for &(qi, h) in queries {
+                    let i = qi as usize;
+                    let Some(t) = list
+                        .config
+                        .effective_threshold(q.qualities[i], q.max_distances[i])
+                    else {
+                        continue;
+                    };
+                    tier_ids(
+                        tier,
+                        level,
+                        std::slice::from_ref(&h),
+                        t,
+                        &mut scratch,
+                        &mut pos,
+                        &mut ids,
+                    );
+                    out.extend(ids.iter().map(|&id| (qi, lid, id)));
+                }
             }
         }
         if !out.is_sorted() {
@@ -1103,11 +1313,116 @@ impl Index {
     ) -> Verdicts {
         let request = Request::parse(raw, batch, pdq_paused);
         let mut v = Verdicts::new(request, tenant, pdq_paused, Arc::clone(&self.shared.counts));
-        if v.request.violations.is_empty() && !v.request.queries.keys.is_empty() {
+        let request = &v.request;
+        if request.violations.is_empty()
+            && !(request.queries.keys.is_empty() && request.videos.is_empty())
+        {
             let state = self.shared.state.load_full();
             Self::resolve(&state, &mut v);
+            if !v.request.videos.is_empty() {
+                Self::resolve_videos(&state, &mut v);
+            }
         }
         v
+    }
+
+    /// Adds the answers of `v`'s video queries (see [`crate::video`]): per list the
+    /// tenant reads, each listed video whose frames the query's meet the list's rule,
+    /// and each listed image found in a frame, with the matching segment of the query;
+    /// allow-listed frames left out, quarantined references skipped. A reference
+    /// answered for the item already (by another of its hashes) is answered once, with
+    /// the segment.
+    fn resolve_videos(state: &State, v: &mut Verdicts) {
+        let policy = state.policies.get(&*v.tenant);
+        let allow = policy.filter(|p| p.has_allow_list());
+        let level = Level::current();
+        let (mut scratch, mut pos) = (Scratch::default(), Vec::new());
+        let mut found: Vec<Answer> = Vec::new();
+        let mut texts = std::mem::take(&mut v.texts);
+        for video in &v.request.videos {
+            let kept: Vec<Frame>;
+            let frames = match allow {
+                Some(p) => {
+                    kept = video
+                        .frames
+                        .iter()
+                        .filter(|f| !p.allows(&Key::Pdq(f.pdq), level, &mut scratch, &mut pos))
+                        .copied()
+                        .collect();
+                    &kept
+                }
+                None => &video.frames,
+            };
+            for (&lid, list) in &state.lists {
+                if policy.is_some_and(|p| !p.wants(lid)) {
+                    continue;
+                }
+                let first = found.len();
+                for hit in video_matches(list, frames, level) {
+                    let (reference, entry_labels) = labels::split(hit.stored);
+                    if !list.quarantined.is_empty() && list.quarantined.contains(reference) {
+                        continue;
+                    }
+                    // A reference listing both images and video frames is answered once.
+                    if found[first..].iter().any(|a| {
+                        &texts[a.reference.0 as usize..a.reference.1 as usize] == reference
+                    }) {
+                        continue;
+                    }
+                    let start = texts.len() as u32;
+                    texts.push_str(reference);
+                    let end = texts.len() as u32;
+                    let exposed = list.config.exposed_labels;
+                    if exposed != 0 && !entry_labels.is_empty() {
+                        labels::push_exposed(entry_labels, exposed, &mut texts);
+                    }
+                    found.push(Answer {
+                        item: video.owner,
+                        list_id: lid,
+                        list_version: list.version,
+                        list_name: Arc::clone(&list.name),
+                        reference: (start, end),
+                        labels: (end, texts.len() as u32),
+                        segment: Some((hit.first_millis, hit.last_millis)),
+                    });
+                }
+            }
+        }
+        v.texts = texts;
+        if found.is_empty() {
+            return;
+        }
+        // Merge by item: an item's video answers first, then its other answers not
+        // naming the same (list, reference).
+        let others = std::mem::take(&mut v.answers);
+        let text = |a: &Answer| &v.texts[a.reference.0 as usize..a.reference.1 as usize];
+        let mut merged = Vec::with_capacity(found.len() + others.len());
+        let (mut i, mut j) = (0, 0);
+        while i < found.len() || j < others.len() {
+            let item = match (found.get(i), others.get(j)) {
+                (Some(a), Some(b)) => a.item.min(b.item),
+                (Some(a), None) => a.item,
+                (None, Some(b)) => b.item,
+                (None, None) => break,
+            };
+            let first = i;
+            while i < found.len() && found[i].item == item {
+                i += 1;
+            }
+            let mine = &found[first..i];
+            merged.extend_from_slice(mine);
+            while j < others.len() && others[j].item == item {
+                let b = &others[j];
+                if !mine
+                    .iter()
+                    .any(|a| a.list_id == b.list_id && text(a) == text(b))
+                {
+                    merged.push(b.clone());
+                }
+                j += 1;
+            }
+        }
+        v.answers = merged;
     }
 
     /// Fills `v`'s answers: hits of the tenant's lists, less allow-listed
@@ -1117,6 +1432,9 @@ impl Index {
         let policy = state.policies.get(&*v.tenant);
         let wants = |lid: u32| policy.is_none_or(|p| p.wants(lid));
         let q = &v.request.queries;
+        if q.keys.is_empty() {
+            return;
+        }
         let hits = Self::search(state, q, &wants);
         if hits.is_empty() {
             return;
@@ -1204,11 +1522,29 @@ impl Index {
                 list_name: Arc::clone(&list.name),
                 reference: (start, end),
                 labels: (end, texts.len() as u32),
+                segment: None,
             });
         }
         v.served = served;
         v.answers = answers;
         v.texts = texts;
+    }
+
+    /// What one video (its frames) matches in every list, as
+    /// `(list_id, reference, first_millis, last_millis)`: per list the listed
+    /// videos, then the listed images, each in reference order (see
+    /// [`crate::video`]).
+    pub fn match_video(&self, frames: &[Frame]) -> Vec<(u32, String, u32, u32)> {
+        let state = self.shared.state.load_full();
+        let level = Level::current();
+        let mut out = Vec::new();
+        for (&lid, list) in &state.lists {
+            for hit in video_matches(list, frames, level) {
+                let reference = labels::split(hit.stored).0.to_owned();
+                out.push((lid, reference, hit.first_millis, hit.last_millis));
+            }
+        }
+        out
     }
 
     /// Matches groups of PDQ hashes (one item each): returns every
@@ -1245,18 +1581,24 @@ impl Index {
         })
     }
 
-    /// `(md5, sha1, sha256, pdq)` live entry counts of `list_id`.
-    pub fn counts(&self, list_id: u32) -> Result<(usize, usize, usize, usize), CoreError> {
+    /// `(md5, sha1, sha256, pdq, vpdq)` live entry counts of `list_id`.
+    pub fn counts(&self, list_id: u32) -> Result<Counts5, CoreError> {
         let state = self.shared.state.load();
         let l = state
             .lists
             .get(&list_id)
             .ok_or(CoreError::UnknownList(list_id))?;
-        Ok((l.md5.len(), l.sha1.len(), l.sha256.len(), l.pdq.len()))
+        Ok((
+            l.md5.len(),
+            l.sha1.len(),
+            l.sha256.len(),
+            l.pdq.len(),
+            l.vpdq.len(),
+        ))
     }
 
-    /// Segments per tier of `list_id`: `(md5, sha1, sha256, pdq)` (diagnostics).
-    pub fn segments(&self, list_id: u32) -> Result<(usize, usize, usize, usize), CoreError> {
+    /// Segments per tier of `list_id`: `(md5, sha1, sha256, pdq, vpdq)` (diagnostics).
+    pub fn segments(&self, list_id: u32) -> Result<Counts5, CoreError> {
         let state = self.shared.state.load();
         let l = state
             .lists
@@ -1267,6 +1609,7 @@ impl Index {
             l.sha1.parts.len(),
             l.sha256.parts.len(),
             l.pdq.parts.len(),
+            l.vpdq.parts.len(),
         ))
     }
 
@@ -1333,7 +1676,7 @@ mod tests {
             .unwrap();
         let got = idx.match_batch(&queries(&[(Alg::Sha1, 2), (Alg::Md5, 1), (Alg::Pdq, 3)]));
         assert_eq!(got, vec![(0, 2, 21), (1, 1, 10), (1, 2, 20), (2, 1, 11)]);
-        assert_eq!(idx.counts(1).unwrap(), (1, 0, 0, 1));
+        assert_eq!(idx.counts(1).unwrap(), (1, 0, 0, 1, 0));
         idx.apply(
             1,
             &batch(&[(Alg::Md5, 1, 12)], &[(Alg::Md5, 1), (Alg::Pdq, 3)]),
@@ -1399,5 +1742,201 @@ mod tests {
         assert_eq!(run(50, 8), vec![(0, 1, 5)]);
         assert!(run(49, 255).is_empty());
         assert!(run(100, 7).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod video_tests {
+    //! The video match path against the reference rule written out directly.
+    use super::*;
+    use crate::pdq::hamming;
+    use crate::video::prepare;
+    use proptest::prelude::*;
+
+    fn flip(h: &Pdq, bits: &[usize]) -> Pdq {
+        let mut out = *h;
+        for &b in bits {
+            out[b / 64] ^= 1 << (b % 64);
+        }
+        out
+    }
+
+    /// A video as a random walk: each frame a few bits from the one before.
+    fn walk(seed: Pdq, steps: &[Vec<usize>]) -> Vec<Pdq> {
+        let mut h = seed;
+        steps
+            .iter()
+            .map(|bits| {
+                h = flip(&h, bits);
+                h
+            })
+            .collect()
+    }
+
+    /// One batch: `adds` as (algorithm, hash, reference), `dels` retired.
+    fn batch(adds: &[(Alg, Pdq, String)], dels: &[(Alg, Pdq)], first_id: u64) -> Batch {
+        let slot = |h: &Pdq| crate::pdq::pdq_to_bytes(h).to_vec();
+        let mut refs = String::new();
+        let mut ends = Vec::new();
+        for (_, _, r) in adds {
+            refs.push_str(r);
+            ends.extend((refs.len() as u32).to_le_bytes());
+        }
+        Batch::decode(
+            &adds.iter().map(|a| a.0 as u8).collect::<Vec<_>>(),
+            &adds.iter().flat_map(|a| slot(&a.1)).collect::<Vec<_>>(),
+            &(0..adds.len() as u64)
+                .flat_map(|i| (first_id + i).to_le_bytes())
+                .collect::<Vec<_>>(),
+            &dels.iter().map(|d| d.0 as u8).collect::<Vec<_>>(),
+            &dels.iter().flat_map(|d| slot(&d.1)).collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .with_refs(&ends, refs.as_bytes())
+        .unwrap()
+    }
+
+    /// Every prepared query frame against every listed frame of every reference.
+    fn oracle(
+        videos: &BTreeMap<String, Vec<Pdq>>,
+        images: &BTreeMap<String, Vec<Pdq>>,
+        query: &[Frame],
+        rule: &VideoRule,
+    ) -> Vec<(u32, String, u32, u32)> {
+        let q = prepare(query, rule.min_quality);
+        let near = |a: &Pdq, b: &Pdq| hamming(a, b) <= rule.threshold;
+        let segment = |found: &[&Frame]| {
+            (
+                found.iter().map(|f| f.millis).min().unwrap(),
+                found.iter().map(|f| f.millis).max().unwrap(),
+            )
+        };
+        let mut out = Vec::new();
+        for (reference, c) in videos {
+            let qm: Vec<&Frame> = q
+                .iter()
+                .filter(|f| c.iter().any(|h| near(&f.pdq, h)))
+                .collect();
+            let cm = c
+                .iter()
+                .filter(|h| q.iter().any(|f| near(&f.pdq, h)))
+                .count();
+            let q_share = qm.len() as f64 * 100.0 / q.len().max(1) as f64;
+            let c_share = cm as f64 * 100.0 / c.len().max(1) as f64;
+            if !qm.is_empty()
+                && q_share >= f64::from(rule.query_percent)
+                && c_share >= f64::from(rule.listed_percent)
+            {
+                let (a, b) = segment(&qm);
+                out.push((1, reference.clone(), a, b));
+            }
+        }
+        for (reference, hashes) in images {
+            let qm: Vec<&Frame> = q
+                .iter()
+                .filter(|f| hashes.iter().any(|h| near(&f.pdq, h)))
+                .collect();
+            if !qm.is_empty() {
+                let (a, b) = segment(&qm);
+                out.push((1, reference.clone(), a, b));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Videos listed frame by frame in batches (a frame hash shared by two videos
+        /// belongs to the one listed last), some frames retired, a few images; queries
+        /// mixing near copies of listed frames with unrelated ones: the index answers
+        /// as the oracle does, for any rule.
+        #[test]
+        fn video_matches_agree_with_the_reference_rule(
+            seeds in proptest::collection::vec((any::<[u64; 4]>(), 0usize..3), 1..8),
+            steps in proptest::collection::vec(proptest::collection::vec(0usize..256, 0..6), 30),
+            lens in proptest::collection::vec(1usize..30, 8),
+            retire in proptest::collection::vec((0usize..8, 0usize..30), 0..10),
+            image_picks in proptest::collection::vec((0usize..8, 0usize..30, proptest::collection::vec(0usize..256, 0..8)), 0..3),
+            picks in proptest::collection::vec((0usize..8, 0usize..30, proptest::collection::vec(0usize..256, 0..40), 0u8..=100), 0..50),
+            threshold in 0u8..48,
+            min_quality in 0u8..=100,
+            query_percent in 0u8..=100,
+            listed_percent in 0u8..=100,
+        ) {
+            let idx = Index::with_background(false);
+            let config = ListConfig::new(i64::from(threshold), i64::from(min_quality))
+                .unwrap()
+                .with_video(i64::from(query_percent), i64::from(listed_percent))
+                .unwrap();
+            idx.configure_list(1, config);
+            // Videos sharing a seed share frames: the later one takes them over.
+            let listed: Vec<Vec<Pdq>> = seeds
+                .iter()
+                .enumerate()
+                .map(|(i, (s, share))| {
+                    let seed = if *share == 0 && i > 0 { seeds[i - 1].0 } else { *s };
+                    let mut frames = walk(seed, &steps[..lens[i]]);
+                    let mut seen = HashSet::new();
+                    frames.retain(|h| seen.insert(*h));
+                    frames
+                })
+                .collect();
+            let mut owner: HashMap<Pdq, String> = HashMap::new();
+            let mut next_id = 1u64;
+            for (i, frames) in listed.iter().enumerate() {
+                let reference = format!("video-{i}");
+                let adds: Vec<(Alg, Pdq, String)> =
+                    frames.iter().map(|h| (Alg::Vpdq, *h, reference.clone())).collect();
+                idx.apply(1, &batch(&adds, &[], next_id)).unwrap();
+                next_id += adds.len() as u64;
+                for h in frames {
+                    owner.insert(*h, reference.clone());
+                }
+            }
+            let mut gone: Vec<(Alg, Pdq)> = retire
+                .iter()
+                .map(|(v, f)| {
+                    let frames = &listed[v % listed.len()];
+                    (Alg::Vpdq, frames[f % frames.len()])
+                })
+                .collect();
+            gone.sort_unstable();
+            gone.dedup();
+            idx.apply(1, &batch(&[], &gone, next_id)).unwrap();
+            for (_, h) in &gone {
+                owner.remove(h);
+            }
+            let mut images: BTreeMap<String, Vec<Pdq>> = BTreeMap::new();
+            let mut image_adds = Vec::new();
+            for (k, (v, f, bits)) in image_picks.iter().enumerate() {
+                let frames = &listed[v % listed.len()];
+                let h = flip(&frames[f % frames.len()], bits);
+                if image_adds.iter().any(|a: &(Alg, Pdq, String)| a.1 == h) {
+                    continue;
+                }
+                let reference = format!("image-{k}");
+                images.entry(reference.clone()).or_default().push(h);
+                image_adds.push((Alg::Pdq, h, reference));
+            }
+            idx.apply(1, &batch(&image_adds, &[], next_id + 1000)).unwrap();
+            let mut videos: BTreeMap<String, Vec<Pdq>> = BTreeMap::new();
+            for (h, r) in &owner {
+                videos.entry(r.clone()).or_default().push(*h);
+            }
+            let query: Vec<Frame> = picks
+                .iter()
+                .enumerate()
+                .map(|(j, (v, f, bits, quality))| {
+                    let frames = &listed[v % listed.len()];
+                    Frame {
+                        pdq: flip(&frames[f % frames.len()], bits),
+                        quality: *quality,
+                        millis: j as u32 * 1000,
+                    }
+                })
+                .collect();
+            let want = oracle(&videos, &images, &query, &config.video_rule());
+            prop_assert_eq!(idx.match_video(&query), want);
+        }
     }
 }

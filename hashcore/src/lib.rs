@@ -22,7 +22,7 @@
 //!   the response bytes ([`proto`]: the wire format).
 //!
 //! Wire encoding shared with the binding (see [`index`]): one algorithm byte per
-//! entry (`1` MD5, `2` SHA-1, `3` SHA-256, `4` PDQ), one 32-byte slot per hash
+//! entry (`1` MD5, `2` SHA-1, `3` SHA-256, `4` PDQ, `5` VPDQ: one video frame), one 32-byte slot per hash
 //! with the digest left-aligned and zero padding, entry ids as little-endian
 //! `u64`.
 
@@ -41,6 +41,7 @@ pub mod simd;
 pub mod stats;
 pub mod tier;
 pub mod verdicts;
+pub mod video;
 
 #[cfg(feature = "python")]
 mod python;

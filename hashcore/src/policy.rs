@@ -27,7 +27,8 @@ impl Policy {
         let mut pdq: Vec<Pdq> = Vec::new();
         for k in allow {
             match k {
-                Key::Pdq(h) => pdq.push(h),
+                // A video frame is a PDQ hash: either form allow-lists it.
+                Key::Pdq(h) | Key::Vpdq(h) => pdq.push(h),
                 k => {
                     exact.insert(k);
                 }
@@ -70,7 +71,7 @@ impl Policy {
         pos: &mut Vec<u32>,
     ) -> bool {
         match key {
-            Key::Pdq(h) => self.pdq.as_ref().is_some_and(|seg| {
+            Key::Pdq(h) | Key::Vpdq(h) => self.pdq.as_ref().is_some_and(|seg| {
                 pos.clear();
                 seg.search(
                     level,

@@ -77,7 +77,8 @@ impl PyIndex {
         }
     }
 
-    #[pyo3(signature = (list_id, pdq_threshold, pdq_min_quality, name=None, exposed_labels=Vec::new()))]
+    #[pyo3(signature = (list_id, pdq_threshold, pdq_min_quality, name=None, exposed_labels=Vec::new(), video_query_percent=80, video_listed_percent=0))]
+    #[allow(clippy::too_many_arguments)]
     fn configure_list(
         &self,
         list_id: i64,
@@ -85,9 +86,13 @@ impl PyIndex {
         pdq_min_quality: i64,
         name: Option<&str>,
         exposed_labels: Vec<String>,
+        video_query_percent: i64,
+        video_listed_percent: i64,
     ) -> Result<(), CoreError> {
         let id = index::list_id(list_id)?;
-        let config = ListConfig::new(pdq_threshold, pdq_min_quality)?.exposing(&exposed_labels)?;
+        let config = ListConfig::new(pdq_threshold, pdq_min_quality)?
+            .exposing(&exposed_labels)?
+            .with_video(video_query_percent, video_listed_percent)?;
         self.inner.configure_list_named(id, config, name);
         Ok(())
     }
@@ -223,11 +228,11 @@ impl PyIndex {
         detached(py, || self.inner.compact());
     }
 
-    fn segments(&self, list_id: i64) -> Result<(usize, usize, usize, usize), CoreError> {
+    fn segments(&self, list_id: i64) -> Result<index::Counts5, CoreError> {
         self.inner.segments(index::list_id(list_id)?)
     }
 
-    fn counts(&self, list_id: i64) -> Result<(usize, usize, usize, usize), CoreError> {
+    fn counts(&self, list_id: i64) -> Result<index::Counts5, CoreError> {
         self.inner.counts(index::list_id(list_id)?)
     }
 
@@ -255,6 +260,11 @@ impl PyVerdicts {
     #[getter]
     fn items(&self) -> usize {
         self.inner.items()
+    }
+
+    #[getter]
+    fn cost(&self) -> usize {
+        self.inner.cost()
     }
 
     #[getter]

@@ -7,7 +7,11 @@
 //!
 //! * `item_id`: at most 256 bytes of UTF-8 without control characters;
 //! * `hashes`: 1 to 16; each a known algorithm with a digest of its length,
-//!   `quality` only on PDQ and at most 100.
+//!   `quality` only on PDQ and at most 100; at most one VPDQ hash (a video),
+//!   which carries no value and no quality but 1 to [`MAX_VIDEO_FRAMES`]
+//!   `frames`, each a 32-byte PDQ hash with a quality of at most 100; only VPDQ
+//!   carries frames. A request holds at most [`MAX_VIDEO_FRAMES`] frames in all.
+//!   Degenerate frames, like degenerate PDQ hashes, are not searched.
 //! * a batch holds 1 to 10,000 items; an item's paths are prefixed `items[i].`.
 //!
 //! Undecodable input: bytes that are not a protobuf message are one
@@ -24,10 +28,16 @@ use crate::changes::{is_degenerate_pdq, Violation};
 use crate::index::{Key, Queries, DISTANCE_DEFAULT, QUALITY_UNKNOWN};
 use crate::pdq::pdq_from_bytes;
 use crate::proto::{Reader, Value};
+use crate::video::Frame;
 
 pub const MAX_ITEM_ID_BYTES: usize = 256;
 pub const MAX_HASHES_PER_ITEM: usize = 16;
 pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Most frames of one video query, and of all the video queries of one request.
+pub const MAX_VIDEO_FRAMES: usize = 100_000;
+/// Invalid frames named one by one per hash; the rest are counted.
+const NAMED_FRAMES: usize = 10;
+const VPDQ: i32 = 5;
 
 pub const NOT_PROTOBUF: &str = "the request is not a valid protobuf message";
 const ITEM_NOT_PROTOBUF: &str = "is not a valid protobuf message";
@@ -63,6 +73,15 @@ pub struct Request {
     pub owners: Vec<u32>,
     /// Some valid item has a well-formed PDQ hash.
     pub has_pdq: bool,
+    /// The video of each valid item that has one (PDQ left out when paused).
+    pub videos: Vec<VideoQuery>,
+}
+
+/// One video to match: its item and its frames, degenerate ones left out.
+#[derive(Debug, Clone, Default)]
+pub struct VideoQuery {
+    pub owner: u32,
+    pub frames: Vec<Frame>,
 }
 
 /// One `Hash` as read.
@@ -71,6 +90,35 @@ struct HashField<'a> {
     alg: u64,
     value: &'a [u8],
     quality: Option<u64>,
+    /// Number of `frames`, read again from `body` when needed.
+    frames: usize,
+    body: &'a [u8],
+}
+
+/// One `VideoFrame` as read: `(pdq, quality, timestamp_ms)`, the varints as
+/// protobuf keeps a `uint32` (low 32 bits).
+fn video_frames<'a>(body: &'a [u8]) -> impl Iterator<Item = (&'a [u8], u32, u32)> + 'a {
+    let mut reader = Reader::new(body);
+    std::iter::from_fn(move || loop {
+        match reader.next().ok()?? {
+            (4, Value::Len(frame)) => return Some(read_frame(frame)),
+            _ => continue,
+        }
+    })
+}
+
+fn read_frame(body: &[u8]) -> (&[u8], u32, u32) {
+    let (mut pdq, mut quality, mut millis): (&[u8], u32, u32) = (&[], 0, 0);
+    let mut reader = Reader::new(body);
+    while let Ok(Some((field, value))) = reader.next() {
+        match (field, value) {
+            (1, Value::Len(v)) => pdq = v,
+            (2, Value::Varint(v)) => quality = v as u32,
+            (3, Value::Varint(v)) => millis = v as u32,
+            _ => {}
+        }
+    }
+    (pdq, quality, millis)
 }
 
 impl Request {
@@ -155,6 +203,14 @@ impl Request {
                 ),
             }
         }
+        let frames: usize = req.videos.iter().map(|v| v.frames.len()).sum();
+        if frames > MAX_VIDEO_FRAMES {
+            req.violations.push(violation(
+                "items",
+                format!("at most {MAX_VIDEO_FRAMES} video frames per request, got {frames}"),
+            ));
+            return req;
+        }
         req.fill_distances();
         req
     }
@@ -211,6 +267,12 @@ impl Request {
         for (j, h) in hashes.iter().enumerate() {
             check_hash(h, prefix, j, &mut out);
         }
+        if hashes.iter().filter(|h| alg_number(h.alg) == VPDQ).count() > 1 {
+            out.push(violation(
+                format!("{prefix}hashes"),
+                "at most one VPDQ hash (one video) per item",
+            ));
+        }
         if !out.is_empty() {
             self.refuse_item(Some(id), out);
             return;
@@ -218,6 +280,21 @@ impl Request {
         let owner = self.items.len() as u32;
         let mut has_pdq = false;
         for h in hashes {
+            if alg_number(h.alg) == VPDQ {
+                has_pdq = true;
+                if !pdq_paused {
+                    let frames = video_frames(h.body)
+                        .filter(|(pdq, _, _)| !is_degenerate_pdq(pdq))
+                        .map(|(pdq, quality, millis)| Frame {
+                            pdq: pdq_from_bytes(pdq.try_into().expect("checked: 32 bytes")),
+                            quality: quality as u8,
+                            millis,
+                        })
+                        .collect();
+                    self.videos.push(VideoQuery { owner, frames });
+                }
+                continue;
+            }
             let Some(key) = key_of(h) else { continue };
             let quality = h
                 .quality
@@ -273,6 +350,7 @@ fn expected_len(alg: i32) -> Option<usize> {
         1 => Some(16),
         2 => Some(20),
         3 | 4 => Some(32),
+        VPDQ => Some(0),
         _ => None,
     }
 }
@@ -287,6 +365,10 @@ fn check_hash(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violati
         ));
         return;
     };
+    if alg == VPDQ {
+        check_video(h, prefix, j, out);
+        return;
+    }
     if h.value.len() != expected {
         out.push(violation(
             format!("{prefix}hashes[{j}].value"),
@@ -294,6 +376,12 @@ fn check_hash(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violati
                 "must be {expected} bytes for this algorithm, got {}",
                 h.value.len()
             ),
+        ));
+    }
+    if h.frames > 0 {
+        out.push(violation(
+            format!("{prefix}hashes[{j}].frames"),
+            "only a VPDQ hash carries frames",
         ));
     }
     if let Some(q) = h.quality {
@@ -309,6 +397,69 @@ fn check_hash(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violati
                 "must be 0-100",
             ));
         }
+    }
+}
+
+/// The checks of a VPDQ query hash: no value or quality, and 1 to
+/// [`MAX_VIDEO_FRAMES`] well-formed frames (the first few bad ones named).
+fn check_video(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violation>) {
+    let path = format!("{prefix}hashes[{j}]");
+    if !h.value.is_empty() {
+        out.push(violation(
+            format!("{path}.value"),
+            "must be empty in a VPDQ query: the video's frames go in frames",
+        ));
+    }
+    if h.quality.is_some() {
+        out.push(violation(
+            format!("{path}.quality"),
+            "must be absent in a VPDQ query: each frame carries its quality",
+        ));
+    }
+    if h.frames == 0 {
+        out.push(violation(
+            format!("{path}.frames"),
+            "a VPDQ query needs at least one frame",
+        ));
+        return;
+    }
+    if h.frames > MAX_VIDEO_FRAMES {
+        out.push(violation(
+            format!("{path}.frames"),
+            format!(
+                "at most {MAX_VIDEO_FRAMES} frames per video, got {}",
+                h.frames
+            ),
+        ));
+        return;
+    }
+    let mut bad = 0usize;
+    for (k, (pdq, quality, _)) in video_frames(h.body).enumerate() {
+        let mut problems = Vec::new();
+        if pdq.len() != 32 {
+            problems.push(violation(
+                format!("{path}.frames[{k}].pdq"),
+                format!("must be 32 bytes, got {}", pdq.len()),
+            ));
+        }
+        if quality > 100 {
+            problems.push(violation(
+                format!("{path}.frames[{k}].quality"),
+                "must be 0-100",
+            ));
+        }
+        if !problems.is_empty() {
+            bad += 1;
+            if bad <= NAMED_FRAMES {
+                out.append(&mut problems);
+            }
+        }
+    }
+    if bad > NAMED_FRAMES {
+        out.push(violation(
+            format!("{path}.frames"),
+            format!("{bad} frames are invalid (the first {NAMED_FRAMES} are named)"),
+        ));
     }
 }
 
@@ -357,6 +508,8 @@ fn read_hash(body: &[u8]) -> Option<HashField<'_>> {
         alg: 0,
         value: &[],
         quality: None,
+        frames: 0,
+        body,
     };
     let mut reader = Reader::new(body);
     while let Some((field, value)) = reader.next().ok()? {
@@ -364,6 +517,12 @@ fn read_hash(body: &[u8]) -> Option<HashField<'_>> {
             (1, Value::Varint(v)) => h.alg = v,
             (2, Value::Len(v)) => h.value = v,
             (3, Value::Varint(v)) => h.quality = Some(v),
+            (4, Value::Len(frame)) => {
+                // A frame that is not a message makes the item undecodable.
+                let mut r = Reader::new(frame);
+                while r.next().ok()?.is_some() {}
+                h.frames += 1;
+            }
             _ => {}
         }
     }

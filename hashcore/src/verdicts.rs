@@ -45,6 +45,8 @@ pub struct Answer {
     /// `Verdicts::texts[labels.0..labels.1]`: the exposed labels, in their
     /// stored form (see [`crate::labels`]); empty when none are shown.
     pub labels: (u32, u32),
+    /// For a video query: the first and last timestamp (ms) of its matching frames.
+    pub segment: Option<(u32, u32)>,
 }
 
 /// What one request gets: its items' references, ready to encode.
@@ -93,6 +95,18 @@ impl Verdicts {
     /// Items of the request (0 when the call itself was refused unread).
     pub fn items(&self) -> usize {
         self.request.items.len()
+    }
+
+    /// What the request costs a tenant's rate limit: its items, a video item counting
+    /// one per frame searched (each frame is a PDQ search, as an image item is).
+    pub fn cost(&self) -> usize {
+        let frames: usize = self
+            .request
+            .videos
+            .iter()
+            .map(|v| v.frames.len().saturating_sub(1))
+            .sum();
+        self.items() + frames
     }
 
     /// `(item, PDQ value, served hit)` of every PDQ hash searched.
@@ -183,7 +197,14 @@ impl Verdicts {
                     let reference = self.reference(a).as_bytes();
                     let name = a.list_name.as_bytes();
                     let shown = self.labels(a);
-                    let size = str_size(name)
+                    let segment = a.segment.map(|(first, last)| {
+                        let mut msg = Vec::with_capacity(12);
+                        put_uint(1, u64::from(first), &mut msg);
+                        put_uint(2, u64::from(last), &mut msg);
+                        msg
+                    });
+                    let size = segment.as_ref().map_or(0, |m| len_field_size(m.len()))
+                        + str_size(name)
                         + str_size(reference)
                         + if a.list_version == 0 {
                             0
@@ -204,6 +225,10 @@ impl Verdicts {
                         put_varint(label_entry_size(k, v) as u64, &mut body);
                         put_str(1, k.as_bytes(), &mut body);
                         put_str(2, v.as_bytes(), &mut body);
+                    }
+                    if let Some(msg) = &segment {
+                        // VideoSegment video_segment = 5 (present even when empty).
+                        put_len(5, msg, &mut body);
                     }
                     if count {
                         self.counts.add(&self.tenant, a.list_id, reference, now);

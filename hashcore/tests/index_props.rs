@@ -195,7 +195,7 @@ fn run_ops(
             model.answer(queries)
         );
         for (&l, (_, entries)) in &model.lists {
-            let (m5, s1, s2, p) = index.counts(l).unwrap();
+            let (m5, s1, s2, p, _) = index.counts(l).unwrap();
             let count = |a: u8| entries.keys().filter(|h| h.alg == a).count();
             prop_assert_eq!((m5, s1, s2, p), (count(1), count(2), count(3), count(4)));
         }

@@ -67,6 +67,7 @@ fn key_hash(k: &Key, quality: Option<u64>) -> Vec<u8> {
         Key::Sha1(d) => hash(2, d, quality),
         Key::Sha256(d) => hash(3, d, quality),
         Key::Pdq(h) => hash(4, &pdq_to_bytes(h), quality),
+        Key::Vpdq(h) => hash(5, &pdq_to_bytes(h), quality),
     }
 }
 
@@ -79,6 +80,7 @@ fn packed(keys: &[Key]) -> (Vec<u8>, Vec<u8>) {
             Key::Sha1(d) => (2, d.to_vec()),
             Key::Sha256(d) => (3, d.to_vec()),
             Key::Pdq(h) => (4, pdq_to_bytes(h).to_vec()),
+            Key::Vpdq(h) => (5, pdq_to_bytes(h).to_vec()),
         };
         algs.push(a);
         let mut slot = d;
@@ -235,7 +237,7 @@ fn each_rule_names_its_field() {
     );
     let bad = [
         hash(0, &[1; 16], None),
-        hash(5, &[1; 16], None),
+        hash(6, &[1; 16], None),
         hash(2, &[1; 16], Some(3)),
         hash(4, &balanced_pdq(0), Some(101)),
         hash(4, &balanced_pdq(0), Some(100)),

@@ -78,6 +78,7 @@ fn index_memory_grows_with_each_algorithm() {
         (Alg::Sha1, 20),
         (Alg::Sha256, 32),
         (Alg::Pdq, 32),
+        (Alg::Vpdq, 32),
     ] {
         let n = 500u32;
         let mut hashes = Vec::new();
@@ -112,7 +113,7 @@ fn diagnostics_count_segments_and_reference_bytes() {
     use hashcore::index::{Alg, Batch, Index, ListConfig, SLOT};
     let idx = Index::with_background(false);
     idx.configure_list(1, ListConfig::new(31, 50).expect("valid"));
-    assert_eq!(idx.segments(1).expect("known list"), (0, 0, 0, 0));
+    assert_eq!(idx.segments(1).expect("known list"), (0, 0, 0, 0, 0));
     assert_eq!(idx.reference_bytes(1).expect("known list"), 0);
     let refs: Vec<String> = (0..100).map(|i| format!("reference-{i:04}")).collect();
     let mut hashes = Vec::new();
@@ -131,7 +132,7 @@ fn diagnostics_count_segments_and_reference_bytes() {
         .expect("valid batch");
     idx.apply(1, &batch).expect("applied");
     // One MD5 segment, nothing in the other tiers.
-    assert_eq!(idx.segments(1).expect("known list"), (1, 0, 0, 0));
+    assert_eq!(idx.segments(1).expect("known list"), (1, 0, 0, 0, 0));
     // At least the text of the hundred references is held.
     assert!(idx.reference_bytes(1).expect("known list") >= text.len());
     assert!(idx.segments(2).is_err() && idx.reference_bytes(2).is_err());

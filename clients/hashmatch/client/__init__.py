@@ -1,7 +1,7 @@
 """hashmatch client SDK: match uploads (platforms) and keep hash lists in sync (hotlines)."""
 
 from hashmatch.client.aio import AsyncMatchClient
-from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
+from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, VPDQ, make_hash, make_video_hash
 from hashmatch.client.connection import Connection, RetryPolicy, TlsConfig
 from hashmatch.client.errors import (
     AlreadyExists,
@@ -34,6 +34,7 @@ __all__ = [
     "PDQ",
     "SHA1",
     "SHA256",
+    "VPDQ",
     "AlreadyExists",
     "ApplyResult",
     "AsyncMatchClient",
@@ -65,4 +66,5 @@ __all__ = [
     "file_hashes_to_proto",
     "hash_file",
     "make_hash",
+    "make_video_hash",
 ]

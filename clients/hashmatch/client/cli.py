@@ -179,7 +179,8 @@ Prints the rows of a list file, as push and apply read them (algorithm,hash_hex,
 reference_id[,quality]): for every file its MD5, SHA-1 and SHA-256 and, for images, its
 PDQ with quality; a photo with an EXIF orientation other than 1 gets two PDQ rows, the
 upright picture and the pixels as stored (what Meta's tools hash), so platforms match it
-whichever way they hash. Nothing is sent anywhere.
+whichever way they hash; a video (with the [video] extra) gets one vpdq row per distinct
+frame of the whole video. Nothing is sent anywhere.
 
 The reference ID is the file's name, or for a file found in a folder given, its path
 inside that folder; --reference-id gives every file the same one. A hash already printed

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from hashmatch.client.algorithms import NAMES, PDQ
+from hashmatch.client.algorithms import NAMES, PDQ, VPDQ
 from hashmatch.client.listformats.rows import BadRow, Row
 
 # A PDQ hash with fewer or more set bits than these is that of a flat or blank image,
@@ -30,7 +30,8 @@ def is_degenerate_pdq(value: bytes) -> bool:
 
 def entry_problem(row: Row, *, retire: bool, pdq_min_quality: int | None) -> str | None:
     """Why the server would refuse this row's entry on its own, if it would."""
-    if retire or row.retire or row.algorithm != PDQ:
+    # A VPDQ entry is one frame of a video: a PDQ hash under PDQ's rules.
+    if retire or row.retire or row.algorithm not in (PDQ, VPDQ):
         return None
     if is_degenerate_pdq(row.value):
         return (

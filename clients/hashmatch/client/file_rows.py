@@ -3,12 +3,13 @@
 A hotline hashes the material it vetted with the same hasher the platforms run, so the list
 matches what they send. Each file gives its MD5, SHA-1 and SHA-256 and, per media kind, its
 perceptual hashes: for an image its PDQ (both PDQs of a photo with an EXIF orientation: the
-upright picture and the pixels as stored). Rows are the positional list-file layout,
-``algorithm,hash_hex,reference_id[,quality]`` (see listfile.py).
+upright picture and the pixels as stored), for a video one VPDQ row per distinct frame.
+Rows are the positional list-file layout, ``algorithm,hash_hex,reference_id[,quality]``
+(see listfile.py).
 
-Each media kind is one function in ``MEDIA_ROWS``: it is given the file and what `hash_file`
-computed, and returns its rows, or none when the file is not of its kind. A new kind (video)
-is one more function there.
+Each image kind is one function in ``MEDIA_ROWS``: it is given the file and what `hash_file`
+computed, and returns its rows, or none when the file is not of its kind. A video, which
+`hash_file` does not decode, gets its rows from ``video_rows``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from hashmatch.client.algorithms import MD5, NAMES, PDQ, SHA1, SHA256
+from hashmatch.client.algorithms import MD5, NAMES, PDQ, SHA1, SHA256, VPDQ
+from hashmatch.client.entrychecks import is_degenerate_pdq
 from hashmatch.client.hashing import FileHashes, hash_file
 from hashmatch.client.scan import Found, walk
-from hashmatch.client.video import holds_video
+from hashmatch.client.video import UndecodableVideo, VideoNotInstalled, hash_video, holds_video
 
 # The service's limit on a reference ID (listfile.parse_row checks it too).
 MAX_REFERENCE_BYTES = 128
@@ -96,10 +98,29 @@ def file_rows(
     if pdq and hashes.pdq_skip_reason not in (None, "not an image"):
         out.notes.append(f"no PDQ: {hashes.pdq_skip_reason}")
     if pdq and hashes.pdq_skip_reason == "not an image" and holds_video(path):
-        # Until list files and the contract have a vPDQ entry, say so rather than let a
-        # hotline believe edited copies of the video are caught.
-        out.notes.append("a video: only its digests are listed (no vPDQ list entry yet)")
+        out.rows += video_rows(path, reference_id, min_quality, out.notes)
     return out
+
+
+def video_rows(path: str, reference_id: str, min_quality: int, notes: list[str]) -> list[ListRow]:
+    """A listed video's VPDQ rows: every frame hashed, each distinct hash once, frames
+    below `min_quality` and degenerate ones left out (the list would refuse them); what was
+    left out, or why there are none, goes in `notes`."""
+    try:
+        video = hash_video(path, fps=0)
+    except VideoNotInstalled:
+        notes.append("a video: only its digests are listed (the [video] extra is not installed)")
+        return []
+    except UndecodableVideo as exc:
+        notes.append(f"a video: only its digests are listed ({exc.reason})")
+        return []
+    kept = [f for f in video.frames if f.quality >= min_quality and not is_degenerate_pdq(f.pdq)]
+    if len(kept) < len(video.frames):
+        notes.append(
+            f"a video: {len(video.frames) - len(kept)} of its {len(video.frames)} distinct "
+            f"frames left out (quality below {min_quality}, or flat)"
+        )
+    return [ListRow(VPDQ, f.pdq, reference_id, f.quality) for f in kept]
 
 
 def named_files(paths: Iterable[str], fixed: str | None) -> Iterator[tuple[Found, str]]:

@@ -39,9 +39,13 @@ class ListClient(ChannelClient):
         pdq_min_quality: int | None = None,
         flood: lists_pb2.FloodPolicy | None = None,
         exposed_label_keys: Iterable[str] = (),
+        video_query_percent: int | None = None,
+        video_listed_percent: int | None = None,
     ) -> ListInfo:
         """flood: the quarantine policy (FloodPolicy(factor=0) turns it off);
-        exposed_label_keys: the label keys platforms see in verdicts (default none)."""
+        exposed_label_keys: the label keys platforms see in verdicts (default none);
+        video_query_percent, video_listed_percent: the shares of frames a video match needs
+        (defaults 80 and 0)."""
         request = lists_pb2.CreateListRequest(
             name=name, flood=flood, exposed_label_keys=list(exposed_label_keys)
         )
@@ -49,6 +53,10 @@ class ListClient(ChannelClient):
             request.pdq_threshold = pdq_threshold
         if pdq_min_quality is not None:
             request.pdq_min_quality = pdq_min_quality
+        if video_query_percent is not None:
+            request.video_query_percent = video_query_percent
+        if video_listed_percent is not None:
+            request.video_listed_percent = video_listed_percent
         # Not retried: a create that reached the server would then fail with ALREADY_EXISTS.
         response = self.connection.call(
             lambda: self._stub.CreateList(request, **self._kw()), retry=False

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash
+from hashmatch.client.algorithms import MD5, PDQ, SHA1, SHA256, make_hash, make_video_hash
 from hashmatch.client.connection import ChannelClient, Connection
 from hashmatch.client.errors import HashmatchError, from_rpc_error, from_status
 from hashmatch.client.hashing import (
@@ -24,6 +24,7 @@ from hashmatch.client.hashing import (
     pdq_available,
 )
 from hashmatch.client.results import FileResult, MatchResult, Verdict
+from hashmatch.client.video import UndecodableVideo, VideoNotInstalled, hash_video
 from hashmatch.v1 import hashes_pb2, match_pb2, match_pb2_grpc
 
 Item = tuple[str, Sequence[hashes_pb2.Hash]]
@@ -47,6 +48,22 @@ def file_hashes_to_proto(hashes: FileHashes) -> list[hashes_pb2.Hash]:
             seen.add(pdq.value)
             out.append(make_hash(PDQ, pdq.value, pdq.quality))
     return out
+
+
+# hash_file's reason for a file that holds no image: a video is then tried.
+NOT_AN_IMAGE = "not an image"
+
+
+def video_query_hash(path: StrPath, fps: float = 1.0) -> hashes_pb2.Hash | None:
+    """The VPDQ query hash of a video file, `fps` frames a second, or None when this client
+    cannot hash it as a video (no ``[video]`` extra, no decodable video stream, no frame)."""
+    try:
+        video = hash_video(path, fps=fps)
+    except (VideoNotInstalled, UndecodableVideo):
+        return None
+    if not video.frames:
+        return None
+    return make_video_hash((f.pdq, f.quality, round(f.timestamp * 1000)) for f in video.frames)
 
 
 def batch_request(items: Iterable[Item]) -> match_pb2.MatchBatchRequest:
@@ -218,8 +235,12 @@ class MatchClient(ChannelClient):
         pdq: bool | None = None,
         min_quality: int = 50,
         timeout: float | None = None,
+        video_fps: float = 1.0,
     ) -> FileResult:
         """Hashes a file here and matches it: the upload-time check.
+
+        A video (with the ``[video]`` extra) is also sent as its vPDQ frames, ``video_fps``
+        frames a second, unless ``pdq=False``; the result's ``reason`` is then None.
 
         PDQ is computed when the ``[pdq]`` extra is installed (``pdq=None``) and the file is
         an image of at least ``min_quality``; ``dihedral`` also sends its 7 rotations and
@@ -229,10 +250,15 @@ class MatchClient(ChannelClient):
         when the server refuses or cannot be reached.
         """
         hashes = hash_for_request(path, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
-        result = self.match(file_hashes_to_proto(hashes), item_id, timeout=timeout)
-        return FileResult.from_match(
-            os.fspath(path), result, reason=hashes.pdq_skip_reason, size=hashes.size
-        )
+        request = file_hashes_to_proto(hashes)
+        reason = hashes.pdq_skip_reason
+        if pdq is not False and reason == NOT_AN_IMAGE:
+            video = video_query_hash(path, video_fps)
+            if video is not None:
+                request.append(video)
+                reason = None
+        result = self.match(request, item_id, timeout=timeout)
+        return FileResult.from_match(os.fspath(path), result, reason=reason, size=hashes.size)
 
     def match_files(
         self,

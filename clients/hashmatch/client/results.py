@@ -22,6 +22,8 @@ class Reference:
     reference_id: str
     list_version: int
     labels: dict[str, str] = field(default_factory=dict, compare=True, hash=False)
+    # For a video query: the first and last timestamp (ms) of its frames that matched.
+    video_segment: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,17 @@ class MatchResult:
             item_id=msg.item_id,
             matched=msg.verdict == match_pb2.VERDICT_MATCH,
             references=tuple(
-                Reference(r.list, r.reference_id, r.list_version, dict(sorted(r.labels.items())))
+                Reference(
+                    r.list,
+                    r.reference_id,
+                    r.list_version,
+                    dict(sorted(r.labels.items())),
+                    (
+                        (r.video_segment.first_ms, r.video_segment.last_ms)
+                        if r.HasField("video_segment")
+                        else None
+                    ),
+                )
                 for r in msg.references
             ),
             error=error,
@@ -61,6 +73,9 @@ class ListInfo:
     last_batch_id: str
     # The label keys platforms see in a verdict (none by default).
     exposed_label_keys: tuple[str, ...] = ()
+    # Shares of frames (percent) a video match needs: of the query's, of the listed video's.
+    video_query_percent: int = 80
+    video_listed_percent: int = 0
 
     @classmethod
     def from_proto(cls, msg: lists_pb2.HashList) -> ListInfo:
@@ -76,6 +91,8 @@ class ListInfo:
             updated_at=msg.updated_at.ToDatetime(),
             last_batch_id=msg.last_batch_id,
             exposed_label_keys=tuple(msg.exposed_label_keys),
+            video_query_percent=msg.video_query_percent,
+            video_listed_percent=msg.video_listed_percent,
         )
 
 

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hashmatch/v1/hashes.proto\x12\x0chashmatch.v1\"c\n\x04Hash\x12*\n\talgorithm\x18\x01 \x01(\x0e\x32\x17.hashmatch.v1.Algorithm\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x14\n\x07quality\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\n\n\x08_quality*v\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x11\n\rALGORITHM_MD5\x10\x01\x12\x12\n\x0e\x41LGORITHM_SHA1\x10\x02\x12\x14\n\x10\x41LGORITHM_SHA256\x10\x03\x12\x11\n\rALGORITHM_PDQ\x10\x04*\xe3\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x02\x12\x1b\n\x17\x45RROR_REASON_WRONG_ROLE\x10\x03\x12\x1f\n\x1b\x45RROR_REASON_NOT_LIST_OWNER\x10\x04\x12\x1f\n\x1b\x45RROR_REASON_LIST_NOT_FOUND\x10\x05\x12\x1c\n\x18\x45RROR_REASON_LIST_EXISTS\x10\x06\x12\x1e\n\x1a\x45RROR_REASON_STALE_VERSION\x10\x07\x12\x1a\n\x16\x45RROR_REASON_TOO_LARGE\x10\x08\x12\x1b\n\x17\x45RROR_REASON_STORE_FULL\x10\t\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\n\x12\"\n\x1e\x45RROR_REASON_READ_ONLY_REPLICA\x10\x0b\x12 \n\x1c\x45RROR_REASON_BATCH_ID_REUSED\x10\x0c\x12\x1b\n\x17\x45RROR_REASON_OVERLOADED\x10\r\x12\x1c\n\x18\x45RROR_REASON_STREAM_IDLE\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hashmatch/v1/hashes.proto\x12\x0chashmatch.v1\"@\n\nVideoFrame\x12\x0b\n\x03pdq\x18\x01 \x01(\x0c\x12\x0f\n\x07quality\x18\x02 \x01(\r\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\r\"\x8d\x01\n\x04Hash\x12*\n\talgorithm\x18\x01 \x01(\x0e\x32\x17.hashmatch.v1.Algorithm\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x14\n\x07quality\x18\x03 \x01(\rH\x00\x88\x01\x01\x12(\n\x06\x66rames\x18\x04 \x03(\x0b\x32\x18.hashmatch.v1.VideoFrameB\n\n\x08_quality*\x8a\x01\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x11\n\rALGORITHM_MD5\x10\x01\x12\x12\n\x0e\x41LGORITHM_SHA1\x10\x02\x12\x14\n\x10\x41LGORITHM_SHA256\x10\x03\x12\x11\n\rALGORITHM_PDQ\x10\x04\x12\x12\n\x0e\x41LGORITHM_VPDQ\x10\x05*\xe3\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_FIELD\x10\x01\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x02\x12\x1b\n\x17\x45RROR_REASON_WRONG_ROLE\x10\x03\x12\x1f\n\x1b\x45RROR_REASON_NOT_LIST_OWNER\x10\x04\x12\x1f\n\x1b\x45RROR_REASON_LIST_NOT_FOUND\x10\x05\x12\x1c\n\x18\x45RROR_REASON_LIST_EXISTS\x10\x06\x12\x1e\n\x1a\x45RROR_REASON_STALE_VERSION\x10\x07\x12\x1a\n\x16\x45RROR_REASON_TOO_LARGE\x10\x08\x12\x1b\n\x17\x45RROR_REASON_STORE_FULL\x10\t\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\n\x12\"\n\x1e\x45RROR_REASON_READ_ONLY_REPLICA\x10\x0b\x12 \n\x1c\x45RROR_REASON_BATCH_ID_REUSED\x10\x0c\x12\x1b\n\x17\x45RROR_REASON_OVERLOADED\x10\r\x12\x1c\n\x18\x45RROR_REASON_STREAM_IDLE\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hashmatch.v1.hashes_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALGORITHM']._serialized_start=144
-  _globals['_ALGORITHM']._serialized_end=262
-  _globals['_ERRORREASON']._serialized_start=265
-  _globals['_ERRORREASON']._serialized_end=748
-  _globals['_HASH']._serialized_start=43
-  _globals['_HASH']._serialized_end=142
+  _globals['_ALGORITHM']._serialized_start=254
+  _globals['_ALGORITHM']._serialized_end=392
+  _globals['_ERRORREASON']._serialized_start=395
+  _globals['_ERRORREASON']._serialized_end=878
+  _globals['_VIDEOFRAME']._serialized_start=43
+  _globals['_VIDEOFRAME']._serialized_end=107
+  _globals['_HASH']._serialized_start=110
+  _globals['_HASH']._serialized_end=251
 # @@protoc_insertion_point(module_scope)

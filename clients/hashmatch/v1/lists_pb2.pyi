@@ -52,7 +52,7 @@ class EntryCount(_message.Message):
     def __init__(self, algorithm: _Optional[_Union[_hashes_pb2.Algorithm, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class HashList(_message.Message):
-    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id", "flood", "quarantined", "exposed_label_keys")
+    __slots__ = ("name", "owner", "version", "counts", "pdq_threshold", "pdq_min_quality", "digest", "created_at", "updated_at", "last_batch_id", "flood", "quarantined", "exposed_label_keys", "video_query_percent", "video_listed_percent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class HashList(_message.Message):
     FLOOD_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     EXPOSED_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_QUERY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_LISTED_PERCENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     version: int
@@ -79,7 +81,9 @@ class HashList(_message.Message):
     flood: FloodPolicy
     quarantined: int
     exposed_label_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., quarantined: _Optional[int] = ..., exposed_label_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    video_query_percent: int
+    video_listed_percent: int
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., version: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[EntryCount, _Mapping]]] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., digest: _Optional[bytes] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_batch_id: _Optional[str] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., quarantined: _Optional[int] = ..., exposed_label_keys: _Optional[_Iterable[str]] = ..., video_query_percent: _Optional[int] = ..., video_listed_percent: _Optional[int] = ...) -> None: ...
 
 class LabelKeys(_message.Message):
     __slots__ = ("keys",)
@@ -88,18 +92,22 @@ class LabelKeys(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateListRequest(_message.Message):
-    __slots__ = ("name", "pdq_threshold", "pdq_min_quality", "flood", "exposed_label_keys")
+    __slots__ = ("name", "pdq_threshold", "pdq_min_quality", "flood", "exposed_label_keys", "video_query_percent", "video_listed_percent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PDQ_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PDQ_MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
     FLOOD_FIELD_NUMBER: _ClassVar[int]
     EXPOSED_LABEL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_QUERY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_LISTED_PERCENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     pdq_threshold: int
     pdq_min_quality: int
     flood: FloodPolicy
     exposed_label_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., exposed_label_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    video_query_percent: int
+    video_listed_percent: int
+    def __init__(self, name: _Optional[str] = ..., pdq_threshold: _Optional[int] = ..., pdq_min_quality: _Optional[int] = ..., flood: _Optional[_Union[FloodPolicy, _Mapping]] = ..., exposed_label_keys: _Optional[_Iterable[str]] = ..., video_query_percent: _Optional[int] = ..., video_listed_percent: _Optional[int] = ...) -> None: ...
 
 class CreateListResponse(_message.Message):
     __slots__ = ("list",)

@@ -26,7 +26,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from hashmatch.v1 import hashes_pb2 as hashmatch_dot_v1_dot_hashes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashmatch/v1/match.proto\x12\x0chashmatch.v1\x1a\x17google/rpc/status.proto\x1a\x19hashmatch/v1/hashes.proto\"C\n\x0cMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"\xa9\x01\n\tReference\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x14\n\x0creference_id\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.hashmatch.v1.Reference.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x01\n\rMatchResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.hashmatch.v1.Verdict\x12+\n\nreferences\x18\x03 \x03(\x0b\x32\x17.hashmatch.v1.Reference\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\">\n\x11MatchBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.hashmatch.v1.MatchRequest\"e\n\x12MatchBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.hashmatch.v1.MatchResponse\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n\x10VERDICT_NO_MATCH\x10\x01\x12\x11\n\rVERDICT_MATCH\x10\x02\x32\xc8\x02\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse\x12O\n\nMatchBatch\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse(\x01\x30\x01\x12Y\n\x10MatchBatchStream\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hashmatch/v1/match.proto\x12\x0chashmatch.v1\x1a\x17google/rpc/status.proto\x1a\x19hashmatch/v1/hashes.proto\"C\n\x0cMatchRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.hashmatch.v1.Hash\"\xdc\x01\n\tReference\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x14\n\x0creference_id\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.hashmatch.v1.Reference.LabelsEntry\x12\x31\n\rvideo_segment\x18\x05 \x01(\x0b\x32\x1a.hashmatch.v1.VideoSegment\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0cVideoSegment\x12\x10\n\x08\x66irst_ms\x18\x01 \x01(\r\x12\x0f\n\x07last_ms\x18\x02 \x01(\r\"\x98\x01\n\rMatchResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.hashmatch.v1.Verdict\x12+\n\nreferences\x18\x03 \x03(\x0b\x32\x17.hashmatch.v1.Reference\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\">\n\x11MatchBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.hashmatch.v1.MatchRequest\"e\n\x12MatchBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.hashmatch.v1.MatchResponse\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status*K\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x14\n\x10VERDICT_NO_MATCH\x10\x01\x12\x11\n\rVERDICT_MATCH\x10\x02\x32\xc8\x02\n\x0cMatchService\x12@\n\x05Match\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse\x12O\n\nMatchBatch\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse\x12J\n\x0bMatchStream\x12\x1a.hashmatch.v1.MatchRequest\x1a\x1b.hashmatch.v1.MatchResponse(\x01\x30\x01\x12Y\n\x10MatchBatchStream\x12\x1f.hashmatch.v1.MatchBatchRequest\x1a .hashmatch.v1.MatchBatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REFERENCE_LABELSENTRY']._loaded_options = None
   _globals['_REFERENCE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_VERDICT']._serialized_start=657
-  _globals['_VERDICT']._serialized_end=732
+  _globals['_VERDICT']._serialized_start=759
+  _globals['_VERDICT']._serialized_end=834
   _globals['_MATCHREQUEST']._serialized_start=94
   _globals['_MATCHREQUEST']._serialized_end=161
   _globals['_REFERENCE']._serialized_start=164
-  _globals['_REFERENCE']._serialized_end=333
-  _globals['_REFERENCE_LABELSENTRY']._serialized_start=288
-  _globals['_REFERENCE_LABELSENTRY']._serialized_end=333
-  _globals['_MATCHRESPONSE']._serialized_start=336
-  _globals['_MATCHRESPONSE']._serialized_end=488
-  _globals['_MATCHBATCHREQUEST']._serialized_start=490
-  _globals['_MATCHBATCHREQUEST']._serialized_end=552
-  _globals['_MATCHBATCHRESPONSE']._serialized_start=554
-  _globals['_MATCHBATCHRESPONSE']._serialized_end=655
-  _globals['_MATCHSERVICE']._serialized_start=735
-  _globals['_MATCHSERVICE']._serialized_end=1063
+  _globals['_REFERENCE']._serialized_end=384
+  _globals['_REFERENCE_LABELSENTRY']._serialized_start=339
+  _globals['_REFERENCE_LABELSENTRY']._serialized_end=384
+  _globals['_VIDEOSEGMENT']._serialized_start=386
+  _globals['_VIDEOSEGMENT']._serialized_end=435
+  _globals['_MATCHRESPONSE']._serialized_start=438
+  _globals['_MATCHRESPONSE']._serialized_end=590
+  _globals['_MATCHBATCHREQUEST']._serialized_start=592
+  _globals['_MATCHBATCHREQUEST']._serialized_end=654
+  _globals['_MATCHBATCHRESPONSE']._serialized_start=656
+  _globals['_MATCHBATCHRESPONSE']._serialized_end=757
+  _globals['_MATCHSERVICE']._serialized_start=837
+  _globals['_MATCHSERVICE']._serialized_end=1165
 # @@protoc_insertion_point(module_scope)

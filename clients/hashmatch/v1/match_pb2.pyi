@@ -27,7 +27,7 @@ class MatchRequest(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., hashes: _Optional[_Iterable[_Union[_hashes_pb2.Hash, _Mapping]]] = ...) -> None: ...
 
 class Reference(_message.Message):
-    __slots__ = ("list", "reference_id", "list_version", "labels")
+    __slots__ = ("list", "reference_id", "list_version", "labels", "video_segment")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -39,11 +39,21 @@ class Reference(_message.Message):
     REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     list: str
     reference_id: str
     list_version: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, list: _Optional[str] = ..., reference_id: _Optional[str] = ..., list_version: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    video_segment: VideoSegment
+    def __init__(self, list: _Optional[str] = ..., reference_id: _Optional[str] = ..., list_version: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., video_segment: _Optional[_Union[VideoSegment, _Mapping]] = ...) -> None: ...
+
+class VideoSegment(_message.Message):
+    __slots__ = ("first_ms", "last_ms")
+    FIRST_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_MS_FIELD_NUMBER: _ClassVar[int]
+    first_ms: int
+    last_ms: int
+    def __init__(self, first_ms: _Optional[int] = ..., last_ms: _Optional[int] = ...) -> None: ...
 
 class MatchResponse(_message.Message):
     __slots__ = ("item_id", "verdict", "references", "error")

@@ -29,8 +29,13 @@ class Index:
         pdq_min_quality: int,
         name: str | None = None,
         exposed_labels: Sequence[str] = (),
+        video_query_percent: int = 80,
+        video_listed_percent: int = 0,
     ) -> None:
         """Create list ``list_id`` (u32) if absent, or change its thresholds.
+
+        ``video_query_percent`` and ``video_listed_percent`` (0..=100, else
+        :class:`ValueError`): the shares of frames a video match needs on each side.
 
         ``pdq_threshold`` must be in 0..=63 and ``pdq_min_quality`` in 0..=100,
         else :class:`ValueError`. ``name`` (answered in ``Reference.list``) is set when
@@ -159,11 +164,11 @@ class Index:
     def compact(self) -> None:
         """Run pending segment merges now (they otherwise run on a background thread)."""
 
-    def segments(self, list_id: int) -> tuple[int, int, int, int]:
-        """Segments per algorithm ``(md5, sha1, sha256, pdq)`` of a list (diagnostics)."""
+    def segments(self, list_id: int) -> tuple[int, int, int, int, int]:
+        """Segments per algorithm ``(md5, sha1, sha256, pdq, vpdq)`` of a list (diagnostics)."""
 
-    def counts(self, list_id: int) -> tuple[int, int, int, int]:
-        """``(md5, sha1, sha256, pdq)`` entry counts; :class:`ValueError` if unknown."""
+    def counts(self, list_id: int) -> tuple[int, int, int, int, int]:
+        """``(md5, sha1, sha256, pdq, vpdq)`` entry counts; :class:`ValueError` if unknown."""
 
     def memory_bytes(self) -> int:
         """Approximate heap bytes held by all indexes."""
@@ -179,6 +184,11 @@ class Verdicts:
     @property
     def items(self) -> int:
         """Items in the request (0 when a batch was refused before its items were read)."""
+
+    @property
+    def cost(self) -> int:
+        """What the request costs a tenant's rate limit: ``items``, a video item counting
+        one per frame searched."""
 
     @property
     def has_pdq(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from hashmatch.client.algorithms import PDQ, parse_algorithm, parse_hex_digest
+from hashmatch.client.algorithms import PDQ, VPDQ, parse_algorithm, parse_hex_digest
 from hashmatch.client.labels import LABEL_KEYS, label_problems
 
 MAX_REFERENCE_BYTES = 128
@@ -84,8 +84,8 @@ def parse_row(
         return BadRow(line, problem)
     q: int | None = None
     if quality.strip():
-        if alg != PDQ:
-            return BadRow(line, "only PDQ rows carry a quality")
+        if alg not in (PDQ, VPDQ):
+            return BadRow(line, "only PDQ and VPDQ rows carry a quality")
         try:
             q = int(quality)
         except ValueError:

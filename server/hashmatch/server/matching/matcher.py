@@ -24,6 +24,7 @@ PAUSED = (
 @dataclass(frozen=True)
 class Answer:
     response: bytes
+    # Match items charged to the tenant: a video item counts one per frame searched.
     items: int
 
 
@@ -44,16 +45,16 @@ class Matcher:
         if verdicts.violations and (whole_call or batch):
             raise invalid([Violation(f, d) for f, d in verdicts.violations])
         if not verdicts.has_pdq:  # the common case: no probe state to read
-            return Answer(verdicts.encode(), verdicts.items)
+            return Answer(verdicts.encode(), verdicts.cost)
         paused = self.probes.throttled_for(tenant)
         if paused:
             # Its PDQ items were searched, but none is answered: each gets the pause.
             if whole_call:
                 raise ProbeThrottled(PAUSED, retry_after=paused)
-            return Answer(verdicts.encode(0, int(paused * 1000)), verdicts.items)
+            return Answer(verdicts.encode(0, int(paused * 1000)), verdicts.cost)
         refuse_from = -1
         flagged_at = self.probes.observe_items(tenant, verdicts.pdq_queries())
         if flagged_at is not None:
             refuse_from = flagged_at
         retry_ms = int(self.probes.policy.cooldown * 1000)
-        return Answer(verdicts.encode(refuse_from, retry_ms), verdicts.items)
+        return Answer(verdicts.encode(refuse_from, retry_ms), verdicts.cost)

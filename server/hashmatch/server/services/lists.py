@@ -110,6 +110,16 @@ class ListServicer:
                 pdq_min_quality=quality,
                 flood=flood,
                 exposed_label_keys=exposed,
+                video_query_percent=(
+                    request.video_query_percent
+                    if request.HasField("video_query_percent")
+                    else validation.VIDEO_DEFAULT_QUERY_PERCENT
+                ),
+                video_listed_percent=(
+                    request.video_listed_percent
+                    if request.HasField("video_listed_percent")
+                    else validation.VIDEO_DEFAULT_LISTED_PERCENT
+                ),
             )
         except st.ListExists:
             raise self._name_taken(request.name, tenant) from None
@@ -807,6 +817,8 @@ def to_proto(meta: ListMeta, quarantined: int = 0) -> lists_pb2.HashList:
         ),
         quarantined=quarantined,
         exposed_label_keys=meta.exposed_label_keys,
+        video_query_percent=meta.video_query_percent,
+        video_listed_percent=meta.video_listed_percent,
     )
 
 

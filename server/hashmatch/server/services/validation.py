@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ
+from hashmatch.client.algorithms import DIGEST_LENGTHS, PDQ, VPDQ
 from hashmatch.server.errors import Violation
 from hashmatch.v1 import hashes_pb2, lists_pb2
 
@@ -18,6 +18,8 @@ MAX_CHANGES_PER_BATCH = 100_000
 PDQ_DEFAULT_THRESHOLD = 31
 PDQ_DEFAULT_MIN_QUALITY = 50
 PDQ_MAX_THRESHOLD = 63
+VIDEO_DEFAULT_QUERY_PERCENT = 80
+VIDEO_DEFAULT_LISTED_PERCENT = 0
 
 _LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -39,7 +41,7 @@ def check_hash(msg: hashes_pb2.Hash, path: str, out: list[Violation]) -> bool:
         )
         ok = False
     if msg.HasField("quality"):
-        if msg.algorithm != PDQ:
+        if msg.algorithm not in (PDQ, VPDQ):
             out.append(Violation(f"{path}.quality", "only PDQ hashes carry a quality"))
             ok = False
         elif msg.quality > 100:
@@ -78,6 +80,9 @@ def create_list(req: lists_pb2.CreateListRequest) -> list[Violation]:
         out.append(Violation("pdq_threshold", f"must be 0-{PDQ_MAX_THRESHOLD}"))
     if req.HasField("pdq_min_quality") and req.pdq_min_quality > 100:
         out.append(Violation("pdq_min_quality", "must be 0-100"))
+    for field in ("video_query_percent", "video_listed_percent"):
+        if req.HasField(field) and getattr(req, field) > 100:
+            out.append(Violation(field, "must be 0-100"))
     return out
 
 

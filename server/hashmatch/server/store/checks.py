@@ -44,6 +44,7 @@ from hashmatch.server.core import SLOT, entry_term
 from hashmatch.server.store.changelog import _HEADER as _RECORD_HEADER
 from hashmatch.server.store.changelog import CHANGES, ChangeRecord
 from hashmatch.server.store.keys import LIST_ENTRY, U32
+from hashmatch.server.store.records import ALGORITHMS
 
 if TYPE_CHECKING:
     from hashmatch.server.store import Store
@@ -320,7 +321,7 @@ def _check_list(store: Store, name: str) -> ListReport | None:
     meta, chunks = snapshot
     report = ListReport(meta.name, meta.version, 0, meta.digest.hex())
     digest = ListDigest()
-    counts = [0, 0, 0, 0]
+    counts = [0] * ALGORITHMS
     for algs, slots, _ids, ends_raw, refs in chunks:
         ends = memoryview(ends_raw).cast("I")
         start = 0

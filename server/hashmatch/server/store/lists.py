@@ -32,6 +32,7 @@ from hashmatch.server.store.keys import (
     ref_key_raw,
 )
 from hashmatch.server.store.records import (
+    ALGORITHMS,
     DEFAULT_FLOOD,
     ApplyOutcome,
     FloodPolicy,
@@ -52,6 +53,8 @@ class Lists(StoreBase):
         pdq_min_quality: int,
         flood: FloodPolicy = DEFAULT_FLOOD,
         exposed_label_keys: tuple[str, ...] = (),
+        video_query_percent: int = 80,
+        video_listed_percent: int = 0,
     ) -> ListMeta:
         now = time.time()
         with self._write() as txn:
@@ -65,7 +68,7 @@ class Lists(StoreBase):
                 name=name,
                 owner=owner,
                 version=0,
-                counts=(0, 0, 0, 0),
+                counts=(0,) * ALGORITHMS,
                 pdq_threshold=pdq_threshold,
                 pdq_min_quality=pdq_min_quality,
                 digest=ListDigest().to_bytes(),
@@ -74,6 +77,8 @@ class Lists(StoreBase):
                 updated_at=now,
                 flood=flood,
                 exposed_label_keys=exposed_label_keys,
+                video_query_percent=video_query_percent,
+                video_listed_percent=video_listed_percent,
             )
             txn.put(name.encode(), meta.to_json(), db=self._db("lists"))
             extra = {"exposed_label_keys": list(exposed_label_keys)} if exposed_label_keys else {}
@@ -227,7 +232,7 @@ class Lists(StoreBase):
             tail = cur.key() if cur.last() else b""
             cur.putmulti(changes.ref_pairs(lid, first_id), append=tail < ref_key(lid, first_id))
             digest.add_term(changes.terms_sum())
-            for alg in range(1, 5):
+            for alg in range(1, ALGORITHMS + 1):
                 counts[alg - 1] += algs.count(alg)
             upserted = n
         else:
@@ -257,7 +262,7 @@ class Lists(StoreBase):
         new_meta = replace(
             meta,
             version=version,
-            counts=(counts[0], counts[1], counts[2], counts[3]),
+            counts=tuple(counts),
             digest=digest.to_bytes(),
             next_entry_id=next_id,
             updated_at=now,

@@ -22,6 +22,8 @@ class FloodPolicy(NamedTuple):
 
 
 DEFAULT_FLOOD = FloodPolicy()
+# Algorithms a list counts entries of (md5, sha1, sha256, pdq, vpdq).
+ALGORITHMS = 5
 _STAT = struct.Struct(">QddQd")
 _SHARE = struct.Struct(">QddQ")
 
@@ -84,7 +86,7 @@ class ListMeta:
     name: str
     owner: str
     version: int
-    counts: tuple[int, int, int, int]  # md5, sha1, sha256, pdq
+    counts: tuple[int, ...]  # md5, sha1, sha256, pdq, vpdq
     pdq_threshold: int
     pdq_min_quality: int
     digest: bytes
@@ -95,6 +97,9 @@ class ListMeta:
     flood: FloodPolicy = DEFAULT_FLOOD
     # Label keys platforms see in a verdict (none by default).
     exposed_label_keys: tuple[str, ...] = ()
+    # When a video query matches a listed video (shares of frames, percent).
+    video_query_percent: int = 80
+    video_listed_percent: int = 0
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -105,7 +110,8 @@ class ListMeta:
     def from_json(cls, raw: bytes) -> ListMeta:
         data = json.loads(raw)
         data["digest"] = bytes.fromhex(data["digest"])
-        data["counts"] = tuple(data["counts"])
+        # Lists stored before VPDQ have four counts.
+        data["counts"] = tuple(data["counts"]) + (0,) * (ALGORITHMS - len(data["counts"]))
         data["flood"] = FloodPolicy(*data.get("flood", DEFAULT_FLOOD))
         data["exposed_label_keys"] = tuple(data.get("exposed_label_keys", ()))
         return cls(**data)

@@ -28,7 +28,7 @@ from hashmatch.server.store.errors import (
     StaleVersion,
 )
 from hashmatch.server.store.keys import U64, list_prefix
-from hashmatch.server.store.records import ListMeta
+from hashmatch.server.store.records import ALGORITHMS, ListMeta
 
 if TYPE_CHECKING:
     from hashmatch.server.store import Store
@@ -182,7 +182,7 @@ def _reset(store: Store, txn: Txn, name: str, actor: str, reason: str) -> ListMe
     fresh = replace(
         meta,
         version=0,
-        counts=(0, 0, 0, 0),
+        counts=(0,) * ALGORITHMS,
         digest=EMPTY_DIGEST,
         next_entry_id=1,
         last_batch_id="",

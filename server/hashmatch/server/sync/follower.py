@@ -254,7 +254,7 @@ class IndexFollower:
         after, so a verdict's list_version says which keys it could show)."""
         config = self._configs.get(list_id)
         if config is not None and config[3] != keys:
-            config = (*config[:3], keys)
+            config = (*config[:3], keys, *config[4:])
             self.index.configure_list(list_id, *config)
             self._configs[list_id] = config
 
@@ -293,12 +293,20 @@ class IndexFollower:
             self._thread.join()
 
 
-# What the core is configured with for a list: thresholds, name, exposed label keys.
-Config = tuple[int, int, str, tuple[str, ...]]
+# What the core is configured with for a list: thresholds, name, exposed label keys, video
+# shares.
+Config = tuple[int, int, str, tuple[str, ...], int, int]
 
 
 def _config(meta: ListMeta) -> Config:
-    return (meta.pdq_threshold, meta.pdq_min_quality, meta.name, meta.exposed_label_keys)
+    return (
+        meta.pdq_threshold,
+        meta.pdq_min_quality,
+        meta.name,
+        meta.exposed_label_keys,
+        meta.video_query_percent,
+        meta.video_listed_percent,
+    )
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -419,6 +419,8 @@ class Replicator:
                 info.owner,
                 pdq_threshold=info.pdq_threshold,
                 pdq_min_quality=info.pdq_min_quality,
+                video_query_percent=info.video_query_percent,
+                video_listed_percent=info.video_listed_percent,
                 # Later changes arrive as change-log events (UpdateList).
                 exposed_label_keys=tuple(info.exposed_label_keys),
             )

@@ -21,7 +21,7 @@ from hashmatch.server.sync.follower import IndexFollower
 
 log = logging.getLogger(__name__)
 
-ALGORITHM_NAMES = ("md5", "sha1", "sha256", "pdq")
+ALGORITHM_NAMES = ("md5", "sha1", "sha256", "pdq", "vpdq")
 
 
 # (tenant, list_id, reference_id): who matched which reference.
