@@ -5,6 +5,7 @@ mutation testing cannot see into, and replicas mirror them (benchmarks/mutation)
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,28 @@ def test_grants_are_listed_in_order_and_mirrored_once(store: Store, tmp_path: Pa
     seq = replica.seq()
     assert grants.mirror_grants(replica, grants.all_grants(store)) is False
     assert replica.seq() == seq
+
+
+def test_grants_name_what_is_missing_and_are_audited(store: Store) -> None:
+    store.add_tenant("p", Role.PLATFORM)
+    meta = store.create_list("iwf", "h", pdq_threshold=31, pdq_min_quality=50)
+    with pytest.raises(TenantNotFound, match=r"^nobody$"):
+        grants.grant(store, meta, "nobody", actor="h")
+    with pytest.raises(ListNotFound, match=r"^gone$"):
+        grants.grant(store, replace(meta, name="gone"), "p", actor="h")
+    before = time.time()
+    assert grants.grant(store, meta, "p", actor="h") is True
+    assert grants.grant(store, meta, "p", actor="h") is False
+    (held,) = grants.grants_of(store, meta.id)
+    assert (held.list_id, held.tenant, held.granted_by) == (meta.id, "p", "h")
+    assert before <= held.granted_at <= time.time()
+    assert grants.granted_lists(store, "p") == {meta.id}
+    assert grants.all_grants(store) == [grants.NamedGrant("iwf", "p", held.granted_at, "h")]
+    assert grants.revoke(store, meta, "p", actor="h") is True
+    assert grants.revoke(store, meta, "p", actor="h") is False
+    assert grants.granted_lists(store, "p") == set()
+    records = [
+        (r["actor"], r["action"], r["list"], r["tenant"])
+        for r in store.audit_log(actions=["grant-access", "revoke-access"])
+    ]
+    assert records == [("h", "grant-access", "iwf", "p"), ("h", "revoke-access", "iwf", "p")]
