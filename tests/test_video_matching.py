@@ -23,6 +23,10 @@ from hashmatch.client import (
 )
 from hashmatch.client.algorithms import parse_hex_digest
 from hashmatch.client.cli import main as cli_main
+from hashmatch.client.hashing import FileHashes
+from hashmatch.client.match_client import MAX_REQUEST_FRAMES, HashedFile, chunks
+from hashmatch.client.results import FileResult, Verdict
+from hashmatch.client.scan import ScanOptions, scan
 from hashmatch.server.core import is_degenerate_pdq
 from hashmatch.v1 import hashes_pb2, match_pb2
 from helpers import eventually
@@ -345,3 +349,55 @@ def test_hash_lists_a_video_frame_by_frame_and_push_takes_it(
     assert found.matched
     [ref] = found.references
     assert ref.reference_id == clip.name and ref.video_segment is not None
+
+
+def test_scan_matches_photos_and_every_edited_copy_of_a_listed_video(
+    running: Running, tmp_path: Path
+) -> None:
+    """A platform's folder scan with photos and videos: the pattern video is listed from the
+    reference's hashes of its HD cut, the bridge photo by its PDQ; the barred, grey and logo
+    copies of the pattern (bars trimmed before hashing) match, the doorknob video does not,
+    and the whole folder goes in one scan (videos as their frames at one a second)."""
+    pytest.importorskip("av", reason="the hashmatch-client[video] extra is not installed")
+    pytest.importorskip("pdqhash")
+    images = Path(__file__).resolve().parent / "data" / "pdq" / "images" / "bridge-mods"
+    bridge = "d8f8f0cee0f4a84f0637022a078f67f0b36e2ed596621e1d33e6339c4e9c9b22"
+    lists = running.lists()
+    lists.create_list("videos")
+    push_videos(running, "videos", ("pattern-hd-no-bar",))
+    lists.apply_changes(
+        "videos", "photo", [Change(make_hash(PDQ, parse_hex_digest(PDQ, bridge), 100), "bridge")]
+    )
+    running.service.follower.catch_up()
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    clips = HASHES.parent / "videos"
+    copies = ("pattern-hd-no-bar", "pattern-sd-grey-bar", "pattern-sd-with-small-logo-bar")
+    for name in (*copies, "doorknob-hd-no-bar"):
+        (folder / f"{name}.mp4").write_bytes((clips / f"{name}.mp4").read_bytes())
+    (folder / "photo.jpg").write_bytes((images / "aaa-orig.jpg").read_bytes())
+    got: list[FileResult] = []
+    with running.matcher() as client:
+        summary = scan([folder], client, ScanOptions(workers=0), on_result=got.append)
+    by_name = {Path(r.path).stem: r for r in got}
+    for name in copies:
+        result = by_name[name]
+        assert result.verdict is Verdict.MATCH, (name, result.reason)
+        [ref] = result.references
+        assert ref.reference_id == "pattern-hd-no-bar" and ref.video_segment is not None
+        assert result.reason is None
+    assert by_name["doorknob-hd-no-bar"].verdict is Verdict.NO_MATCH
+    assert by_name["doorknob-hd-no-bar"].reason is None  # its frames were sent
+    assert [r.reference_id for r in by_name["photo"].references] == ["bridge"]
+    assert summary.matched == len(copies) + 1
+
+
+def test_a_scan_splits_its_calls_at_the_frames_a_call_may_carry() -> None:
+    """Many videos in one folder: no call carries more frames than the server takes, and
+    every file is still in exactly one call, in order."""
+    video = make_video_hash((bytes([i % 251]) * 32, 90, i) for i in range(40_000))
+    files = [HashedFile(f"v{i}", FileHashes(b"", b"", b"", 0), video=video) for i in range(5)]
+    calls = list(chunks(files, 1000))
+    assert [len(c) for c in calls] == [2, 2, 1]
+    assert [f.path for c in calls for f in c] == [f.path for f in files]
+    assert all(sum(f.frames for f in c) <= MAX_REQUEST_FRAMES for c in calls)

@@ -259,8 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "scan",
         help="hash files and folders here and match them; only hashes are sent",
-        description="Hash files and folders locally (MD5, SHA-1, SHA-256, PDQ) and match them "
-        "in batches.",
+        description="Hash files and folders locally (MD5, SHA-1, SHA-256, PDQ for images, "
+        "vPDQ frames for videos) and match them in batches.",
         epilog=SCAN_EPILOG,
         formatter_class=raw,
     )
@@ -278,6 +278,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=50,
         help="send no PDQ for images below this quality (default 50)",
+    )
+    p.add_argument(
+        "--video-fps",
+        type=float,
+        default=1.0,
+        help="frames a second a video is hashed at, vPDQ, with the [video] extra (default 1)",
     )
     p.set_defaults(run=_scan)
 
@@ -578,6 +584,7 @@ def _scan(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         min_quality=args.pdq_min_quality,
+        video_fps=args.video_fps,
     )
     report: ReportWriter = open_report(args.report) if args.report else NullReport()
     exclude: set[tuple[int, int]] = set()

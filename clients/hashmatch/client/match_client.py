@@ -31,6 +31,8 @@ Item = tuple[str, Sequence[hashes_pb2.Hash]]
 # The server's cap on items per MatchBatch call.
 MAX_BATCH_ITEMS = 10_000
 DEFAULT_BATCH_ITEMS = 1_000
+# The server's cap on video frames per call (and per video).
+MAX_REQUEST_FRAMES = 100_000
 
 StrPath = str | os.PathLike[str]
 
@@ -115,34 +117,76 @@ class HashedFile:
     path: str
     hashes: FileHashes | None = None
     skipped: FileResult | None = None
+    # The vPDQ query hash of a file that holds a video rather than an image.
+    video: hashes_pb2.Hash | None = None
+
+    @property
+    def frames(self) -> int:
+        return len(self.video.frames) if self.video is not None else 0
+
+    @property
+    def reason(self) -> str | None:
+        """Why no perceptual hash was sent (None when one was)."""
+        if self.hashes is None or self.video is not None:
+            return None
+        return self.hashes.pdq_skip_reason
 
 
 def hash_for_matching(
-    path: StrPath, *, dihedral: bool = False, pdq: bool | None = None, min_quality: int = 50
+    path: StrPath,
+    *,
+    dihedral: bool = False,
+    pdq: bool | None = None,
+    min_quality: int = 50,
+    video_fps: float = 1.0,
 ) -> HashedFile:
     """Hashes one file; an unreadable one becomes a SKIPPED result instead of an exception.
+    A file that holds no image but a video (with the ``[video]`` extra) also gets its vPDQ
+    frames, ``video_fps`` a second, unless ``pdq=False``.
 
     Raises PdqNotInstalled as `resolve_pdq` does."""
     name = os.fspath(path)
     try:
-        return HashedFile(
-            name, hash_for_request(name, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
-        )
+        hashes = hash_for_request(name, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
     except UnreadableFile as exc:
         return HashedFile(name, skipped=FileResult(name, Verdict.SKIPPED, reason=exc.strerror))
+    return _with_video(name, hashes, pdq, video_fps)
+
+
+def _with_video(name: str, hashes: FileHashes, pdq: bool | None, video_fps: float) -> HashedFile:
+    video = None
+    if pdq is not False and hashes.pdq_skip_reason == NOT_AN_IMAGE:
+        video = video_query_hash(name, video_fps)
+    return HashedFile(name, hashes, video=video)
 
 
 def chunks(files: Sequence[HashedFile], size: int) -> Iterator[list[HashedFile]]:
+    """Calls of at most `size` files and MAX_REQUEST_FRAMES video frames (a video over
+    that goes alone: the server names what is wrong with it)."""
     if not 1 <= size <= MAX_BATCH_ITEMS:
         raise ValueError(f"batch size must be 1-{MAX_BATCH_ITEMS}")
-    for start in range(0, len(files), size):
-        yield list(files[start : start + size])
+    chunk: list[HashedFile] = []
+    frames = 0
+    for f in files:
+        if chunk and (len(chunk) >= size or frames + f.frames > MAX_REQUEST_FRAMES):
+            yield chunk
+            chunk, frames = [], 0
+        chunk.append(f)
+        frames += f.frames
+    if chunk:
+        yield chunk
 
 
 def batch_items(files: Sequence[HashedFile]) -> list[Item]:
     """MatchBatch items for the hashed files, with opaque item IDs (never the path)."""
-    hashed = [f.hashes for f in files if f.hashes is not None]
-    return [(str(i), file_hashes_to_proto(h)) for i, h in enumerate(hashed)]
+    items: list[Item] = []
+    for f in files:
+        if f.hashes is not None:
+            hashes = file_hashes_to_proto(f.hashes)
+            if f.video is not None:
+                hashes.append(f.video)
+            items.append((str(len(items)), hashes))
+    return items
 
 
 def merge_results(files: Sequence[HashedFile], answered: Sequence[MatchResult]) -> list[FileResult]:
@@ -158,11 +202,7 @@ def merge_results(files: Sequence[HashedFile], answered: Sequence[MatchResult]) 
         if result.item_id != str(index):
             raise HashmatchError(f"the server answered item {result.item_id!r} for {index}")
         index += 1
-        out.append(
-            FileResult.from_match(
-                f.path, result, reason=f.hashes.pdq_skip_reason, size=f.hashes.size
-            )
-        )
+        out.append(FileResult.from_match(f.path, result, reason=f.reason, size=f.hashes.size))
     if index != len(answered):
         raise HashmatchError(f"the server answered {len(answered)} items for {index}")
     return out
@@ -250,15 +290,10 @@ class MatchClient(ChannelClient):
         when the server refuses or cannot be reached.
         """
         hashes = hash_for_request(path, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
-        request = file_hashes_to_proto(hashes)
-        reason = hashes.pdq_skip_reason
-        if pdq is not False and reason == NOT_AN_IMAGE:
-            video = video_query_hash(path, video_fps)
-            if video is not None:
-                request.append(video)
-                reason = None
-        result = self.match(request, item_id, timeout=timeout)
-        return FileResult.from_match(os.fspath(path), result, reason=reason, size=hashes.size)
+        hashed = _with_video(os.fspath(path), hashes, pdq, video_fps)
+        ((_, item_hashes),) = batch_items([hashed])
+        result = self.match(item_hashes, item_id, timeout=timeout)
+        return FileResult.from_match(hashed.path, result, reason=hashed.reason, size=hashes.size)
 
     def match_files(
         self,
@@ -269,15 +304,20 @@ class MatchClient(ChannelClient):
         min_quality: int = 50,
         batch_size: int = DEFAULT_BATCH_ITEMS,
         timeout: float | None = None,
+        video_fps: float = 1.0,
     ) -> list[FileResult]:
         """Hashes files in this process and matches them in MatchBatch calls, in order.
 
-        Unreadable files come back SKIPPED instead of raising; a failed call raises. PDQ as
-        in `match_file`. For folders and parallel hashing use `hashmatch.client.scan`.
+        Unreadable files come back SKIPPED instead of raising; a failed call raises. PDQ and
+        videos as in `match_file`. For folders and parallel hashing use
+        `hashmatch.client.scan`.
         """
         resolve_pdq(pdq, dihedral)  # before any hashing: PdqNotInstalled
         files = [
-            hash_for_matching(p, dihedral=dihedral, pdq=pdq, min_quality=min_quality) for p in paths
+            hash_for_matching(
+                p, dihedral=dihedral, pdq=pdq, min_quality=min_quality, video_fps=video_fps
+            )
+            for p in paths
         ]
         out: list[FileResult] = []
         for chunk in chunks(files, batch_size):

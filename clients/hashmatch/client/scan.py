@@ -13,6 +13,7 @@ variants with ``dihedral=True``. Item IDs are opaque counters, never paths.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import stat
@@ -28,6 +29,7 @@ from hashmatch.client.hashing import pdq_available
 from hashmatch.client.match_client import (
     DEFAULT_BATCH_ITEMS,
     MAX_BATCH_ITEMS,
+    MAX_REQUEST_FRAMES,
     HashedFile,
     MatchClient,
     StrPath,
@@ -126,12 +128,16 @@ class ScanOptions:
     # None: PDQ when the [pdq] extra is installed.
     pdq: bool | None = None
     timeout: float | None = None
+    # Frames a second a video is hashed at (vPDQ, with the [video] extra).
+    video_fps: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH_ITEMS:
             raise ValueError(f"batch size must be 1-{MAX_BATCH_ITEMS}")
         if self.workers is not None and self.workers < 0:
             raise ValueError("workers must be >= 0")
+        if not (math.isfinite(self.video_fps) and self.video_fps >= 0):
+            raise ValueError(f"video fps must be a finite number, 0 or more, got {self.video_fps}")
 
 
 @dataclass
@@ -204,11 +210,15 @@ class ScanSummary:
         return "\n".join(lines)
 
 
-def _hash_task(path: str, pdq: bool, dihedral: bool, min_quality: int) -> tuple[HashedFile, float]:
+def _hash_task(
+    path: str, pdq: bool, dihedral: bool, min_quality: int, video_fps: float
+) -> tuple[HashedFile, float]:
     """Runs in a worker process. Never raises for a bad file: it comes back SKIPPED."""
     started = time.perf_counter()
     try:
-        hashed = hash_for_matching(path, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
+        hashed = hash_for_matching(
+            path, dihedral=dihedral, pdq=pdq, min_quality=min_quality, video_fps=video_fps
+        )
     except Exception as exc:  # a decoder bug must cost one file, not the run
         hashed = HashedFile(
             path,
@@ -292,13 +302,16 @@ def scan(
             done: Future[tuple[HashedFile, float]] = Future()
             done.set_result((HashedFile(f.path, skipped=_skipped(f.path, f.problem)), 0.0))
             return done
-        return executor.submit(_hash_task, f.path, use_pdq, opts.dihedral, opts.min_quality)
+        return executor.submit(
+            _hash_task, f.path, use_pdq, opts.dihedral, opts.min_quality, opts.video_fps
+        )
 
     executor = _pool(workers)
     window = max(4 * workers, 16)
     pending: deque[tuple[Found, Future[tuple[HashedFile, float]], int]] = deque()
     queue = iter(found)
     batch: list[HashedFile] = []
+    frames = 0  # video frames in `batch`: a call holds at most MAX_REQUEST_FRAMES
     try:
         for f in queue:
             pending.append((f, task(executor, f), 0))
@@ -327,9 +340,14 @@ def scan(
             if nxt is not None:
                 pending.append((nxt, task(executor, nxt), 0))
             bar.advance(1, f.size)
+            if batch and frames + hashed.frames > MAX_REQUEST_FRAMES:
+                flush(batch)
+                frames = 0
             batch.append(hashed)
+            frames += hashed.frames
             if len(batch) >= opts.batch_size:
                 flush(batch)
+                frames = 0
         if summary.aborted is None and batch:
             flush(batch)
         if summary.aborted is not None:
