@@ -13,7 +13,7 @@ import pytest
 from test_workers import Server, own_channel, start_server
 
 from conftest import Running
-from hashmatch.client import MD5, PDQ, ListClient, make_hash
+from hashmatch.client import MD5, PDQ, ListClient, make_hash, make_video_hash
 from hashmatch.client.connection import Connection, RetryPolicy
 from hashmatch.server.matching.probes import ProbeDetector, ProbePolicy
 from hashmatch.v1 import match_pb2, match_pb2_grpc
@@ -21,6 +21,10 @@ from helpers import eventually, flip_bits, random_pdq, upsert
 
 BUDGET = ProbePolicy().flag_after
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+
+
+def hamming(a: bytes, b: bytes) -> int:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
 
 
 def flip(value: bytes, bit: int) -> bytes:
@@ -103,6 +107,58 @@ def test_a_stream_of_neighbours_is_stopped_within_the_budget(
     assert sum(r.verdict == match_pb2.VERDICT_NO_MATCH for r in neighbours) == BUDGET
     assert learned(neighbours) <= 2 * BUDGET
     assert all(r.error.code == RESOURCE_EXHAUSTED for r in neighbours if r.HasField("error"))
+
+
+def video_item(frames: list[bytes], i: int) -> match_pb2.MatchRequest:
+    return match_pb2.MatchRequest(
+        item_id=str(i), hashes=[make_video_hash((f, 90, k * 1000) for k, f in enumerate(frames))]
+    )
+
+
+def test_a_walk_made_of_one_frame_videos_is_stopped_within_the_budget(
+    running: Running, listed: bytes
+) -> None:
+    """A listed image is found in video frames too: one-frame "videos" around it would read
+    its bits as images do, unless each video counts as an attempt."""
+    edge = at_the_edge(listed, random.Random(8))
+    match, metadata = stub(running)
+    items = [video_item([edge], 999), *(video_item([flip(edge, bit)], bit) for bit in range(256))]
+    answer = match.MatchBatch(match_pb2.MatchBatchRequest(items=items), metadata=metadata)
+    results = list(answer.results)
+    assert results[0].verdict == match_pb2.VERDICT_MATCH
+    neighbours = results[1:]
+    assert sum(r.verdict == match_pb2.VERDICT_NO_MATCH for r in neighbours) == BUDGET
+    refused = [r for r in neighbours if r.HasField("error")]
+    assert refused and all(r.error.code == RESOURCE_EXHAUSTED for r in refused)
+    assert learned(neighbours) <= 2 * BUDGET
+
+
+def test_a_video_that_does_not_match_is_one_attempt(running: Running, listed: bytes) -> None:
+    """A matched video, then other edits near it that do not match: each such video is at
+    most one near-miss, however many of its frames are near, so a platform's uploads of
+    one scene do not pause it."""
+    rng = random.Random(9)
+    edge = at_the_edge(listed, rng)
+    match, metadata = stub(running)
+    first = match.Match(video_item([edge], 0), metadata=metadata)
+    assert first.verdict == match_pb2.VERDICT_MATCH
+    far = [flip_bits(listed, 40 + k % 5, rng) for k in range(5)]
+
+    def edit(i: int) -> match_pb2.MatchRequest:
+        # Frames within 8 bits of the matched one, none within 31 of the listed hash.
+        near = [flip_bits(edge, 8, rng) for _ in range(30)]
+        return video_item([f for f in near if hamming(f, listed) > 31] + far, i)
+
+    for i in range(BUDGET - 1):
+        assert match.Match(edit(i + 1), metadata=metadata).verdict == match_pb2.VERDICT_NO_MATCH
+    # Still answered: BUDGET - 1 near-misses do not flag.
+    again = match.Match(video_item([edge], 99), metadata=metadata)
+    assert again.verdict == match_pb2.VERDICT_MATCH
+    # One more such video fills the budget (it is still answered); the next call is paused.
+    assert match.Match(edit(100), metadata=metadata).verdict == match_pb2.VERDICT_NO_MATCH
+    with pytest.raises(grpc.RpcError) as info:
+        match.Match(video_item([edge], 101), metadata=metadata)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_the_same_image_in_a_batch_is_no_probe(running: Running, listed: bytes) -> None:

@@ -280,6 +280,21 @@ impl PyVerdicts {
             .collect()
     }
 
+    fn video_queries<'py>(
+        &self,
+        py: Python<'py>,
+        limit: usize,
+    ) -> Vec<(u32, Vec<Bound<'py, PyBytes>>, bool)> {
+        self.inner
+            .video_queries(limit)
+            .into_iter()
+            .map(|(item, frames, matched)| {
+                let frames = frames.iter().map(|f| PyBytes::new(py, f)).collect();
+                (item, frames, matched)
+            })
+            .collect()
+    }
+
     #[pyo3(signature = (refuse_from=-1, retry_after_ms=0))]
     fn encode<'py>(
         &self,

@@ -109,6 +109,25 @@ impl Verdicts {
         self.items() + frames
     }
 
+    /// `(item, frames, matched)` of every video query, for probe detection: at most
+    /// `limit` of its frames (spread over the whole video), and whether the item was
+    /// answered a video match.
+    pub fn video_queries(&self, limit: usize) -> Vec<(u32, Vec<[u8; 32]>, bool)> {
+        self.request
+            .videos
+            .iter()
+            .map(|v| {
+                let step = v.frames.len().div_ceil(limit.max(1)).max(1);
+                let frames = v.frames.iter().step_by(step).map(|f| pdq_to_bytes(&f.pdq));
+                let matched = self
+                    .answers
+                    .iter()
+                    .any(|a| a.item == v.owner && a.segment.is_some());
+                (v.owner, frames.collect(), matched)
+            })
+            .collect()
+    }
+
     /// `(item, PDQ value, served hit)` of every PDQ hash searched.
     pub fn pdq_queries(&self) -> Vec<(u32, [u8; 32], bool)> {
         let q = &self.request.queries;

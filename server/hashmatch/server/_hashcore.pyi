@@ -194,6 +194,11 @@ class Verdicts:
     def has_pdq(self) -> bool:
         """Some valid item carries a well-formed PDQ hash (degenerate or not)."""
 
+    def video_queries(self, limit: int) -> builtins.list[tuple[int, builtins.list[bytes], bool]]:
+        """``(item index, frames, matched)`` per video query: at most ``limit`` of its frames'
+        32-byte PDQ values, spread over the video, and whether the item was answered a video
+        match. Empty when PDQ was paused."""
+
     def pdq_queries(self) -> builtins.list[tuple[int, bytes, bool]]:
         """``(item index, 32-byte value, served)`` per non-degenerate PDQ hash searched;
         ``served``: it produced at least one hit answered to this tenant (after its

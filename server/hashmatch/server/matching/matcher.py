@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hashmatch.server.core import Index
 from hashmatch.server.errors import ProbeThrottled, Violation, invalid
-from hashmatch.server.matching.probes import ProbeDetector
+from hashmatch.server.matching.probes import VIDEO_FRAMES_SEEN, ProbeDetector
 
 PAUSED = (
     "PDQ queries from this tenant are paused: its recent queries look like a probe of a listed hash"
@@ -53,7 +53,9 @@ class Matcher:
                 raise ProbeThrottled(PAUSED, retry_after=paused)
             return Answer(verdicts.encode(0, int(paused * 1000)), verdicts.cost)
         refuse_from = -1
-        flagged_at = self.probes.observe_items(tenant, verdicts.pdq_queries())
+        flagged_at = self.probes.observe_items(
+            tenant, verdicts.pdq_queries(), verdicts.video_queries(VIDEO_FRAMES_SEEN)
+        )
         if flagged_at is not None:
             refuse_from = flagged_at
         retry_ms = int(self.probes.policy.cooldown * 1000)

@@ -32,6 +32,11 @@ from typing import Protocol
 
 from hashmatch.server.store.probes import ProbeRecord
 
+# Frames of one video query the detector looks at (spread over the video), and of a matched
+# one the first it remembers: enough to see a walk, bounded for a long video.
+VIDEO_FRAMES_SEEN = 1_000
+VIDEO_FRAMES_REMEMBERED = 4
+
 
 @dataclass(frozen=True)
 class ProbePolicy:
@@ -212,8 +217,19 @@ class ProbeDetector:
         until = self._sync(tenant).throttled_until
         return max(0.0, until - self.clock()) if until else 0.0
 
-    def observe_items(self, tenant: str, queries: Sequence[tuple[int, bytes, bool]]) -> int | None:
-        """Judges one call's PDQ queries, `(item index, hash, matched)` in item order.
+    def observe_items(
+        self,
+        tenant: str,
+        queries: Sequence[tuple[int, bytes, bool]],
+        videos: Sequence[tuple[int, Sequence[bytes], bool]] = (),
+    ) -> int | None:
+        """Judges one call's PDQ queries, `(item index, hash, matched)` in item order, and
+        its video queries, `(item index, frames, matched)`.
+
+        A video is one attempt: a matched one is remembered by its first few frames, and
+        one that did not match is one near-miss when any of its frames is near a remembered
+        hash (the frames of one video are near each other by nature, so they are never
+        judged against each other).
 
         Returns the first item index whose answer must be withheld because an earlier
         item of the call flagged the tenant, or None when every item may be answered.
@@ -223,13 +239,14 @@ class ProbeDetector:
         p = self.policy
         now = self.clock()
         not_before = now - p.window
+        hits = [value for _, value, hit in queries if hit]
+        hits += [f for _, frames, hit in videos if hit for f in frames[:VIDEO_FRAMES_REMEMBERED]]
         # The same image matching again (re-uploads) is remembered once.
         matched = list(
             dict.fromkeys(
                 value
-                for _, value, hit in queries
-                if hit
-                and (known is None or not known.holds(int.from_bytes(value, "big"), not_before))
+                for value in hits
+                if known is None or not known.holds(int.from_bytes(value, "big"), not_before)
             )
         )
         if not matched and (known is None or not known.values):
@@ -244,6 +261,13 @@ class ProbeDetector:
             query = int.from_bytes(value, "big")
             if in_call.near(query) or (known is not None and known.near(query, not_before)):
                 misses.append(item)
+        for item, frames, hit in videos:
+            if not hit and any(
+                in_call.near(q) or (known is not None and known.near(q, not_before))
+                for q in (int.from_bytes(f, "big") for f in frames)
+            ):
+                misses.append(item)
+        misses.sort()
         if not matched and not misses:
             return None
         with self.ledger.update(tenant) as record:
@@ -263,12 +287,13 @@ class ProbeDetector:
             self.flags += 1
         if self.on_flag is not None:
             self.on_flag(tenant, count)
+        items = sorted({item for item, _, _ in queries} | {item for item, _, _ in videos})
         if allowed <= 0 or not misses:
-            return queries[0][0] if queries else 0
+            return items[0] if items else 0
         if allowed > len(misses):
             return None
         last_answered = misses[allowed - 1]
-        later = [item for item, _, _ in queries if item > last_answered]
+        later = [item for item in items if item > last_answered]
         return later[0] if later else None
 
     def observe(self, tenant: str, matched: Sequence[bytes], unmatched: Sequence[bytes]) -> bool:
