@@ -182,7 +182,9 @@ def test_one_tenant_at_its_share_does_not_refuse_another(server: Server) -> None
         for s in streams:
             assert s.is_active()
         probe = match_pb2_grpc.MatchServiceStub(server.channel())
-        for _ in range(50):  # admission is checked when the call starts; wait for the three
+        # Admission is checked when a call starts: wait (up to 20 s on a loaded machine)
+        # until the server has started the three.
+        for _ in range(400):
             refused = probe.MatchStream(iter([item()]), metadata=server.metadata("idler"))
             try:
                 list(refused)
