@@ -752,6 +752,69 @@ mod tests {
         v
     }
 
+    #[test]
+    fn sizing_helpers_compute_what_they_say() {
+        let floor = [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (3, 1),
+            (4, 2),
+            (1023, 9),
+            (1024, 10),
+        ];
+        for (n, want) in floor {
+            assert_eq!(log2_floor(n), want, "log2_floor({n})");
+        }
+        let ceil = [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 2),
+            (5, 3),
+            (1024, 10),
+            (1025, 11),
+        ];
+        for (n, want) in ceil {
+            assert_eq!(log2_ceil(n), want, "log2_ceil({n})");
+        }
+        // Σ_{k ≤ r} C(n, k), against Pascal's triangle.
+        for n in 0..=20u32 {
+            let mut row = vec![1.0f64];
+            for _ in 0..n {
+                let mut next = vec![1.0; row.len() + 1];
+                for k in 1..row.len() {
+                    next[k] = row[k - 1] + row[k];
+                }
+                row = next;
+            }
+            for r in -1..=22i32 {
+                let want: f64 = row.iter().take((r + 1).max(0) as usize).sum();
+                assert_eq!(ball(n, r), want, "ball({n}, {r})");
+            }
+        }
+    }
+
+    #[test]
+    fn cells_within_a_radius_are_each_visited_once_with_their_flips() {
+        for d in 0..=10u32 {
+            for r in 0..=4u32 {
+                for base in [0u32, 1, 0b1011, (1 << d) - 1, 0x2aa & ((1 << d) - 1)] {
+                    let base = base & ((1u32 << d) - 1);
+                    let mut got = Vec::new();
+                    for_each_cell(base, d, r, &mut |c, f| got.push((c, f)));
+                    got.sort_unstable();
+                    let want: Vec<(u32, u32)> = (0..1u32 << d)
+                        .map(|c| (c, (c ^ base).count_ones()))
+                        .filter(|&(_, f)| f <= r)
+                        .collect();
+                    assert_eq!(got, want, "d={d} r={r} base={base:#b}");
+                }
+            }
+        }
+    }
+
     /// Small `mih_min` so that tiny proptest segments use the tables.
     fn small_params(tables: u32) -> Params {
         Params {
