@@ -7,6 +7,7 @@ frame per second (every 30th frame).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from conftest import Running, same_lists, start, start_replica
 from hashmatch.client import (
     PDQ,
     VPDQ,
+    AsyncMatchClient,
     Change,
     InvalidArgument,
     make_hash,
@@ -321,6 +323,31 @@ def test_match_file_sends_a_video_as_its_frames(running: Running) -> None:
     assert ref.video_segment is not None
     other = running.matcher().match_file(clips / "pattern-hd-no-bar.mp4")
     assert not other.matched and other.reason is None
+
+
+def test_the_async_client_sends_a_video_as_its_frames_too(running: Running) -> None:
+    """AsyncMatchClient.match_file and match_files hash a video as MatchClient does: an
+    asyncio platform must not match videos by their digests alone."""
+    pytest.importorskip("av", reason="the hashmatch-client[video] extra is not installed")
+    pytest.importorskip("pdqhash")
+    running.lists().create_list("videos")
+    push_videos(running, "videos", ("doorknob-hd-no-bar",))
+    running.service.follower.catch_up()
+    clips = HASHES.parent / "videos"
+
+    async def check() -> tuple[FileResult, list[FileResult]]:
+        async with AsyncMatchClient(running.connection("platform")) as client:
+            one = await client.match_file(clips / "doorknob-hd-no-bar.mp4")
+            many = await client.match_files(
+                [clips / "pattern-hd-no-bar.mp4", clips / "doorknob-hd-no-bar.mp4"]
+            )
+            return one, many
+
+    one, many = asyncio.run(check())
+    assert one.matched and one.reason is None
+    assert [r.reference_id for r in one.references] == ["doorknob-hd-no-bar"]
+    assert [r.matched for r in many] == [False, True]
+    assert all(r.reason is None for r in many)
 
 
 def test_hash_lists_a_video_frame_by_frame_and_push_takes_it(

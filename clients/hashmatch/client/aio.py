@@ -24,9 +24,9 @@ from hashmatch.client.match_client import (
     batch_items,
     batch_request,
     chunks,
-    file_hashes_to_proto,
     hash_for_matching,
-    hash_for_request,
+    hash_item,
+    item_hashes,
     merge_results,
     resolve_pdq,
 )
@@ -104,15 +104,19 @@ class AsyncMatchClient:
         pdq: bool | None = None,
         min_quality: int = 50,
         timeout: float | None = None,
+        video_fps: float = 1.0,
     ) -> FileResult:
         """See `MatchClient.match_file`; the hashing runs in a worker thread."""
-        hashes = await asyncio.to_thread(
-            hash_for_request, path, dihedral=dihedral, pdq=pdq, min_quality=min_quality
+        hashed = await asyncio.to_thread(
+            hash_item,
+            path,
+            dihedral=dihedral,
+            pdq=pdq,
+            min_quality=min_quality,
+            video_fps=video_fps,
         )
-        result = await self.match(file_hashes_to_proto(hashes), item_id, timeout=timeout)
-        return FileResult.from_match(
-            str(path), result, reason=hashes.pdq_skip_reason, size=hashes.size
-        )
+        result = await self.match(item_hashes(hashed), item_id, timeout=timeout)
+        return hashed.answered(result)
 
     async def match_files(
         self,
@@ -123,13 +127,16 @@ class AsyncMatchClient:
         min_quality: int = 50,
         batch_size: int = DEFAULT_BATCH_ITEMS,
         timeout: float | None = None,
+        video_fps: float = 1.0,
     ) -> list[FileResult]:
         """See `MatchClient.match_files`; the hashing runs in a worker thread."""
         resolve_pdq(pdq, dihedral)  # before any hashing: PdqNotInstalled
 
         def hash_all() -> list[HashedFile]:
             return [
-                hash_for_matching(p, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
+                hash_for_matching(
+                    p, dihedral=dihedral, pdq=pdq, min_quality=min_quality, video_fps=video_fps
+                )
                 for p in paths
             ]
 

@@ -622,10 +622,10 @@ def _hash(args: argparse.Namespace) -> int:
         FileRows,
         file_rows,
         named_files,
-        reference_problem,
         without_repeats,
     )
     from hashmatch.client.hashing import PdqNotInstalled, UnreadableFile, pdq_available
+    from hashmatch.client.listformats.rows import reference_problem
 
     if not args.no_pdq and not pdq_available():
         raise PdqNotInstalled(

@@ -26,9 +26,6 @@ from hashmatch.client.hashing import FileHashes, hash_file
 from hashmatch.client.scan import Found, walk
 from hashmatch.client.video import UndecodableVideo, VideoNotInstalled, hash_video, holds_video
 
-# The service's limit on a reference ID (listfile.parse_row checks it too).
-MAX_REFERENCE_BYTES = 128
-
 
 @dataclass(frozen=True)
 class ListRow:
@@ -65,21 +62,6 @@ def image_rows(path: str, hashes: FileHashes, reference_id: str) -> list[ListRow
 
 # One function per media kind; each returns no rows for a file not of its kind.
 MEDIA_ROWS: tuple[Callable[[str, FileHashes, str], list[ListRow]], ...] = (image_rows,)
-
-
-def reference_problem(reference_id: str) -> str | None:
-    """Why the service would refuse this reference ID, or None."""
-    if not reference_id:
-        return "is empty"
-    try:
-        size = len(reference_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "is not valid UTF-8"
-    if size > MAX_REFERENCE_BYTES:
-        return f"is longer than {MAX_REFERENCE_BYTES} bytes"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in reference_id):
-        return "contains control characters"
-    return None
 
 
 def file_rows(

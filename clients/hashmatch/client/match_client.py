@@ -124,12 +124,36 @@ class HashedFile:
     def frames(self) -> int:
         return len(self.video.frames) if self.video is not None else 0
 
+    def answered(self, result: MatchResult) -> FileResult:
+        """This file's result from its item's answer."""
+        assert self.hashes is not None, "a skipped file has no item"
+        return FileResult.from_match(self.path, result, reason=self.reason, size=self.hashes.size)
+
     @property
     def reason(self) -> str | None:
         """Why no perceptual hash was sent (None when one was)."""
         if self.hashes is None or self.video is not None:
             return None
         return self.hashes.pdq_skip_reason
+
+
+def hash_item(
+    path: StrPath,
+    *,
+    dihedral: bool = False,
+    pdq: bool | None = None,
+    min_quality: int = 50,
+    video_fps: float = 1.0,
+) -> HashedFile:
+    """Hashes one file for a match item: `hash_for_request`, and for a file that holds no
+    image but a video (with the ``[video]`` extra) its vPDQ frames, ``video_fps`` a second,
+    unless ``pdq=False``. Raises UnreadableFile, and PdqNotInstalled as `resolve_pdq` does."""
+    name = os.fspath(path)
+    hashes = hash_for_request(name, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
+    video = None
+    if pdq is not False and hashes.pdq_skip_reason == NOT_AN_IMAGE:
+        video = video_query_hash(name, video_fps)
+    return HashedFile(name, hashes, video=video)
 
 
 def hash_for_matching(
@@ -140,24 +164,23 @@ def hash_for_matching(
     min_quality: int = 50,
     video_fps: float = 1.0,
 ) -> HashedFile:
-    """Hashes one file; an unreadable one becomes a SKIPPED result instead of an exception.
-    A file that holds no image but a video (with the ``[video]`` extra) also gets its vPDQ
-    frames, ``video_fps`` a second, unless ``pdq=False``.
-
-    Raises PdqNotInstalled as `resolve_pdq` does."""
-    name = os.fspath(path)
+    """`hash_item`, with an unreadable file a SKIPPED result instead of an exception."""
     try:
-        hashes = hash_for_request(name, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
+        return hash_item(
+            path, dihedral=dihedral, pdq=pdq, min_quality=min_quality, video_fps=video_fps
+        )
     except UnreadableFile as exc:
+        name = os.fspath(path)
         return HashedFile(name, skipped=FileResult(name, Verdict.SKIPPED, reason=exc.strerror))
-    return _with_video(name, hashes, pdq, video_fps)
 
 
-def _with_video(name: str, hashes: FileHashes, pdq: bool | None, video_fps: float) -> HashedFile:
-    video = None
-    if pdq is not False and hashes.pdq_skip_reason == NOT_AN_IMAGE:
-        video = video_query_hash(name, video_fps)
-    return HashedFile(name, hashes, video=video)
+def item_hashes(hashed: HashedFile) -> list[hashes_pb2.Hash]:
+    """The hashes of one hashed file's match item."""
+    assert hashed.hashes is not None, "a skipped file has no item"
+    hashes = file_hashes_to_proto(hashed.hashes)
+    if hashed.video is not None:
+        hashes.append(hashed.video)
+    return hashes
 
 
 def chunks(files: Sequence[HashedFile], size: int) -> Iterator[list[HashedFile]]:
@@ -179,14 +202,8 @@ def chunks(files: Sequence[HashedFile], size: int) -> Iterator[list[HashedFile]]
 
 def batch_items(files: Sequence[HashedFile]) -> list[Item]:
     """MatchBatch items for the hashed files, with opaque item IDs (never the path)."""
-    items: list[Item] = []
-    for f in files:
-        if f.hashes is not None:
-            hashes = file_hashes_to_proto(f.hashes)
-            if f.video is not None:
-                hashes.append(f.video)
-            items.append((str(len(items)), hashes))
-    return items
+    hashed = [f for f in files if f.hashes is not None]
+    return [(str(i), item_hashes(f)) for i, f in enumerate(hashed)]
 
 
 def merge_results(files: Sequence[HashedFile], answered: Sequence[MatchResult]) -> list[FileResult]:
@@ -202,7 +219,7 @@ def merge_results(files: Sequence[HashedFile], answered: Sequence[MatchResult]) 
         if result.item_id != str(index):
             raise HashmatchError(f"the server answered item {result.item_id!r} for {index}")
         index += 1
-        out.append(FileResult.from_match(f.path, result, reason=f.reason, size=f.hashes.size))
+        out.append(f.answered(result))
     if index != len(answered):
         raise HashmatchError(f"the server answered {len(answered)} items for {index}")
     return out
@@ -289,11 +306,11 @@ class MatchClient(ChannelClient):
         PdqNotInstalled. Raises UnreadableFile when the file cannot be read, HashmatchError
         when the server refuses or cannot be reached.
         """
-        hashes = hash_for_request(path, dihedral=dihedral, pdq=pdq, min_quality=min_quality)
-        hashed = _with_video(os.fspath(path), hashes, pdq, video_fps)
-        ((_, item_hashes),) = batch_items([hashed])
-        result = self.match(item_hashes, item_id, timeout=timeout)
-        return FileResult.from_match(hashed.path, result, reason=hashed.reason, size=hashes.size)
+        hashed = hash_item(
+            path, dihedral=dihedral, pdq=pdq, min_quality=min_quality, video_fps=video_fps
+        )
+        result = self.match(item_hashes(hashed), item_id, timeout=timeout)
+        return hashed.answered(result)
 
     def match_files(
         self,

@@ -35,18 +35,19 @@ class BadRow:
 
 
 def reference_problem(reference_id: str) -> str | None:
-    """What the server would refuse in this reference ID, if anything."""
+    """What the server would refuse in this reference ID, if anything (a phrase to follow
+    the field's name)."""
     if not reference_id:
-        return "reference_id is empty"
+        return "is empty"
     try:
         size = len(reference_id.encode("utf-8"))
     except UnicodeEncodeError:
         # Files are read with surrogateescape, so bytes that are not UTF-8 surface here.
-        return "reference_id is not valid UTF-8"
+        return "is not valid UTF-8"
     if size > MAX_REFERENCE_BYTES:
-        return f"reference_id is longer than {MAX_REFERENCE_BYTES} bytes"
+        return f"is longer than {MAX_REFERENCE_BYTES} bytes"
     if _ASCII_CONTROL.search(reference_id):
-        return "reference_id contains a control character"
+        return "contains control characters"
     return None
 
 
@@ -81,7 +82,7 @@ def parse_row(
     # A retirement names only its hash; a reference given with it is still checked.
     problem = None if retire and not reference_id else reference_problem(reference_id)
     if problem is not None:
-        return BadRow(line, problem)
+        return BadRow(line, f"reference_id {problem}")
     q: int | None = None
     if quality.strip():
         if alg not in (PDQ, VPDQ):
