@@ -7,7 +7,9 @@ import json
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from conftest import Running, same_lists, start, start_replica
 from hashmatch.client import PDQ, SHA1, make_hash
 from hashmatch.client.cli import main
-from hashmatch.client.errors import HashmatchError
+from hashmatch.client.errors import HashmatchError, ResourceExhausted
 from hashmatch.client.list_client import build_batch
 from hashmatch.client.push import FileRefused, PushResult, batches, push, summarize, upload_id_for
 from hashmatch.server.services import lists as list_service
@@ -299,3 +301,40 @@ def test_a_file_over_the_size_bound_is_refused_whole(
         push_file(running, write(tmp_path / "big.csv", rows(14, 3_000, "BIG")))
     assert "a file holds at most 2500" in str(refused.value.lines)
     assert state(running) == before
+
+
+def test_one_whole_file_upload_of_a_list_at_a_time(
+    running: Running, listed: list[tuple[str, str, str, str]]
+) -> None:
+    """A second whole-file upload of a list while one is open is refused at once (each may
+    stage millions of changes and publishing holds the store's writer); the open one is
+    still applied, and the list takes the next file once it has ended."""
+    rng = random.Random(12)
+    release = threading.Event()
+    opened = threading.Event()
+
+    def held() -> Iterator[lists_pb2.ApplyChangesRequest]:
+        first = build_batch("iwf", "held-0", [upsert(SHA1, random_digest(rng, SHA1), "H")])
+        first.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
+        yield first
+        opened.set()
+        release.wait(30)
+
+    before = state(running)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(running.lists().upload_changes, held())
+        assert opened.wait(30)
+        second = build_batch("iwf", "second-0", [upsert(SHA1, random_digest(rng, SHA1), "S")])
+        second.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
+
+        # The server holds the first file's stage once it has read its first message.
+        eventually(lambda: running.service.store.stages() != [], "the first file is staged")
+        with pytest.raises(ResourceExhausted) as info:
+            running.lists().upload_changes(iter([second]))
+        assert "already in progress" in str(info.value)
+        release.set()
+        assert first.result(timeout=30).last_batch_id == "held-0"
+    assert state(running)[0] > before[0]
+    again = build_batch("iwf", "again-0", [upsert(SHA1, random_digest(rng, SHA1), "A")])
+    again.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
+    assert running.lists().upload_changes(iter([again])).last_batch_id == "again-0"

@@ -64,6 +64,8 @@ WATCH_PAGE = 64
 # after this long (a safety net, not a poll).
 WATCH_IDLE_SECONDS = 30.0
 MAX_STATS_LIMIT = 10_000
+# When a second whole-file upload of a list may try again (the first may take minutes).
+WHOLE_UPLOAD_RETRY_SECONDS = 10.0
 # Actions one GetAuditLog may filter by.
 MAX_AUDIT_ACTIONS = 32
 # The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31, UTC.
@@ -82,6 +84,11 @@ class ListServicer:
         self.follower = follower
         # Set on a read replica: the primary's address, named when refusing writes.
         self.primary = primary
+        # Lists with a whole-file upload in progress in this process: one at a time per
+        # list, so a hotline cannot stage one list's file over and over at once (each
+        # stage may take up to MAX_FILE_CHANGES changes of disk, and publishing holds
+        # the store's writer).
+        self._uploading: set[int] = set()
 
     def CreateList(
         self, request: lists_pb2.CreateListRequest, tenant: Tenant
@@ -205,6 +212,27 @@ class ListServicer:
         stage is discarded, and the uploader sends the file again from its start."""
         head = self._checked(first, tenant, prefix="messages[0].")
         meta = owned(self.store, head.list, tenant, "messages[0].list")
+        if meta.id in self._uploading:
+            raise errors.Overloaded(
+                f"a whole-file upload of list {head.list!r} is already in progress; "
+                "send this file when it has ended",
+                retry_after=WHOLE_UPLOAD_RETRY_SECONDS,
+            )
+        self._uploading.add(meta.id)
+        try:
+            return await self._upload_staged(head, first, requests, tenant, meta, replace)
+        finally:
+            self._uploading.discard(meta.id)
+
+    async def _upload_staged(
+        self,
+        head: Changes,
+        first: bytes,
+        requests: AsyncIterator[bytes],
+        tenant: Tenant,
+        meta: ListMeta,
+        replace: bool,
+    ) -> lists_pb2.UploadChangesResponse:
         stage = await asyncio.to_thread(self.store.open_stage, meta.id, tenant.name)
         summary = lists_pb2.UploadChangesResponse()
         index = 0
