@@ -303,6 +303,17 @@ def test_a_file_over_the_size_bound_is_refused_whole(
     assert state(running) == before
 
 
+def held_upload(
+    list_name: str, batch_id: str, release: threading.Event
+) -> Iterator[lists_pb2.ApplyChangesRequest]:
+    """A whole-file upload that stays open after its first message until `release`."""
+    digest = random_digest(random.Random(batch_id), SHA1)
+    first = build_batch(list_name, batch_id, [upsert(SHA1, digest, "H")])
+    first.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
+    yield first
+    release.wait(30)
+
+
 def test_one_whole_file_upload_of_a_list_at_a_time(
     running: Running, listed: list[tuple[str, str, str, str]]
 ) -> None:
@@ -311,19 +322,9 @@ def test_one_whole_file_upload_of_a_list_at_a_time(
     still applied, and the list takes the next file once it has ended."""
     rng = random.Random(12)
     release = threading.Event()
-    opened = threading.Event()
-
-    def held() -> Iterator[lists_pb2.ApplyChangesRequest]:
-        first = build_batch("iwf", "held-0", [upsert(SHA1, random_digest(rng, SHA1), "H")])
-        first.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
-        yield first
-        opened.set()
-        release.wait(30)
-
     before = state(running)
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(running.lists().upload_changes, held())
-        assert opened.wait(30)
+        first = pool.submit(running.lists().upload_changes, held_upload("iwf", "held-0", release))
         second = build_batch("iwf", "second-0", [upsert(SHA1, random_digest(rng, SHA1), "S")])
         second.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
 
@@ -338,3 +339,24 @@ def test_one_whole_file_upload_of_a_list_at_a_time(
     again = build_batch("iwf", "again-0", [upsert(SHA1, random_digest(rng, SHA1), "A")])
     again.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
     assert running.lists().upload_changes(iter([again])).last_batch_id == "again-0"
+
+
+def test_a_tenant_has_a_bounded_number_of_whole_file_uploads_open(
+    running: Running, listed: list[tuple[str, str, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across its lists too: a hotline creating lists to stage files in parallel is held to
+    MAX_TENANT_WHOLE_UPLOADS (1 here) at a time."""
+    monkeypatch.setattr(list_service, "MAX_TENANT_WHOLE_UPLOADS", 1)
+    running.lists().create_list("other")
+    release = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(running.lists().upload_changes, held_upload("iwf", "held-0", release))
+        eventually(lambda: running.service.store.stages() != [], "the first file is staged")
+        other = build_batch("other", "o-0", [upsert(SHA1, bytes(20), "O")])
+        other.upload_mode = lists_pb2.UPLOAD_MODE_WHOLE
+        with pytest.raises(ResourceExhausted) as info:
+            running.lists().upload_changes(iter([other]))
+        assert "whole-file uploads of yours are in progress" in str(info.value)
+        release.set()
+        assert first.result(timeout=30).last_batch_id == "held-0"
+    assert running.lists().upload_changes(iter([other])).last_batch_id == "o-0"

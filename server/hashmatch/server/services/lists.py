@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import re
@@ -66,6 +67,8 @@ WATCH_IDLE_SECONDS = 30.0
 MAX_STATS_LIMIT = 10_000
 # When a second whole-file upload of a list may try again (the first may take minutes).
 WHOLE_UPLOAD_RETRY_SECONDS = 10.0
+# Whole-file uploads one tenant may have open at once in a serving process.
+MAX_TENANT_WHOLE_UPLOADS = 4
 # Actions one GetAuditLog may filter by.
 MAX_AUDIT_ACTIONS = 32
 # The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31, UTC.
@@ -89,6 +92,8 @@ class ListServicer:
         # stage may take up to MAX_FILE_CHANGES changes of disk, and publishing holds
         # the store's writer).
         self._uploading: set[int] = set()
+        # And at most MAX_TENANT_WHOLE_UPLOADS per tenant (one per list, across its lists).
+        self._tenant_uploads: collections.Counter[str] = collections.Counter()
 
     def CreateList(
         self, request: lists_pb2.CreateListRequest, tenant: Tenant
@@ -213,16 +218,25 @@ class ListServicer:
         head = self._checked(first, tenant, prefix="messages[0].")
         meta = owned(self.store, head.list, tenant, "messages[0].list")
         if meta.id in self._uploading:
+            busy = f"a whole-file upload of list {head.list!r} is already in progress"
+        elif self._tenant_uploads[tenant.name] >= MAX_TENANT_WHOLE_UPLOADS:
+            busy = f"{MAX_TENANT_WHOLE_UPLOADS} whole-file uploads of yours are in progress"
+        else:
+            busy = None
+        if busy is not None:
             raise errors.Overloaded(
-                f"a whole-file upload of list {head.list!r} is already in progress; "
-                "send this file when it has ended",
+                f"{busy}; send this file when one has ended",
                 retry_after=WHOLE_UPLOAD_RETRY_SECONDS,
             )
         self._uploading.add(meta.id)
+        self._tenant_uploads[tenant.name] += 1
         try:
             return await self._upload_staged(head, first, requests, tenant, meta, replace)
         finally:
             self._uploading.discard(meta.id)
+            self._tenant_uploads[tenant.name] -= 1
+            if not self._tenant_uploads[tenant.name]:
+                del self._tenant_uploads[tenant.name]
 
     async def _upload_staged(
         self,
