@@ -15,4 +15,7 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest (checks so far took ${SECONDS}s)"
+# A skip not documented in tests/platform_skips.py fails the run (HASHMATCH_STRICT_SKIPS=0
+# to only report it).
+export HASHMATCH_STRICT_SKIPS=${HASHMATCH_STRICT_SKIPS:-1}
 .venv/bin/python -m pytest "$@"

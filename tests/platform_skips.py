@@ -1,9 +1,10 @@
 """Which skips CI accepts: the tests that cannot run on some machines, each with why.
 
-With HASHMATCH_STRICT_SKIPS=1 (set by .ci/run) any other skip, at run time or when a test
-file is collected (a missing extra, missing data), fails the run with its reason: in CI a test
-that cannot run says why and fails, so a green run never hides part of the suite. Without the
-variable (a developer's machine) skips stay skips. tests/conftest.py installs the two hooks.
+With HASHMATCH_STRICT_SKIPS=1 (set by scripts/test.sh, the test command CI runs) any other
+skip, at run time or when a test file is collected (a missing extra, missing data), fails
+the run with its reason: in CI a test that cannot run says why and fails, so a green run
+never hides part of the suite. Without the variable (pytest run by hand) skips stay skips.
+tests/conftest.py installs the two hooks.
 """
 
 from __future__ import annotations
