@@ -40,6 +40,9 @@ pub enum CoreError {
     InvalidReference { index: usize, offset: usize },
     /// A label key that is not one of [`crate::labels::KEYS`].
     UnknownLabelKey(crate::labels::UnknownKey),
+    /// A segment file that cannot be written, or read back as it was written
+    /// (damaged, truncated, another format version, another list or version).
+    Segment(String),
 }
 
 impl fmt::Display for CoreError {
@@ -88,6 +91,7 @@ impl fmt::Display for CoreError {
                 )
             }
             CoreError::UnknownLabelKey(key) => key.fmt(f),
+            CoreError::Segment(why) => write!(f, "segment file: {why}"),
         }
     }
 }

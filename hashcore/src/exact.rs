@@ -7,14 +7,23 @@
 //! never a linear scan. Memory: `N + 8` bytes per entry plus ~2 bytes of
 //! directory.
 
+use std::io;
+
+use crate::error::CoreError;
+use crate::mem::HugeBuf;
+use crate::persist::{check_offsets, Persist, Reader, Writer};
+
 /// An immutable set of `N`-byte digests, each with one id.
 #[derive(Clone)]
 pub struct ExactSegment<const N: usize> {
-    keys: Box<[[u8; N]]>,
-    ids: Box<[u64]>,
+    keys: HugeBuf<[u8; N]>,
+    ids: HugeBuf<u64>,
     dir_bits: u32,
-    offsets: Box<[u32]>,
+    offsets: HugeBuf<u32>,
 }
+
+/// Largest directory: 2^28 cells.
+const MAX_DIR_BITS: u32 = 28;
 
 #[inline(always)]
 fn prefix<const N: usize>(k: &[u8; N]) -> u32 {
@@ -31,22 +40,27 @@ impl<const N: usize> ExactSegment<N> {
         let dir_bits = if n < 4 {
             0
         } else {
-            (usize::BITS - 1 - n.leading_zeros() - 1).min(28)
+            (usize::BITS - 1 - n.leading_zeros() - 1).min(MAX_DIR_BITS)
         };
-        let (keys, ids): (Vec<[u8; N]>, Vec<u64>) = entries.into_iter().unzip();
+        let mut keys = HugeBuf::<[u8; N]>::zeroed(n);
+        let mut ids = HugeBuf::<u64>::zeroed(n);
+        for (i, (k, id)) in entries.into_iter().enumerate() {
+            keys[i] = k;
+            ids[i] = id;
+        }
         let cells = 1usize << dir_bits;
-        let mut offsets = vec![0u32; cells + 1];
-        for k in &keys {
+        let mut offsets = HugeBuf::<u32>::zeroed(cells + 1);
+        for k in keys.iter() {
             offsets[Self::cell_of(k, dir_bits) + 1] += 1;
         }
         for c in 0..cells {
             offsets[c + 1] += offsets[c];
         }
         ExactSegment {
-            keys: keys.into_boxed_slice(),
-            ids: ids.into_boxed_slice(),
+            keys,
+            ids,
             dir_bits,
-            offsets: offsets.into_boxed_slice(),
+            offsets,
         }
     }
 
@@ -147,6 +161,29 @@ impl<const N: usize> ExactSegment<N> {
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.keys.len() * (N + 8) + self.offsets.len() * 4
+    }
+}
+
+impl<const N: usize> Persist for ExactSegment<N> {
+    fn write_to(&self, w: &mut Writer) -> io::Result<()> {
+        w.word(u64::from(self.dir_bits));
+        w.array(&self.keys)?;
+        w.array(&self.ids)?;
+        w.array(&self.offsets)
+    }
+
+    fn read_from(r: &mut Reader) -> Result<Self, CoreError> {
+        let dir_bits = r.word_at_most(u64::from(MAX_DIR_BITS), "exact directory bits")? as u32;
+        let keys = r.array::<[u8; N]>()?;
+        let ids = r.array_of::<u64>(keys.len())?;
+        let offsets = r.array_of::<u32>((1usize << dir_bits) + 1)?;
+        check_offsets(&offsets, keys.len(), "exact directory")?;
+        Ok(ExactSegment {
+            keys,
+            ids,
+            dir_bits,
+            offsets,
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 //! same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
@@ -23,7 +24,8 @@ use arc_swap::ArcSwap;
 use crate::error::CoreError;
 use crate::exact::ExactSegment;
 use crate::labels::{self, KeyMask};
-use crate::pdq::{pdq_from_bytes, Pdq, PdqSegment, Scratch};
+use crate::pdq::{pdq_from_bytes, pdq_to_bytes, Pdq, PdqSegment, Scratch};
+use crate::persist::{self, Persist, SegmentInfo};
 use crate::policy::Policy;
 use crate::refs::RefStore;
 use crate::request::Request;
@@ -638,6 +640,61 @@ impl List {
         Arc::new(self.refs.with_changes(&removed, &added))
     }
 
+    /// Writes the entries (every tier's parts, the references) to a segment file.
+    fn write_entries(&self, w: &mut persist::Writer) -> std::io::Result<()> {
+        self.md5.write_to(w)?;
+        self.sha1.write_to(w)?;
+        self.sha256.write_to(w)?;
+        self.pdq.write_to(w)?;
+        self.vpdq.write_to(w)?;
+        self.refs.write_to(w)
+    }
+
+    /// This list with its entries read from a segment file (`write_entries`).
+    fn with_entries_from(&self, r: &mut persist::Reader, version: u64) -> Result<List, CoreError> {
+        let mut next = List {
+            config: self.config,
+            name: Arc::clone(&self.name),
+            version,
+            quarantined: Arc::clone(&self.quarantined),
+            md5: Persist::read_from(r)?,
+            sha1: Persist::read_from(r)?,
+            sha256: Persist::read_from(r)?,
+            pdq: Persist::read_from(r)?,
+            vpdq: Persist::read_from(r)?,
+            refs: Arc::new(Persist::read_from(r)?),
+            video_frames: Arc::default(),
+        };
+        let mut frames: HashMap<Box<str>, u32> = HashMap::new();
+        for_each_live(&next.vpdq, |h, _| {
+            if let Some(reference) = next.video_of(&h) {
+                *frames.entry(reference.into()).or_insert(0) += 1;
+            }
+        });
+        next.video_frames = Arc::new(frames);
+        Ok(next)
+    }
+
+    /// The list digest of the entries (see `ListDigest` in the client): the sum
+    /// modulo 2^128 of each live entry's term, big-endian.
+    fn digest(&self) -> [u8; 16] {
+        let mut sum = 0u128;
+        let mut add = |alg: Alg, digest: &[u8], id: u64| {
+            let stored = self.refs.get(id).unwrap_or("");
+            sum = sum.wrapping_add(crate::changes::entry_term(
+                alg as u8,
+                digest,
+                stored.as_bytes(),
+            ));
+        };
+        for_each_live(&self.md5, |k, id| add(Alg::Md5, &k, id));
+        for_each_live(&self.sha1, |k, id| add(Alg::Sha1, &k, id));
+        for_each_live(&self.sha256, |k, id| add(Alg::Sha256, &k, id));
+        for_each_live(&self.pdq, |h, id| add(Alg::Pdq, &pdq_to_bytes(&h), id));
+        for_each_live(&self.vpdq, |h, id| add(Alg::Vpdq, &pdq_to_bytes(&h), id));
+        sum.to_be_bytes()
+    }
+
     fn memory_bytes(&self) -> usize {
         self.refs.memory_bytes()
             + self.md5.memory_bytes()
@@ -650,6 +707,39 @@ impl List {
                 .keys()
                 .map(|k| k.len() + 32)
                 .sum::<usize>()
+    }
+}
+
+/// Calls `f(key, id)` for every live entry of `tier`.
+fn for_each_live<S: Segment>(tier: &Tier<S>, mut f: impl FnMut(S::Key, u64)) {
+    for part in &tier.parts {
+        for pos in 0..part.seg.len() as u32 {
+            if !part.is_dead(pos) {
+                f(part.seg.key_at(pos), part.seg.id_at(pos));
+            }
+        }
+    }
+}
+
+/// One list as of one snapshot of the index: what a segment file is written
+/// from (while the index moves on).
+pub struct ListSnapshot(Arc<List>);
+
+impl ListSnapshot {
+    /// Writes the list's entries to a segment file at `path` saying `info`
+    /// (see [`persist::write_file`]); returns the file's size.
+    pub fn save(&self, path: &Path, info: &SegmentInfo) -> Result<u64, CoreError> {
+        persist::write_file(path, info, |w| self.0.write_entries(w))
+    }
+
+    /// The list digest of the entries, as the store computes it.
+    pub fn digest(&self) -> [u8; 16] {
+        self.0.digest()
+    }
+
+    /// The version the list was served at.
+    pub fn version(&self) -> u64 {
+        self.0.version
     }
 }
 
@@ -1139,6 +1229,41 @@ impl Index {
                 state.lists.remove(&list_id);
             });
         }
+    }
+
+    /// The list as served now, to write to a segment file.
+    pub fn list_snapshot(&self, list_id: u32) -> Result<ListSnapshot, CoreError> {
+        let state = self.shared.state.load();
+        let list = state
+            .lists
+            .get(&list_id)
+            .ok_or(CoreError::UnknownList(list_id))?;
+        Ok(ListSnapshot(Arc::clone(list)))
+    }
+
+    /// Replaces the entries of the configured list `expect.list_id` with those
+    /// of the segment file at `path`, mapped (not copied), and serves it at
+    /// `expect.version`. The whole file is checked first (see [`persist`]):
+    /// it must say `expect`; on any error nothing changes.
+    pub fn load_list(&self, path: &Path, expect: &SegmentInfo) -> Result<(), CoreError> {
+        let list_id = expect.list_id;
+        if !self.shared.state.load().lists.contains_key(&list_id) {
+            return Err(CoreError::UnknownList(list_id));
+        }
+        let mut reader = persist::Reader::open(path, expect)?;
+        let _w = lock(&self.shared.write);
+        let state = self.shared.state.load_full();
+        let list = state
+            .lists
+            .get(&list_id)
+            .ok_or(CoreError::UnknownList(list_id))?;
+        let next = list.with_entries_from(&mut reader, expect.version)?;
+        reader.finish()?;
+        let next = Arc::new(next);
+        self.shared.publish(|s| {
+            s.lists.insert(list_id, next);
+        });
+        Ok(())
     }
 
     /// Applies one batch atomically: deletions, then additions.

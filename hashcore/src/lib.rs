@@ -33,6 +33,7 @@ pub mod index;
 pub mod labels;
 mod mem;
 pub mod pdq;
+pub mod persist;
 pub mod policy;
 pub mod proto;
 pub mod refs;

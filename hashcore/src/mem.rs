@@ -1,13 +1,22 @@
-//! Large immutable arrays backed by transparent huge pages where the OS allows.
+//! Large immutable arrays backed by transparent huge pages where the OS allows,
+//! or by the pages of a memory-mapped segment file.
 //!
 //! Multi-index search is a stream of random reads over hundreds of MiB; with
 //! 4 KiB pages nearly every one of them also misses the TLB (and, in a VM,
 //! pays a two-dimensional page walk). Big arrays are therefore allocated
 //! 2 MiB-aligned and advised `MADV_HUGEPAGE` before they are first written.
+//!
+//! An array read from a segment file (see [`crate::persist`]) points into the
+//! file's mapping instead, so every process serving that file shares one copy
+//! of its pages through the page cache. Such an array is never written: a
+//! mutable borrow copies it to the heap first.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 const HUGE: usize = 2 << 20;
 
@@ -15,8 +24,9 @@ const HUGE: usize = 2 << 20;
 /// valid value (so a zeroed allocation is an initialised slice).
 ///
 /// # Safety
-/// Implementors must be `Copy`, have no padding-sensitive invariants, and be
-/// valid when every byte is zero.
+/// Implementors must be `Copy`, have no padding bytes, and be valid for every
+/// bit pattern (in particular when every byte is zero): they are zero-filled,
+/// written to files byte for byte and read back from them.
 pub unsafe trait Zeroable: Copy + Send + Sync + 'static {}
 // SAFETY: integers and arrays of integers are valid when all bytes are zero.
 unsafe impl Zeroable for u32 {}
@@ -24,16 +34,31 @@ unsafe impl Zeroable for u32 {}
 unsafe impl Zeroable for u64 {}
 // SAFETY: as above.
 unsafe impl Zeroable for [u64; 4] {}
+// SAFETY: as above.
+unsafe impl Zeroable for u8 {}
+// SAFETY: as above (digests of exact segments).
+unsafe impl<const N: usize> Zeroable for [u8; N] {}
 
-/// A fixed-length, heap-allocated slice of `T`; large ones are 2 MiB-aligned
-/// and backed by huge pages when available.
+/// Where a [`HugeBuf`]'s elements live.
+enum Backing {
+    /// A `Box<[T]>` (small arrays).
+    Boxed,
+    /// A 2 MiB-aligned allocation of this layout.
+    Huge(Layout),
+    /// Inside a read-only file mapping, kept alive by this handle.
+    Mapped(Arc<Mmap>),
+}
+
+/// A fixed-length slice of `T`: on the heap (large ones 2 MiB-aligned and
+/// backed by huge pages when available), or in a read-only file mapping.
 pub struct HugeBuf<T: Zeroable> {
     ptr: NonNull<T>,
     len: usize,
-    layout: Option<Layout>,
+    backing: Backing,
 }
 
-// SAFETY: `HugeBuf` owns its elements exclusively, like `Box<[T]>`; `T` is
+// SAFETY: `HugeBuf` owns its heap elements exclusively, like `Box<[T]>`, and
+// only reads mapped ones (the `Mmap` handle is itself `Send + Sync`); `T` is
 // `Send + Sync` (required by `Zeroable`).
 unsafe impl<T: Zeroable> Send for HugeBuf<T> {}
 // SAFETY: shared access only hands out `&[T]`.
@@ -52,7 +77,7 @@ impl<T: Zeroable> HugeBuf<T> {
             return HugeBuf {
                 ptr,
                 len,
-                layout: None,
+                backing: Backing::Boxed,
             };
         }
         let size = bytes.next_multiple_of(HUGE);
@@ -70,8 +95,56 @@ impl<T: Zeroable> HugeBuf<T> {
         HugeBuf {
             ptr,
             len,
-            layout: Some(layout),
+            backing: Backing::Huge(layout),
         }
+    }
+
+    /// The `len` elements at byte `offset` of `map`, shared with it (not copied);
+    /// `None` unless they lie inside it and `offset` is aligned for `T`.
+    pub fn mapped(map: &Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        let end = offset.checked_add(bytes)?;
+        if end > map.len() {
+            return None;
+        }
+        let base = map.as_ptr() as usize;
+        if !(base + offset).is_multiple_of(std::mem::align_of::<T>()) {
+            return None;
+        }
+        // An empty slice needs no backing bytes, only a non-null aligned pointer.
+        let raw = if len == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: `offset + bytes <= map.len()`, so the pointer stays inside
+            // the mapping.
+            NonNull::new(unsafe { map.as_ptr().add(offset) } as *mut T)?
+        };
+        Some(HugeBuf {
+            ptr: raw,
+            len,
+            backing: Backing::Mapped(Arc::clone(map)),
+        })
+    }
+
+    /// Elements `start..start + len`: sharing a mapping, copying heap ones.
+    pub fn slice(&self, start: usize, len: usize) -> Option<Self> {
+        let end = start.checked_add(len)?;
+        let part = self.get(start..end)?;
+        match &self.backing {
+            Backing::Mapped(map) => Some(HugeBuf {
+                // A sub-slice of a mapped slice: inside the same mapping, aligned.
+                ptr: NonNull::from(part).cast(),
+                len,
+                backing: Backing::Mapped(Arc::clone(map)),
+            }),
+            _ => Some(Self::from_slice(part)),
+        }
+    }
+
+    /// Whether the elements are read from a file mapping (shared by every
+    /// process mapping that file) rather than held on this process's heap.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mapped(_))
     }
 
     /// A copy of `src`.
@@ -90,30 +163,48 @@ impl<T: Zeroable> HugeBuf<T> {
 impl<T: Zeroable> Deref for HugeBuf<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: `ptr` points to `len` initialised elements owned by `self`.
+        // SAFETY: `ptr` points to `len` initialised elements that live as long
+        // as `self`: owned ones, or mapped ones whose mapping `self` keeps
+        // alive. Every bit pattern is a valid `T` (`Zeroable`), and `mapped`
+        // checked bounds and alignment. Segment files are written once under
+        // a temporary name and renamed into place, never modified afterwards,
+        // so the mapped bytes do not change under a reader.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl<T: Zeroable> DerefMut for HugeBuf<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in `deref`, and `&mut self` guarantees exclusive access.
+        if self.is_mapped() {
+            // The mapping is read-only and shared: write to a private copy.
+            *self = Self::from_slice(self);
+        }
+        // SAFETY: as in `deref`; the elements are now owned, and `&mut self`
+        // guarantees exclusive access.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl<T: Zeroable> Clone for HugeBuf<T> {
     fn clone(&self) -> Self {
-        Self::from_slice(self)
+        match &self.backing {
+            Backing::Mapped(map) => HugeBuf {
+                ptr: self.ptr,
+                len: self.len,
+                backing: Backing::Mapped(Arc::clone(map)),
+            },
+            _ => Self::from_slice(self),
+        }
     }
 }
 
 impl<T: Zeroable> Drop for HugeBuf<T> {
     fn drop(&mut self) {
-        match self.layout {
+        match self.backing {
+            Backing::Mapped(_) => {}
             // SAFETY: allocated in `zeroed` with exactly this layout.
-            Some(layout) => unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) },
-            None => {
+            Backing::Huge(layout) => unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) },
+            Backing::Boxed => {
                 // SAFETY: came from `Box::<[T]>::into_raw` with this length.
                 drop(unsafe {
                     Box::from_raw(std::ptr::slice_from_raw_parts_mut(
@@ -124,6 +215,13 @@ impl<T: Zeroable> Drop for HugeBuf<T> {
             }
         }
     }
+}
+
+/// The bytes of `items` (what a segment file stores).
+pub fn as_bytes<T: Zeroable>(items: &[T]) -> &[u8] {
+    // SAFETY: `T: Zeroable` has no padding bytes, so every byte of the slice is
+    // initialised; `u8` has alignment 1 and the length covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(items.as_ptr() as *const u8, std::mem::size_of_val(items)) }
 }
 
 #[cfg(target_os = "linux")]

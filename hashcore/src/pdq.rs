@@ -31,8 +31,12 @@
 //! each threshold the segment compares the expected cost of this plan with a
 //! linear scan and uses the cheaper one; small segments are always scanned.
 
+use std::io;
+
 use crate::dispatch;
+use crate::error::CoreError;
 use crate::mem::{prefetch, prefetch_range, HugeBuf};
+use crate::persist::{check_offsets, Persist, Reader, Writer};
 use crate::simd::Level;
 use crate::stats;
 
@@ -713,6 +717,77 @@ impl Masks {
             }
         };
         &self.cache[i].1
+    }
+}
+
+impl Persist for PdqSegment {
+    fn write_to(&self, w: &mut Writer) -> io::Result<()> {
+        w.word(u64::from(self.primary_dir));
+        w.word(self.primary_skew.to_bits());
+        w.word(self.tables.len() as u64);
+        w.array(&self.hashes)?;
+        w.array(&self.ids)?;
+        w.array(&self.primary_offsets)?;
+        for t in self.tables.iter() {
+            w.word(u64::from(t.start));
+            w.word(u64::from(t.bits));
+            w.word(u64::from(t.dir_bits));
+            w.word(t.skew.to_bits());
+            w.array(&t.offsets)?;
+            w.array(&t.entries)?;
+        }
+        Ok(())
+    }
+
+    fn read_from(r: &mut Reader) -> Result<Self, CoreError> {
+        let primary_dir = r.word_at_most(24, "primary directory bits")? as u32;
+        let primary_skew = f64::from_bits(r.word()?);
+        let n_tables = r.word_at_most(15, "secondary tables")? as usize;
+        let hashes = r.array::<Pdq>()?;
+        let n = hashes.len();
+        let ids = r.array_of::<u64>(n)?;
+        let primary_offsets = r.array_of::<u32>((1usize << primary_dir) + 1)?;
+        check_offsets(&primary_offsets, n, "primary directory")?;
+        let mut tables = Vec::with_capacity(n_tables);
+        for _ in 0..n_tables {
+            let start = r.word_at_most(255, "table start")? as u32;
+            let bits = r.word_at_most(32, "table bits")? as u32;
+            let dir_bits = r.word_at_most(u64::from(bits.min(26)), "table directory bits")? as u32;
+            let skew = f64::from_bits(r.word()?);
+            if start + bits > 256 || bits == 0 {
+                return Err(CoreError::Segment("a table outside the hash".into()));
+            }
+            let low_bits = bits - dir_bits;
+            if (n as u64) > 1u64 << (32 - low_bits) {
+                return Err(CoreError::Segment(
+                    "a table too narrow for its positions".into(),
+                ));
+            }
+            let offsets = r.array_of::<u32>((1usize << dir_bits) + 1)?;
+            check_offsets(&offsets, n, "table directory")?;
+            let entries = r.array_of::<u32>(n)?;
+            tables.push(Table {
+                start,
+                bits,
+                dir_bits,
+                low_bits,
+                idx_bits: 32 - low_bits,
+                offsets,
+                entries,
+                skew,
+            });
+        }
+        let mut seg = PdqSegment {
+            hashes,
+            ids,
+            primary_dir,
+            primary_skew,
+            primary_offsets,
+            tables: tables.into_boxed_slice(),
+            plans: Box::new([]),
+        };
+        seg.plans = (0..THRESHOLDS as u32).map(|t| seg.plan(t)).collect();
+        Ok(seg)
     }
 }
 

@@ -12,7 +12,8 @@ use pyo3::types::PyBytes;
 
 use crate::changes;
 use crate::error::CoreError;
-use crate::index::{self, Batch, GroupQueries, ListConfig, Queries};
+use crate::index::{self, Batch, GroupQueries, ListConfig, ListSnapshot, Queries};
+use crate::persist::{self, SegmentInfo};
 use crate::verdicts;
 
 impl From<CoreError> for PyErr {
@@ -159,6 +160,25 @@ impl PyIndex {
     fn drop_list(&self, list_id: i64) -> Result<(), CoreError> {
         self.inner.drop_list(index::list_id(list_id)?);
         Ok(())
+    }
+
+    fn list_snapshot(&self, list_id: i64) -> Result<PyListSnapshot, CoreError> {
+        Ok(PyListSnapshot {
+            inner: self.inner.list_snapshot(index::list_id(list_id)?)?,
+        })
+    }
+
+    fn load_list(
+        &self,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        list_id: i64,
+        version: u64,
+        epoch: u64,
+        digest: &[u8],
+    ) -> Result<(), CoreError> {
+        let info = segment_info(list_id, version, epoch, digest)?;
+        detached(py, || self.inner.load_list(&path, &info))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -308,6 +328,71 @@ impl PyVerdicts {
 
 /// One `ApplyChangesRequest`, read from its wire bytes and checked (see
 /// [`crate::changes`]): the store takes its packed buffers as they are.
+fn segment_info(
+    list_id: i64,
+    version: u64,
+    epoch: u64,
+    digest: &[u8],
+) -> Result<SegmentInfo, CoreError> {
+    let digest: [u8; 16] = digest.try_into().map_err(|_| CoreError::LengthMismatch {
+        field: "digest",
+        expected: 16,
+        actual: digest.len(),
+    })?;
+    Ok(SegmentInfo {
+        list_id: index::list_id(list_id)?,
+        version,
+        epoch,
+        digest,
+    })
+}
+
+/// One list as served at one moment, to write to a segment file.
+#[pyclass(name = "ListSnapshot", module = "hashmatch.server._hashcore", frozen)]
+struct PyListSnapshot {
+    inner: ListSnapshot,
+}
+
+#[pymethods]
+impl PyListSnapshot {
+    #[getter]
+    fn version(&self) -> u64 {
+        self.inner.version()
+    }
+
+    fn digest<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let d = detached(py, || self.inner.digest());
+        PyBytes::new(py, &d)
+    }
+
+    fn save(
+        &self,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        list_id: i64,
+        version: u64,
+        epoch: u64,
+        digest: &[u8],
+    ) -> Result<u64, CoreError> {
+        let info = segment_info(list_id, version, epoch, digest)?;
+        detached(py, || self.inner.save(&path, &info))
+    }
+}
+
+#[pyfunction]
+fn read_segment_info<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+) -> Result<(u32, u64, u64, Bound<'py, PyBytes>), CoreError> {
+    let info = persist::read_info(&path)?;
+    Ok((
+        info.list_id,
+        info.version,
+        info.epoch,
+        PyBytes::new(py, &info.digest),
+    ))
+}
+
 #[pyclass(name = "Changes", module = "hashmatch.server._hashcore", frozen)]
 struct PyChanges {
     inner: changes::Changes,
@@ -564,6 +649,8 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_max_threads, m)?)?;
     m.add_function(wrap_pyfunction!(cpu_level, m)?)?;
     m.add_class::<PyChanges>()?;
+    m.add_class::<PyListSnapshot>()?;
+    m.add_function(wrap_pyfunction!(read_segment_info, m)?)?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
     m.add_function(wrap_pyfunction!(entry_term, m)?)?;
     m.add_function(wrap_pyfunction!(request_list, m)?)?;

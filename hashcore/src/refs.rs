@@ -10,18 +10,29 @@
 //! emptied page is dropped, so churn does not grow memory.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::Arc;
+
+use crate::error::CoreError;
+use crate::mem::HugeBuf;
+use crate::persist::{Persist, Reader, Writer};
 
 const PAGE_BITS: u32 = 8;
 
 /// One page: the entries whose ids share everything but the low byte.
+/// (Its arrays may point into a segment file: see [`crate::persist`].)
 struct Page {
-    lows: Box<[u8]>,
-    ends: Box<[u32]>,
-    text: Box<str>,
+    lows: HugeBuf<u8>,
+    ends: HugeBuf<u32>,
+    /// The references, UTF-8 (checked when read: a file's bytes could be anything).
+    text: HugeBuf<u8>,
 }
 
 impl Page {
+    fn text(&self, start: usize, end: usize) -> Option<&str> {
+        std::str::from_utf8(self.text.get(start..end)?).ok()
+    }
+
     fn get(&self, low: u8) -> Option<&str> {
         // A page full from its first id (the usual case) needs no search.
         let i = match self.lows.get(usize::from(low)) {
@@ -29,7 +40,7 @@ impl Page {
             _ => self.lows.binary_search(&low).ok()?,
         };
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.text.get(start..self.ends[i] as usize)
+        self.text(start, self.ends[i] as usize)
     }
 
     fn entries(&self) -> impl Iterator<Item = (u8, &str)> {
@@ -38,7 +49,7 @@ impl Page {
             .iter()
             .zip(self.ends.iter())
             .map(move |(&low, &end)| {
-                let s = self.text.get(start..end as usize).unwrap_or("");
+                let s = self.text(start, end as usize).unwrap_or("");
                 start = end as usize;
                 (low, s)
             })
@@ -56,9 +67,9 @@ impl Page {
             ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
         }
         Page {
-            lows: lows.into_boxed_slice(),
-            ends: ends.into_boxed_slice(),
-            text: text.into_boxed_str(),
+            lows: HugeBuf::from_slice(&lows),
+            ends: HugeBuf::from_slice(&ends),
+            text: HugeBuf::from_slice(text.as_bytes()),
         }
     }
 
@@ -136,6 +147,88 @@ impl RefStore {
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.pages.values().map(|p| p.memory_bytes()).sum()
+    }
+
+    /// Every `(id, reference)`, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.pages.iter().flat_map(|(&no, page)| {
+            page.entries()
+                .map(move |(low, s)| ((no << PAGE_BITS) | u64::from(low), s))
+        })
+    }
+}
+
+/// Written as six arrays: page numbers; per page its first index into the low
+/// bytes and ends (plus one final index), and its first text byte (idem); the
+/// low bytes, ends (relative to the page's text) and texts of every page.
+impl Persist for RefStore {
+    fn write_to(&self, w: &mut Writer) -> io::Result<()> {
+        let n = self.pages.len();
+        let (mut nos, mut firsts, mut text_firsts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n + 1),
+            Vec::with_capacity(n + 1),
+        );
+        let (mut lows, mut ends, mut text) = (Vec::new(), Vec::new(), Vec::new());
+        for (&no, page) in &self.pages {
+            nos.push(no);
+            firsts.push(lows.len() as u64);
+            text_firsts.push(text.len() as u64);
+            lows.extend_from_slice(&page.lows);
+            ends.extend_from_slice(&page.ends);
+            text.extend_from_slice(&page.text);
+        }
+        firsts.push(lows.len() as u64);
+        text_firsts.push(text.len() as u64);
+        w.word(self.len as u64);
+        w.array(&nos)?;
+        w.array(&firsts)?;
+        w.array(&text_firsts)?;
+        w.array(&lows)?;
+        w.array(&ends)?;
+        w.array(&text)
+    }
+
+    fn read_from(r: &mut Reader) -> Result<Self, CoreError> {
+        let bad = |why: &str| CoreError::Segment(format!("references: {why}"));
+        let len = r.word()? as usize;
+        let nos = r.array::<u64>()?;
+        let firsts = r.array_of::<u64>(nos.len() + 1)?;
+        let text_firsts = r.array_of::<u64>(nos.len() + 1)?;
+        let lows = r.array::<u8>()?;
+        let ends = r.array_of::<u32>(lows.len())?;
+        let text = r.array::<u8>()?;
+        if lows.len() != len
+            || firsts.last().map(|&x| x as usize) != Some(len)
+            || text_firsts.last().map(|&x| x as usize) != Some(text.len())
+        {
+            return Err(bad("counts do not agree"));
+        }
+        let mut pages = BTreeMap::new();
+        for (i, &no) in nos.iter().enumerate() {
+            let (a, b) = (firsts[i] as usize, firsts[i + 1] as usize);
+            let (ta, tb) = (text_firsts[i] as usize, text_firsts[i + 1] as usize);
+            let in_order = a < b && b - a <= 256 && ta <= tb && tb <= text.len();
+            let page = in_order
+                .then(|| {
+                    Some(Page {
+                        lows: lows.slice(a, b - a)?,
+                        ends: ends.slice(a, b - a)?,
+                        text: text.slice(ta, tb - ta)?,
+                    })
+                })
+                .flatten()
+                .filter(|p| {
+                    p.lows.windows(2).all(|w| w[0] < w[1])
+                        && p.ends.windows(2).all(|w| w[0] <= w[1])
+                        && p.ends.last().is_some_and(|&e| e as usize == tb - ta)
+                })
+                .ok_or_else(|| bad("a page out of order"))?;
+            if pages.insert(no, Arc::new(page)).is_some() {
+                return Err(bad("a page twice"));
+            }
+        }
+        Ok(RefStore { pages, len })
     }
 }
 

@@ -10,11 +10,14 @@
 //! Invariant: a key is live in at most one segment of a tier.
 
 use std::collections::HashSet;
+use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::error::CoreError;
 use crate::exact::ExactSegment;
 use crate::pdq::{Pdq, PdqSegment};
+use crate::persist::{Persist, Reader, Writer};
 
 /// An immutable segment type.
 pub trait Segment: Send + Sync + Sized + 'static {
@@ -393,6 +396,37 @@ impl<S: Segment> Tier<S> {
             let installed = self.install(&plan, merged);
             debug_assert!(installed);
         }
+    }
+}
+
+/// Every part as it is: its retired positions, then its segment.
+impl<S: Segment + Persist> Persist for Tier<S> {
+    fn write_to(&self, w: &mut Writer) -> io::Result<()> {
+        w.word(self.parts.len() as u64);
+        for p in &self.parts {
+            w.array(&p.dead)?;
+            p.seg.write_to(w)?;
+        }
+        Ok(())
+    }
+
+    fn read_from(r: &mut Reader) -> Result<Self, CoreError> {
+        let n = r.word_at_most(1 << 16, "parts of a tier")?;
+        let mut parts = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let dead = r.array::<u32>()?.to_vec();
+            let seg = S::read_from(r)?;
+            let in_order = dead.windows(2).all(|w| w[0] < w[1])
+                && dead.last().is_none_or(|&p| (p as usize) < seg.len());
+            if !in_order {
+                return Err(CoreError::Segment("retired positions out of order".into()));
+            }
+            parts.push(Part {
+                seg: Arc::new(seg),
+                dead: Arc::new(dead),
+            });
+        }
+        Ok(Tier { parts })
     }
 }
 
