@@ -16,6 +16,7 @@ Every malformed input raises :class:`ValueError`; nothing is applied then.
 """
 
 import builtins
+import os
 from collections.abc import Sequence
 
 class Index:
@@ -96,6 +97,17 @@ class Index:
 
     def drop_list(self, list_id: int) -> None:
         """Remove a list and all its entries; no-op if absent."""
+
+    def list_snapshot(self, list_id: int) -> ListSnapshot:
+        """The configured list as served now (to write to a segment file)."""
+
+    def load_list(
+        self, path: os.PathLike[str] | str, list_id: int, version: int, epoch: int, digest: bytes
+    ) -> None:
+        """Replace the configured list's entries with those of the segment file at
+        `path`, mapped, and serve it at `version`. The whole file is checked first and
+        must hold exactly (list_id, version, epoch, digest); ValueError ("segment file:
+        ...") otherwise, and nothing changes."""
 
     def apply(
         self,
@@ -296,3 +308,20 @@ def label_keys() -> list[str]:
 def is_degenerate_pdq(value: bytes) -> bool:
     """True for the PDQ hash of a flat or blank image (fewer than 16 or more than 240 set
     bits): the same rule refuses such list entries and skips such queries."""
+
+class ListSnapshot:
+    """One list as served at one moment."""
+
+    @property
+    def version(self) -> int: ...
+    def digest(self) -> bytes:
+        """The list digest of its entries (16 bytes), as the store computes it."""
+
+    def save(
+        self, path: os.PathLike[str] | str, list_id: int, version: int, epoch: int, digest: bytes
+    ) -> int:
+        """Write the list's segment file at `path` (whole, via a temporary file and a
+        rename) saying (list_id, version, epoch, digest); returns its size in bytes."""
+
+def read_segment_info(path: os.PathLike[str] | str) -> tuple[int, int, int, bytes]:
+    """(list_id, version, epoch, digest) from a segment file's header (checked)."""

@@ -47,6 +47,7 @@ from hashmatch.server.store import Store, replica_state
 from hashmatch.server.store.probes import ProbeLedger
 from hashmatch.server.sync.follower import IndexFollower
 from hashmatch.server.sync.replica import Replicator, reconnect_ceiling
+from hashmatch.server.sync.segments import SegmentFiles
 from hashmatch.server.sync.stats import MatchCounts, StatsFlusher
 from hashmatch.v1 import lists_pb2, match_pb2, platform_pb2, replication_pb2
 
@@ -257,7 +258,12 @@ def build(
             replica_state.set_stale(store, f"not caught up with primary {settings.follow} yet")
         if settings.demo:
             demo.ensure_demo(store, settings.data_dir)
-        follower = IndexFollower(store, Index(), settings.poll_interval)
+        segments = (
+            SegmentFiles(settings.data_dir, quiet=settings.segment_quiet)
+            if settings.segments
+            else None
+        )
+        follower = IndexFollower(store, Index(), settings.poll_interval, segments)
         follower.start()
         counts = MatchCounts()
         ledger = ProbeLedger(settings.data_dir)

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 from hashmatch.server._hashcore import (
     Changes,
     Index,
+    ListSnapshot,
     encode_entries,
     encode_hashes,
     entry_term,
     is_degenerate_pdq,
     parse_changes,
+    read_segment_info,
     request_list,
     stored_terms_sum,
 )
@@ -31,12 +33,14 @@ __all__ = [
     "UNKNOWN_QUALITY",
     "Changes",
     "Index",
+    "ListSnapshot",
     "encode_entries",
     "encode_hashes",
     "entry_term",
     "is_degenerate_pdq",
     "pack_hashes",
     "parse_changes",
+    "read_segment_info",
     "request_list",
     "stored_terms_sum",
 ]

@@ -101,6 +101,11 @@ class Settings:
     # primary applied: cut off, or applying too slowly) reports NOT_SERVING so a load
     # balancer takes it out of rotation; 0 = never (it serves whatever it has).
     max_lag: float = 0.0
+    # Map each list from its segment file at start (written beside the store, in
+    # DATA_DIR/segments) instead of rebuilding it from LMDB; a list's file is rewritten once
+    # the list has changed and then stayed unchanged for segment_quiet seconds.
+    segments: bool = True
+    segment_quiet: float = 10.0
     # Create the benign demo list (and demo tenants) when the data folder has none.
     demo: bool = False
 
@@ -136,6 +141,8 @@ class Settings:
             raise SettingsError("tls_client_ca needs tls_cert and tls_key")
         if self.max_lag < 0:
             raise SettingsError("max_lag must be >= 0 seconds")
+        if self.segment_quiet < 0:
+            raise SettingsError("segment_quiet must be >= 0 seconds")
         if (self.follow_cert is None) != (self.follow_key is None):
             raise SettingsError("follow_cert and follow_key must be given together")
         if self.follow_cert is not None and self.follow_ca is None:

@@ -52,6 +52,18 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
         help="replica: report NOT_SERVING when not proven current for this many seconds",
     )
     p.add_argument(
+        "--no-segments",
+        dest="segments",
+        action="store_const",
+        const=False,
+        help="rebuild every list from the store at start; write no segment files",
+    )
+    p.add_argument(
+        "--segment-quiet",
+        type=float,
+        help="seconds a changed list stays unchanged before its segment file is rewritten",
+    )
+    p.add_argument(
         "--demo",
         action="store_const",
         const=True,
@@ -78,6 +90,8 @@ SERVE_FLAGS = (
     "follow_cert",
     "follow_key",
     "max_lag",
+    "segments",
+    "segment_quiet",
     "demo",
 )
 

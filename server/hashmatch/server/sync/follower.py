@@ -7,6 +7,10 @@ write made through this process calls `catch_up()` right after its commit, so th
 own process serves the change before acknowledging it; other processes see it within one
 poll interval.
 
+A list with a usable segment file (see `segments`) is mapped from it instead, then followed
+from the version the file holds; a background thread writes the files, and checks the
+digest of each list mapped from one, reloading it from the store if it differs.
+
 On a replica, a list marked unverified in the store (being copied, or found to differ from
 the primary's) is not served: it is dropped from the core until the mark is cleared, then
 loaded afresh. A list that was reset (its epoch changed, or its version went back) is
@@ -22,15 +26,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from hashmatch.server.core import Index, pack_hashes
+from hashmatch.server.core import Index, ListSnapshot, pack_hashes
 from hashmatch.server.store import ListMeta, Store, replica_state
 from hashmatch.server.store.changelog import CHANGES, EXPOSE, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.store.resync import list_states
+from hashmatch.server.sync.segments import Refused, SegmentFiles, SegmentInfo
 
 log = logging.getLogger(__name__)
 
 # How often reader slots left by dead processes are reclaimed (they pin old pages).
 READER_CHECK_SECONDS = 60.0
+# A list's segment file is written again no sooner than this many times the last write
+# took (see `_file_one`).
+WRITE_SHARE = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,31 @@ class ServedList:
     quarantined: frozenset[str] = frozenset()
     # How many times the list had been reset in the store when it was loaded.
     epoch: int = 0
+    # The list digest at `version` (what a segment file written now must say).
+    digest: bytes = b""
 
 
 class IndexFollower:
-    def __init__(self, store: Store, index: Index, poll_interval: float = 0.02) -> None:
+    def __init__(
+        self,
+        store: Store,
+        index: Index,
+        poll_interval: float = 0.02,
+        segments: SegmentFiles | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.poll_interval = poll_interval
+        self.segments = segments
+        # Per list: the version its segment file holds, when this process knows it; when
+        # its served version last changed; when this process may write its file next.
+        self._filed: dict[int, int] = {}
+        self._changed_at: dict[int, float] = {}
+        self._next_write: dict[int, float] = {}
+        # Lists mapped from a segment file whose digest is still to be checked.
+        self._unchecked: dict[int, tuple[ListSnapshot, bytes]] = {}
+        # Lists to reload from the store, not from their file (their digest differed).
+        self._reload: set[int] = set()
         self._lists: dict[int, ServedList] = {}
         # What the core was last given of the platforms' settings, to skip unchanged ones.
         self._policies: tuple[object, ...] = ()
@@ -72,6 +98,7 @@ class IndexFollower:
         self._waiters_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._filer: threading.Thread | None = None
 
     def lists(self) -> dict[int, ServedList]:
         # Replaced, never mutated, so readers need no lock.
@@ -104,6 +131,7 @@ class IndexFollower:
                     not state.verified
                     or state.epoch != current.epoch
                     or meta.version < current.version
+                    or meta.id in self._reload
                 ):
                     # Reset, or not to be served: nothing of what was served stays.
                     self._drop(current)
@@ -113,9 +141,13 @@ class IndexFollower:
                     unverified.add(meta.name)
                     continue
                 if current is None:
-                    served[meta.id] = self._load(meta, state.epoch)
+                    use_file = meta.id not in self._reload
+                    self._reload.discard(meta.id)
+                    served[meta.id] = self._load(meta, state.epoch, use_file)
                 elif meta.version > current.version:
                     served[meta.id] = self._follow(current)
+                if current is None or served[meta.id].version != current.version:
+                    self._changed_at[meta.id] = time.monotonic()
                 config = _config(meta)
                 # A meta read before events followed since is stale (its exposed label
                 # keys were set by those events); the next catch-up reads it afresh.
@@ -126,6 +158,8 @@ class IndexFollower:
                     self._configs[meta.id] = config
             for list_id in served.keys() - present:
                 self._drop(served.pop(list_id))
+                if self.segments is not None:
+                    self.segments.remove(list_id)
             self._lists = served
             self._reload_platforms()
             self._seen_seq = seq
@@ -209,7 +243,11 @@ class IndexFollower:
         self._configs.pop(served.id, None)
         log.info("list %s no longer served at version %d", served.name, served.version)
 
-    def _load(self, listed: ListMeta, epoch: int) -> ServedList:
+    def _load(self, listed: ListMeta, epoch: int, use_file: bool = True) -> ServedList:
+        if self.segments is not None and use_file:
+            mapped = self._map(listed, epoch)
+            if mapped is not None:
+                return self._follow(mapped)
         # A reset between the list's state and this snapshot is seen at the next
         # catch-up (a new epoch), which drops and reloads the list.
         snap = self.store.snapshot_entries(listed.name)
@@ -228,7 +266,40 @@ class IndexFollower:
         self.index.set_list_state(meta.id, meta.version, sorted(quarantined))
         log.info("loaded list %s: %d entries at version %d", meta.name, total, meta.version)
         # Batches committed after the snapshot are picked up by following the log.
-        return self._follow(ServedList(meta.id, meta.name, meta.version, quarantined, epoch))
+        return self._follow(
+            ServedList(meta.id, meta.name, meta.version, quarantined, epoch, meta.digest)
+        )
+
+    def _map(self, listed: ListMeta, epoch: int) -> ServedList | None:
+        """The list mapped from its segment file, at the file's version; None (the list
+        to be read from the store) when it has no usable one."""
+        assert self.segments is not None
+        path = self.segments.path(listed.id)
+        try:
+            info = self.segments.usable(self.store, listed, epoch)
+            if info is None:
+                return None
+            quarantined = frozenset(self.store.quarantined(listed.id))
+            config = _config(listed)
+            self.index.configure_list(listed.id, *config)
+            self._configs[listed.id] = config
+            try:
+                self.index.load_list(path, info.list_id, info.version, info.epoch, info.digest)
+            except (OSError, ValueError) as err:
+                raise Refused(str(err)) from None
+        except Refused as why:
+            log.warning(
+                "segment file %s of list %s not used (%s): rebuilding the list from the store",
+                path,
+                listed.name,
+                why,
+            )
+            return None
+        self.index.set_list_state(listed.id, info.version, sorted(quarantined))
+        self._filed[listed.id] = info.version
+        self._unchecked[listed.id] = (self.index.list_snapshot(listed.id), info.digest)
+        log.info("mapped list %s from %s at version %d", listed.name, path, info.version)
+        return ServedList(listed.id, listed.name, info.version, quarantined, epoch, info.digest)
 
     def _follow(self, served: ServedList) -> ServedList:
         while True:
@@ -247,7 +318,12 @@ class IndexFollower:
                     self._expose(served.id, tuple(record.references()))
                 if quarantined != served.quarantined or record.kind == EXPOSE:
                     self.index.set_list_state(served.id, record.version, sorted(quarantined))
-                served = replace(served, version=record.version, quarantined=quarantined)
+                served = replace(
+                    served,
+                    version=record.version,
+                    quarantined=quarantined,
+                    digest=record.digest,
+                )
 
     def _expose(self, list_id: int, keys: tuple[str, ...]) -> None:
         """The label keys verdicts show from an EXPOSE event on (its version is set right
@@ -275,6 +351,75 @@ class IndexFollower:
         self.catch_up()
         self._thread = threading.Thread(target=self._run, name="index-follower", daemon=True)
         self._thread.start()
+        if self.segments is not None:
+            self._filer = threading.Thread(
+                target=self._file_segments, name="segment-files", daemon=True
+            )
+            self._filer.start()
+
+    def _file_segments(self) -> None:
+        """Checks the digest of lists mapped from files, and writes the files of lists
+        that changed and then stayed quiet (off the follower thread: writing a large list
+        takes seconds, and retractions must not wait for it)."""
+        assert self.segments is not None
+        while not self._stop.wait(min(1.0, max(self.segments.quiet, 0.05))):
+            try:
+                self._check_mapped()
+                for list_id in list(self._lists):
+                    if self._stop.is_set():
+                        return
+                    self._file_one(list_id)
+            except Exception:
+                log.exception("writing segment files failed; retrying")
+
+    def _check_mapped(self) -> None:
+        while self._unchecked:
+            list_id, (snapshot, digest) = self._unchecked.popitem()
+            found = snapshot.digest()
+            if found == digest:
+                continue
+            log.error(
+                "list id %d mapped from its segment file holds entries with digest %s, not "
+                "the store's %s: reloading it from the store",
+                list_id,
+                found.hex(),
+                digest.hex(),
+            )
+            with self._lock:
+                self._reload.add(list_id)
+                self._filed.pop(list_id, None)
+                self._seen_seq = -1  # the next catch-up reloads it
+            self.catch_up()
+
+    def _file_one(self, list_id: int) -> None:
+        assert self.segments is not None
+        now = time.monotonic()
+        with self._lock:
+            served = self._lists.get(list_id)
+            if (
+                served is None
+                or self._filed.get(list_id) == served.version
+                or now - self._changed_at.get(list_id, now) < self.segments.quiet
+                or now < self._next_write.get(list_id, now)
+                or not self.segments.is_writer()
+            ):
+                return
+            # Taken under the lock: no batch is applied between the snapshot and the
+            # version and digest it is filed under.
+            snapshot = self.index.list_snapshot(list_id)
+            info = SegmentInfo(list_id, served.version, served.epoch, served.digest)
+        size = self.segments.save(snapshot, info)
+        self._filed[list_id] = info.version
+        # A list changing all the time is not rewritten all the time: at most a tenth of
+        # the time goes to writing its file.
+        done = time.monotonic()
+        self._next_write[list_id] = done + WRITE_SHARE * (done - now)
+        log.info(
+            "wrote the segment file of list %s at version %d (%d bytes)",
+            served.name,
+            info.version,
+            size,
+        )
 
     def _run(self) -> None:
         next_check = time.monotonic() + READER_CHECK_SECONDS
@@ -291,6 +436,10 @@ class IndexFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self._filer is not None:
+            self._filer.join()
+        if self.segments is not None:
+            self.segments.close()
 
 
 # What the core is configured with for a list: thresholds, name, exposed label keys, video
