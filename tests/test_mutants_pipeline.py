@@ -275,11 +275,13 @@ def batch(batch_id: str) -> bytes:
 def test_a_client_streams_messages_are_checked_and_named_by_index(harness: Harness) -> None:
     answer = lists_pb2.UploadChangesResponse.FromString(upload(harness, [batch("a"), batch("b")]))
     assert (answer.batches_applied, answer.last_batch_id) == (2, "a,b")
-    with pytest.raises(grpc.RpcError) as info:
-        upload(harness, [batch("a"), b"\x12\x01\xff"])  # batch_id of the second, not UTF-8
-    code, _, details = refusal(info.value)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert violations(details) == [("messages[1].batch_id", "is not valid UTF-8")]
+    bad = b"\x12\x01\xff"  # a batch_id that is not UTF-8
+    for index, messages in [(1, [batch("a"), bad]), (2, [batch("a"), batch("b"), bad])]:
+        with pytest.raises(grpc.RpcError) as info:
+            upload(harness, messages)
+        code, _, details = refusal(info.value)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert violations(details) == [(f"messages[{index}].batch_id", "is not valid UTF-8")]
     with pytest.raises(grpc.RpcError) as info:
         upload(harness, [b"\x12\x05ab"])  # the first does not parse at all
     code, _, details = refusal(info.value)
@@ -618,8 +620,9 @@ def test_each_call_costs_one_token_and_a_raw_call_its_items(harness: Harness) ->
     harness.unary(BATCH_PATH, b"\x0a" * 4)  # 1 when admitted, 3 more once read
     harness.unary(BATCH_PATH, b"")  # no items: the 1 it was admitted with
     harness.unary(BATCH_PATH, b"\x0a")  # 1 item: nothing more
-    # 7 of 10 taken: 3 left.
-    assert limiter.try_acquire("acme", 3) is None
+    harness.unary(BATCH_PATH, b"\x0a" * 2)  # 2 items: 1 more
+    # 9 of 10 taken: 1 left.
+    assert limiter.try_acquire("acme", 1) is None
     assert limiter.try_acquire("acme", 1) == 1.0
 
 

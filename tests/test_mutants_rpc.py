@@ -120,6 +120,9 @@ def test_acquire_raises_with_the_wait_and_takes_one_by_default() -> None:
     bucket.acquire("acme", 1)
     with pytest.raises(errors.RateLimited):
         bucket.acquire("acme", 1)
+    clock.now += 1.5  # 2 tokens back, then 3 taken at once: 1 in debt
+    bucket.acquire("acme", 3)
+    assert bucket.try_acquire("acme", 1) == 1.0
 
 
 def test_a_debit_puts_the_bucket_in_debt_and_nothing_else_does() -> None:
@@ -131,6 +134,9 @@ def test_a_debit_puts_the_bucket_in_debt_and_nothing_else_does() -> None:
     bucket.debit("a", -7)  # never a credit
     bucket.debit("a", 6)  # 2 in debt
     assert bucket.try_acquire("a", 1) == 3.0
+    clock.now += 3.0  # 1 token again
+    bucket.debit("a", 1)  # and a debit of one takes it
+    assert bucket.try_acquire("a", 1) == 1.0
     bucket.debit("other", 5)  # another tenant's bucket is untouched
     assert bucket.try_acquire("other", 5) is None
 
