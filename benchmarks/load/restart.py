@@ -27,11 +27,11 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-from bench_sync import HASHMATCH, field  # noqa: E402
+from bench_sync import HASHMATCH, field
 
-from hashmatch.client import PDQ, Connection, MatchClient, RetryPolicy, make_hash  # noqa: E402
-from hashmatch.server.core import read_segment_info  # noqa: E402
-from hashmatch.server.store import Role, Store  # noqa: E402
+from hashmatch.client import PDQ, Connection, MatchClient, RetryPolicy, make_hash
+from hashmatch.server.core import read_segment_info
+from hashmatch.server.store import Role, Store
 
 BATCH = 50_000
 
