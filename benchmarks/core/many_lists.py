@@ -1,0 +1,90 @@
+"""Many lists against one: the same PDQ entries as `--lists` lists of equal size, and as one
+list, queried the same way (one query per call, one thread, threshold 31, half
+near-duplicates of listed entries at distances 0..32, half random).
+
+    .venv/bin/python benchmarks/core/many_lists.py --entries 10000000 --lists 1000
+
+Prints build seconds, the core's bytes per entry, and p50 / p99 µs per query of each
+layout, and checks that both answer every query with the same entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from scale import CHUNK, chunk_rows, pct, queries
+
+from hashmatch.server import _hashcore
+
+PDQ = 4
+THRESHOLD = 31
+
+
+def build(entries: int, lists: int, seed: int) -> tuple[_hashcore.Index, float]:
+    index = _hashcore.Index()
+    per = entries // lists
+    for list_id in range(1, lists + 1):
+        index.configure_list(list_id, THRESHOLD, 0)
+    t0 = time.perf_counter()
+    for i in range((entries + CHUNK - 1) // CHUNK):
+        m = min(CHUNK, entries - i * CHUNK)
+        rows = chunk_rows(seed, i, m)
+        ids = np.arange(i * CHUNK, i * CHUNK + m, dtype="<u8")
+        owner = ids // per + 1
+        for list_id in np.unique(owner):
+            take = owner == list_id
+            k = int(take.sum())
+            index.apply(
+                int(list_id),
+                bytes([PDQ]) * k,
+                rows[take].tobytes(),
+                ids[take].tobytes(),
+                b"",
+                b"",
+            )
+    index.compact()
+    return index, time.perf_counter() - t0
+
+
+def run(index: _hashcore.Index, qs: np.ndarray) -> tuple[list[float], list[set[int]]]:
+    times, found = [], []
+    for q in qs:
+        raw = q.tobytes()
+        t0 = time.perf_counter_ns()
+        got = index.match_batch(b"\x04", raw, b"\xff", b"\xff")
+        times.append((time.perf_counter_ns() - t0) / 1000)
+        found.append({eid for _, _, eid in got})
+    return times, found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--entries", type=int, default=10_000_000)
+    p.add_argument("--lists", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=18)
+    args = p.parse_args()
+    qs = queries(args.entries, args.queries, args.seed)
+    report: dict[str, object] = {"entries": args.entries}
+    answers = []
+    for lists in (1, args.lists):
+        index, seconds = build(args.entries, lists, args.seed)
+        times, found = run(index, qs)
+        answers.append(found)
+        report[f"{lists}_lists"] = {
+            "build_seconds": round(seconds, 1),
+            "core_bytes_per_entry": round(index.memory_bytes() / args.entries, 1),
+            "p50_us": round(pct(times, 50), 1),
+            "p99_us": round(pct(times, 99), 1),
+        }
+        print(lists, report[f"{lists}_lists"], flush=True)
+        del index
+    assert answers[0] == answers[1], "the two layouts answered differently"
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
