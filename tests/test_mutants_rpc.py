@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import grpc
@@ -17,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import CollectorRegistry
 
 from hashmatch.server import errors
-from hashmatch.server.logs import BufferedStreamHandler, JsonFormatter
+from hashmatch.server.logs import BufferedStreamHandler, JsonFormatter, direct_json_handler
 from hashmatch.server.metrics import Metrics
 from hashmatch.server.rpc import limits, status
 from hashmatch.server.rpc.limits import Admission, LoadShedder, RateLimiter, rate_limited
@@ -461,19 +462,25 @@ def test_the_default_logger_is_the_rpc_logger() -> None:
     assert RpcLog().log is logging.getLogger("hashmatch.rpc")
 
 
-def test_the_direct_json_line_is_the_line_logging_would_write(logger: logging.Logger) -> None:
+def direct_lines(logger: logging.Logger, *calls: Call) -> list[dict[str, object]]:
+    """What RpcLog writes through the serving set-up's one JSON handler."""
     out = io.StringIO()
     handler = BufferedStreamHandler(out, interval=3600)
     handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
+    # The only handler (pytest attaches its capture handlers too): the direct path.
+    logger.handlers = [handler]
+    assert direct_json_handler(logger) is handler
     try:
-        RpcLog(logger)(a_call(tenant=""))
-        RpcLog(logger)(a_call(quiet=True))
+        for call in calls:
+            RpcLog(logger)(call)
         handler.flush()
     finally:
         handler.close()
-    (line,) = out.getvalue().splitlines()
-    written = json.loads(line)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_the_direct_json_line_is_the_line_logging_would_write(logger: logging.Logger) -> None:
+    (written,) = direct_lines(logger, a_call(tenant=""), a_call(quiet=True))
     assert {k: written[k] for k in ("level", "logger", "msg")} == {
         "level": "info",
         "logger": logger.name,
@@ -487,7 +494,15 @@ def test_the_direct_json_line_is_the_line_logging_would_write(logger: logging.Lo
         "items": 3,
         "peer": "ipv4:127.0.0.1:5",
     }
-    assert written["pid"] is not None
+    assert written["pid"] == os.getpid()
+
+
+def test_the_direct_json_line_has_no_pid_when_logging_keeps_none(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging, "logProcesses", False)
+    (written,) = direct_lines(logger, a_call())
+    assert written["pid"] is None
 
 
 def test_rpc_metrics_count_time_and_items_by_method() -> None:
