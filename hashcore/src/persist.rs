@@ -23,6 +23,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -180,10 +181,13 @@ pub fn write_file(
     })
 }
 
-/// `path` with `.tmp-<pid>` appended: unique per writing process.
+/// `path` with `.tmp-<pid>-<n>` appended: unique per write, also between two
+/// writers of one process.
 fn temporary_name(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
     PathBuf::from(name)
 }
 
