@@ -73,6 +73,7 @@ class ListSide:
 
     def __init__(self) -> None:
         self.delay = 0.0
+        self.watching = threading.Event()
 
     async def UploadChanges(
         self, requests: AsyncIterator[lists_pb2.ApplyChangesRequest], tenant: Tenant
@@ -89,6 +90,7 @@ class ListSide:
     async def WatchChanges(
         self, request: lists_pb2.WatchChangesRequest, tenant: Tenant
     ) -> AsyncIterator[Any]:
+        self.watching.set()
         await asyncio.sleep(self.delay)
         yield lists_pb2.ChangeBatch(list=request.list, version=1)
         yield errors.ListNotFound(f"no list {request.list}")
@@ -472,6 +474,26 @@ def test_a_refused_client_stream_still_open_gets_its_refusal(harness: Harness) -
     assert (info.value.code(), info.value.details()) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "unknown or revoked token",
+    )
+
+
+def test_a_call_the_client_cancels_is_observed_as_cancelled(harness: Harness) -> None:
+    harness.lists.delay = 30.0
+    call = harness.channel.unary_stream("/hashmatch.v1.ListService/WatchChanges")
+    stream = call(
+        lists_pb2.WatchChangesRequest(list="l").SerializeToString(), metadata=harness.auth("iwf")
+    )
+    assert harness.lists.watching.wait(10)  # the call is in the servicer
+    stream.cancel()
+    for _ in range(200):  # observed once the server has seen the cancellation
+        if harness.calls:
+            break
+        harness.run(asyncio.sleep(0.05))
+    (observed,) = harness.calls
+    assert (observed.method, observed.code, observed.tenant) == (
+        "ListService/WatchChanges",
+        grpc.StatusCode.CANCELLED,
+        "iwf",
     )
 
 

@@ -317,6 +317,39 @@ def test_late_probes_not_in_a_row_do_not_shed() -> None:
     assert shedder.lag == pytest.approx(0.01)
 
 
+class ListClock:
+    """Readings taken from a list, then 0.0 (a probe that is never late)."""
+
+    def __init__(self, readings: list[float]) -> None:
+        self.values = iter(readings)
+        self.readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return next(self.values, 0.0)
+
+
+def test_a_lag_of_exactly_the_limit_is_not_late() -> None:
+    assert 0.04 - 0.0 - limits.LAG_PROBE == limits.LAG_LIMIT
+    clock = ListClock([0.0, 0.04] * 3)
+    shedder = LoadShedder(clock=clock)
+    asyncio.run(_watch(shedder, 6))
+    assert shedder.lag == limits.LAG_LIMIT
+    assert shedder.until == 0.0
+
+
+def test_a_clock_in_its_first_second_counts_from_nothing() -> None:
+    # The counts start empty for second 0 (a monotonic clock can be there after a boot).
+    clock = Clock(0.5)
+    shedder = LoadShedder(clock=clock)
+    shedder.until = 0.9
+    for _ in range(limits.SHED_MIN_CALLS - 1):
+        shedder.admit("heavy")  # 199 calls: not enough to shed
+    assert (shedder._total, shedder._calls) == (199, {"heavy": 199})
+    with pytest.raises(errors.Overloaded):
+        shedder.admit("heavy")
+
+
 def test_the_lag_thresholds() -> None:
     assert (limits.LAG_LIMIT, limits.LAG_STREAK, limits.LAG_PROBE) == (0.03, 3, 0.01)
     assert (limits.SHED_HOLD, limits.SHED_MIN_CALLS) == (0.25, 200)
