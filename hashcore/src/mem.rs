@@ -261,6 +261,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mapped_is_shared_until_written() {
+        let path = std::env::temp_dir().join(format!("hashcore-mem-{}", std::process::id()));
+        let words: Vec<u32> = (0..1000).collect();
+        std::fs::write(&path, as_bytes(&words)).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a file this test wrote and nothing else touches.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.unwrap());
+        let b = HugeBuf::<u32>::mapped(&map, 8, 10).unwrap();
+        assert!(b.is_mapped());
+        assert_eq!(&*b, &words[2..12]);
+        let part = b.slice(3, 4).unwrap();
+        assert!(part.is_mapped());
+        assert_eq!(&*part, &[5, 6, 7, 8]);
+        let mut copy = b.clone();
+        assert!(copy.is_mapped(), "a clone shares the mapping");
+        copy[0] = 77;
+        assert!(!copy.is_mapped(), "a write makes a private copy");
+        assert_eq!((copy[0], copy[1], b[0]), (77, 3, 2));
+        assert!(HugeBuf::<u32>::mapped(&map, 2, 1).is_none(), "misaligned");
+        assert!(
+            HugeBuf::<u32>::mapped(&map, 3996, 2).is_none(),
+            "past the end"
+        );
+        assert!(HugeBuf::<u32>::mapped(&map, 4000, 0).is_some_and(|e| e.is_empty()));
+        assert!(b.slice(9, 2).is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn small_and_large() {
         for n in [0usize, 1, 1000, 3 << 20] {
             let mut b = HugeBuf::<u32>::zeroed(n);
