@@ -13,8 +13,11 @@ Phases, each printed as it ends (and all figures as JSON at the end):
    of listed entries at distances 0..32, half random. p50 / p99 in µs.
 3. exactness: for a sample of queries, every listed entry within 31 found by a brute-force
    scan (numpy, over the regenerated corpus) against what the index answered.
-4. save: the list written to a segment file (seconds, bytes).
-5. restart: this process drops its index; a fresh process maps the file (`load_list`, which
+4. under merges: `--more` further batches of 1 M applied (new segments, merged among
+   themselves in the background as they come) while one thread keeps querying; p50 / p99
+   of those queries against the idle figures.
+5. save: the list written to a segment file (seconds, bytes).
+6. restart: this process drops its index; a fresh process maps the file (`load_list`, which
    checks every byte first) and answers its first query (seconds from start of the call);
    it then runs the queries again and reports VmRSS, RssAnon, RssFile and PSS. A second
    process does the same while the first still holds the file, so the two share its pages.
@@ -33,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -178,13 +182,51 @@ def build(args: argparse.Namespace, report: dict[str, object]) -> None:
     print("exactness", report["exactness"], flush=True)
     assert agree == len(sample), "recall or precision below 1.0"
 
+    if args.more:
+        report["under_merges"] = under_merges(index, args, qs)
+        print("under merges", report["under_merges"], flush=True)
+
     path = args.workdir / "list.seg"
     t0 = time.perf_counter()
-    size = index.list_snapshot(LIST).save(path, LIST, n, 0, DIGEST)
+    snapshot = index.list_snapshot(LIST)
+    size = snapshot.save(path, LIST, snapshot.version, 0, DIGEST)
     report["save"] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": size}
     print("save", report["save"], flush=True)
     del index
     gc.collect()
+
+
+def under_merges(
+    index: _hashcore.Index, args: argparse.Namespace, qs: np.ndarray
+) -> dict[str, object]:
+    """Queries timed in a thread while `args.more` batches are applied and merged."""
+    times: list[float] = []
+    done = threading.Event()
+
+    def query() -> None:
+        while not done.is_set():
+            times.extend(time_queries(index, qs[:100])[0])
+
+    worker = threading.Thread(target=query)
+    worker.start()
+    t0 = time.perf_counter()
+    first = (args.entries + CHUNK - 1) // CHUNK
+    for i in range(first, first + args.more):
+        rows = chunk_rows(args.seed, i, CHUNK)
+        ids = np.arange(i * CHUNK, (i + 1) * CHUNK, dtype="<u8").tobytes()
+        ends, text = refs_of(i * CHUNK, CHUNK)
+        index.apply(LIST, bytes([PDQ]) * CHUNK, rows.tobytes(), ids, b"", b"", ends, text, i + 1)
+    index.compact()
+    seconds = time.perf_counter() - t0
+    done.set()
+    worker.join()
+    return {
+        "batches": args.more,
+        "seconds": round(seconds, 1),
+        "queries": len(times),
+        "p50_us": round(pct(times, 50), 1),
+        "p99_us": round(pct(times, 99), 1),
+    }
 
 
 def restart(args: argparse.Namespace, report: dict[str, object]) -> None:
@@ -214,7 +256,9 @@ def child(args: argparse.Namespace) -> None:
     index = _hashcore.Index()
     index.configure_list(LIST, THRESHOLD, 0)
     t0 = time.perf_counter()
-    index.load_list(args.workdir / "list.seg", LIST, args.entries, 0, DIGEST)
+    path = args.workdir / "list.seg"
+    version = _hashcore.read_segment_info(path)[1]
+    index.load_list(path, LIST, version, 0, DIGEST)
     index.match_batch(b"\x04", qs[0].tobytes(), b"\xff", b"\xff")
     serving = time.perf_counter() - t0
     times, _ = time_queries(index, qs)
@@ -238,6 +282,7 @@ def main() -> None:
     p.add_argument("--exact-sample", type=int, default=20)
     p.add_argument("--seed", type=int, default=18)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp/hashmatch-scale"))
+    p.add_argument("--more", type=int, default=10, help="batches of 1 M applied under queries")
     p.add_argument("--cold", action="store_true", help="drop the page cache before restarting")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
