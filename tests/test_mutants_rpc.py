@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -558,3 +559,31 @@ def test_rpc_metrics_count_time_and_items_by_method() -> None:
     )
     assert value("hashmatch_match_items_total", method="MatchService/Match") == 5
     assert value("hashmatch_match_items_total", method="MatchService/MatchBatch") == 7
+
+
+def test_rpc_metrics_look_each_label_set_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cache is the point of RpcMetrics' dictionaries: a label lookup costs more than
+    # the increment, so each (method, code) and method is looked up on its first call only.
+    metrics = Metrics.create(CollectorRegistry())
+    looked_up: list[tuple[str, ...]] = []
+    for name in ("rpcs", "latency", "items"):
+        metric = getattr(metrics, name)
+        labels = metric.labels
+
+        def counted(*values: str, _name: str = name, _labels: Any = labels) -> Any:
+            looked_up.append((_name, *values))
+            return _labels(*values)
+
+        monkeypatch.setattr(metric, "labels", counted)
+    observe = RpcMetrics(metrics)
+    for _ in range(3):
+        observe(a_call(items=2))
+    observe(a_call(code=grpc.StatusCode.OK, items=1))
+    assert looked_up == [
+        ("rpcs", "MatchService/Match", "NOT_FOUND"),
+        ("latency", "MatchService/Match"),
+        ("items", "MatchService/Match"),
+        ("rpcs", "MatchService/Match", "OK"),
+    ]
+    value = metrics.registry.get_sample_value
+    assert value("hashmatch_match_items_total", {"method": "MatchService/Match"}) == 7
