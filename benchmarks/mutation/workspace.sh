@@ -23,7 +23,7 @@ rpc)
     # and test_hot_path (tenant cache, grouped log lines) are the tests of limits.py,
     # observers.py, status.py and auth.py's cache: without them those mutants survive
     # untested. test_metrics is left out: its servers run in worker processes.
-    tests='"tests/test_auth_matrix.py", "tests/test_access.py", "tests/test_limits.py", "tests/test_admission.py", "tests/test_logs.py", "tests/test_hot_path.py", "tests/test_validation.py", "tests/test_mutated_requests.py", "tests/test_planted_bugs.py", "tests/test_serving.py", "tests/test_tls.py", "tests/test_mutants_auth.py", "tests/test_mutants_tls.py", "tests/test_mutants_rpc.py"'
+    tests='"tests/test_auth_matrix.py", "tests/test_access.py", "tests/test_limits.py", "tests/test_admission.py", "tests/test_logs.py", "tests/test_hot_path.py", "tests/test_validation.py", "tests/test_mutated_requests.py", "tests/test_planted_bugs.py", "tests/test_serving.py", "tests/test_tls.py", "tests/test_mutants_auth.py", "tests/test_mutants_tls.py", "tests/test_mutants_rpc.py", "tests/test_mutants_pipeline.py"'
     ;;
 store)
     # MUTATION_STORE_ALL=1 mutates every store module; by default the ones that decide who
