@@ -10,6 +10,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,9 @@ def match_bytes(item_id: str) -> bytes:
 
 
 def test_a_parsed_call_is_answered_and_observed(harness: Harness) -> None:
+    before = time.perf_counter()
     raw = harness.unary(MATCH_PATH, match_bytes("x"))
+    took = time.perf_counter() - before
     assert match_pb2.MatchResponse.FromString(raw).item_id == "acme:x"
     (call,) = harness.logged("MatchService/Match")
     assert (call.code, call.tenant, call.items, call.quiet) == (
@@ -219,7 +222,7 @@ def test_a_parsed_call_is_answered_and_observed(harness: Harness) -> None:
         False,
     )
     assert call.peer.startswith("ipv4:127.0.0.1:")
-    assert call.duration > 0.0
+    assert 0.0 < call.duration <= took  # measured inside the call the client timed
     # Cheap by the servicer's word: answered on the event loop.
     assert harness.match.threads == ["serving-loop"]
 
@@ -545,6 +548,41 @@ def test_a_follow_forever_stream_has_no_cap(harness: Harness) -> None:
     )
     assert lists_pb2.ChangeBatch.FromString(next(stream)).version == 1
     stream.cancel()
+
+
+class Context:
+    """What `guarded` asks of a call's context: its deadline and its metadata."""
+
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", "Bearer t"),)
+
+
+@pytest.mark.parametrize("remaining", [0.0, -1.0])
+def test_a_call_whose_deadline_has_passed_is_refused_before_any_work(remaining: float) -> None:
+    asked: list[str] = []
+
+    def authenticate(token: str, *, cached_only: bool = False) -> Tenant | None:
+        asked.append(token)
+        return Tenant("acme", Role.PLATFORM, 0.0)
+
+    side = MatchSide()
+    method = pipeline_module._Method(
+        MATCH, MATCH.methods_by_name["Match"], side, Pipeline(authenticate=authenticate)
+    )
+    call = Call("MatchService/Match", 0.0)
+    request = match_pb2.MatchRequest(item_id="x")
+    with pytest.raises(errors.DeadlineExceeded) as info:
+        asyncio.run(method.guarded(call, request, Context(remaining)))  # type: ignore[arg-type]
+    assert info.value.message == "the call's deadline passed before it was answered"
+    assert asked == [] and side.threads == []
+    answer = asyncio.run(method.guarded(call, request, Context(5.0)))  # type: ignore[arg-type]
+    assert answer.item_id == "acme:x" and asked == ["t"]
 
 
 def test_the_caps_of_each_method() -> None:
