@@ -133,12 +133,12 @@ impl Verdicts {
         let q = &self.request.queries;
         q.keys
             .iter()
-            .enumerate()
-            .filter_map(|(k, key)| match key {
+            .zip(&self.request.pdq_query)
+            .filter_map(|(key, &query)| match key {
                 Key::Pdq(h) => Some((
-                    self.request.owners[k],
+                    self.request.owners[query as usize],
                     pdq_to_bytes(h),
-                    self.served.get(k).copied().unwrap_or(false),
+                    self.served.get(query as usize).copied().unwrap_or(false),
                 )),
                 _ => None,
             })
