@@ -202,49 +202,40 @@ impl Request {
             req.fill_distances();
             return req;
         }
-        let mut bodies: Vec<&[u8]> = Vec::new();
+        // Items are read as their framing is: the whole call's violations
+        // (unreadable framing, no items, too many) then replace what was read.
+        let refused = |v: Violation| Request {
+            batch,
+            violations: vec![v],
+            ..Request::default()
+        };
+        // An item takes at least 24 bytes (a tag, a length and one MD5 hash).
+        let guess = (raw.len() / 24).min(MAX_BATCH_ITEMS);
+        req.items.reserve(guess);
+        req.owners.reserve(guess);
+        let mut n = 0usize;
         let mut reader = Reader::new(raw);
         loop {
             match reader.next() {
-                Ok(Some((1, Value::Len(body)))) => bodies.push(body),
+                Ok(Some((1, Value::Len(body)))) => {
+                    if n < MAX_BATCH_ITEMS {
+                        req.add_batch_item(raw, body, n, &mut scratch, pdq_paused);
+                    }
+                    n += 1;
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
-                Err(_) => {
-                    req.violations.push(violation("(request)", NOT_PROTOBUF));
-                    return req;
-                }
+                Err(_) => return refused(violation("(request)", NOT_PROTOBUF)),
             }
         }
-        let n = bodies.len();
         if n == 0 {
-            req.violations
-                .push(violation("items", "at least one item is required"));
-            return req;
+            return refused(violation("items", "at least one item is required"));
         }
         if n > MAX_BATCH_ITEMS {
-            req.violations.push(violation(
+            return refused(violation(
                 "items",
                 format!("at most {MAX_BATCH_ITEMS} items, got {n}"),
             ));
-            return req;
-        }
-        req.items.reserve_exact(n);
-        req.owners.reserve(n);
-        for (i, body) in bodies.into_iter().enumerate() {
-            if req.add_fast_item(raw, body) {
-                continue;
-            }
-            match read_item(body, &mut scratch) {
-                Ok(fields) => req.add_item(raw, fields, Prefix(Some(i)), &scratch, pdq_paused),
-                Err(Undecodable::Wire) => req.refuse_item(
-                    None,
-                    vec![violation(format!("items[{i}]"), ITEM_NOT_PROTOBUF)],
-                ),
-                Err(Undecodable::Utf8) => req.refuse_item(
-                    None,
-                    vec![violation(format!("items[{i}].item_id"), NOT_UTF8)],
-                ),
-            }
         }
         let frames: usize = req.videos.iter().map(|v| v.frames.len()).sum();
         if frames > MAX_VIDEO_FRAMES {
@@ -279,19 +270,51 @@ impl Request {
         });
     }
 
-    /// Adds item `body` (a slice of `raw`) if [`fast_item`] reads it.
+    /// Reads and checks item `i` of a batch, `body` (a slice of `raw`).
+    fn add_batch_item<'a>(
+        &mut self,
+        raw: &'a [u8],
+        body: &'a [u8],
+        i: usize,
+        scratch: &mut Vec<HashField<'a>>,
+        pdq_paused: bool,
+    ) {
+        if self.add_fast_item(raw, body) {
+            return;
+        }
+        match read_item(body, scratch) {
+            Ok(fields) => self.add_item(raw, fields, Prefix(Some(i)), scratch, pdq_paused),
+            Err(Undecodable::Wire) => self.refuse_item(
+                None,
+                vec![violation(format!("items[{i}]"), ITEM_NOT_PROTOBUF)],
+            ),
+            Err(Undecodable::Utf8) => self.refuse_item(
+                None,
+                vec![violation(format!("items[{i}].item_id"), NOT_UTF8)],
+            ),
+        }
+    }
+
+    /// Adds item `body` (a slice of `raw`) if it has the common shape (see
+    /// [`fast_item`]); otherwise leaves the request as it was.
     #[inline]
     fn add_fast_item(&mut self, raw: &[u8], body: &[u8]) -> bool {
-        let mut digests = [(0u8, 0u32); MAX_HASHES_PER_ITEM];
-        let Some((id, n)) = fast_item(raw, body, &mut digests) else {
+        let owner = self.items.len() as u32;
+        let first = self.owners.len();
+        let Some(id) = fast_item(raw, body, |a, offset| {
+            let q = self.owners.len() as u32;
+            self.exact[a].push((q, offset));
+            self.owners.push(owner);
+        }) else {
+            // Undo the hashes read before the item turned out otherwise.
+            for list in &mut self.exact {
+                while list.last().is_some_and(|e| e.0 as usize >= first) {
+                    list.pop();
+                }
+            }
+            self.owners.truncate(first);
             return false;
         };
-        let owner = self.items.len() as u32;
-        for &(a, offset) in &digests[..n] {
-            let q = self.owners.len() as u32;
-            self.exact[usize::from(a)].push((q, offset));
-            self.owners.push(owner);
-        }
         let start = self.ids.len() as u32;
         self.ids.extend_from_slice(id);
         self.items.push(Item {
@@ -558,14 +581,10 @@ fn offset_in(raw: &[u8], part: &[u8]) -> u32 {
 /// `hashes` (field 2), each exactly `algorithm` (1 to 3, one byte) then
 /// `value` of that algorithm's length, and nothing else. Such an item has no
 /// violation, and the general reader would read the same id and digests.
-/// Returns the id and the number of `(algorithm index, digest offset in raw)`
-/// written to `out`.
+/// Returns the id, having called `hash(algorithm index, digest offset in
+/// raw)` for each hash; `None` may come after some calls.
 #[inline]
-fn fast_item<'a>(
-    raw: &[u8],
-    body: &'a [u8],
-    out: &mut [(u8, u32); MAX_HASHES_PER_ITEM],
-) -> Option<(&'a [u8], usize)> {
+fn fast_item<'a>(raw: &[u8], body: &'a [u8], mut hash: impl FnMut(usize, u32)) -> Option<&'a [u8]> {
     let mut at = 0usize;
     let mut id: &[u8] = &[];
     if body.first() == Some(&0x0a) {
@@ -596,11 +615,11 @@ fn fast_item<'a>(
         if end > body.len() || n == MAX_HASHES_PER_ITEM {
             return None;
         }
-        out[n] = (alg - 1, (base + at + 6) as u32);
+        hash(usize::from(alg - 1), (base + at + 6) as u32);
         n += 1;
         at = end;
     }
-    (n > 0).then_some((id, n))
+    (n > 0).then_some(id)
 }
 
 /// A length varint of at most two bytes at `body[at..]`: `(length, next position)`.
