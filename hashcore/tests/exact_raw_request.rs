@@ -160,12 +160,16 @@ fn apply(idx: &Index, list: u32, adds: &[(Key, u64, String)], dels: &[Key]) {
     idx.apply(list, &batch).unwrap();
 }
 
+/// One list: entries as (pool index, reference number), then retired pool indexes.
+type ListCase = (Vec<(usize, u8)>, Vec<usize>);
+/// One query hash: a pool index, or a miss as (algorithm, seed).
+type HashCase = Result<usize, (u8, u64)>;
+
 #[derive(Debug, Clone)]
 struct Case {
-    /// Per list: entries as (pool index, reference number), then retired pool indexes.
-    lists: Vec<(Vec<(usize, u8)>, Vec<usize>)>,
-    /// Items: (hashes as pool indexes or misses, shape).
-    items: Vec<(Vec<Result<usize, (u8, u64)>>, Shape)>,
+    lists: Vec<ListCase>,
+    /// Items: (hashes, shape).
+    items: Vec<(Vec<HashCase>, Shape)>,
     /// Lists the tenant reads (None: all), and allow-listed pool indexes.
     subscribed: Option<Vec<u32>>,
     allow: Vec<usize>,
@@ -183,21 +187,12 @@ fn case() -> impl Strategy<Value = (Vec<(u8, u64)>, Case)> {
             3 => (0..n).prop_map(Ok),
             1 => (0u8..4, any::<u64>()).prop_map(Err),
         ];
-        let items = proptest::collection::vec(
-            (proptest::collection::vec(hash, 1..5), shape()),
-            1..30,
-        );
+        let items =
+            proptest::collection::vec((proptest::collection::vec(hash, 1..5), shape()), 1..30);
         let subscribed = proptest::option::of(proptest::collection::vec(1u32..4, 0..3));
         let allow = proptest::collection::vec(0..n, 0..3);
-        (
-            Just(pool),
-            lists,
-            items,
-            subscribed,
-            allow,
-            any::<bool>(),
-        )
-            .prop_map(|(pool, lists, items, subscribed, allow, batch)| {
+        (Just(pool), lists, items, subscribed, allow, any::<bool>()).prop_map(
+            |(pool, lists, items, subscribed, allow, batch)| {
                 (
                     pool,
                     Case {
@@ -208,7 +203,8 @@ fn case() -> impl Strategy<Value = (Vec<(u8, u64)>, Case)> {
                         batch,
                     },
                 )
-            })
+            },
+        )
     })
 }
 
