@@ -1523,8 +1523,26 @@ impl Index {
         let mut mine: Vec<(u32, &str)> = Vec::new();
         let mut seen: HashSet<(u32, &str)> = HashSet::new();
         let mut seen_item = u32::MAX;
+        // The stored references of all hits first, in a loop of their own: a
+        // lookup is a chain of dependent cache misses, and the chains of
+        // successive hits then overlap (measured: see benchmarks/core/README.md).
         let mut current: Option<(u32, &Arc<List>)> = None;
-        for &(qi, lid, eid) in &hits {
+        let stored: Vec<Option<(&Arc<List>, &str)>> = hits
+            .iter()
+            .map(|&(_, lid, eid)| {
+                let list = match current {
+                    Some((id, l)) if id == lid => l,
+                    _ => {
+                        let l = state.lists.get(&lid)?;
+                        current = Some((lid, l));
+                        l
+                    }
+                };
+                // None: an entry loaded without its reference.
+                Some((list, list.refs.get(eid)?))
+            })
+            .collect();
+        for (&(qi, lid, _), &stored) in hits.iter().zip(&stored) {
             let qi_ = qi as usize;
             if let Some(p) = allow {
                 if allowed[qi_] == 0 {
@@ -1538,18 +1556,8 @@ impl Index {
                     continue;
                 }
             }
-            let list = match current {
-                Some((id, l)) if id == lid => l,
-                _ => match state.lists.get(&lid) {
-                    Some(l) => {
-                        current = Some((lid, l));
-                        l
-                    }
-                    None => continue,
-                },
-            };
-            let Some(stored) = list.refs.get(eid) else {
-                continue; // an entry loaded without its reference
+            let Some((list, stored)) = stored else {
+                continue;
             };
             let (reference, entry_labels) = labels::split(stored);
             if !list.quarantined.is_empty() && list.quarantined.contains(reference) {
