@@ -1525,7 +1525,8 @@ impl Index {
         let mut seen_item = u32::MAX;
         // The stored references of all hits first, in a loop of their own: a
         // lookup is a chain of dependent cache misses, and the chains of
-        // successive hits then overlap (measured: see benchmarks/core/README.md).
+        // successive hits then overlap (10 M MD5 entries with references, half
+        // hits, one core: 0.67 -> 0.90 M lookups/s through the whole path).
         let mut current: Option<(u32, &Arc<List>)> = None;
         let stored: Vec<Option<(&Arc<List>, &str)>> = hits
             .iter()

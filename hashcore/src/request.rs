@@ -29,7 +29,7 @@
 //! place ([`Request::digest`]). Items in the shape every protobuf runtime
 //! writes for the common case (a printable ASCII item_id, then exact hashes of
 //! just an algorithm and a value) are read by a dedicated reader
-//! ([`fast_item`]) that takes no detour through the general field loop; any
+//! (`fast_item`) that takes no detour through the general field loop; any
 //! other item goes through the general reader, with the same outcome.
 
 use crate::changes::{is_degenerate_pdq, Violation};
