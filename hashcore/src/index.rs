@@ -956,29 +956,44 @@ fn tier_ids(
     ids.dedup();
 }
 
-/// Exact lookups of the queries `which` (indexes into `keys`) in one tier.
-fn exact_hits<const N: usize>(
+/// Exact lookups of `n` queries in one tier: query `query(i)` has digest `key(i)`.
+fn exact_hits<'k, const N: usize>(
     tier: &Tier<ExactSegment<N>>,
     list_id: u32,
-    which: &[u32],
-    digest: impl Fn(&Key) -> &[u8; N],
-    keys: &[Key],
+    n: usize,
+    key: impl Fn(usize) -> &'k [u8; N] + Copy,
+    query: impl Fn(usize) -> u32 + Copy,
     out: &mut Vec<Match>,
 ) {
-    if which.is_empty() || tier.parts.is_empty() {
+    if n == 0 || tier.parts.is_empty() {
         return;
     }
     for part in &tier.parts {
-        part.seg.find_each(
-            which.len(),
-            |i| digest(&keys[which[i] as usize]),
-            |i, p| {
-                if !part.is_dead(p) {
-                    out.push((which[i], list_id, part.seg.id_at(p)));
-                }
-            },
-        );
+        part.seg.find_each(n, key, |i, p| {
+            if !part.is_dead(p) {
+                out.push((query(i), list_id, part.seg.id_at(p)));
+            }
+        });
     }
+}
+
+/// Exact lookups of `queries` (`(query, offset)`, see [`Request::exact`]) in
+/// one tier, the digests read in place from `raw`.
+fn raw_exact_hits<const N: usize>(
+    tier: &Tier<ExactSegment<N>>,
+    list_id: u32,
+    raw: &[u8],
+    queries: &[(u32, u32)],
+    out: &mut Vec<Match>,
+) {
+    exact_hits(
+        tier,
+        list_id,
+        queries.len(),
+        |i| Request::digest(raw, queries[i].1),
+        |i| queries[i].0,
+        out,
+    );
 }
 
 /// A listed video or image one video query matched in one list.
@@ -1315,23 +1330,77 @@ impl Index {
         })
     }
 
-    /// [`Index::match_batch`] on one snapshot, only against lists `wants` accepts.
-    fn search(
+    /// Every hit of the queries of `request` (read from `raw`) in the lists
+    /// `wants` accepts, on one snapshot: `(query, list_id, entry_id)`, sorted
+    /// and deduplicated.
+    fn request_hits(
         state: &State,
-        queries: &Queries,
+        raw: &[u8],
+        request: &Request,
         wants: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<Match> {
-        let n = queries.keys.len();
-        let pdq = queries
-            .keys
-            .iter()
-            .filter(|k| matches!(k, Key::Pdq(_) | Key::Vpdq(_)))
-            .count();
-        let work = (n + pdq * 200) * state.lists.len();
+        let n = request.query_count();
+        let work = (n + request.queries.keys.len() * 200) * state.lists.len();
         let level = Level::current();
         par_ranges(n, work, |range| {
-            Self::match_range(state, queries, range, level, wants)
+            Self::request_range(state, raw, request, range, level, wants)
         })
+    }
+
+    /// [`Index::request_hits`] of the queries numbered `range`.
+    fn request_range(
+        state: &State,
+        raw: &[u8],
+        request: &Request,
+        range: std::ops::Range<usize>,
+        level: Level,
+        wants: &(dyn Fn(u32) -> bool + Sync),
+    ) -> Vec<Match> {
+        let (lo, hi) = (range.start as u32, range.end as u32);
+        let within = |v: &[(u32, u32)]| -> std::ops::Range<usize> {
+            v.partition_point(|e| e.0 < lo)..v.partition_point(|e| e.0 < hi)
+        };
+        let [md5, sha1, sha256] = &request.exact;
+        let (md5, sha1, sha256) = (
+            &md5[within(md5)],
+            &sha1[within(sha1)],
+            &sha256[within(sha256)],
+        );
+        let q = &request.queries;
+        let pdq = request.pdq_query.partition_point(|&k| k < lo)
+            ..request.pdq_query.partition_point(|&k| k < hi);
+        let mut out = Vec::new();
+        let mut scratch = Scratch::default();
+        let (mut pos, mut ids) = (vec![], vec![]);
+        for (&lid, list) in &state.lists {
+            if !wants(lid) {
+                continue;
+            }
+            raw_exact_hits(&list.md5, lid, raw, md5, &mut out);
+            raw_exact_hits(&list.sha1, lid, raw, sha1, &mut out);
+            raw_exact_hits(&list.sha256, lid, raw, sha256, &mut out);
+            if list.pdq.parts.is_empty() {
+                continue;
+            }
+            for k in pdq.clone() {
+                let (Key::Pdq(h), Some(t)) = (
+                    q.keys[k],
+                    list.config
+                        .effective_threshold(q.qualities[k], q.max_distances[k]),
+                ) else {
+                    continue;
+                };
+                let qs = std::slice::from_ref(&h);
+                tier_ids(&list.pdq, level, qs, t, &mut scratch, &mut pos, &mut ids);
+                let query = request.pdq_query[k];
+                out.extend(ids.iter().map(|&id| (query, lid, id)));
+            }
+        }
+        if !out.is_sorted() {
+            out.sort_unstable();
+        }
+        out.dedup();
+        out
     }
 
     fn match_range(
@@ -1364,34 +1433,34 @@ impl Index {
             exact_hits(
                 &list.md5,
                 lid,
-                &md5,
-                |k| match k {
+                md5.len(),
+                |i| match &q.keys[md5[i] as usize] {
                     Key::Md5(d) => d,
                     _ => unreachable!("md5 queries"),
                 },
-                &q.keys,
+                |i| md5[i],
                 &mut out,
             );
             exact_hits(
                 &list.sha1,
                 lid,
-                &sha1,
-                |k| match k {
+                sha1.len(),
+                |i| match &q.keys[sha1[i] as usize] {
                     Key::Sha1(d) => d,
                     _ => unreachable!("sha1 queries"),
                 },
-                &q.keys,
+                |i| sha1[i],
                 &mut out,
             );
             exact_hits(
                 &list.sha256,
                 lid,
-                &sha256,
-                |k| match k {
+                sha256.len(),
+                |i| match &q.keys[sha256[i] as usize] {
                     Key::Sha256(d) => d,
                     _ => unreachable!("sha256 queries"),
                 },
-                &q.keys,
+                |i| sha256[i],
                 &mut out,
             );
             for (tier, queries) in [(&list.pdq, &pdq), (&list.vpdq, &frames)] {
@@ -1440,10 +1509,10 @@ impl Index {
         let mut v = Verdicts::new(request, tenant, pdq_paused, Arc::clone(&self.shared.counts));
         let request = &v.request;
         if request.violations.is_empty()
-            && !(request.queries.keys.is_empty() && request.videos.is_empty())
+            && (request.query_count() > 0 || !request.videos.is_empty())
         {
             let state = self.shared.state.load_full();
-            Self::resolve(&state, &mut v);
+            Self::resolve(&state, raw, &mut v);
             if !v.request.videos.is_empty() {
                 Self::resolve_videos(&state, &mut v);
             }
@@ -1550,26 +1619,27 @@ impl Index {
         v.answers = merged;
     }
 
-    /// Fills `v`'s answers: hits of the tenant's lists, less allow-listed
-    /// queries, entries without a reference and quarantined references; one
-    /// answer per (item, list, reference), first hit first.
-    fn resolve(state: &State, v: &mut Verdicts) {
+    /// Fills `v`'s answers (its request read from `raw`): hits of the
+    /// tenant's lists, less allow-listed queries, entries without a reference
+    /// and quarantined references; one answer per (item, list, reference),
+    /// first hit first.
+    fn resolve(state: &State, raw: &[u8], v: &mut Verdicts) {
         let policy = state.policies.get(&*v.tenant);
         let wants = |lid: u32| policy.is_none_or(|p| p.wants(lid));
-        let q = &v.request.queries;
-        if q.keys.is_empty() {
+        let n = v.request.query_count();
+        if n == 0 {
             return;
         }
-        let hits = Self::search(state, q, &wants);
+        let hits = Self::request_hits(state, raw, &v.request, &wants);
         if hits.is_empty() {
             return;
         }
         let allow = policy.filter(|p| p.has_allow_list());
         // Per query: 0 = not checked yet, 1 = allow-listed, 2 = not.
-        let mut allowed = vec![0u8; if allow.is_some() { q.keys.len() } else { 0 }];
+        let mut allowed = vec![0u8; if allow.is_some() { n } else { 0 }];
         let (mut scratch, mut pos) = (Scratch::default(), Vec::new());
         let level = Level::current();
-        let mut served = vec![false; q.keys.len()];
+        let mut served = vec![false; n];
         let mut answers = Vec::new();
         let mut texts = String::new();
         // (list, reference) answered for the current item: few, so scanned,
@@ -1578,33 +1648,42 @@ impl Index {
         let mut mine: Vec<(u32, &str)> = Vec::new();
         let mut seen: HashSet<(u32, &str)> = HashSet::new();
         let mut seen_item = u32::MAX;
+        // The stored references of all hits first, in a loop of their own: a
+        // lookup is a chain of dependent cache misses, and the chains of
+        // successive hits then overlap (10 M MD5 entries with references, half
+        // hits, one core: 0.67 -> 0.90 M lookups/s through the whole path).
         let mut current: Option<(u32, &Arc<List>)> = None;
-        for &(qi, lid, eid) in &hits {
+        let stored: Vec<Option<(&Arc<List>, &str)>> = hits
+            .iter()
+            .map(|&(_, lid, eid)| {
+                let list = match current {
+                    Some((id, l)) if id == lid => l,
+                    _ => {
+                        let l = state.lists.get(&lid)?;
+                        current = Some((lid, l));
+                        l
+                    }
+                };
+                // None: an entry loaded without its reference.
+                Some((list, list.refs.get(eid)?))
+            })
+            .collect();
+        for (&(qi, lid, _), &stored) in hits.iter().zip(&stored) {
             let qi_ = qi as usize;
             if let Some(p) = allow {
                 if allowed[qi_] == 0 {
-                    allowed[qi_] = if p.allows(&q.keys[qi_], level, &mut scratch, &mut pos) {
-                        1
-                    } else {
-                        2
+                    let key = v.request.key(raw, qi);
+                    allowed[qi_] = match key {
+                        Some(k) if p.allows(&k, level, &mut scratch, &mut pos) => 1,
+                        _ => 2,
                     };
                 }
                 if allowed[qi_] == 1 {
                     continue;
                 }
             }
-            let list = match current {
-                Some((id, l)) if id == lid => l,
-                _ => match state.lists.get(&lid) {
-                    Some(l) => {
-                        current = Some((lid, l));
-                        l
-                    }
-                    None => continue,
-                },
-            };
-            let Some(stored) = list.refs.get(eid) else {
-                continue; // an entry loaded without its reference
+            let Some((list, stored)) = stored else {
+                continue;
             };
             let (reference, entry_labels) = labels::split(stored);
             if !list.quarantined.is_empty() && list.quarantined.contains(reference) {

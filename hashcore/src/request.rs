@@ -23,6 +23,14 @@
 //! Unknown fields, fields with an unexpected wire type, and groups are
 //! skipped as the protobuf runtime skips them; a singular field given twice
 //! keeps its last value.
+//!
+//! Exact digests (MD5, SHA-1, SHA-256) are not copied out: a query keeps the
+//! offset of its digest in the request bytes, so the index looks them up in
+//! place ([`Request::digest`]). Items in the shape every protobuf runtime
+//! writes for the common case (a printable ASCII item_id, then exact hashes of
+//! just an algorithm and a value) are read by a dedicated reader
+//! (`fast_item`) that takes no detour through the general field loop; any
+//! other item goes through the general reader, with the same outcome.
 
 use crate::changes::{is_degenerate_pdq, Violation};
 use crate::index::{Key, Queries, DISTANCE_DEFAULT, QUALITY_UNKNOWN};
@@ -67,10 +75,16 @@ pub struct Request {
     pub ids: Vec<u8>,
     /// Violations of each invalid item, all of them.
     pub errors: Vec<Vec<Violation>>,
-    /// Hashes to search (PDQ left out when paused, degenerate PDQ always).
-    pub queries: Queries,
-    /// `owners[k]`: the item of query `k` (non-decreasing).
+    /// Searched hashes ("queries"), numbered in request order: `owners[q]`
+    /// is the item of query `q` (non-decreasing).
     pub owners: Vec<u32>,
+    /// Exact queries of MD5, SHA-1 and SHA-256, each ascending: `(query,
+    /// offset)`, the digest being at `offset` in the bytes parsed.
+    pub exact: [Vec<(u32, u32)>; 3],
+    /// PDQ queries (left out when paused, degenerate ones always).
+    pub queries: Queries,
+    /// `pdq_query[k]`: the query number of `queries.keys[k]` (ascending).
+    pub pdq_query: Vec<u32>,
     /// Some valid item has a well-formed PDQ hash.
     pub has_pdq: bool,
     /// The video of each valid item that has one (PDQ left out when paused).
@@ -122,6 +136,34 @@ fn read_frame(body: &[u8]) -> (&[u8], u32, u32) {
 }
 
 impl Request {
+    /// Number of searched hashes.
+    pub fn query_count(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// The `N`-byte digest at `offset` of `raw` (see [`Request::exact`]).
+    #[inline(always)]
+    pub fn digest<const N: usize>(raw: &[u8], offset: u32) -> &[u8; N] {
+        let at = offset as usize;
+        raw[at..at + N].try_into().expect("an N-byte slice")
+    }
+
+    /// The key of query `q` (`raw`: the bytes this request was read from).
+    pub fn key(&self, raw: &[u8], q: u32) -> Option<Key> {
+        for (a, list) in self.exact.iter().enumerate() {
+            if let Ok(i) = list.binary_search_by_key(&q, |e| e.0) {
+                let off = list[i].1;
+                return Some(match a {
+                    0 => Key::Md5(*Self::digest(raw, off)),
+                    1 => Key::Sha1(*Self::digest(raw, off)),
+                    _ => Key::Sha256(*Self::digest(raw, off)),
+                });
+            }
+        }
+        let k = self.pdq_query.binary_search(&q).ok()?;
+        self.queries.keys.get(k).copied()
+    }
+
     pub fn item_id(&self, i: usize) -> &[u8] {
         let (a, b) = self.items[i].id;
         &self.ids[a as usize..b as usize]
@@ -146,7 +188,7 @@ impl Request {
         let mut scratch = Vec::new();
         if !batch {
             match read_item(raw, &mut scratch) {
-                Ok(fields) => req.add_item(fields, Prefix(None), &scratch, pdq_paused),
+                Ok(fields) => req.add_item(raw, fields, Prefix(None), &scratch, pdq_paused),
                 Err(Undecodable::Wire) => {
                     req.refuse_item(None, vec![violation("(request)", NOT_PROTOBUF)])
                 }
@@ -160,48 +202,40 @@ impl Request {
             req.fill_distances();
             return req;
         }
-        let mut bodies: Vec<&[u8]> = Vec::new();
+        // Items are read as their framing is: the whole call's violations
+        // (unreadable framing, no items, too many) then replace what was read.
+        let refused = |v: Violation| Request {
+            batch,
+            violations: vec![v],
+            ..Request::default()
+        };
+        // An item takes at least 24 bytes (a tag, a length and one MD5 hash).
+        let guess = (raw.len() / 24).min(MAX_BATCH_ITEMS);
+        req.items.reserve(guess);
+        req.owners.reserve(guess);
+        let mut n = 0usize;
         let mut reader = Reader::new(raw);
         loop {
             match reader.next() {
-                Ok(Some((1, Value::Len(body)))) => bodies.push(body),
+                Ok(Some((1, Value::Len(body)))) => {
+                    if n < MAX_BATCH_ITEMS {
+                        req.add_batch_item(raw, body, n, &mut scratch, pdq_paused);
+                    }
+                    n += 1;
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
-                Err(_) => {
-                    req.violations.push(violation("(request)", NOT_PROTOBUF));
-                    return req;
-                }
+                Err(_) => return refused(violation("(request)", NOT_PROTOBUF)),
             }
         }
-        let n = bodies.len();
         if n == 0 {
-            req.violations
-                .push(violation("items", "at least one item is required"));
-            return req;
+            return refused(violation("items", "at least one item is required"));
         }
         if n > MAX_BATCH_ITEMS {
-            req.violations.push(violation(
+            return refused(violation(
                 "items",
                 format!("at most {MAX_BATCH_ITEMS} items, got {n}"),
             ));
-            return req;
-        }
-        req.items.reserve_exact(n);
-        req.owners.reserve(n);
-        req.queries.keys.reserve(n);
-        req.queries.qualities.reserve(n);
-        for (i, body) in bodies.into_iter().enumerate() {
-            match read_item(body, &mut scratch) {
-                Ok(fields) => req.add_item(fields, Prefix(Some(i)), &scratch, pdq_paused),
-                Err(Undecodable::Wire) => req.refuse_item(
-                    None,
-                    vec![violation(format!("items[{i}]"), ITEM_NOT_PROTOBUF)],
-                ),
-                Err(Undecodable::Utf8) => req.refuse_item(
-                    None,
-                    vec![violation(format!("items[{i}].item_id"), NOT_UTF8)],
-                ),
-            }
         }
         let frames: usize = req.videos.iter().map(|v| v.frames.len()).sum();
         if frames > MAX_VIDEO_FRAMES {
@@ -236,8 +270,70 @@ impl Request {
         });
     }
 
-    /// Checks one decoded item (its hashes in `hashes`).
-    fn add_item(&mut self, id: &[u8], prefix: Prefix, hashes: &[HashField<'_>], pdq_paused: bool) {
+    /// Reads and checks item `i` of a batch, `body` (a slice of `raw`).
+    fn add_batch_item<'a>(
+        &mut self,
+        raw: &'a [u8],
+        body: &'a [u8],
+        i: usize,
+        scratch: &mut Vec<HashField<'a>>,
+        pdq_paused: bool,
+    ) {
+        if self.add_fast_item(raw, body) {
+            return;
+        }
+        match read_item(body, scratch) {
+            Ok(fields) => self.add_item(raw, fields, Prefix(Some(i)), scratch, pdq_paused),
+            Err(Undecodable::Wire) => self.refuse_item(
+                None,
+                vec![violation(format!("items[{i}]"), ITEM_NOT_PROTOBUF)],
+            ),
+            Err(Undecodable::Utf8) => self.refuse_item(
+                None,
+                vec![violation(format!("items[{i}].item_id"), NOT_UTF8)],
+            ),
+        }
+    }
+
+    /// Adds item `body` (a slice of `raw`) if it has the common shape (see
+    /// [`fast_item`]); otherwise leaves the request as it was.
+    #[inline]
+    fn add_fast_item(&mut self, raw: &[u8], body: &[u8]) -> bool {
+        let owner = self.items.len() as u32;
+        let first = self.owners.len();
+        let Some(id) = fast_item(raw, body, |a, offset| {
+            let q = self.owners.len() as u32;
+            self.exact[a].push((q, offset));
+            self.owners.push(owner);
+        }) else {
+            // Undo the hashes read before the item turned out otherwise.
+            for list in &mut self.exact {
+                while list.last().is_some_and(|e| e.0 as usize >= first) {
+                    list.pop();
+                }
+            }
+            self.owners.truncate(first);
+            return false;
+        };
+        let start = self.ids.len() as u32;
+        self.ids.extend_from_slice(id);
+        self.items.push(Item {
+            id: (start, self.ids.len() as u32),
+            has_pdq: false,
+            error: 0,
+        });
+        true
+    }
+
+    /// Checks one decoded item (its hashes in `hashes`, slices of `raw`).
+    fn add_item(
+        &mut self,
+        raw: &[u8],
+        id: &[u8],
+        prefix: Prefix,
+        hashes: &[HashField<'_>],
+        pdq_paused: bool,
+    ) {
         let mut out: Vec<Violation> = Vec::new();
         if id.len() > MAX_ITEM_ID_BYTES {
             out.push(violation(
@@ -295,18 +391,26 @@ impl Request {
                 }
                 continue;
             }
-            let Some(key) = key_of(h) else { continue };
-            let quality = h
-                .quality
-                .map_or(QUALITY_UNKNOWN, |q| (q as u32).min(100) as u8);
-            if let Key::Pdq(_) = key {
-                has_pdq = true;
-                if pdq_paused || is_degenerate_pdq(h.value) {
-                    continue;
+            let q = self.owners.len() as u32;
+            match alg_number(h.alg) {
+                a @ 1..=3 => {
+                    self.exact[a as usize - 1].push((q, offset_in(raw, h.value)));
                 }
+                4 => {
+                    has_pdq = true;
+                    if pdq_paused || is_degenerate_pdq(h.value) {
+                        continue;
+                    }
+                    let value = h.value.try_into().expect("checked: 32 bytes");
+                    self.queries.keys.push(Key::Pdq(pdq_from_bytes(value)));
+                    let quality = h
+                        .quality
+                        .map_or(QUALITY_UNKNOWN, |q| (q as u32).min(100) as u8);
+                    self.queries.qualities.push(quality);
+                    self.pdq_query.push(q);
+                }
+                _ => continue,
             }
-            self.queries.keys.push(key);
-            self.queries.qualities.push(quality);
             self.owners.push(owner);
         }
         self.has_pdq |= has_pdq;
@@ -463,16 +567,73 @@ fn check_video(h: &HashField<'_>, prefix: Prefix, j: usize, out: &mut Vec<Violat
     }
 }
 
-/// The key of a hash that passed [`check_hash`].
-fn key_of(h: &HashField<'_>) -> Option<Key> {
-    let v = h.value;
-    Some(match alg_number(h.alg) {
-        1 => Key::Md5(v.try_into().ok()?),
-        2 => Key::Sha1(v.try_into().ok()?),
-        3 => Key::Sha256(v.try_into().ok()?),
-        4 => Key::Pdq(pdq_from_bytes(v.try_into().ok()?)),
-        _ => return None,
-    })
+/// Where `part` (a slice of `raw`) starts in `raw`.
+fn offset_in(raw: &[u8], part: &[u8]) -> u32 {
+    let at = part.as_ptr() as usize - raw.as_ptr() as usize;
+    debug_assert!(at + part.len() <= raw.len());
+    at as u32
+}
+
+/// Reads a valid item of the common shape, or `None` for anything else (which
+/// the general reader then handles): `item_id` (field 1) at most once and
+/// first, printable ASCII of at most [`MAX_ITEM_ID_BYTES`] bytes (so valid
+/// UTF-8 without control characters), then 1 to [`MAX_HASHES_PER_ITEM`]
+/// `hashes` (field 2), each exactly `algorithm` (1 to 3, one byte) then
+/// `value` of that algorithm's length, and nothing else. Such an item has no
+/// violation, and the general reader would read the same id and digests.
+/// Returns the id, having called `hash(algorithm index, digest offset in
+/// raw)` for each hash; `None` may come after some calls.
+#[inline]
+fn fast_item<'a>(raw: &[u8], body: &'a [u8], mut hash: impl FnMut(usize, u32)) -> Option<&'a [u8]> {
+    let mut at = 0usize;
+    let mut id: &[u8] = &[];
+    if body.first() == Some(&0x0a) {
+        let (len, next) = short_len(body, 1)?;
+        id = body.get(next..next + len)?;
+        if len > MAX_ITEM_ID_BYTES || !id.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+            return None;
+        }
+        at = next + len;
+    }
+    let base = offset_in(raw, body) as usize;
+    let mut n = 0usize;
+    while at < body.len() {
+        // 0x12 len 0x08 alg 0x12 dlen digest: a one-byte length and algorithm.
+        let [0x12, len, 0x08, alg, 0x12, dlen] = *body.get(at..at + 6)? else {
+            return None;
+        };
+        let digest_len = match alg {
+            1 => 16,
+            2 => 20,
+            3 => 32,
+            _ => return None,
+        };
+        if usize::from(dlen) != digest_len || usize::from(len) != digest_len + 4 {
+            return None;
+        }
+        let end = at + 6 + digest_len;
+        if end > body.len() || n == MAX_HASHES_PER_ITEM {
+            return None;
+        }
+        hash(usize::from(alg - 1), (base + at + 6) as u32);
+        n += 1;
+        at = end;
+    }
+    (n > 0).then_some(id)
+}
+
+/// A length varint of at most two bytes at `body[at..]`: `(length, next position)`.
+#[inline(always)]
+fn short_len(body: &[u8], at: usize) -> Option<(usize, usize)> {
+    let b0 = *body.get(at)?;
+    if b0 < 0x80 {
+        return Some((usize::from(b0), at + 1));
+    }
+    let b1 = *body.get(at + 1)?;
+    if b1 >= 0x80 {
+        return None;
+    }
+    Some((usize::from(b0 & 0x7f) | usize::from(b1) << 7, at + 2))
 }
 
 enum Undecodable {

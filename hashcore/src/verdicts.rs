@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::changes::{Violation, MAX_VIOLATIONS};
 use crate::index::Key;
@@ -133,12 +133,12 @@ impl Verdicts {
         let q = &self.request.queries;
         q.keys
             .iter()
-            .enumerate()
-            .filter_map(|(k, key)| match key {
+            .zip(&self.request.pdq_query)
+            .filter_map(|(key, &query)| match key {
                 Key::Pdq(h) => Some((
-                    self.request.owners[k],
+                    self.request.owners[query as usize],
                     pdq_to_bytes(h),
-                    self.served.get(k).copied().unwrap_or(false),
+                    self.served.get(query as usize).copied().unwrap_or(false),
                 )),
                 _ => None,
             })
@@ -175,6 +175,8 @@ impl Verdicts {
         let mut out =
             Vec::with_capacity(req.items.len() * 8 + req.ids.len() + self.answers.len() * 48);
         let mut body = Vec::new();
+        // (list, reference) of each answer written, counted at the end in one go.
+        let mut counted: Vec<(u32, &str)> = Vec::new();
         let mut next = 0usize; // first answer not yet written
         for (i, item) in req.items.iter().enumerate() {
             let id = req.item_id(i);
@@ -250,7 +252,7 @@ impl Verdicts {
                         put_len(5, msg, &mut body);
                     }
                     if count {
-                        self.counts.add(&self.tenant, a.list_id, reference, now);
+                        counted.push((a.list_id, self.reference(a)));
                     }
                 }
             }
@@ -260,6 +262,7 @@ impl Verdicts {
                 out.extend_from_slice(&body);
             }
         }
+        self.counts.add_all(&self.tenant, &counted, now);
         out
     }
 }
@@ -341,7 +344,7 @@ pub fn paused_status_bytes(retry_after_ms: u64) -> Vec<u8> {
 
 /// One counted (tenant, list, reference): matches and the time of the last.
 struct Counted {
-    tenant: Box<str>,
+    tenant: Arc<str>,
     list_id: u32,
     reference: Box<str>,
     matches: u64,
@@ -385,34 +388,47 @@ impl Default for Counts {
 }
 
 impl Counts {
-    pub fn add(&self, tenant: &str, list_id: u32, reference: &[u8], now: f64) {
-        let Ok(reference) = std::str::from_utf8(reference) else {
+    /// Counts one match of each `(list_id, reference)` of `matches` for
+    /// `tenant` at `now`: each shard locked once, the tenant copied at most once.
+    pub fn add_all(&self, tenant: &str, matches: &[(u32, &str)], now: f64) {
+        if matches.is_empty() {
             return;
-        };
-        let mut h = Xxh3::new();
-        h.update(&(tenant.len() as u64).to_le_bytes());
-        h.update(tenant.as_bytes());
-        h.update(&list_id.to_le_bytes());
-        h.update(reference.as_bytes());
-        let key = h.digest();
-        let shard = &self.shards[(key >> 60) as usize % SHARDS];
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = map.entry(key).or_default();
-        match slot
-            .iter_mut()
-            .find(|c| c.list_id == list_id && &*c.tenant == tenant && &*c.reference == reference)
-        {
-            Some(c) => {
-                c.matches += 1;
-                c.last = c.last.max(now);
+        }
+        let seed = xxh3_64(tenant.as_bytes());
+        let mut keyed: Vec<(u64, u32, &str)> = matches
+            .iter()
+            .map(|&(list_id, reference)| {
+                let key = xxh3_64_with_seed(
+                    reference.as_bytes(),
+                    seed ^ u64::from(list_id).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                (key, list_id, reference)
+            })
+            .collect();
+        let shard_of = |key: u64| (key >> 60) as usize % SHARDS;
+        keyed.sort_unstable_by_key(|e| shard_of(e.0));
+        let mut shared_tenant: Option<Arc<str>> = None;
+        for group in keyed.chunk_by(|a, b| shard_of(a.0) == shard_of(b.0)) {
+            let shard = &self.shards[shard_of(group[0].0)];
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for &(key, list_id, reference) in group {
+                let slot = map.entry(key).or_default();
+                match slot.iter_mut().find(|c| {
+                    c.list_id == list_id && &*c.tenant == tenant && &*c.reference == reference
+                }) {
+                    Some(c) => {
+                        c.matches += 1;
+                        c.last = c.last.max(now);
+                    }
+                    None => slot.push(Counted {
+                        tenant: Arc::clone(shared_tenant.get_or_insert_with(|| tenant.into())),
+                        list_id,
+                        reference: reference.into(),
+                        matches: 1,
+                        last: now,
+                    }),
+                }
             }
-            None => slot.push(Counted {
-                tenant: tenant.into(),
-                list_id,
-                reference: reference.into(),
-                matches: 1,
-                last: now,
-            }),
         }
     }
 
@@ -423,7 +439,7 @@ impl Counts {
             let map = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
             for c in map.into_values().flatten() {
                 out.push((
-                    c.tenant.into(),
+                    c.tenant.to_string(),
                     c.list_id,
                     c.reference.into(),
                     c.matches,
