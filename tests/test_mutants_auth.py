@@ -261,3 +261,18 @@ def test_what_is_not_protobuf_is_said_so() -> None:
         assert deserialize(raw) == not_protobuf
     good = lists_pb2.ReleaseQuarantineRequest(list="iwf", reference_ids=["R-1"])
     assert deserialize(good.SerializeToString()) == good
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        key(91, 1) + b"\x0a" * 8,  # a 64-bit field whose bytes would read as a string key
+        text(93, b"a" * 200),  # a length of two varint bytes
+        text(93, b"a" * 20_000),  # and of three
+        key(5000, 0) + varint(2**40),  # a key of three bytes, a value of six
+    ],
+)
+def test_the_bad_string_is_found_after_long_varints_and_fixed_fields(before: bytes) -> None:
+    raw = text(1, b"iwf") + before + text(2, b"R-\xff")
+    descriptor = lists_pb2.ReleaseQuarantineRequest.DESCRIPTOR
+    assert find_bad_utf8(descriptor, raw) == "reference_ids[0]"
