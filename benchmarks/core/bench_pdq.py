@@ -135,14 +135,23 @@ def test_query_single(benchmark: Any, world: World, impl: type, report: list) ->
     index = world.get(impl)
     qs = world.queries_for(impl)
     impl.threads(1)
+    # Each query's fastest round: on a shared machine preemption only adds time.
+    best = [float("inf")] * len(qs)
 
     def run() -> int:
-        return sum(len(index.query_one(q)) for q in qs)
+        found = 0
+        for i, q in enumerate(qs):
+            start = time.perf_counter()
+            found += len(index.query_one(q))
+            best[i] = min(best[i], time.perf_counter() - start)
+        return found
 
     benchmark.pedantic(run, rounds=3 if impl is Hashcore else 1, iterations=1)
     us = benchmark.stats.stats.min / len(qs) * 1e6
-    world.row(impl, report)["us/query 1t"] = us
-    benchmark.extra_info.update(us_per_query=us, queries=len(qs))
+    p50 = float(np.median(best)) * 1e6
+    row = world.row(impl, report)
+    row["us/query 1t"], row["p50 us 1t"] = us, p50
+    benchmark.extra_info.update(us_per_query=us, p50_us=p50, queries=len(qs))
 
 
 @pytest.mark.parametrize("threads", [1, 2])

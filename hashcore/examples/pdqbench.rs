@@ -2,8 +2,10 @@
 //!
 //! Random 256-bit corpus of N hashes (deterministic), queries half
 //! near-duplicates of entries at distances 0..=31, half random; threshold 31.
-//! Prints build time, bytes/entry, µs/query per CPU level and checks every
-//! answer against a linear scan.
+//! Prints build time, bytes/entry, µs/query (best level: mean of the best of
+//! `PDQBENCH_ROUNDS` rounds, default 3, and p50 / p90 of each query's fastest
+//! round; then one round per CPU level) and checks answers against a linear
+//! scan.
 
 use std::time::Instant;
 
@@ -111,6 +113,52 @@ fn main() {
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
     let mut results: Vec<Vec<u32>> = Vec::new();
+    // Best level: several rounds, each query's fastest round kept (the
+    // machine is shared; preemption only ever adds time).
+    let rounds: usize = std::env::var("PDQBENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    // PDQBENCH_WARM=1 runs each query once untimed first, so its lines are
+    // in cache when timed: compute alone, without the memory stalls.
+    let warm = std::env::var("PDQBENCH_WARM").is_ok_and(|v| v == "1");
+    let mut best = vec![u64::MAX; nq];
+    let mut best_round = f64::MAX;
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for (q, b) in queries.iter().zip(best.iter_mut()) {
+            if warm {
+                out.clear();
+                seg.search(
+                    Level::current(),
+                    std::slice::from_ref(q),
+                    31,
+                    &mut scratch,
+                    &mut out,
+                );
+            }
+            let t = Instant::now();
+            out.clear();
+            seg.search(
+                Level::current(),
+                std::slice::from_ref(q),
+                31,
+                &mut scratch,
+                &mut out,
+            );
+            *b = (*b).min(t.elapsed().as_nanos() as u64);
+        }
+        best_round = best_round.min(t0.elapsed().as_secs_f64() * 1e6 / nq as f64);
+    }
+    hashcore::stats::take();
+    best.sort_unstable();
+    println!(
+        "  {:?}{}, best of {rounds} rounds: {best_round:.1} µs/query mean; per query min: p50 {:.1} µs, p90 {:.1} µs",
+        Level::current(),
+        if warm { " (cache-warm)" } else { "" },
+        best[nq / 2] as f64 / 1e3,
+        best[nq * 9 / 10] as f64 / 1e3,
+    );
     for level in Level::available().into_iter().rev() {
         let t0 = Instant::now();
         let c0 = cpu_ns();

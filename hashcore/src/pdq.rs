@@ -5,18 +5,20 @@
 //!
 //! A segment of `n` hashes keeps them in one array sorted by their top bits
 //! (`h[3]` first), with the entry ids in a parallel array. The 256 bits are cut
-//! into `m` disjoint substrings ("tables"; 11 by default, 23–24 bits each):
+//! into `m` disjoint substrings ("tables"; 11 by default):
 //!
-//! * the **primary** table is the top substring. Because the hash array is
-//!   sorted by it, its buckets are contiguous ranges of the hash array: a
-//!   directory of `2^d` offsets is all it needs, and scanning a bucket reads
-//!   hashes sequentially.
-//! * every **secondary** table is a directory of `2^d` offsets (`d` ≈
-//!   log2(n) − 3, so ~8 entries per bucket) into a `u32` array that packs the
-//!   entry position with the `b − d` key bits below the directory bits. A
-//!   bucket scan filters on those bits before touching the hash array, and
-//!   positions within a bucket are ascending, so verification walks memory
-//!   forwards.
+//! * the **primary** table is the top `d` bits (`d` ≈ log2(n) − 3, so ~8
+//!   entries per bucket). Because the hash array is sorted by them, its
+//!   buckets are contiguous ranges of the hash array: a directory of `2^d`
+//!   offsets is all it needs, and scanning a bucket verifies whole hashes
+//!   sequentially.
+//! * the other `256 − d` bits are split evenly among the **secondary** tables
+//!   (23–24 bits each at 10 M entries; every bit they get halves their random
+//!   candidates). Each is a directory of `2^d` offsets into a `u32` array
+//!   that packs the entry position with the `b − d` key bits below the
+//!   directory bits. A bucket scan filters on those bits (sixteen entries per
+//!   instruction with AVX-512) before touching the hash array, and positions
+//!   within a bucket are ascending, so verification walks memory forwards.
 //!
 //! That is 4 bytes per entry per secondary table plus ~0.5 byte of directory:
 //! ~84 bytes per entry in total with the 32-byte hash and 8-byte id.
@@ -252,8 +254,10 @@ fn build_table(hashes: &[Pdq], start: u32, bits: u32, dir_bits: u32) -> Table {
 /// Reusable buffers of one searching thread.
 #[derive(Default)]
 pub struct Scratch {
-    /// (position, query index within the group).
-    cands: Vec<(u32, u32)>,
+    /// Candidate positions, grouped by query.
+    cands: Vec<u32>,
+    /// End of each query's candidates in `cands`.
+    ends: Vec<u32>,
     probes: Vec<Probe>,
     masks: Masks,
 }
@@ -277,13 +281,20 @@ impl PdqSegment {
             ids[i] = id;
         }
 
-        // Substring lengths, longest first; the primary is the first (top bits).
-        let base = 256 / m;
-        let extra = 256 % m;
-        let lens: Vec<u32> = (0..m).map(|i| base + u32::from(i < extra)).collect();
-        let primary_bits = lens[0];
         let want_dir = log2_floor(n).saturating_sub(params.dir_slack);
-        let primary_dir = want_dir.min(primary_bits).min(24);
+        let primary_dir = want_dir.min(24);
+        // The primary's substring is exactly its directory bits: its buckets
+        // are verified whole, so key bits beyond the directory would filter
+        // nothing. The other 256 − d bits go to the secondaries (longest
+        // first), whose candidates fall with every bit they get.
+        let rest = 256 - primary_dir;
+        let (base, extra) = match rest / (m - 1) {
+            // Few tables on a tiny segment: bits left over are simply not indexed
+            // (the substrings stay disjoint, which is all the pigeonhole needs).
+            b if b >= 32 => (32, 0),
+            b => (b, rest % (m - 1)),
+        };
+        let lens: Vec<u32> = (0..m - 1).map(|i| base + u32::from(i < extra)).collect();
 
         let mut primary_offsets = HugeBuf::<u32>::zeroed((1usize << primary_dir) + 1);
         for h in hashes.iter() {
@@ -298,14 +309,14 @@ impl PdqSegment {
             let idx_need = log2_ceil(n).max(1);
             let mut start = 0;
             let mut specs = Vec::new();
-            for &bits in &lens[1..] {
+            for &bits in &lens {
                 // Entries keep `bits − d` key bits next to a position of `idx_need` bits.
                 let min_dir = bits.saturating_sub(32 - idx_need);
                 let dir = want_dir.clamp(min_dir.max(1), bits).min(26);
                 specs.push((start, bits, dir));
                 start += bits;
             }
-            debug_assert_eq!(start + primary_bits, 256);
+            debug_assert!(start + primary_dir <= 256);
             tables = std::thread::scope(|s| {
                 let half = specs.len() / 2;
                 let (a, b) = specs.split_at(half);
@@ -336,16 +347,6 @@ impl PdqSegment {
         };
         seg.plans = (0..THRESHOLDS as u32).map(|t| seg.plan(t)).collect();
         seg
-    }
-
-    /// Directory of table `t` (0 = primary).
-    #[inline(always)]
-    fn offsets_of(&self, t: u32) -> &[u32] {
-        if t == 0 {
-            &self.primary_offsets
-        } else {
-            &self.tables[t as usize - 1].offsets
-        }
     }
 
     #[inline(always)]
@@ -513,13 +514,14 @@ impl PdqSegment {
             Plan::Flat => self.search_linear(level, queries, t, out),
             Plan::Mih(radii) => dispatch!(level, (
                 seg: &PdqSegment = self,
+                level: Level = level.clamp_to_cpu(),
                 qs: &[Pdq] = queries,
                 t: u32 = t,
                 radii: &[i8; 16] = &radii,
                 scratch: &mut Scratch = scratch,
                 out: &mut Vec<u32> = out,
             ) -> () {
-                mih_body(seg, qs, t, radii, scratch, out)
+                mih_body(seg, level, qs, t, radii, scratch, out)
             }),
         }
     }
@@ -574,6 +576,7 @@ struct Probe {
 #[inline(always)]
 fn mih_body(
     seg: &PdqSegment,
+    level: Level,
     qs: &[Pdq],
     t: u32,
     radii: &[i8; 16],
@@ -582,10 +585,12 @@ fn mih_body(
 ) {
     let Scratch {
         cands,
+        ends,
         probes,
         masks,
     } = scratch;
     cands.clear();
+    ends.clear();
     probes.clear();
     let hashes = &seg.hashes[..];
     let m = stats::mark();
@@ -597,11 +602,10 @@ fn mih_body(
         if radii[0] >= 0 {
             let base = PdqSegment::primary_cell(q, seg.primary_dir);
             for &(mask, flips) in masks.get(seg.primary_dir, radii[0] as u32) {
-                let cell = base ^ mask;
                 probes.push(Probe {
                     table: 0,
                     query,
-                    cell,
+                    cell: base ^ mask,
                     rem: flips,
                     qlo: 0,
                     lo: 0,
@@ -635,22 +639,35 @@ fn mih_body(
     //    scan the bucket of probe i − 2D. About D misses stay in flight at
     //    each stage and data arrives just before it is needed.
     const D: usize = 16;
+    // Directory, bucket array and position bits per table (0 = primary): the
+    // pipeline indexes these instead of branching on the table.
+    let mut dirs: [&[u32]; 16] = [&[]; 16];
+    let mut ents: [&[u32]; 16] = [&[]; 16];
+    let mut idx_bits = [0u32; 16];
+    dirs[0] = &seg.primary_offsets;
+    for (k, tab) in seg.tables.iter().enumerate() {
+        dirs[k + 1] = &tab.offsets;
+        ents[k + 1] = &tab.entries;
+        idx_bits[k + 1] = tab.idx_bits;
+    }
     let n = probes.len();
+    let avx512 = cfg!(target_arch = "x86_64") && level == Level::Avx512;
+    let mut cur_query = 0;
     for i in 0..n + 2 * D {
         if i < n {
             let p = &probes[i];
-            prefetch(&seg.offsets_of(p.table)[p.cell as usize]);
+            prefetch(&dirs[p.table as usize][p.cell as usize]);
         }
         if (D..n + D).contains(&i) {
             let p = &mut probes[i - D];
-            let offs = seg.offsets_of(p.table);
+            let offs = dirs[p.table as usize];
             p.lo = offs[p.cell as usize];
             p.hi = offs[p.cell as usize + 1];
             let (lo, hi) = (p.lo as usize, p.hi as usize);
             if p.table == 0 {
                 prefetch_range(&hashes[lo..hi]);
             } else {
-                prefetch_range(&seg.tables[p.table as usize - 1].entries[lo..hi]);
+                prefetch_range(&ents[p.table as usize][lo..hi]);
             }
         }
         if i < 2 * D || i - 2 * D >= n {
@@ -667,32 +684,101 @@ fn mih_body(
             }
             continue;
         }
-        let tab = &seg.tables[p.table as usize - 1];
-        let idx_mask = ((1u64 << tab.idx_bits) - 1) as u32;
-        let shift = tab.idx_bits;
-        let (rem, qlo, query) = (p.rem, p.qlo, p.query);
-        cands.extend(
-            tab.entries[lo..hi]
-                .iter()
-                .filter(|&&e| (((u64::from(e) >> shift) as u32) ^ qlo).count_ones() <= rem)
-                .map(|&e| (e & idx_mask, query)),
-        );
+        // Candidates are grouped by query (probes are): `ends[q]` closes query q's.
+        while cur_query < p.query {
+            ends.push(cands.len() as u32);
+            cur_query += 1;
+        }
+        let bucket = &ents[p.table as usize][lo..hi];
+        let bits = idx_bits[p.table as usize];
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: `level` is `Avx512` only when the CPU has these features
+            // (`Level::clamp_to_cpu`, checked by `search`).
+            unsafe { filter_avx512(bucket, bits, p.qlo, p.rem, cands) };
+            continue;
+        }
+        filter_scalar(bucket, bits, p.qlo, p.rem, cands);
+    }
+    while ends.len() < qs.len() {
+        ends.push(cands.len() as u32);
     }
     let m = stats::lap(2, m);
     stats::add(4, probes.len() as u64);
     stats::add(5, probes.iter().map(|p| u64::from(p.hi - p.lo)).sum());
     stats::add(6, cands.len() as u64);
-    // 3. Verification, prefetching the candidate hash a few iterations ahead.
-    const V: usize = 8;
-    for (i, &(p, query)) in cands.iter().enumerate() {
-        if let Some(&(ahead, _)) = cands.get(i + V) {
-            prefetch(&hashes[ahead as usize]);
+    // 3. Verification, prefetching the candidate hash well ahead: candidates
+    //    are independent misses, so many can be in flight.
+    const V: usize = 32;
+    let mut start = 0;
+    for (q, &end) in qs.iter().zip(ends.iter()) {
+        let end = end as usize;
+        for i in start..end {
+            if let Some(&ahead) = cands.get(i + V) {
+                prefetch(&hashes[ahead as usize]);
+            }
+            let p = cands[i];
+            if hamming(&hashes[p as usize], q) <= t {
+                out.push(p);
+            }
         }
-        if hamming(&hashes[p as usize], &qs[query as usize]) <= t {
-            out.push(p);
-        }
+        start = end;
     }
     stats::lap(3, m);
+}
+
+/// Appends to `out` the position of every entry of `bucket` whose stored key
+/// bits (above `idx_bits`) are within `rem` of `qlo`. Branch-free: about one
+/// entry in eight passes, so a branch per entry would mispredict often.
+#[inline(always)]
+fn filter_scalar(bucket: &[u32], idx_bits: u32, qlo: u32, rem: u32, out: &mut Vec<u32>) {
+    let idx_mask = ((1u64 << idx_bits) - 1) as u32;
+    let mut len = out.len();
+    out.resize(len + bucket.len(), 0);
+    let dst = &mut out[..];
+    for &e in bucket {
+        let key = (u64::from(e) >> idx_bits) as u32;
+        dst[len] = e & idx_mask;
+        len += usize::from((key ^ qlo).count_ones() <= rem);
+    }
+    out.truncate(len);
+}
+
+/// [`filter_scalar`], sixteen entries at a time.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VPOPCNTDQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+unsafe fn filter_avx512(bucket: &[u32], idx_bits: u32, qlo: u32, rem: u32, out: &mut Vec<u32>) {
+    use std::arch::x86_64::*;
+    let idx_mask = ((1u64 << idx_bits) - 1) as u32;
+    // Each step stores a full vector (compressing into a register, then one
+    // plain store, is much faster than a compressing store on some CPUs).
+    out.reserve(bucket.len() + 16);
+    let start = out.len();
+    let mut len = start;
+    let shift = _mm_cvtsi32_si128(idx_bits as i32);
+    let vq = _mm512_set1_epi32(qlo as i32);
+    let vrem = _mm512_set1_epi32(rem as i32);
+    let vmask = _mm512_set1_epi32(idx_mask as i32);
+    for chunk in bucket.chunks(16) {
+        let live: __mmask16 = if chunk.len() == 16 {
+            0xffff
+        } else {
+            (1u16 << chunk.len()) - 1
+        };
+        // SAFETY: lanes outside `live` are not read (masked load).
+        let v = unsafe { _mm512_maskz_loadu_epi32(live, chunk.as_ptr().cast()) };
+        let d = _mm512_popcnt_epi32(_mm512_xor_si512(_mm512_srl_epi32(v, shift), vq));
+        let pass = _mm512_mask_cmple_epu32_mask(live, d, vrem);
+        let pos = _mm512_maskz_compress_epi32(pass, _mm512_and_si512(v, vmask));
+        // SAFETY: `len + 16 <= start + bucket.len() + 16 <= capacity` (reserved above).
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(len).cast(), pos) };
+        len += pass.count_ones() as usize;
+    }
+    // SAFETY: elements below `len` were written (the compressed lanes first).
+    unsafe { out.set_len(len) };
 }
 
 /// Cached XOR masks of the Hamming ball, per (bits, radius).
@@ -704,15 +790,40 @@ pub struct Masks {
 
 type MaskSet = ((u32, u32), Vec<(u32, u32)>);
 
+/// Largest radius whose masks are shared by every thread (ball(26, 4) is
+/// ~18k masks); larger balls are cached per [`Scratch`].
+const SHARED_RADIUS: u32 = 4;
+
+/// Masks shared process-wide, per (bits ≤ 26, radius ≤ [`SHARED_RADIUS`]):
+/// a caller that builds a new [`Scratch`] per request (one query through the
+/// binding) would otherwise regenerate and sort them every time.
+static SHARED_MASKS: [[SharedBall; SHARED_RADIUS as usize + 1]; 27] =
+    [const { [const { SharedBall::new() }; SHARED_RADIUS as usize + 1] }; 27];
+
+type SharedBall = std::sync::OnceLock<Box<[(u32, u32)]>>;
+
+/// Every `(mask, popcount(mask))` over `d` bits with popcount ≤ `r`, in
+/// ascending mask order: cells `base ^ mask` that share their high bits come
+/// together, so consecutive probes read neighbouring directory words and
+/// bucket entries.
+fn ball_masks(d: u32, r: u32) -> Vec<(u32, u32)> {
+    let mut v = Vec::new();
+    for_each_cell(0, d, r, &mut |c, f| v.push((c, f)));
+    v.sort_unstable();
+    v
+}
+
 impl Masks {
-    /// Every `(mask, popcount(mask))` over `d` bits with popcount ≤ `r`.
+    /// Every `(mask, popcount(mask))` over `d` bits with popcount ≤ `r`, ascending.
     fn get(&mut self, d: u32, r: u32) -> &[(u32, u32)] {
+        if d <= 26 && r <= SHARED_RADIUS {
+            return SHARED_MASKS[d as usize][r as usize]
+                .get_or_init(|| ball_masks(d, r).into_boxed_slice());
+        }
         let i = match self.cache.iter().position(|(k, _)| *k == (d, r)) {
             Some(i) => i,
             None => {
-                let mut v = Vec::new();
-                for_each_cell(0, d, r, &mut |c, f| v.push((c, f)));
-                self.cache.push(((d, r), v));
+                self.cache.push(((d, r), ball_masks(d, r)));
                 self.cache.len() - 1
             }
         };
@@ -749,6 +860,10 @@ impl Persist for PdqSegment {
         let primary_offsets = r.array_of::<u32>((1usize << primary_dir) + 1)?;
         check_offsets(&primary_offsets, n, "primary directory")?;
         let mut tables = Vec::with_capacity(n_tables);
+        // Exact recall rests on disjoint substrings (the pigeonhole); the
+        // primary's are its directory bits, the top ones.
+        let mut used = [false; 256];
+        used[256 - primary_dir as usize..].fill(true);
         for _ in 0..n_tables {
             let start = r.word_at_most(255, "table start")? as u32;
             let bits = r.word_at_most(32, "table bits")? as u32;
@@ -757,6 +872,11 @@ impl Persist for PdqSegment {
             if start + bits > 256 || bits == 0 {
                 return Err(CoreError::Segment("a table outside the hash".into()));
             }
+            let span = &mut used[start as usize..(start + bits) as usize];
+            if span.iter().any(|&u| u) {
+                return Err(CoreError::Segment("overlapping tables".into()));
+            }
+            span.fill(true);
             let low_bits = bits - dir_bits;
             if (n as u64) > 1u64 << (32 - low_bits) {
                 return Err(CoreError::Segment(
@@ -970,6 +1090,90 @@ mod tests {
                 .collect(),
         );
         assert!(matches!(random.plans[31], Plan::Mih(_)));
+    }
+
+    /// The pigeonhole needs disjoint substrings: the secondaries never overlap
+    /// each other or the primary's directory bits, whatever the size and table count.
+    #[test]
+    fn substrings_are_disjoint_and_fit_their_entries() {
+        for n in [0usize, 1, 300, 2048, 5000, 70_000] {
+            for tables in 8..=16 {
+                let entries: Vec<(Pdq, u64)> = (0..n as u64)
+                    .map(|i| {
+                        let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        ([x, x.rotate_left(9), x.rotate_left(27), x ^ i], i)
+                    })
+                    .collect();
+                let seg = PdqSegment::build_with(entries, small_params(tables));
+                let mut used = [false; 256];
+                for b in 256 - seg.primary_dir..256 {
+                    used[b as usize] = true;
+                }
+                for tab in seg.tables.iter() {
+                    assert!(tab.bits <= 32 && tab.start + tab.bits <= 256);
+                    assert!(tab.dir_bits <= tab.bits);
+                    assert!(n as u64 <= 1u64 << tab.idx_bits, "n={n} positions fit");
+                    for b in tab.start..tab.start + tab.bits {
+                        assert!(!used[b as usize], "n={n} tables={tables}: bit {b} twice");
+                        used[b as usize] = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Buckets of every size, from one entry to several SIMD widths, against
+    /// the linear scan on every level, at thresholds around the radius steps.
+    #[test]
+    fn bucket_filters_match_the_scan() {
+        let mut x = 7u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut entries: Vec<(Pdq, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while entries.len() < 20_000 {
+            let centre = [next(), next(), next(), next()];
+            for _ in 0..1 + next() % 40 {
+                let bits: Vec<usize> = (0..next() % 24).map(|_| (next() % 256) as usize).collect();
+                let h = flip(&centre, &bits);
+                if seen.insert(h) {
+                    entries.push((h, entries.len() as u64));
+                }
+            }
+        }
+        for dir_slack in [0, 3, 6] {
+            let seg = PdqSegment::build_with(
+                entries.clone(),
+                Params {
+                    tables: 11,
+                    mih_min: 0,
+                    dir_slack,
+                },
+            );
+            let queries: Vec<Pdq> = (0..40)
+                .map(|i| {
+                    let bits: Vec<usize> = (0..i % 36).map(|_| (next() % 256) as usize).collect();
+                    flip(&entries[(next() % 20_000) as usize].0, &bits)
+                })
+                .collect();
+            for t in [10, 21, 31, 32, 42] {
+                for q in &queries {
+                    let mut want = vec![];
+                    seg.search_linear(Level::Portable, &[*q], t, &mut want);
+                    for level in Level::available() {
+                        let mut got = vec![];
+                        seg.search(level, &[*q], t, &mut Scratch::default(), &mut got);
+                        got.sort_unstable();
+                        got.dedup();
+                        assert_eq!(got, want, "slack={dir_slack} t={t} {level:?}");
+                    }
+                }
+            }
+        }
     }
 
     proptest! {
