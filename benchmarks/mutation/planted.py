@@ -118,8 +118,8 @@ BUGS = [
     Bug(
         "the multi-index PDQ verification `<= t` → `< t`",
         "hashcore/src/pdq.rs",
-        "if hamming(&hashes[p as usize], &qs[query as usize]) <= t {",
-        "if hamming(&hashes[p as usize], &qs[query as usize]) < t {",
+        "if hamming(&hashes[p as usize], q) <= t {",
+        "if hamming(&hashes[p as usize], q) < t {",
     ),
     Bug(
         "the multi-index primary-bucket scan `<= t` → `< t`",
