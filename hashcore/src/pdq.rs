@@ -947,6 +947,52 @@ mod tests {
         v
     }
 
+    /// A listed hash at distance exactly `t` that only the primary table's
+    /// bucket holds: every secondary substring differs by one bit more than its
+    /// radius, the primary's by exactly its radius. The primary bucket's own
+    /// scan must keep it (`<= t`).
+    #[test]
+    fn a_match_only_the_primary_table_finds_is_kept_at_the_threshold() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let entries: Vec<(Pdq, u64)> = (0..300_000u64)
+            .map(|i| ([next(), next(), next(), next()], i))
+            .collect();
+        let seg = PdqSegment::build(entries.clone());
+        let t = 31u32;
+        let Plan::Mih(r) = seg.plans[t as usize] else {
+            panic!("a segment of 300,000 is searched by its tables at t = 31");
+        };
+        assert!(r[0] >= 0, "the primary table is probed");
+        let mut bits: Vec<usize> = (0..r[0] as usize).map(|k| 255 - k).collect();
+        for (tab, &ri) in seg.tables.iter().zip(&r[1..]) {
+            let over = (ri + 1).max(0) as u32;
+            bits.extend((tab.start..tab.start + over).map(|b| b as usize));
+        }
+        assert_eq!(bits.len(), t as usize, "radii + 1 sum to t + 1");
+        for (target, id) in entries.iter().step_by(9973) {
+            let query = flip(target, &bits);
+            assert_eq!(hamming(target, &query), t);
+            let mut out = Vec::new();
+            seg.search(
+                Level::current(),
+                &[query],
+                t,
+                &mut Scratch::default(),
+                &mut out,
+            );
+            assert!(
+                out.iter().any(|&p| seg.id_at(p) == *id),
+                "entry {id} at distance {t} not found"
+            );
+        }
+    }
+
     #[test]
     fn sizing_helpers_compute_what_they_say() {
         let floor = [
