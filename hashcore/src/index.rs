@@ -710,6 +710,39 @@ impl List {
     }
 }
 
+impl Answer {
+    /// The answer naming `reference` of list `lid` for `item`: the reference and the
+    /// labels the list's owner exposes (only those ever reach the response) are
+    /// appended to `texts`, which the answer points into.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        item: u32,
+        lid: u32,
+        list: &List,
+        reference: &str,
+        entry_labels: &str,
+        texts: &mut String,
+        segment: Option<(u32, u32)>,
+    ) -> Answer {
+        let start = texts.len() as u32;
+        texts.push_str(reference);
+        let end = texts.len() as u32;
+        let exposed = list.config.exposed_labels;
+        if exposed != 0 && !entry_labels.is_empty() {
+            labels::push_exposed(entry_labels, exposed, texts);
+        }
+        Answer {
+            item,
+            list_id: lid,
+            list_version: list.version,
+            list_name: Arc::clone(&list.name),
+            reference: (start, end),
+            labels: (end, texts.len() as u32),
+            segment,
+        }
+    }
+}
+
 /// Calls `f(key, id)` for every live entry of `tier`.
 fn for_each_live<S: Segment>(tier: &Tier<S>, mut f: impl FnMut(S::Key, u64)) {
     for part in &tier.parts {
@@ -1563,22 +1596,15 @@ impl Index {
                     }) {
                         continue;
                     }
-                    let start = texts.len() as u32;
-                    texts.push_str(reference);
-                    let end = texts.len() as u32;
-                    let exposed = list.config.exposed_labels;
-                    if exposed != 0 && !entry_labels.is_empty() {
-                        labels::push_exposed(entry_labels, exposed, &mut texts);
-                    }
-                    found.push(Answer {
-                        item: video.owner,
-                        list_id: lid,
-                        list_version: list.version,
-                        list_name: Arc::clone(&list.name),
-                        reference: (start, end),
-                        labels: (end, texts.len() as u32),
-                        segment: Some((hit.first_millis, hit.last_millis)),
-                    });
+                    found.push(Answer::new(
+                        video.owner,
+                        lid,
+                        list,
+                        reference,
+                        entry_labels,
+                        &mut texts,
+                        Some((hit.first_millis, hit.last_millis)),
+                    ));
                 }
             }
         }
@@ -1711,23 +1737,15 @@ impl Index {
             if !seen.is_empty() {
                 seen.insert((lid, reference));
             }
-            let start = texts.len() as u32;
-            texts.push_str(reference);
-            let end = texts.len() as u32;
-            // Only the keys the list's owner exposes ever reach the response.
-            let exposed = list.config.exposed_labels;
-            if exposed != 0 && !entry_labels.is_empty() {
-                labels::push_exposed(entry_labels, exposed, &mut texts);
-            }
-            answers.push(Answer {
+            answers.push(Answer::new(
                 item,
-                list_id: lid,
-                list_version: list.version,
-                list_name: Arc::clone(&list.name),
-                reference: (start, end),
-                labels: (end, texts.len() as u32),
-                segment: None,
-            });
+                lid,
+                list,
+                reference,
+                entry_labels,
+                &mut texts,
+                None,
+            ));
         }
         v.served = served;
         v.answers = answers;
