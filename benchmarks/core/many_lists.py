@@ -15,7 +15,7 @@ import json
 import time
 
 import numpy as np
-from scale import CHUNK, chunk_rows, pct, queries
+from scale import CHUNK, chunk_rows, pct, queries, time_queries
 
 from hashmatch.server import _hashcore
 
@@ -49,17 +49,6 @@ def build(entries: int, lists: int, seed: int) -> tuple[_hashcore.Index, float]:
     return index, time.perf_counter() - t0
 
 
-def run(index: _hashcore.Index, qs: np.ndarray) -> tuple[list[float], list[set[int]]]:
-    times, found = [], []
-    for q in qs:
-        raw = q.tobytes()
-        t0 = time.perf_counter_ns()
-        got = index.match_batch(b"\x04", raw, b"\xff", b"\xff")
-        times.append((time.perf_counter_ns() - t0) / 1000)
-        found.append({eid for _, _, eid in got})
-    return times, found
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--entries", type=int, default=10_000_000)
@@ -72,7 +61,7 @@ def main() -> None:
     answers = []
     for lists in (1, args.lists):
         index, seconds = build(args.entries, lists, args.seed)
-        times, found = run(index, qs)
+        times, found = time_queries(index, qs)
         answers.append(found)
         report[f"{lists}_lists"] = {
             "build_seconds": round(seconds, 1),

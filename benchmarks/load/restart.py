@@ -35,7 +35,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-from bench_sync import HASHMATCH, field
+from bench_sync import field, launch
 
 from hashmatch.client import PDQ, Connection, MatchClient, RetryPolicy, make_hash
 from hashmatch.server.core import read_segment_info
@@ -71,17 +71,8 @@ def memory(pid: int) -> dict[str, float]:
 
 def start(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [HASHMATCH, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("hashmatch serving on "):
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split()[-1], time.perf_counter() - t0
+    proc, address = launch(data, *extra)
+    return proc, address, time.perf_counter() - t0
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
