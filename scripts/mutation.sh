@@ -4,9 +4,10 @@
 #   scripts/mutation.sh [all|rust|python|rerun|rerun-rust|rerun-python|report] [GROUP ...]
 #
 # rust:   cargo-mutants on hashcore's matching modules (pdq, exact, request, verdicts,
-#         policy, refs, index), their unit tests plus tests/index_props.rs and
-#         tests/match_request.rs, tests/mutants.rs. MUTATION_SHARD=k/n runs one shard of the mutants (a
-#         sample: round-robin over all of them).
+#         policy, refs, index), their unit tests plus tests/index_props.rs,
+#         tests/match_request.rs, tests/exact_raw_request.rs and tests/mutants.rs.
+#         MUTATION_SHARD=k/n runs one shard of the mutants (a sample: round-robin over
+#         all of them).
 # python: mutmut on server/hashmatch/server/{matching,rpc,store}/, one workspace per group
 #         (GROUPs: matching rpc store; default all three), each with its own test files
 #         (benchmarks/mutation/workspace.sh names them); a mutant runs only the tests that
@@ -39,7 +40,7 @@ run_rust() {
     [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD" --sharding round-robin)
     # Build and run only the tests that exercise these modules (not the examples, nor the
     # change-log fuzzing of changes.rs).
-    for a in --lib --test index_props --test match_request --test mutants; do scope+=(--cargo-arg="$a"); done
+    for a in --lib --test index_props --test match_request --test exact_raw_request --test mutants; do scope+=(--cargo-arg="$a"); done
     # Unoptimised test builds are slow to run and optimised ones slow to link: opt-level 1
     # without debug info is the quickest round trip per mutant. --in-place mutates the
     # snapshot (never the working tree). Exit code 2 = some mutants missed.
@@ -70,7 +71,7 @@ rerun_rust() {
         # "src/f.rs:L:C: replace …": match the whole description literally.
         patterns+=(--re "^$(printf '%s' "$line" | sed 's/[][\\.^$*+?(){}|]/\\&/g')\$")
     done <"$missed"
-    for a in --lib --test index_props --test match_request --test mutants; do scope+=(--cargo-arg="$a"); done
+    for a in --lib --test index_props --test match_request --test exact_raw_request --test mutants; do scope+=(--cargo-arg="$a"); done
     CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=0 nice -n 19 \
         cargo mutants --dir "$work/rs/hashcore" --output "$work/rs-rerun" --in-place \
         --timeout 180 --build-timeout 900 "${patterns[@]}" "${scope[@]}" || [ $? -eq 2 ]
