@@ -216,6 +216,17 @@ def test_grants_are_listed_in_order_and_mirrored_once(store: Store, tmp_path: Pa
     assert replica.seq() == seq
 
 
+def test_a_grant_of_a_list_the_store_does_not_hold_is_skipped(store: Store) -> None:
+    # Lists are never deleted, so only a damaged or hand-edited store holds such a grant;
+    # the walk must step over it, not end there (its key sorts before every real list's).
+    store.add_tenant("p", Role.PLATFORM)
+    meta = store.create_list("iwf", "h", pdq_threshold=31, pdq_min_quality=50)
+    assert grants.grant(store, meta, "p", actor="h")
+    with store._write() as txn:
+        txn.put(grants._key(0, "p"), b'{"at": 1.0, "by": "h"}', db=store._db(grants.DB))
+    assert [(g.list, g.tenant) for g in grants.all_grants(store)] == [("iwf", "p")]
+
+
 def test_grants_name_what_is_missing_and_are_audited(store: Store) -> None:
     store.add_tenant("p", Role.PLATFORM)
     meta = store.create_list("iwf", "h", pdq_threshold=31, pdq_min_quality=50)
