@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_tls import Pem, _issue
 
-from hashmatch.server.rpc.tls import check, describe, server_credentials
+from hashmatch.server.rpc.tls import TlsFiles, check, describe, server_credentials
 from hashmatch.server.settings import Settings, SettingsError
 
 
@@ -54,10 +54,15 @@ def test_without_both_files_nothing_is_read(tmp_path: Path) -> None:
     assert server_credentials(settings(tmp_path, missing, None)) is None
 
 
-def test_usable_files_pass(tmp_path: Path, pems: tuple[Pem, Pem, Pem]) -> None:
+def test_usable_files_pass_and_their_bytes_are_what_is_served(
+    tmp_path: Path, pems: tuple[Pem, Pem, Pem]
+) -> None:
     ca, server, _ = pems
-    assert check(settings(tmp_path, server.cert, server.key)) is None
-    assert check(settings(tmp_path, server.cert, server.key, ca.cert)) is None
+    chain, key = server.cert.read_bytes(), server.key.read_bytes()
+    assert check(settings(tmp_path, server.cert, server.key)) == TlsFiles(chain, key, None)
+    assert check(settings(tmp_path, server.cert, server.key, ca.cert)) == TlsFiles(
+        chain, key, ca.cert.read_bytes()
+    )
     assert server_credentials(settings(tmp_path, server.cert, server.key)) is not None
     assert server_credentials(settings(tmp_path, server.cert, server.key, ca.cert)) is not None
 

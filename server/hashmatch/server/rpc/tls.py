@@ -3,11 +3,14 @@
 grpc core only notices a bad certificate, key or CA when it binds the port, and then says
 "Failed to bind to address" (with its reasons on stderr); `check` reads the files with the
 standard library first, so each mistake is refused at start in one line that names it.
+The credentials are made of the bytes `check` read: each file is read once, and what is
+served is what was checked.
 """
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -22,10 +25,20 @@ def _read(path: Path, what: str) -> bytes:
         raise SettingsError(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
-def check(settings: Settings) -> None:
-    """Raises SettingsError naming the first unusable TLS file; nothing without TLS."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM bytes of the TLS files, as read and checked."""
+
+    chain: bytes
+    key: bytes
+    client_ca: bytes | None
+
+
+def check(settings: Settings) -> TlsFiles | None:
+    """The TLS files' contents; SettingsError naming the first unusable one; None without
+    TLS."""
     if settings.tls_cert is None or settings.tls_key is None:
-        return
+        return None
     cert = _read(settings.tls_cert, "TLS certificate")
     key = _read(settings.tls_key, "TLS key")
     if b"-----BEGIN CERTIFICATE-----" not in cert:
@@ -55,32 +68,27 @@ def check(settings: Settings) -> None:
             f"cannot use the TLS certificate {settings.tls_cert} with the key "
             f"{settings.tls_key}: {exc.reason or exc}"
         ) from None
+    client_ca = None
     if settings.tls_client_ca is not None:
-        _read(settings.tls_client_ca, "TLS client CA")
+        client_ca = _read(settings.tls_client_ca, "TLS client CA")
         try:
             context.load_verify_locations(settings.tls_client_ca)
         except ssl.SSLError:
             raise SettingsError(
                 f"the TLS client CA {settings.tls_client_ca} holds no PEM certificate"
             ) from None
+    return TlsFiles(cert, key, client_ca)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """None without TLS; with a client CA, clients must present a certificate it signed."""
-    if settings.tls_cert is None or settings.tls_key is None:
+    files = check(settings)
+    if files is None:
         return None
-    check(settings)
-    chain = _read(settings.tls_cert, "TLS certificate")
-    key = _read(settings.tls_key, "TLS key")
-    client_ca = (
-        _read(settings.tls_client_ca, "TLS client CA")
-        if settings.tls_client_ca is not None
-        else None
-    )
     return grpc.ssl_server_credentials(
-        [(key, chain)],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
+        [(files.key, files.chain)],
+        root_certificates=files.client_ca,
+        require_client_auth=files.client_ca is not None,
     )
 
 
