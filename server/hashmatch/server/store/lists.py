@@ -170,9 +170,10 @@ class Lists(StoreBase):
         outcomes: list[ApplyOutcome] = []
         error: StoreError | None = None
         with self._write() as txn:
+            inserted = self._insert_new_entries(txn, list_name, batches)
             for changes in batches:
                 try:
-                    outcomes.append(self._apply_one(txn, list_name, changes, actor))
+                    outcomes.append(self._apply_one(txn, list_name, changes, actor, inserted))
                 except StoreFull:
                     raise
                 except StoreError as exc:
@@ -182,7 +183,56 @@ class Lists(StoreBase):
             raise BatchRefused(outcomes, error)
         return outcomes
 
-    def _apply_one(self, txn: Txn, list_name: str, changes: Changes, actor: str) -> ApplyOutcome:
+    def _insert_new_entries(self, txn: Txn, list_name: str, batches: Sequence[Changes]) -> bool:
+        """For a group of new upserts only (a bulk load): inserts every batch's entries in
+        one pass in key order, under the ids `_apply_one` gives them, and says whether it
+        did; then `_apply_one` skips its own insert. When anything could make `_apply_one`
+        decide otherwise (a retirement, a batch_id seen before or used twice, a version the
+        batch does not expect, a hash listed already or twice), nothing is written here.
+
+        Why: entries are keyed by hash, so each batch's inserts land on pages all over
+        the B-tree; in key order across the whole group, each page is visited once, in
+        order (about three times fewer page copies and seeks at ten million entries)."""
+        if len(batches) < 2 or any(c.n_retirements for c in batches):
+            return False
+        ids = [c.batch_id for c in batches]
+        if len(set(ids)) < len(ids):
+            return False
+        raw = txn.get(list_name.encode(), db=self._db("lists"))
+        if raw is None:
+            return False
+        meta = ListMeta.from_json(raw)
+        lid, seen = meta.id, self._db("batches")
+        if txn.cursor(db=seen).getmulti([batch_key(lid, i) for i in ids]):
+            return False
+        for k, changes in enumerate(batches):
+            expected = changes.expected_version
+            if expected is not None and expected != meta.version + k:
+                return False
+        prefix = list_prefix(lid)
+        pairs: list[tuple[bytes, bytes]] = []
+        first_id = meta.next_entry_id
+        for changes in batches:
+            pairs += changes.entry_pairs(prefix, first_id)
+            first_id += changes.n_upserts
+        # Each batch's pairs are sorted already: sorting finds and merges those runs.
+        pairs.sort()
+        # A child transaction: what it wrote is dropped when the group turns out not new.
+        group = self.env.begin(write=True, parent=txn)
+        try:
+            _, added = group.cursor(db=self._db("entries")).putmulti(pairs, overwrite=False)
+        except BaseException:
+            group.abort()
+            raise
+        if added == len(pairs):
+            group.commit()
+            return True
+        group.abort()
+        return False
+
+    def _apply_one(
+        self, txn: Txn, list_name: str, changes: Changes, actor: str, inserted: bool = False
+    ) -> ApplyOutcome:
         entries, refs = self._db("entries"), self._db("refs")
         raw = txn.get(list_name.encode(), db=self._db("lists"))
         if raw is None:
@@ -223,9 +273,12 @@ class Lists(StoreBase):
         ids = array("Q", range(first_id, next_id))
         # Every upsert is first tried as a new entry, in key order: for a bulk load that is
         # all there is to do, in two C-level calls.
-        _, added = txn.cursor(db=entries).putmulti(
-            changes.entry_pairs(prefix, first_id), overwrite=False
-        )
+        if inserted:
+            added = n  # by _insert_new_entries, under these ids
+        else:
+            _, added = txn.cursor(db=entries).putmulti(
+                changes.entry_pairs(prefix, first_id), overwrite=False
+            )
         if added == n:
             cur = txn.cursor(db=refs)
             # New ids are the largest keys when this is the newest list: append them.
