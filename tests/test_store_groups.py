@@ -14,7 +14,7 @@ import pytest
 from hashmatch.client import MD5, PDQ
 from hashmatch.client.list_client import Change, build_batch
 from hashmatch.server.core import Changes, parse_changes
-from hashmatch.server.store import Role, Store
+from hashmatch.server.store import Role, Store, staging
 from hashmatch.server.store.errors import BatchRefused, StoreError
 from hashmatch.server.store.keys import list_prefix
 from hashmatch.server.store.records import ApplyOutcome
@@ -143,3 +143,40 @@ def test_a_large_group_of_new_entries_is_all_listed_under_consecutive_ids(tmp_pa
             assert sum(1 for _ in txn.cursor(db=store._db("refs"))) == 4000
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("case", ["all new", "a hash in two batches", "a stale expected version"])
+def test_a_published_file_commits_what_its_batches_one_by_one_would(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Groups of two or three messages: the staged messages are read on between groups,
+    # each inserted in a child transaction of the publishing one.
+    monkeypatch.setattr(staging, "PUBLISH_GROUP_ENTRIES", 50)
+    before, group = cases()[case]
+    stores = [new_store(tmp_path / "one"), new_store(tmp_path / "file")]
+    try:
+        for store in stores:
+            for i, changes in enumerate(before):
+                store.apply_changes(LIST, batch(f"b{i}", changes), actor="h")
+        requests = [build_batch(LIST, bid, ch, exp) for bid, ch, exp in group * 2]
+        for k, request in enumerate(requests):
+            request.batch_id = f"{request.batch_id}-{k}"
+        expected = one_by_one(
+            stores[0], [parse_changes(r.SerializeToString(), 0) for r in requests]
+        )
+        base = contents(stores[1])
+        stage = stores[1].open_stage(1, "h")
+        stores[1].stage(stage, 0, [r.SerializeToString() for r in requests], [])
+        try:
+            published = stores[1].publish(stage, LIST, actor="h")
+        except staging.StageRefused as refused:
+            assert expected[1] == type(refused.cause).__name__
+            assert refused.index == len(expected[0])
+            assert contents(stores[1]) == base  # nothing of the file
+            return
+        assert expected[1] is None
+        assert [o for _, o in published.outcomes] == expected[0]
+        assert contents(stores[1]) == contents(stores[0])
+    finally:
+        for store in stores:
+            store.close()
