@@ -5,7 +5,8 @@
 #
 # rust:   cargo-mutants on hashcore's matching modules (pdq, exact, request, verdicts,
 #         policy, refs, index), their unit tests plus tests/index_props.rs,
-#         tests/match_request.rs, tests/exact_raw_request.rs and tests/mutants.rs.
+#         tests/match_request.rs, tests/exact_raw_request.rs, tests/segments.rs (lists
+#         written to segment files and read back) and tests/mutants.rs.
 #         MUTATION_SHARD=k/n runs one shard of the mutants (a sample: round-robin over
 #         all of them).
 # python: mutmut on server/hashmatch/server/{matching,rpc,store}/, one workspace per group
@@ -40,7 +41,7 @@ run_rust() {
     [ -n "${MUTATION_SHARD:-}" ] && shard=(--shard "$MUTATION_SHARD" --sharding round-robin)
     # Build and run only the tests that exercise these modules (not the examples, nor the
     # change-log fuzzing of changes.rs).
-    for a in --lib --test index_props --test match_request --test exact_raw_request --test mutants; do scope+=(--cargo-arg="$a"); done
+    for a in --lib --test index_props --test match_request --test exact_raw_request --test segments --test mutants; do scope+=(--cargo-arg="$a"); done
     # Unoptimised test builds are slow to run and optimised ones slow to link: opt-level 1
     # without debug info is the quickest round trip per mutant. --in-place mutates the
     # snapshot (never the working tree). Exit code 2 = some mutants missed.
@@ -71,7 +72,7 @@ rerun_rust() {
         # "src/f.rs:L:C: replace …": match the whole description literally.
         patterns+=(--re "^$(printf '%s' "$line" | sed 's/[][\\.^$*+?(){}|]/\\&/g')\$")
     done <"$missed"
-    for a in --lib --test index_props --test match_request --test exact_raw_request --test mutants; do scope+=(--cargo-arg="$a"); done
+    for a in --lib --test index_props --test match_request --test exact_raw_request --test segments --test mutants; do scope+=(--cargo-arg="$a"); done
     CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=0 nice -n 19 \
         cargo mutants --dir "$work/rs/hashcore" --output "$work/rs-rerun" --in-place \
         --timeout 180 --build-timeout 900 "${patterns[@]}" "${scope[@]}" || [ $? -eq 2 ]

@@ -137,3 +137,26 @@ fn diagnostics_count_segments_and_reference_bytes() {
     assert!(idx.reference_bytes(1).expect("known list") >= text.len());
     assert!(idx.segments(2).is_err() && idx.reference_bytes(2).is_err());
 }
+
+#[test]
+fn a_group_holds_one_to_eight_hashes() {
+    use hashcore::index::MAX_GROUP;
+    use hashcore::GroupQueries;
+    let group = |sizes: &[u8]| {
+        let total: usize = sizes.iter().map(|&g| usize::from(g)).sum();
+        let hashes: Vec<u8> = (0..total * 32).map(|i| (i * 7 + 3) as u8).collect();
+        let per_group = vec![100u8; sizes.len()];
+        GroupQueries::decode(&hashes, sizes, &per_group, &vec![31u8; sizes.len()])
+    };
+    let full = group(&[1, MAX_GROUP]).expect("a group of 8 is an item's dihedral variants");
+    assert_eq!(full.bounds, vec![(0, 1), (1, 1 + u32::from(MAX_GROUP))]);
+    assert_eq!(full.hashes.len(), 1 + usize::from(MAX_GROUP));
+    assert!(matches!(
+        group(&[1, MAX_GROUP + 1]),
+        Err(CoreError::InvalidGroup { index: 1 })
+    ));
+    assert!(matches!(
+        group(&[2, 0]),
+        Err(CoreError::InvalidGroup { index: 1 })
+    ));
+}
