@@ -24,6 +24,7 @@ import ctypes
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -45,6 +46,11 @@ FILER_JOIN_SECONDS = 2.0
 # Entries applied (loaded or followed) after which freed memory is handed back (see
 # `_release_freed`).
 TRIM_AFTER_ENTRIES = 1_000_000
+# Consecutive batches of upserts read together are applied to the core as one, up to this
+# many entries: a bulk load's batches then make one index part per group, not one each,
+# and are merged into larger parts fewer times (12 M PDQ entries in the core: 25 s in
+# batches of 1 M, 40 s in batches of 50 k).
+JOIN_ENTRIES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -317,14 +323,21 @@ class IndexFollower:
             records = self.store.changes_since(served.id, served.version)
             if not records:
                 return served
+            joined: list[ChangeRecord] = []
             for record in records:
+                if record.kind == CHANGES and _joins(joined, record):
+                    joined.append(record)
+                    served = replace(served, version=record.version, digest=record.digest)
+                    continue
+                self._apply(joined)
+                joined = []
                 quarantined = served.quarantined
                 if record.kind == QUARANTINE:
                     quarantined = quarantined | set(record.references())
                 elif record.kind == RELEASE:
                     quarantined = quarantined - set(record.references())
                 elif record.kind == CHANGES:
-                    self._apply(record)
+                    joined = [record]
                 elif record.kind == EXPOSE:
                     self._expose(served.id, tuple(record.references()))
                 if quarantined != served.quarantined or record.kind == EXPOSE:
@@ -335,6 +348,7 @@ class IndexFollower:
                     quarantined=quarantined,
                     digest=record.digest,
                 )
+            self._apply(joined)
 
     def _expose(self, list_id: int, keys: tuple[str, ...]) -> None:
         """The label keys verdicts show from an EXPOSE event on (its version is set right
@@ -345,18 +359,35 @@ class IndexFollower:
             self.index.configure_list(list_id, *config)
             self._configs[list_id] = config
 
-    def _apply(self, record: ChangeRecord) -> None:
-        self._applied_since_trim += len(record.upsert_algs) + len(record.retire_algs)
+    def _apply(self, records: list[ChangeRecord]) -> None:
+        """Applies consecutive batches of one list as one (see `_joins`): the first one's
+        retirements, then every upsert in order, at the last one's version."""
+        if not records:
+            return
+        first, last = records[0], records[-1]
+        if len(records) == 1:
+            ref_ends = first.ref_ends
+        else:
+            # Each batch's reference ends count from its own references' start.
+            ends = array("I")
+            base = 0
+            for record in records:
+                own = array("I", record.ref_ends)
+                ends.extend(end + base for end in own)
+                base += len(record.refs)
+            ref_ends = ends.tobytes()
+        upserts = sum(len(r.upsert_algs) for r in records)
+        self._applied_since_trim += upserts + len(first.retire_algs)
         self.index.apply(
-            record.list_id,
-            record.upsert_algs,
-            record.upsert_slots,
-            record.upsert_ids,
-            record.retire_algs,
-            record.retire_slots,
-            record.ref_ends,
-            record.refs,
-            record.version,
+            first.list_id,
+            b"".join(r.upsert_algs for r in records),
+            b"".join(r.upsert_slots for r in records),
+            b"".join(r.upsert_ids for r in records),
+            first.retire_algs,
+            first.retire_slots,
+            ref_ends,
+            b"".join(r.refs for r in records),
+            last.version,
         )
 
     def start(self) -> None:
@@ -454,6 +485,18 @@ class IndexFollower:
             self._filer.join(timeout=FILER_JOIN_SECONDS)
         if self.segments is not None:
             self.segments.close()
+
+
+def _joins(joined: list[ChangeRecord], record: ChangeRecord) -> bool:
+    """Whether a batch may be applied together with the batches before it (the first of a
+    group always may): it retires nothing (a retirement could name an entry they add, and
+    is applied before the upserts of its batch), and the whole stays within JOIN_ENTRIES.
+    (Every upsert of a change record has its reference end: the store writes them so.)"""
+    if not joined:
+        return True
+    if record.retire_algs:
+        return False
+    return sum(len(r.upsert_algs) for r in joined) + len(record.upsert_algs) <= JOIN_ENTRIES
 
 
 # What the core is configured with for a list: thresholds, name, exposed label keys, video
