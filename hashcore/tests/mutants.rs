@@ -160,3 +160,24 @@ fn a_group_holds_one_to_eight_hashes() {
         Err(CoreError::InvalidGroup { index: 1 })
     ));
 }
+
+#[test]
+fn pdq_segment_memory_counts_four_bytes_per_table_entry() {
+    use hashcore::pdq::PdqSegment;
+    let n: u64 = 20_000;
+    let entries = (0..n)
+        .map(|i| {
+            let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            ([x, x.rotate_left(17) ^ i, !x, x.rotate_right(29)], i)
+        })
+        .collect();
+    let seg = PdqSegment::build(entries);
+    // 32-byte hash and 8-byte id per entry, and at least 7 secondary tables holding a
+    // 4-byte position per entry each.
+    let n = n as usize;
+    assert!(
+        seg.memory_bytes() >= n * (40 + 7 * 4),
+        "{}",
+        seg.memory_bytes()
+    );
+}
