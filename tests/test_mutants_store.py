@@ -73,6 +73,14 @@ def test_issue_and_revoke_tokens(store: Store) -> None:
     assert ("revoke-tokens", "p", 0) in actions
 
 
+def test_a_token_whose_tenant_is_gone_authenticates_no_one(store: Store) -> None:
+    # Tenants are removed with their tokens; a token row left without its tenant (a
+    # damaged or hand-edited store) must still be refused, not fail.
+    with store._write() as txn:
+        txn.put(token_hash("orphan"), b"nobody", db=store._db("tokens"))
+    assert store.authenticate("orphan") is None
+
+
 def test_tenant_tokens_are_the_hashes_of_live_tokens(store: Store) -> None:
     a = store.add_tenant("a", Role.PLATFORM)
     b = store.add_tenant("b", Role.REPLICA)
