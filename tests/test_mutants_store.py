@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hashmatch.server.matching.flood import judge
-from hashmatch.server.store import Role, Store, grants
+from hashmatch.server.store import Role, Store, grants, replica_state
 from hashmatch.server.store.changelog import QUARANTINE, RELEASE
 from hashmatch.server.store.errors import (
     ListNotFound,
@@ -171,6 +171,20 @@ def test_a_flood_is_quarantined_as_a_list_version_and_audited(store: Store) -> N
         ["R-1"],
         meta.version + 1,
     )
+
+
+def test_a_replica_counts_a_flood_but_never_quarantines_it(store: Store) -> None:
+    store.add_tenant("p", Role.PLATFORM)
+    meta = store.create_list(
+        "iwf", "h", pdq_threshold=31, pdq_min_quality=50, flood=FloodPolicy(3, 10, 60)
+    )
+    replica_state.follow(store, "primary.example:50051")
+    now = time.time() + 5.0
+    assert store.add_match_counts({("p", meta.id, "R-1"): (20, now)}, judge, now=now) == []
+    assert store.quarantined(meta.id) == {}
+    after = store.get_list("iwf")
+    assert after is not None and after.version == meta.version
+    assert [(ref, n) for ref, n, _ in store.match_counts(meta.id)] == [("R-1", 20)]
 
 
 def test_apply_event_changes_only_what_it_must(store: Store) -> None:
