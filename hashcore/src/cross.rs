@@ -157,8 +157,8 @@ pub struct CrossView {
     /// Live entries, and count, of coverable parts outside the index.
     uncovered: usize,
     uncovered_parts: usize,
-    /// Coverable parts, covered or not.
-    coverable_parts: usize,
+    /// Lists with a coverable part, covered or not.
+    coverable_lists: usize,
 }
 
 impl CrossView {
@@ -178,7 +178,7 @@ impl CrossView {
             stale: 0,
             uncovered: 0,
             uncovered_parts: 0,
-            coverable_parts: 0,
+            coverable_lists: 0,
             index: None,
         };
         view.live.resize_with(sources, || None);
@@ -186,9 +186,10 @@ impl CrossView {
         let mut by_min_quality = [-1i8; 101];
         for (list, config, tier) in lists {
             let mut rest = Vec::new();
+            view.coverable_lists +=
+                usize::from(tier.parts.iter().any(|p| p.seg.len() <= cover_max));
             for part in &tier.parts {
                 let coverable = part.seg.len() <= cover_max;
-                view.coverable_parts += usize::from(coverable);
                 let source = index
                     .as_ref()
                     .and_then(|x| x.by_segment.get(&(list, address(&part.seg))));
@@ -250,13 +251,20 @@ impl CrossView {
         &self.rest
     }
 
-    /// Whether a rebuild would pay off: no index yet while several coverable
-    /// parts exist, many uncovered parts or entries, or mostly stale entries.
+    /// Whether a rebuild would pay off: no index yet while two lists have
+    /// coverable parts (one list's parts are merged by its tier), a quarter
+    /// as many entries uncovered as covered, more uncovered parts than a
+    /// quarter of the sources (and [`MAX_UNCOVERED_PARTS`]), more stale
+    /// entries than live ones, or an index left with fewer than two lists.
+    ///
+    /// Each rebuild reads every covered entry: the proportions keep the
+    /// rebuilds of a growing index to a few per entry (geometric growth).
     pub fn wants_rebuild(&self) -> bool {
         match &self.index {
-            None => self.coverable_parts >= 2,
+            None => self.coverable_lists >= 2,
             Some(_) => {
-                self.uncovered_parts > MAX_UNCOVERED_PARTS
+                self.coverable_lists < 2
+                    || self.uncovered_parts > MAX_UNCOVERED_PARTS.max(self.live.len() / 4)
                     || self.uncovered * 4 > self.covered
                     || self.stale > self.covered
             }
@@ -322,7 +330,7 @@ impl CrossView {
 }
 
 /// The coverable parts (at most `cover_max` entries) of `lists` to build the
-/// next index from.
+/// next index from; none unless they come from two lists or more.
 pub fn coverable<'a>(
     lists: impl Iterator<Item = (u32, &'a Tier<PdqSegment>)>,
     cover_max: usize,
@@ -334,6 +342,12 @@ pub fn coverable<'a>(
                 out.push((list, part.clone()));
             }
         }
+    }
+    if out
+        .first()
+        .is_some_and(|first| out.iter().all(|(l, _)| *l == first.0))
+    {
+        out.clear();
     }
     out
 }

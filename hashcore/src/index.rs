@@ -814,6 +814,12 @@ struct Shared {
     cross_rebuilds: std::sync::atomic::AtomicBool,
     /// Parts of at most this many entries go into the cross index.
     cover_max: AtomicUsize,
+    /// The process building a cross index, if any: one build at a time (the
+    /// background thread's and a caller's `compact` would otherwise build the
+    /// same). A forked child does not wait for its parent's build. Writes
+    /// never wait for it.
+    rebuilding: Mutex<Option<u32>>,
+    rebuilt: Condvar,
     counts: Arc<Counts>,
     write: Mutex<()>,
     signal: Mutex<Signal>,
@@ -882,6 +888,22 @@ impl Shared {
     /// installed since; false when there was nothing to do (`force`: rebuild
     /// even when the view does not ask for it).
     fn rebuild_cross(&self, force: bool) -> bool {
+        struct Building<'a>(&'a Shared);
+        impl Drop for Building<'_> {
+            fn drop(&mut self) {
+                *lock(&self.0.rebuilding) = None;
+                self.0.rebuilt.notify_all();
+            }
+        }
+        {
+            let me = std::process::id();
+            let mut b = lock(&self.rebuilding);
+            while *b == Some(me) {
+                b = self.rebuilt.wait(b).unwrap_or_else(|e| e.into_inner());
+            }
+            *b = Some(me);
+        }
+        let _building = Building(self);
         let (before, parts) = {
             let _w = lock(&self.write);
             let state = self.state.load();
@@ -894,7 +916,7 @@ impl Shared {
             );
             (state.cross.clone(), parts)
         };
-        let next = (parts.len() >= 2).then(|| Arc::new(CrossIndex::build(parts)));
+        let next = (!parts.is_empty()).then(|| Arc::new(CrossIndex::build(parts)));
         let _w = lock(&self.write);
         let same = |a: &Option<Arc<CrossIndex>>| match (a, &before) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -1257,6 +1279,8 @@ impl Index {
                 state: ArcSwap::from_pointee(State::default()),
                 cross_rebuilds: std::sync::atomic::AtomicBool::new(true),
                 cover_max: AtomicUsize::new(cross::COVER_MAX),
+                rebuilding: Mutex::new(None),
+                rebuilt: Condvar::new(),
                 counts: Arc::default(),
                 write: Mutex::new(()),
                 signal: Mutex::new(Signal::default()),
