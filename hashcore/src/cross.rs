@@ -1,5 +1,5 @@
-//! The cross-list PDQ index: one multi-index segment over the PDQ parts of
-//! many lists, so that a query searches them once instead of once per list.
+//! Cross-list PDQ indexes: multi-index segments over the PDQ parts of many
+//! lists, so that a query searches them once instead of once per list.
 //!
 //! # Why
 //!
@@ -35,12 +35,24 @@
 //! The index holds a reference to each source segment, so segment identity
 //! cannot be reused by a new segment while the index lives.
 //!
+//! # Rebuilds
+//!
+//! A snapshot holds a short stack of such indexes, oldest and largest first,
+//! each part covered by at most one. The compactor (off the write lock)
+//! builds a new one over the coverable parts no index covers once there are
+//! a few, taking in the newest indexes while what is newer than one holds at
+//! least half as many entries (size-tiered, as a tier's parts: an entry is
+//! rebuilt `O(log n)` times, and a build after a few writes reads only the
+//! recent entries), and any index mostly stale (see [`CrossView::plan`]).
+//!
 //! # Cost
 //!
 //! The hashes are copied into the index (32 bytes), the provenance takes the
 //! segment's 8-byte id slot and the tables about 44 bytes: the index adds the
 //! size of a PDQ segment, ~84 bytes per covered entry (see `pdq`), on top of
-//! the lists' own parts.
+//! the lists' own parts, plus the source segments an index keeps alive
+//! after their lists merged them away, until it is rebuilt. A build needs
+//! 40 bytes per entry more while it runs.
 //!
 //! The index is not written to segment files: after a restart (or a list
 //! loaded from its file) the lists are served from their own parts and the
@@ -58,10 +70,6 @@ use crate::tier::{Part, Tier};
 /// that large gains little from being searched with others, and would double
 /// its memory).
 pub const COVER_MAX: usize = 1 << 22;
-
-/// Uncovered coverable parts that make a rebuild worth it on their own: each
-/// costs a search of its own per query.
-const MAX_UNCOVERED_PARTS: usize = 32;
 
 /// An immutable index over the coverable PDQ parts of every list, as of one
 /// snapshot (see the module docs).
@@ -131,57 +139,98 @@ struct Live {
     dead: Arc<Vec<u32>>,
 }
 
-/// The PDQ parts of one list the cross index does not cover (as of a snapshot).
+impl Live {
+    fn part(&self) -> Part<PdqSegment> {
+        Part {
+            seg: Arc::clone(&self.seg),
+            dead: Arc::clone(&self.dead),
+        }
+    }
+}
+
+/// The PDQ parts of one list no cross index covers (as of a snapshot).
 pub struct Rest {
     pub list: u32,
     pub config: ListConfig,
     pub parts: Vec<Part<PdqSegment>>,
 }
 
-/// What one snapshot needs to search its PDQ entries: the cross index, which
-/// of its sources are live parts, and per list the parts left to search on
+/// One cross index as one snapshot serves it.
+struct Served {
+    index: Arc<CrossIndex>,
+    /// Per source: the part it is in this snapshot, or none.
+    live: Vec<Option<Live>>,
+    /// Live entries of live sources.
+    covered: usize,
+}
+
+impl Served {
+    /// Entries held to no use: of sources gone or retired since the build.
+    fn stale(&self) -> usize {
+        self.index.len().saturating_sub(self.covered)
+    }
+}
+
+/// Most cross indexes kept at once (each costs a search per query).
+const MAX_INDEXES: usize = 6;
+
+/// Uncovered coverable parts that make a build worth it on their own: each
+/// costs a search of its own per query.
+const MAX_UNCOVERED_PARTS: usize = 8;
+
+/// What one snapshot needs to search its PDQ entries: the cross indexes
+/// (oldest, largest first; each part is covered by at most one), which of
+/// their sources are live parts, and per list the parts left to search on
 /// their own. Built with every published snapshot (no lookups per query).
 #[derive(Default)]
 pub struct CrossView {
-    index: Option<Arc<CrossIndex>>,
-    /// Per source of `index`: the part it is in this snapshot, or none.
-    live: Vec<Option<Live>>,
+    served: Vec<Served>,
     /// Per query quality byte: the largest threshold of a list with a live
     /// source that accepts that quality (`-1`: none).
     top: Vec<i8>,
     rest: Vec<Rest>,
-    /// Live entries of live sources.
-    covered: usize,
-    /// Entries the index holds to no use: of sources gone or retired since.
-    stale: usize,
-    /// Live entries, and count, of coverable parts outside the index.
+    cover_max: usize,
+    /// Live entries, and count, of coverable parts outside every index.
     uncovered: usize,
     uncovered_parts: usize,
     /// Lists with a coverable part, covered or not.
     coverable_lists: usize,
 }
 
+/// A rebuild to run: keep the first `keep` indexes, replace the others by
+/// one built over `parts` (their live sources and every uncovered coverable
+/// part), or by none when `parts` is empty.
+pub struct Rebuild {
+    pub keep: usize,
+    pub parts: Vec<(u32, Part<PdqSegment>)>,
+}
+
 impl CrossView {
-    /// The view of `index` over `lists` (`(list id, config, PDQ tier)`, any
+    /// The view of `indexes` over `lists` (`(list id, config, PDQ tier)`, any
     /// order); parts of at most `cover_max` entries are coverable.
     pub fn new<'a>(
-        index: Option<Arc<CrossIndex>>,
+        indexes: &[Arc<CrossIndex>],
         cover_max: usize,
         lists: impl Iterator<Item = (u32, ListConfig, &'a Tier<PdqSegment>)>,
     ) -> CrossView {
-        let sources = index.as_ref().map_or(0, |x| x.sources.len());
         let mut view = CrossView {
-            live: Vec::new(),
-            top: Vec::new(),
+            served: indexes
+                .iter()
+                .map(|x| Served {
+                    index: Arc::clone(x),
+                    live: std::iter::repeat_with(|| None)
+                        .take(x.sources.len())
+                        .collect(),
+                    covered: 0,
+                })
+                .collect(),
+            top: vec![-1i8; 256],
             rest: Vec::new(),
-            covered: 0,
-            stale: 0,
+            cover_max,
             uncovered: 0,
             uncovered_parts: 0,
             coverable_lists: 0,
-            index: None,
         };
-        view.live.resize_with(sources, || None);
         // Largest threshold per minimum quality, of lists with a live source.
         let mut by_min_quality = [-1i8; 101];
         for (list, config, tier) in lists {
@@ -189,16 +238,17 @@ impl CrossView {
             view.coverable_lists +=
                 usize::from(tier.parts.iter().any(|p| p.seg.len() <= cover_max));
             for part in &tier.parts {
-                let coverable = part.seg.len() <= cover_max;
-                let source = index
-                    .as_ref()
-                    .and_then(|x| x.by_segment.get(&(list, address(&part.seg))));
+                let key = (list, address(&part.seg));
+                let source = view.served.iter_mut().find_map(|x| {
+                    let s = *x.index.by_segment.get(&key)?;
+                    Some((x, s))
+                });
                 match source {
-                    Some(&s) => {
-                        view.covered += part.live();
+                    Some((x, s)) => {
+                        x.covered += part.live();
                         let m = &mut by_min_quality[usize::from(config.pdq_min_quality.min(100))];
                         *m = (*m).max(config.pdq_threshold as i8);
-                        view.live[s as usize] = Some(Live {
+                        x.live[s as usize] = Some(Live {
                             list,
                             config,
                             seg: Arc::clone(&part.seg),
@@ -206,7 +256,7 @@ impl CrossView {
                         });
                     }
                     None => {
-                        if coverable {
+                        if part.seg.len() <= cover_max {
                             view.uncovered += part.live();
                             view.uncovered_parts += 1;
                         }
@@ -222,56 +272,91 @@ impl CrossView {
                 });
             }
         }
-        if let Some(x) = &index {
-            let held = x.len();
-            view.stale = held.saturating_sub(view.covered);
-        }
         // A query of quality q passes lists whose minimum is at most q;
         // unknown quality (255) passes every list.
-        view.top = vec![-1i8; 256];
         let mut best = -1i8;
         for (q, &m) in by_min_quality.iter().enumerate() {
             best = best.max(m);
             view.top[q] = best;
         }
-        for q in 101..256 {
-            view.top[q] = best;
-        }
-        view.index = index;
+        view.top[101..].fill(best);
         view
     }
 
-    /// The index this view serves, if any.
-    pub fn index(&self) -> Option<&Arc<CrossIndex>> {
-        self.index.as_ref()
+    /// Whether any cross index serves this snapshot.
+    pub fn has_index(&self) -> bool {
+        !self.served.is_empty()
     }
 
-    /// Lists with PDQ parts the index does not cover, with those parts.
+    /// Lists with PDQ parts no index covers, with those parts.
     pub fn rest(&self) -> &[Rest] {
         &self.rest
     }
 
-    /// Whether a rebuild would pay off: no index yet while two lists have
-    /// coverable parts (one list's parts are merged by its tier), a quarter
-    /// as many entries uncovered as covered, more uncovered parts than a
-    /// quarter of the sources (and [`MAX_UNCOVERED_PARTS`]), more stale
-    /// entries than live ones, or an index left with fewer than two lists.
+    /// The rebuild worth doing now, if any (`force`: one index over every
+    /// coverable part). Builds are wanted when a few coverable parts, or an
+    /// eighth as many entries as covered, are outside every index, or an
+    /// index holds more stale entries than live ones; none are kept while
+    /// fewer than two lists have coverable parts (one list's parts are merged
+    /// by its own tier).
     ///
-    /// Each rebuild reads every covered entry: the proportions keep the
-    /// rebuilds of a growing index to a few per entry (geometric growth).
-    pub fn wants_rebuild(&self) -> bool {
-        match &self.index {
-            None => self.coverable_lists >= 2,
-            Some(_) => {
-                self.coverable_lists < 2
-                    || self.uncovered_parts > MAX_UNCOVERED_PARTS.max(self.live.len() / 4)
-                    || self.uncovered * 4 > self.covered
-                    || self.stale > self.covered
+    /// The indexes are size-tiered like a tier's parts: a build takes in the
+    /// newest indexes as long as what is newer than one holds at least half
+    /// as many entries, so an entry is rebuilt `O(log n)` times and a build
+    /// usually reads only the recent entries.
+    pub fn plan(&self, force: bool) -> Option<Rebuild> {
+        let n = self.served.len();
+        if self.coverable_lists < 2 {
+            return (n > 0).then(|| Rebuild {
+                keep: 0,
+                parts: Vec::new(),
+            });
+        }
+        let stale_from = self
+            .served
+            .iter()
+            .position(|x| x.stale() > x.covered)
+            .unwrap_or(n);
+        let wanted = n == 0
+            || self.uncovered_parts > MAX_UNCOVERED_PARTS
+            || self.uncovered * 8 > self.served.iter().map(|x| x.covered).sum::<usize>()
+            || stale_from < n;
+        if !force && !wanted {
+            return None;
+        }
+        let mut keep = n;
+        let mut newer = self.uncovered;
+        while keep > 0 && self.served[keep - 1].covered <= newer * 2 {
+            keep -= 1;
+            newer += self.served[keep].covered;
+        }
+        keep = keep.min(stale_from).min(MAX_INDEXES - 1);
+        if force {
+            keep = 0;
+        }
+        let mut parts = Vec::new();
+        for x in &self.served[keep..] {
+            for live in x.live.iter().flatten() {
+                let part = live.part();
+                if part.live() > 0 {
+                    parts.push((live.list, part));
+                }
             }
         }
+        for rest in &self.rest {
+            for part in &rest.parts {
+                if part.seg.len() <= self.cover_max && part.live() > 0 {
+                    parts.push((rest.list, part.clone()));
+                }
+            }
+        }
+        if keep == n && parts.is_empty() {
+            return None;
+        }
+        Some(Rebuild { keep, parts })
     }
 
-    /// Calls `hit(list, entry id)` for every live entry the index covers that
+    /// Calls `hit(list, entry id)` for every live entry an index covers that
     /// is within the effective threshold of its list (for `quality` and
     /// `max_distance`) of a hash of `qs`, in a list `wants` accepts. An entry
     /// may be reported more than once.
@@ -287,67 +372,51 @@ impl CrossView {
         pos: &mut Vec<u32>,
         mut hit: impl FnMut(u32, u64),
     ) {
-        let Some(index) = &self.index else {
-            return;
-        };
         let top = self.top[usize::from(quality)];
         if top < 0 {
             return;
         }
         let t = u32::from((top as u8).min(max_distance));
-        pos.clear();
-        index.seg.search(level, qs, t, scratch, pos);
-        for &p in pos.iter() {
-            let provenance = index.seg.id_at(p);
-            let Some(live) = &self.live[(provenance >> 32) as usize] else {
+        for x in &self.served {
+            if x.covered == 0 {
                 continue;
-            };
-            let at = provenance as u32;
-            let Some(own) = live.config.effective_threshold(quality, max_distance) else {
-                continue;
-            };
-            if own < t {
-                let h = index.seg.hash_at(p);
-                let d = qs.iter().map(|q| hamming(q, &h)).min().unwrap_or(u32::MAX);
-                if d > own {
+            }
+            let seg = &x.index.seg;
+            pos.clear();
+            seg.search(level, qs, t, scratch, pos);
+            for &p in pos.iter() {
+                let provenance = seg.id_at(p);
+                let Some(live) = &x.live[(provenance >> 32) as usize] else {
+                    continue;
+                };
+                let at = provenance as u32;
+                let Some(own) = live.config.effective_threshold(quality, max_distance) else {
+                    continue;
+                };
+                if own < t {
+                    let h = seg.hash_at(p);
+                    let d = qs.iter().map(|q| hamming(q, &h)).min().unwrap_or(u32::MAX);
+                    if d > own {
+                        continue;
+                    }
+                }
+                if !wants(live.list) {
                     continue;
                 }
-            }
-            if !wants(live.list) {
-                continue;
-            }
-            if !live.dead.is_empty() && live.dead.binary_search(&at).is_ok() {
-                continue;
-            }
-            hit(live.list, live.seg.id_at(at));
-        }
-    }
-
-    /// Approximate heap bytes of the index.
-    pub fn memory_bytes(&self) -> usize {
-        self.index.as_ref().map_or(0, |x| x.memory_bytes())
-    }
-}
-
-/// The coverable parts (at most `cover_max` entries) of `lists` to build the
-/// next index from; none unless they come from two lists or more.
-pub fn coverable<'a>(
-    lists: impl Iterator<Item = (u32, &'a Tier<PdqSegment>)>,
-    cover_max: usize,
-) -> Vec<(u32, Part<PdqSegment>)> {
-    let mut out = Vec::new();
-    for (list, tier) in lists {
-        for part in &tier.parts {
-            if part.seg.len() <= cover_max && part.live() > 0 {
-                out.push((list, part.clone()));
+                if !live.dead.is_empty() && live.dead.binary_search(&at).is_ok() {
+                    continue;
+                }
+                hit(live.list, live.seg.id_at(at));
             }
         }
     }
-    if out
-        .first()
-        .is_some_and(|first| out.iter().all(|(l, _)| *l == first.0))
-    {
-        out.clear();
+
+    /// `(indexes, entries, approximate heap bytes)` of the indexes.
+    pub fn size(&self) -> (usize, usize, usize) {
+        (
+            self.served.len(),
+            self.served.iter().map(|x| x.index.len()).sum(),
+            self.served.iter().map(|x| x.index.memory_bytes()).sum(),
+        )
     }
-    out
 }

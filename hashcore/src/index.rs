@@ -782,8 +782,9 @@ impl ListSnapshot {
 struct State {
     lists: BTreeMap<u32, Arc<List>>,
     policies: Arc<HashMap<Box<str>, Arc<Policy>>>,
-    /// The cross-list PDQ index, as last built (possibly older than `lists`).
-    cross: Option<Arc<CrossIndex>>,
+    /// The cross-list PDQ indexes, oldest first, as last built (possibly
+    /// older than `lists`).
+    cross: Vec<Arc<CrossIndex>>,
     /// `cross` as it serves `lists` (see [`crate::cross`]); rebuilt with
     /// every published snapshot.
     view: Arc<CrossView>,
@@ -792,7 +793,7 @@ struct State {
 impl State {
     fn refresh_view(&mut self, cover_max: usize) {
         self.view = Arc::new(CrossView::new(
-            self.cross.clone(),
+            &self.cross,
             cover_max,
             self.lists.iter().map(|(&id, l)| (id, l.config, &l.pdq)),
         ));
@@ -904,29 +905,26 @@ impl Shared {
             *b = Some(me);
         }
         let _building = Building(self);
-        let (before, parts) = {
+        let (before, plan) = {
             let _w = lock(&self.write);
             let state = self.state.load();
-            if !force && !state.view.wants_rebuild() {
+            let Some(plan) = state.view.plan(force) else {
                 return false;
-            }
-            let parts = cross::coverable(
-                state.lists.iter().map(|(&id, l)| (id, &l.pdq)),
-                self.cover_max.load(Ordering::Relaxed),
-            );
-            (state.cross.clone(), parts)
+            };
+            (state.cross.clone(), plan)
         };
-        let next = (!parts.is_empty()).then(|| Arc::new(CrossIndex::build(parts)));
+        let built = (!plan.parts.is_empty()).then(|| Arc::new(CrossIndex::build(plan.parts)));
         let _w = lock(&self.write);
-        let same = |a: &Option<Arc<CrossIndex>>| match (a, &before) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same(&self.state.load().cross) {
+        let current = &self.state.load().cross;
+        if current.len() != before.len()
+            || current.iter().zip(&before).any(|(a, b)| !Arc::ptr_eq(a, b))
+        {
             return true;
         }
-        self.publish(|state| state.cross = next);
+        self.publish(|state| {
+            state.cross.truncate(plan.keep);
+            state.cross.extend(built);
+        });
         true
     }
 
@@ -1086,7 +1084,7 @@ fn pdq_hits(
     let view = &state.view;
     let mut scratch = Scratch::default();
     let (mut pos, mut ids) = (vec![], vec![]);
-    if view.index().is_some() {
+    if view.has_index() {
         for &(query, qs, quality, max_distance) in queries {
             view.search(
                 level,
@@ -1338,13 +1336,9 @@ impl Index {
         self.shared.publish(|_| {});
     }
 
-    /// `(entries, bytes)` of the cross index (diagnostics).
-    pub fn cross_size(&self) -> (usize, usize) {
-        let state = self.shared.state.load();
-        state
-            .cross
-            .as_ref()
-            .map_or((0, 0), |x| (x.len(), x.memory_bytes()))
+    /// `(indexes, entries, bytes)` of the cross indexes (diagnostics).
+    pub fn cross_size(&self) -> (usize, usize, usize) {
+        self.shared.state.load().view.size()
     }
 
     /// Creates `list_id` if absent, or changes its thresholds.
@@ -2010,7 +2004,7 @@ impl Index {
                 .values()
                 .map(|p| p.memory_bytes())
                 .sum::<usize>()
-            + state.view.memory_bytes()
+            + state.view.size().2
     }
 
     /// Heap bytes of `list_id`'s references (diagnostics).

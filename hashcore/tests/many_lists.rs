@@ -469,7 +469,7 @@ fn changes_after_the_build_are_served_exactly() {
         listed.extend(adds.iter().map(|&(h, id)| (lid, h, id)));
     }
     idx.rebuild_cross();
-    assert_eq!(idx.cross_size().0, 1000, "every entry is covered");
+    assert_eq!(idx.cross_size().1, 1000, "every entry is covered");
     for &(lid, h, id) in listed.iter().step_by(37) {
         assert_eq!(find(&idx, &rng.flip(&h, 31)), vec![(0, lid, id)]);
         assert!(find(&idx, &rng.flip(&h, 32)).is_empty());
@@ -496,7 +496,7 @@ fn changes_after_the_build_are_served_exactly() {
     assert_eq!(find(&idx, &h), vec![(0, lid, 777_777)]);
     assert_eq!(find(&idx, &h2), vec![(0, lid2, 888_888)]);
     assert!(find(&idx, &dh).is_empty());
-    assert_eq!(idx.cross_size().0, 1000 - 50);
+    assert_eq!(idx.cross_size().1, 1000 - 50);
     // A retired covered entry whose list then merges: still not answered.
     let (lid3, h3, _) = listed[100];
     one(&idx, lid3, &[], &[h3]);
@@ -516,7 +516,7 @@ fn a_hash_in_two_lists_answers_per_list() {
     one(&idx, 1, &[(h, 1)], &[]);
     one(&idx, 2, &[(h, 2)], &[]);
     idx.rebuild_cross();
-    assert_eq!(idx.cross_size().0, 2);
+    assert_eq!(idx.cross_size().1, 2);
     let mut at = |d: u32, quality: u8| {
         let q = rng.flip(&h, d);
         let q = Queries::decode(&[4], &pdq_to_bytes(&q), &[quality], &[255]).unwrap();
