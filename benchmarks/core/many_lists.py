@@ -97,6 +97,7 @@ def main() -> None:
             "core_bytes_per_entry": round(index.memory_bytes() / args.entries, 1),
             "p50_us": round(p50[-1], 1),
             "p99_us": round(p99[-1], 1),
+            "cross_indexes_entries": index.cross_size()[:2],
             "answers_digest": digest(found),
             "matches": sum(len(f) for f in found),
         }

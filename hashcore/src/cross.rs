@@ -174,9 +174,10 @@ impl Served {
 /// Most cross indexes kept at once (each costs a search per query).
 const MAX_INDEXES: usize = 6;
 
-/// Uncovered coverable parts that make a build worth it on their own: each
-/// costs a search of its own per query.
-const MAX_UNCOVERED_PARTS: usize = 8;
+/// A build takes in an index once what is newer holds `1 / MERGE_FACTOR` of
+/// its entries: indexes then shrink by this factor from the oldest, so the
+/// newer ones cost little next to it per query.
+const MERGE_FACTOR: usize = 8;
 
 /// What one snapshot needs to search its PDQ entries: the cross indexes
 /// (oldest, largest first; each part is covered by at most one), which of
@@ -294,16 +295,17 @@ impl CrossView {
     }
 
     /// The rebuild worth doing now, if any (`force`: one index over every
-    /// coverable part). Builds are wanted when a few coverable parts, or an
-    /// eighth as many entries as covered, are outside every index, or an
-    /// index holds more stale entries than live ones; none are kept while
+    /// coverable part). A build is wanted as soon as a coverable part is
+    /// outside every index (each costs a search of its own per query), or an
+    /// index holds more stale entries than live ones; no index is kept while
     /// fewer than two lists have coverable parts (one list's parts are merged
     /// by its own tier).
     ///
     /// The indexes are size-tiered like a tier's parts: a build takes in the
-    /// newest indexes as long as what is newer than one holds at least half
-    /// as many entries, so an entry is rebuilt `O(log n)` times and a build
-    /// usually reads only the recent entries.
+    /// newest indexes as long as what is newer than one holds at least
+    /// `1 / MERGE_FACTOR` as many entries, so a build after a few writes
+    /// reads only the recent entries, and an entry is rebuilt a bounded
+    /// number of times per level.
     pub fn plan(&self, force: bool) -> Option<Rebuild> {
         let n = self.served.len();
         if self.coverable_lists < 2 {
@@ -317,16 +319,13 @@ impl CrossView {
             .iter()
             .position(|x| x.stale() > x.covered)
             .unwrap_or(n);
-        let wanted = n == 0
-            || self.uncovered_parts > MAX_UNCOVERED_PARTS
-            || self.uncovered * 8 > self.served.iter().map(|x| x.covered).sum::<usize>()
-            || stale_from < n;
+        let wanted = n == 0 || self.uncovered_parts > 0 || stale_from < n;
         if !force && !wanted {
             return None;
         }
         let mut keep = n;
         let mut newer = self.uncovered;
-        while keep > 0 && self.served[keep - 1].covered <= newer * 2 {
+        while keep > 0 && self.served[keep - 1].covered <= newer * MERGE_FACTOR {
             keep -= 1;
             newer += self.served[keep].covered;
         }
