@@ -13,6 +13,11 @@
 //! visible entirely or not at all. Segment merges run on a background thread
 //! (or synchronously, see [`Index::with_background`]) and are published the
 //! same way.
+//!
+//! PDQ parts of many lists are also covered by cross-list indexes (see
+//! [`crate::cross`]), built by the same background thread; each snapshot
+//! carries a view of them, so a query searches them once and then only the
+//! parts they do not cover.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -884,10 +889,11 @@ impl Shared {
         });
     }
 
-    /// Rebuilds the cross index from the current snapshot (off the write
-    /// lock: writes go on meanwhile) and installs it unless another was
-    /// installed since; false when there was nothing to do (`force`: rebuild
-    /// even when the view does not ask for it).
+    /// Runs the cross index build the current snapshot's view plans (see
+    /// [`CrossView::plan`]; `force`: one index over every coverable part):
+    /// parts are taken under the write lock, the index is built without it
+    /// (writes go on meanwhile) and installed unless the indexes changed
+    /// since. False when there was nothing to do.
     fn rebuild_cross(&self, force: bool) -> bool {
         struct Building<'a>(&'a Shared);
         impl Drop for Building<'_> {
@@ -1293,6 +1299,11 @@ impl Index {
             self.compact();
             return;
         }
+        self.wake_compactor();
+    }
+
+    /// Has the background thread (started if needed) look for work.
+    fn wake_compactor(&self) {
         let mut sig = lock(&self.shared.signal);
         sig.pending = true;
         let pid = std::process::id();
@@ -1315,15 +1326,15 @@ impl Index {
         while self.shared.compact_step() {}
     }
 
-    /// Rebuilds the cross-list PDQ index now, in the calling thread, over
-    /// every coverable part (tests: a rebuild at a chosen moment).
+    /// Rebuilds the cross-list PDQ indexes now, in the calling thread, as one
+    /// index over every coverable part (tests: a rebuild at a chosen moment).
     pub fn rebuild_cross(&self) {
         self.shared.rebuild_cross(true);
     }
 
-    /// Whether compaction rebuilds the cross index on its own when enough
-    /// entries are outside it (on by default; tests turn it off to keep an
-    /// index of their choosing while lists change).
+    /// Whether compaction builds cross indexes on its own when the view wants
+    /// one (on by default; tests turn it off to keep the indexes of their
+    /// choosing while lists change).
     pub fn set_cross_rebuilds(&self, on: bool) {
         self.shared.cross_rebuilds.store(on, Ordering::Relaxed);
     }
@@ -1430,6 +1441,11 @@ impl Index {
             self.shared.publish(|state| {
                 state.lists.remove(&list_id);
             });
+            drop(_w);
+            // Cross indexes holding its entries are rebuilt once mostly stale.
+            if self.background {
+                self.wake_compactor();
+            }
         }
     }
 
@@ -1465,6 +1481,12 @@ impl Index {
         self.shared.publish(|s| {
             s.lists.insert(list_id, next);
         });
+        drop(_w);
+        // The loaded parts are outside the cross indexes until the
+        // background thread covers them (the lists serve them meanwhile).
+        if self.background {
+            self.wake_compactor();
+        }
         Ok(())
     }
 

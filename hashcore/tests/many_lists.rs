@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use hashcore::changes::is_degenerate_pdq;
 use hashcore::index::{ListConfig, Queries, QUALITY_UNKNOWN};
 use hashcore::pdq::{hamming, pdq_to_bytes, Pdq};
-use hashcore::{Batch, Index, Match};
+use hashcore::{Batch, GroupQueries, Index, Match};
 use proptest::prelude::*;
 
 // ---- request encoding (the wire format of `MatchRequest`) -----------------------------
@@ -280,6 +280,41 @@ impl World {
         let distances: Vec<u8> = qs.iter().map(|q| q.2).collect();
         let queries = Queries::decode(&algs, &hashes, &qualities, &distances).unwrap();
         prop_assert_eq!(self.idx.match_batch(&queries), self.oracle(&qs, false));
+        // match_groups: consecutive queries as groups of one to eight hashes,
+        // each group with the quality and max distance of its first.
+        let mut sizes = Vec::new();
+        let mut at = 0;
+        while at < n {
+            let g = (1 + self.rng.below(8) as usize).min(n - at);
+            sizes.push(g as u8);
+            at += g;
+        }
+        let mut firsts = Vec::new();
+        let mut owner = Vec::new();
+        for (g, &size) in sizes.iter().enumerate() {
+            firsts.push(owner.len());
+            owner.extend(std::iter::repeat_n(g as u32, usize::from(size)));
+        }
+        let groups = GroupQueries::decode(
+            &hashes,
+            &sizes,
+            &firsts.iter().map(|&f| qs[f].1).collect::<Vec<_>>(),
+            &firsts.iter().map(|&f| qs[f].2).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let as_group: Vec<(Pdq, u8, u8)> = qs
+            .iter()
+            .zip(&owner)
+            .map(|(q, &g)| (q.0, qs[firsts[g as usize]].1, qs[firsts[g as usize]].2))
+            .collect();
+        let mut want: Vec<Match> = self
+            .oracle(&as_group, false)
+            .into_iter()
+            .map(|(qi, lid, id)| (owner[qi as usize], lid, id))
+            .collect();
+        want.sort_unstable();
+        want.dedup();
+        prop_assert_eq!(self.idx.match_groups(&groups), want);
         // match_request: the tenant's lists, the lists' own thresholds, items
         // of one to three hashes.
         let qs: Vec<(Pdq, u8, u8)> = qs
@@ -527,4 +562,47 @@ fn a_hash_in_two_lists_answers_per_list() {
     assert_eq!(at(11, 255), vec![(0, 2, 2)]);
     assert_eq!(at(40, 60), vec![(0, 2, 2)]);
     assert!(at(41, 255).is_empty());
+}
+
+/// A list loaded from its segment file has new segments: the cross index
+/// built before no longer covers it, its own parts answer (once), and the
+/// next rebuild covers them again.
+#[test]
+fn a_loaded_list_is_served_from_its_own_parts_until_covered() {
+    let idx = Index::with_background(false);
+    idx.set_cross_rebuilds(false);
+    let mut rng = Rng(17);
+    let mut listed: Vec<(u32, Pdq, u64)> = Vec::new();
+    for lid in 1..=3u32 {
+        idx.configure_list(lid, ListConfig::new(31, 0).unwrap());
+        let adds: Vec<(Pdq, u64)> = (0..40)
+            .map(|i| (rng.hash(), u64::from(lid) * 100 + i))
+            .collect();
+        one(&idx, lid, &adds, &[]);
+        listed.extend(adds.iter().map(|&(h, id)| (lid, h, id)));
+    }
+    idx.rebuild_cross();
+    assert_eq!(idx.cross_size().1, 120);
+    let dir = std::env::temp_dir().join(format!("hashcore-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("list-2.seg");
+    let snap = idx.list_snapshot(2).unwrap();
+    let info = hashcore::persist::SegmentInfo {
+        list_id: 2,
+        version: 5,
+        epoch: 1,
+        digest: snap.digest(),
+    };
+    snap.save(&path, &info).unwrap();
+    idx.load_list(&path, &info).unwrap();
+    let check = |rng: &mut Rng| {
+        for &(lid, h, id) in &listed {
+            assert_eq!(find(&idx, &rng.flip(&h, 20)), vec![(0, lid, id)]);
+        }
+    };
+    check(&mut rng);
+    idx.rebuild_cross();
+    assert_eq!(idx.cross_size().1, 120);
+    check(&mut rng);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
