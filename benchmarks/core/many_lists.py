@@ -11,10 +11,23 @@ that both answer every query with the same entries.
 When both layouts do not fit in memory, `--only one` and `--only many` build one layout
 per process; each prints a digest of its answers, which must be equal.
 
-Figures (2 shared cores, one query thread; the ratio is many / one of the same run):
+Figures (2 cores shared with other work, load average 7-16; one query thread; the ratio
+is many / one of the same run; p99 over 1,000 queries swings with the load):
 
-    1,000 × 10 k vs 1 × 10 M, before the cross-list index:
-      1 list p50 220 µs, p99 4,277 µs; 1,000 lists p50 34,640 µs, p99 70,469 µs (157×)
+    --entries 10000000 --lists 1000 (1,000 lists of 10 k against 1 list of 10 M):
+      before the cross-list index: 1 list p50 220 us, p99 4,277 us;
+        1,000 lists p50 34,640 us, p99 70,469 us (157x)
+      with it (one cross index of 10 M, +84.6 bytes per entry, 84.5 -> 169.1):
+        1 list p50 228 us, p99 1,440 us; 1,000 lists p50 128 us, p99 269 us (0.56x)
+        another run: 1 list p50 192 us, p99 665 us; 1,000 lists p50 152 us, p99 4,231 us
+    --entries 30000000 --lists 300 (300 lists of 100 k against 1 list of 30 M):
+      before: 1 list p50 374 us, p99 4,534 us; 300 lists p50 23,355 us, p99 32,660 us (62x)
+      with it: 1 list p50 377 us, p99 4,481 us; 300 lists p50 277 us, p99 3,098 us (0.74x)
+
+The single list is searched part by part (its tier keeps a few segments), the many lists
+mostly through one cross index, hence ratios below 1. 1,000 lists of 100 k (100 M entries)
+need ~17 GB for the lists and the cross index and ~21 GB for the single list's last merge:
+not run on this 24 GB shared machine.
 """
 
 from __future__ import annotations
