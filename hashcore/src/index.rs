@@ -13,6 +13,11 @@
 //! visible entirely or not at all. Segment merges run on a background thread
 //! (or synchronously, see [`Index::with_background`]) and are published the
 //! same way.
+//!
+//! PDQ parts of many lists are also covered by cross-list indexes (see
+//! [`crate::cross`]), built by the same background thread; each snapshot
+//! carries a view of them, so a query searches them once and then only the
+//! parts they do not cover.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -21,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::ArcSwap;
 
+use crate::cross::{self, CrossIndex, CrossView};
 use crate::error::CoreError;
 use crate::exact::ExactSegment;
 use crate::labels::{self, KeyMask};
@@ -30,7 +36,7 @@ use crate::policy::Policy;
 use crate::refs::RefStore;
 use crate::request::Request;
 use crate::simd::Level;
-use crate::tier::{MergePlan, Segment, Tier};
+use crate::tier::{MergePlan, Part, Segment, Tier};
 use crate::verdicts::{Answer, Counts, Verdicts};
 use crate::video::{prepare, Frame, VideoHit, VideoRule};
 
@@ -781,6 +787,22 @@ impl ListSnapshot {
 struct State {
     lists: BTreeMap<u32, Arc<List>>,
     policies: Arc<HashMap<Box<str>, Arc<Policy>>>,
+    /// The cross-list PDQ indexes, oldest first, as last built (possibly
+    /// older than `lists`).
+    cross: Vec<Arc<CrossIndex>>,
+    /// `cross` as it serves `lists` (see [`crate::cross`]); rebuilt with
+    /// every published snapshot.
+    view: Arc<CrossView>,
+}
+
+impl State {
+    fn refresh_view(&mut self, cover_max: usize) {
+        self.view = Arc::new(CrossView::new(
+            &self.cross,
+            cover_max,
+            self.lists.iter().map(|(&id, l)| (id, l.config, &l.pdq)),
+        ));
+    }
 }
 
 #[derive(Default)]
@@ -793,6 +815,17 @@ struct Signal {
 
 struct Shared {
     state: ArcSwap<State>,
+    /// Whether compaction rebuilds the cross index when it wants one (see
+    /// [`Index::set_cross_rebuilds`]).
+    cross_rebuilds: std::sync::atomic::AtomicBool,
+    /// Parts of at most this many entries go into the cross index.
+    cover_max: AtomicUsize,
+    /// The process building a cross index, if any: one build at a time (the
+    /// background thread's and a caller's `compact` would otherwise build the
+    /// same). A forked child does not wait for its parent's build. Writes
+    /// never wait for it.
+    rebuilding: Mutex<Option<u32>>,
+    rebuilt: Condvar,
     counts: Arc<Counts>,
     write: Mutex<()>,
     signal: Mutex<Signal>,
@@ -816,6 +849,7 @@ impl Shared {
     fn publish(&self, f: impl FnOnce(&mut State)) {
         let mut next = State::clone(&self.state.load());
         f(&mut next);
+        next.refresh_view(self.cover_max.load(Ordering::Relaxed));
         self.state.store(Arc::new(next));
     }
 
@@ -855,10 +889,56 @@ impl Shared {
         });
     }
 
-    /// Runs one planned merge; false when there was none.
+    /// Runs the cross index build the current snapshot's view plans (see
+    /// [`CrossView::plan`]; `force`: one index over every coverable part):
+    /// parts are taken under the write lock, the index is built without it
+    /// (writes go on meanwhile) and installed unless the indexes changed
+    /// since. False when there was nothing to do.
+    fn rebuild_cross(&self, force: bool) -> bool {
+        struct Building<'a>(&'a Shared);
+        impl Drop for Building<'_> {
+            fn drop(&mut self) {
+                *lock(&self.0.rebuilding) = None;
+                self.0.rebuilt.notify_all();
+            }
+        }
+        {
+            let me = std::process::id();
+            let mut b = lock(&self.rebuilding);
+            while *b == Some(me) {
+                b = self.rebuilt.wait(b).unwrap_or_else(|e| e.into_inner());
+            }
+            *b = Some(me);
+        }
+        let _building = Building(self);
+        let (before, plan) = {
+            let _w = lock(&self.write);
+            let state = self.state.load();
+            let Some(plan) = state.view.plan(force) else {
+                return false;
+            };
+            (state.cross.clone(), plan)
+        };
+        let built = (!plan.parts.is_empty()).then(|| Arc::new(CrossIndex::build(plan.parts)));
+        let _w = lock(&self.write);
+        let current = &self.state.load().cross;
+        if current.len() != before.len()
+            || current.iter().zip(&before).any(|(a, b)| !Arc::ptr_eq(a, b))
+        {
+            return true;
+        }
+        self.publish(|state| {
+            state.cross.truncate(plan.keep);
+            state.cross.extend(built);
+        });
+        true
+    }
+
+    /// Runs one planned merge, else one wanted rebuild of the cross index;
+    /// false when there was none.
     fn compact_step(&self) -> bool {
         match self.plan() {
-            None => false,
+            None => self.cross_rebuilds.load(Ordering::Relaxed) && self.rebuild_cross(false),
             Some(Job::Md5(id, p)) => {
                 self.run(id, p, |l| &mut l.md5);
                 true
@@ -952,19 +1032,6 @@ fn par_ranges<T: Send>(
     })
 }
 
-/// Sorted, deduplicated ids of `list`'s PDQ entries within `t` of `qs`.
-fn pdq_ids(
-    list: &List,
-    level: Level,
-    qs: &[Pdq],
-    t: u32,
-    scratch: &mut Scratch,
-    pos: &mut Vec<u32>,
-    ids: &mut Vec<u64>,
-) {
-    tier_ids(&list.pdq, level, qs, t, scratch, pos, ids);
-}
-
 /// Sorted, deduplicated ids of the live entries of `tier` within `t` of `qs`.
 fn tier_ids(
     tier: &Tier<PdqSegment>,
@@ -975,8 +1042,21 @@ fn tier_ids(
     pos: &mut Vec<u32>,
     ids: &mut Vec<u64>,
 ) {
+    parts_ids(&tier.parts, level, qs, t, scratch, pos, ids);
+}
+
+/// Sorted, deduplicated ids of the live entries of `parts` within `t` of `qs`.
+fn parts_ids(
+    parts: &[Part<PdqSegment>],
+    level: Level,
+    qs: &[Pdq],
+    t: u32,
+    scratch: &mut Scratch,
+    pos: &mut Vec<u32>,
+    ids: &mut Vec<u64>,
+) {
     ids.clear();
-    for part in &tier.parts {
+    for part in parts {
         pos.clear();
         part.seg.search(level, qs, t, scratch, pos);
         ids.extend(
@@ -987,6 +1067,55 @@ fn tier_ids(
     }
     ids.sort_unstable();
     ids.dedup();
+}
+
+/// One PDQ query (or group) of a batch: its number in the output, its
+/// hashes, quality and max distance.
+type PdqQuery<'q> = (u32, &'q [Pdq], u8, u8);
+
+/// Every `(query, list, entry)` hit of `queries` in the PDQ entries of the
+/// lists `wants` accepts, each list at its own effective threshold: the cross
+/// index once per query, then per list the parts it does not cover. Hits may
+/// repeat.
+fn pdq_hits(
+    state: &State,
+    level: Level,
+    queries: &[PdqQuery<'_>],
+    wants: &(dyn Fn(u32) -> bool + Sync),
+    out: &mut Vec<Match>,
+) {
+    if queries.is_empty() {
+        return;
+    }
+    let view = &state.view;
+    let mut scratch = Scratch::default();
+    let (mut pos, mut ids) = (vec![], vec![]);
+    if view.has_index() {
+        for &(query, qs, quality, max_distance) in queries {
+            view.search(
+                level,
+                qs,
+                quality,
+                max_distance,
+                wants,
+                &mut scratch,
+                &mut pos,
+                |lid, id| out.push((query, lid, id)),
+            );
+        }
+    }
+    for rest in view.rest() {
+        if !wants(rest.list) {
+            continue;
+        }
+        for &(query, qs, quality, max_distance) in queries {
+            let Some(t) = rest.config.effective_threshold(quality, max_distance) else {
+                continue;
+            };
+            parts_ids(&rest.parts, level, qs, t, &mut scratch, &mut pos, &mut ids);
+            out.extend(ids.iter().map(|&id| (query, rest.list, id)));
+        }
+    }
 }
 
 /// Exact lookups of `n` queries in one tier: query `query(i)` has digest `key(i)`.
@@ -1152,6 +1281,10 @@ impl Index {
         Index {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(State::default()),
+                cross_rebuilds: std::sync::atomic::AtomicBool::new(true),
+                cover_max: AtomicUsize::new(cross::COVER_MAX),
+                rebuilding: Mutex::new(None),
+                rebuilt: Condvar::new(),
                 counts: Arc::default(),
                 write: Mutex::new(()),
                 signal: Mutex::new(Signal::default()),
@@ -1166,6 +1299,11 @@ impl Index {
             self.compact();
             return;
         }
+        self.wake_compactor();
+    }
+
+    /// Has the background thread (started if needed) look for work.
+    fn wake_compactor(&self) {
         let mut sig = lock(&self.shared.signal);
         sig.pending = true;
         let pid = std::process::id();
@@ -1182,9 +1320,36 @@ impl Index {
         self.shared.wake.notify_all();
     }
 
-    /// Runs every pending segment merge now, in the calling thread.
+    /// Runs every pending segment merge now, and the cross index rebuild it
+    /// then wants (see [`crate::cross`]), in the calling thread.
     pub fn compact(&self) {
         while self.shared.compact_step() {}
+    }
+
+    /// Rebuilds the cross-list PDQ indexes now, in the calling thread, as one
+    /// index over every coverable part (tests: a rebuild at a chosen moment).
+    pub fn rebuild_cross(&self) {
+        self.shared.rebuild_cross(true);
+    }
+
+    /// Whether compaction builds cross indexes on its own when the view wants
+    /// one (on by default; tests turn it off to keep the indexes of their
+    /// choosing while lists change).
+    pub fn set_cross_rebuilds(&self, on: bool) {
+        self.shared.cross_rebuilds.store(on, Ordering::Relaxed);
+    }
+
+    /// Parts of at most `n` entries go into the cross index from its next
+    /// rebuild on (default [`cross::COVER_MAX`]; tests use small ones).
+    pub fn set_cross_cover_max(&self, n: usize) {
+        let _w = lock(&self.shared.write);
+        self.shared.cover_max.store(n, Ordering::Relaxed);
+        self.shared.publish(|_| {});
+    }
+
+    /// `(indexes, entries, bytes)` of the cross indexes (diagnostics).
+    pub fn cross_size(&self) -> (usize, usize, usize) {
+        self.shared.state.load().view.size()
     }
 
     /// Creates `list_id` if absent, or changes its thresholds.
@@ -1276,6 +1441,11 @@ impl Index {
             self.shared.publish(|state| {
                 state.lists.remove(&list_id);
             });
+            drop(_w);
+            // Cross indexes holding its entries are rebuilt once mostly stale.
+            if self.background {
+                self.wake_compactor();
+            }
         }
     }
 
@@ -1311,6 +1481,12 @@ impl Index {
         self.shared.publish(|s| {
             s.lists.insert(list_id, next);
         });
+        drop(_w);
+        // The loaded parts are outside the cross indexes until the
+        // background thread covers them (the lists serve them meanwhile).
+        if self.background {
+            self.wake_compactor();
+        }
         Ok(())
     }
 
@@ -1356,7 +1532,7 @@ impl Index {
             .iter()
             .filter(|k| matches!(k, Key::Pdq(_) | Key::Vpdq(_)))
             .count();
-        let work = (n + pdq * 200) * state.lists.len();
+        let work = n * state.lists.len() + pdq * 200 * (1 + state.view.rest().len());
         let level = Level::current();
         par_ranges(n, work, |range| {
             Self::match_range(&state, queries, range, level, &|_| true)
@@ -1373,7 +1549,8 @@ impl Index {
         wants: &(dyn Fn(u32) -> bool + Sync),
     ) -> Vec<Match> {
         let n = request.query_count();
-        let work = (n + request.queries.keys.len() * 200) * state.lists.len();
+        let work = n * state.lists.len()
+            + request.queries.keys.len() * 200 * (1 + state.view.rest().len());
         let level = Level::current();
         par_ranges(n, work, |range| {
             Self::request_range(state, raw, request, range, level, wants)
@@ -1403,32 +1580,28 @@ impl Index {
         let pdq = request.pdq_query.partition_point(|&k| k < lo)
             ..request.pdq_query.partition_point(|&k| k < hi);
         let mut out = Vec::new();
-        let mut scratch = Scratch::default();
-        let (mut pos, mut ids) = (vec![], vec![]);
-        for (&lid, list) in &state.lists {
-            if !wants(lid) {
-                continue;
-            }
-            raw_exact_hits(&list.md5, lid, raw, md5, &mut out);
-            raw_exact_hits(&list.sha1, lid, raw, sha1, &mut out);
-            raw_exact_hits(&list.sha256, lid, raw, sha256, &mut out);
-            if list.pdq.parts.is_empty() {
-                continue;
-            }
-            for k in pdq.clone() {
-                let (Key::Pdq(h), Some(t)) = (
-                    q.keys[k],
-                    list.config
-                        .effective_threshold(q.qualities[k], q.max_distances[k]),
-                ) else {
+        if !(md5.is_empty() && sha1.is_empty() && sha256.is_empty()) {
+            for (&lid, list) in &state.lists {
+                if !wants(lid) {
                     continue;
-                };
-                let qs = std::slice::from_ref(&h);
-                tier_ids(&list.pdq, level, qs, t, &mut scratch, &mut pos, &mut ids);
-                let query = request.pdq_query[k];
-                out.extend(ids.iter().map(|&id| (query, lid, id)));
+                }
+                raw_exact_hits(&list.md5, lid, raw, md5, &mut out);
+                raw_exact_hits(&list.sha1, lid, raw, sha1, &mut out);
+                raw_exact_hits(&list.sha256, lid, raw, sha256, &mut out);
             }
         }
+        let queries: Vec<PdqQuery<'_>> = pdq
+            .filter_map(|k| match &q.keys[k] {
+                Key::Pdq(h) => Some((
+                    request.pdq_query[k],
+                    std::slice::from_ref(h),
+                    q.qualities[k],
+                    q.max_distances[k],
+                )),
+                _ => None,
+            })
+            .collect();
+        pdq_hits(state, level, &queries, wants, &mut out);
         if !out.is_sorted() {
             out.sort_unstable();
         }
@@ -1447,16 +1620,30 @@ impl Index {
         let (mut md5, mut sha1, mut sha256, mut pdq, mut frames) =
             (vec![], vec![], vec![], vec![], vec![]);
         for (qi, key) in q.keys[range.clone()].iter().enumerate() {
-            let qi = (range.start + qi) as u32;
+            let i = range.start + qi;
+            let qi = i as u32;
             match key {
                 Key::Md5(_) => md5.push(qi),
                 Key::Sha1(_) => sha1.push(qi),
                 Key::Sha256(_) => sha256.push(qi),
-                Key::Pdq(h) => pdq.push((qi, *h)),
+                Key::Pdq(h) => pdq.push((
+                    qi,
+                    std::slice::from_ref(h),
+                    q.qualities[i],
+                    q.max_distances[i],
+                )),
                 Key::Vpdq(h) => frames.push((qi, *h)),
             }
         }
         let mut out = Vec::new();
+        pdq_hits(state, level, &pdq, wants, &mut out);
+        if md5.is_empty() && sha1.is_empty() && sha256.is_empty() && frames.is_empty() {
+            if !out.is_sorted() {
+                out.sort_unstable();
+            }
+            out.dedup();
+            return out;
+        }
         let mut scratch = Scratch::default();
         let (mut pos, mut ids) = (vec![], vec![]);
         for (&lid, list) in &state.lists {
@@ -1496,11 +1683,8 @@ impl Index {
                 |i| sha256[i],
                 &mut out,
             );
-            for (tier, queries) in [(&list.pdq, &pdq), (&list.vpdq, &frames)] {
-                if tier.parts.is_empty() {
-                    continue;
-                }
-                for &(qi, h) in queries {
+            if !list.vpdq.parts.is_empty() {
+                for &(qi, h) in &frames {
                     let i = qi as usize;
                     let Some(t) = list
                         .config
@@ -1509,7 +1693,7 @@ impl Index {
                         continue;
                     };
                     tier_ids(
-                        tier,
+                        &list.vpdq,
                         level,
                         std::slice::from_ref(&h),
                         t,
@@ -1775,30 +1959,24 @@ impl Index {
     pub fn match_groups(&self, groups: &GroupQueries) -> Vec<Match> {
         let state = self.shared.state.load_full();
         let n = groups.bounds.len();
-        let work = groups.hashes.len() * 200 * state.lists.len();
+        let work = groups.hashes.len() * 200 * (1 + state.view.rest().len());
         let level = Level::current();
         par_ranges(n, work, |range| {
-            let mut out = Vec::new();
-            let mut scratch = Scratch::default();
-            let (mut pos, mut ids) = (vec![], vec![]);
-            for (&lid, list) in &state.lists {
-                if list.pdq.parts.is_empty() {
-                    continue;
-                }
-                for g in range.clone() {
-                    let Some(t) = list
-                        .config
-                        .effective_threshold(groups.qualities[g], groups.max_distances[g])
-                    else {
-                        continue;
-                    };
+            let queries: Vec<PdqQuery<'_>> = range
+                .map(|g| {
                     let (a, b) = groups.bounds[g];
-                    let qs = &groups.hashes[a as usize..b as usize];
-                    pdq_ids(list, level, qs, t, &mut scratch, &mut pos, &mut ids);
-                    out.extend(ids.iter().map(|&id| (g as u32, lid, id)));
-                }
-            }
+                    (
+                        g as u32,
+                        &groups.hashes[a as usize..b as usize],
+                        groups.qualities[g],
+                        groups.max_distances[g],
+                    )
+                })
+                .collect();
+            let mut out = Vec::new();
+            pdq_hits(&state, level, &queries, &|_| true, &mut out);
             out.sort_unstable();
+            out.dedup();
             out
         })
     }
@@ -1848,6 +2026,7 @@ impl Index {
                 .values()
                 .map(|p| p.memory_bytes())
                 .sum::<usize>()
+            + state.view.size().2
     }
 
     /// Heap bytes of `list_id`'s references (diagnostics).

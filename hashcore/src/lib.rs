@@ -11,6 +11,8 @@
 //!   run-time CPU dispatch ([`simd`]) and huge-page backed arrays.
 //! * [`tier::Tier`] — one hash type of one list as a few segments plus
 //!   copy-on-write retirements; size-tiered merges.
+//! * [`cross::CrossIndex`] — one PDQ segment over the small parts of many
+//!   lists, so a query searches them once (built in the background).
 //! * [`index::Index`] — every list of one serving process as one immutable
 //!   snapshot behind an `ArcSwap`: readers never wait, a write batch is
 //!   published atomically, merges run on a background thread.
@@ -27,6 +29,7 @@
 //! `u64`.
 
 pub mod changes;
+pub mod cross;
 pub mod error;
 pub mod exact;
 pub mod index;

@@ -259,6 +259,10 @@ impl PyIndex {
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
     }
+
+    fn cross_size(&self) -> (usize, usize, usize) {
+        self.inner.cross_size()
+    }
 }
 
 /// The answer to one match request: its violations, and its response bytes.

@@ -185,6 +185,9 @@ class Index:
     def memory_bytes(self) -> int:
         """Approximate heap bytes held by all indexes."""
 
+    def cross_size(self) -> tuple[int, int, int]:
+        """(indexes, entries, bytes) of the cross-list PDQ indexes (diagnostics)."""
+
 class Verdicts:
     """The answer to one :meth:`Index.match_request`."""
 
