@@ -99,6 +99,8 @@ struct Resp {
     refs: Vec<(String, String, u64)>,
     /// The labels of each reference (in `refs` order), as the wire carries them.
     labels: Vec<Vec<(String, String)>>,
+    /// The video segment (first_ms, last_ms) of each reference a video matched.
+    segments: Vec<Option<(u64, u64)>>,
     /// (code, message, details type urls)
     error: Option<(u64, String, Vec<String>)>,
 }
@@ -125,6 +127,7 @@ fn decode_response(buf: &[u8]) -> Resp {
             (3, Value::Len(b)) => {
                 let mut reference = (String::new(), String::new(), 0);
                 let mut labels = Vec::new();
+                let mut segment = None;
                 for (f, v) in fields(b) {
                     match (f, v) {
                         (1, Value::Len(b)) => reference.0 = text(b),
@@ -141,11 +144,23 @@ fn decode_response(buf: &[u8]) -> Resp {
                             }
                             labels.push(pair);
                         }
+                        (5, Value::Len(b)) => {
+                            let mut span = (0, 0);
+                            for (f, v) in fields(b) {
+                                match (f, v) {
+                                    (1, Value::Varint(x)) => span.0 = x,
+                                    (2, Value::Varint(x)) => span.1 = x,
+                                    other => panic!("unexpected segment field {other:?}"),
+                                }
+                            }
+                            segment = Some(span);
+                        }
                         other => panic!("unexpected reference field {other:?}"),
                     }
                 }
                 r.refs.push(reference);
                 r.labels.push(labels);
+                r.segments.push(segment);
             }
             (4, Value::Len(b)) => {
                 let mut e = (0, String::new(), Vec::new());
@@ -385,6 +400,7 @@ fn unknown_fields_and_groups_are_skipped() {
             verdict: 2,
             refs: vec![("l".into(), "R-5".into(), 9)],
             labels: vec![vec![]],
+            segments: vec![None],
             error: None
         }]
     );
@@ -976,4 +992,120 @@ fn oracle_cases_do_match() {
     }
     eprintln!("cases with a match: {cases}/200; matched items: {exact} exact-only, {pdq} with PDQ");
     assert!(cases > 60 && pdq > 20 && exact > 20);
+}
+
+/// A PDQ hash of random bits (seeded): far from every other one and from the degenerate.
+fn random_pdq(seed: u64) -> [u8; 32] {
+    let mut x = seed;
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+fn frame(h: &[u8; 32], quality: u64, millis: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    len_field(1, h, &mut out);
+    varint(2 << 3, &mut out);
+    varint(quality, &mut out);
+    varint(3 << 3, &mut out);
+    varint(millis, &mut out);
+    out
+}
+
+fn video(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(1 << 3, &mut out);
+    varint(5, &mut out);
+    for f in frames {
+        len_field(4, f, &mut out);
+    }
+    out
+}
+
+#[test]
+fn a_video_item_is_answered_once_per_reference_with_the_segment_it_matched() {
+    let idx = Index::with_background(false);
+    idx.configure_list_named(1, ListConfig::new(31, 50).unwrap(), Some("l"));
+    // Video "V": five frames; "V" also lists one image; "I" is an image alone.
+    let frames: Vec<[u8; 32]> = (0..5).map(|i| random_pdq(i + 1)).collect();
+    let mut distinct = HashSet::new();
+    assert!(
+        frames.iter().all(|f| distinct.insert(*f)),
+        "distinct frames"
+    );
+    let image = random_pdq(40);
+    let other = random_pdq(41);
+    let mut keys: Vec<Key> = frames
+        .iter()
+        .map(|f| Key::Vpdq(pdq_from_bytes(f)))
+        .collect();
+    keys.push(Key::Pdq(pdq_from_bytes(&image)));
+    keys.push(Key::Pdq(pdq_from_bytes(&other)));
+    let (algs, slots) = packed(&keys);
+    let ids: Vec<u8> = (0..7u64).flat_map(|i| i.to_le_bytes()).collect();
+    let names = ["V", "V", "V", "V", "V", "V", "I"];
+    let mut text = String::new();
+    let mut ends = Vec::new();
+    for r in names {
+        text.push_str(r);
+        ends.extend((text.len() as u32).to_le_bytes());
+    }
+    let b = Batch::decode(&algs, &slots, &ids, &[], &[])
+        .unwrap()
+        .with_refs(&ends, text.as_bytes())
+        .unwrap();
+    idx.apply_with(1, &b, Some(3)).unwrap();
+    let ask = |hashes: &[Vec<u8>]| {
+        let v = idx.match_request(&item(b"x", hashes), false, "t", false);
+        assert!(
+            v.request.violations.is_empty(),
+            "{:?}",
+            v.request.violations
+        );
+        decode_response(&v.encode(-1, 0))
+    };
+    // The whole video, out of order, with an unlisted frame: 5 of 6 frames (83 %).
+    let mut query: Vec<Vec<u8>> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| frame(f, 90, 1000 * (i as u64 + 1)))
+        .collect();
+    query.reverse();
+    query.push(frame(&random_pdq(77), 90, 9000));
+    let got = ask(&[video(&query)]);
+    assert_eq!(got.verdict, 2);
+    assert_eq!(got.refs, vec![("l".into(), "V".into(), 3)]);
+    assert_eq!(got.segments, vec![Some((1000, 5000))]);
+    // With the image of "V" and the image "I" in the same item: "V" once, from the video
+    // (with its segment); "I" from its image.
+    let got = ask(&[
+        key_hash(&Key::Pdq(pdq_from_bytes(&image)), None),
+        video(&query),
+        key_hash(&Key::Pdq(pdq_from_bytes(&other)), None),
+    ]);
+    let mut answered: Vec<_> = got
+        .refs
+        .iter()
+        .zip(&got.segments)
+        .map(|(r, s)| (r.1.clone(), *s))
+        .collect();
+    answered.sort();
+    assert_eq!(
+        answered,
+        vec![("I".into(), None), ("V".into(), Some((1000, 5000)))]
+    );
+    // Too few of the query's frames listed (2 of 6: 33 %): no match.
+    let few: Vec<Vec<u8>> = query[..2]
+        .iter()
+        .cloned()
+        .chain((0..4).map(|i| frame(&random_pdq(90 + i), 90, 100 * i)))
+        .collect();
+    let got = ask(&[video(&few)]);
+    assert_eq!((got.verdict, got.refs.len()), (1, 0));
 }
