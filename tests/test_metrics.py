@@ -170,3 +170,51 @@ def test_replica_lag_and_caught_up_line(tmp_path: Path, caplog: pytest.LogCaptur
         replicator.stop()
         replica.stop(grace=0)
         primary.service.stop(grace=0)
+
+
+def test_a_list_copied_whole_in_one_group_logs_that_it_caught_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The replica applies what has arrived at once: on a busy machine the list's
+    # announcement and all its batches may come as one group, applied before any lag is
+    # looked at. The list was still behind when announced, so it logs that it caught up.
+    rng = random.Random(6)
+    primary = start(tmp_path / "primary")
+    primary.lists().create_list("iwf")
+    primary.lists().upload_changes(
+        [
+            build_batch("iwf", f"b{i}", [upsert(MD5, random_digest(rng, MD5), f"R-{i}")])
+            for i in range(3)
+        ]
+    )
+    token = primary.tokens["replica"]
+    settings = Settings(
+        data_dir=tmp_path / "replica",
+        listen="127.0.0.1:0",
+        follow=primary.address,
+        follow_token=token,
+    )
+    replica = build(settings, replicate=False)
+    replicator = Replicator(
+        replica.store, replica.follower, Connection(server=primary.address, token=token)
+    )
+    caplog.set_level(logging.INFO, logger="hashmatch.server.sync.replica")
+    try:
+        call = replicator._replication.Follow(
+            replication_pb2.FollowRequest(), metadata=replicator.connection.metadata(), timeout=20
+        )
+        group = []
+        for event in call:
+            replicator._note(event)
+            group.append(event)
+            if event.WhichOneof("event") == "batch" and event.batch.version == 3:
+                break
+        call.cancel()
+        replicator._apply_group(group)
+        assert replica.store.get_list("iwf").version == 3  # type: ignore[union-attr]
+        assert [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()] == [
+            "replica caught up: iwf at version 3"
+        ]
+    finally:
+        replica.stop(grace=0)
+        primary.service.stop(grace=0)

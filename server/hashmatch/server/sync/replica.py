@@ -289,6 +289,14 @@ class Replicator:
             self._call = None
             reader.join(timeout=5)
 
+    def _note_behind(self, announced: lists_pb2.HashList) -> None:
+        """A list the primary announces ahead of the copy here is behind, even when all of
+        its batches then arrive in the group that announced it (applied before any lag is
+        looked at): it logs "caught up" once it reaches the announced version."""
+        meta = self.store.get_list(announced.name)
+        if meta is not None and meta.version < announced.version:
+            self._behind.add(announced.name)
+
     def _apply_group(self, group: list[Item]) -> None:
         """Applies events in arrival order; each list's batches together at the end (lists
         are independent; a list's creation comes before its batches)."""
@@ -311,6 +319,7 @@ class Replicator:
                     self._mirror_tenants(item.tenants)
                 elif kind == "list":
                     self._create_list(item.list)
+                    self._note_behind(item.list)
                 elif kind == "batch":
                     batches.setdefault(item.batch.list, []).append(item.batch)
                 elif kind is None:
