@@ -32,9 +32,12 @@ mkdir -p "$work"
 
 run_rust() {
     # The snapshot's target/ is kept between runs, so later runs build incrementally.
+    # Files are extracted with the time of extraction (tar -m), not the commit's: cargo
+    # rebuilds what is newer than its last build, and a source put back with an older
+    # time than a mutant's build would be taken for built already.
     mkdir -p "$work/rs"
     rm -rf "$work/rs/hashcore/src" "$work/rs/hashcore/tests"
-    git -C "$repo" archive --format=tar HEAD hashcore | tar -x -C "$work/rs"
+    git -C "$repo" archive --format=tar HEAD hashcore | tar -x -m -C "$work/rs"
     git -C "$repo" rev-parse --short HEAD >"$work/rs/COMMIT"
     local files=() shard=() scope=()
     for m in pdq exact request verdicts policy refs index; do files+=(-f "src/$m.rs"); done
@@ -66,8 +69,8 @@ rerun_rust() {
     [ -s "$missed" ] || return 0
     # The sources as mutated last time (an interrupted run may have left one mutated), the
     # tests as they are now.
-    git -C "$repo" archive --format=tar "$(cat "$work/rs/COMMIT")" hashcore/src | tar -x -C "$work/rs"
-    git -C "$repo" archive --format=tar HEAD hashcore/tests | tar -x -C "$work/rs"
+    git -C "$repo" archive --format=tar "$(cat "$work/rs/COMMIT")" hashcore/src | tar -x -m -C "$work/rs"
+    git -C "$repo" archive --format=tar HEAD hashcore/tests | tar -x -m -C "$work/rs"
     while IFS= read -r line; do
         # "src/f.rs:L:C: replace …": match the whole description literally.
         patterns+=(--re "^$(printf '%s' "$line" | sed 's/[][\\.^$*+?(){}|]/\\&/g')\$")
@@ -95,7 +98,7 @@ PY
         rm -rf "$rr"
         cp -a "$ws" "$rr"
         rm -f "$rr"/run.log
-        git -C "$repo" archive --format=tar HEAD tests | tar -x -C "$rr"
+        git -C "$repo" archive --format=tar HEAD tests | tar -x -m -C "$rr"
         cp -r "$rr/tests/." "$rr/mutants/tests/"
         local selection
         selection=$(cd "$rr" && ls tests/test_mutants_*.py | sed 's/.*/"&"/' | paste -sd, -)
