@@ -100,8 +100,17 @@ PY
         rm -f "$rr"/run.log
         git -C "$repo" archive --format=tar HEAD tests | tar -x -m -C "$rr"
         cp -r "$rr/tests/." "$rr/mutants/tests/"
-        local selection
-        selection=$(cd "$rr" && ls tests/test_mutants_*.py | sed 's/.*/"&"/' | paste -sd, -)
+        # A test file written for code the snapshot does not hold yet (it imports what is
+        # not there) is left out, or the whole selection would fail to collect.
+        local selection="" t
+        for t in $(cd "$rr" && ls tests/test_mutants_*.py); do
+            if (cd "$rr/mutants" && PYTHONPATH=src "$repo/.venv/bin/python" -m pytest -q \
+                --collect-only -p no:cacheprovider "$t" >/dev/null 2>&1); then
+                selection="$selection${selection:+,}\"$t\""
+            else
+                echo "== $t does not import against the snapshot: left out"
+            fi
+        done
         sed -i "s|^pytest_add_cli_args_test_selection = .*|pytest_add_cli_args_test_selection = [$selection]|" \
             "$rr/pyproject.toml" "$rr/mutants/pyproject.toml"
         echo "== mutmut: $group, ${#names[@]} survivors against tests/test_mutants_*.py"
