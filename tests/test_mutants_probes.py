@@ -300,3 +300,14 @@ def test_when_nothing_may_be_answered_the_first_item_of_the_call_is_named() -> N
     queries = [(7, other, True), (9, flipped(other, 1, rng), False)]
     assert detector.observe_items("q", queries) == 7
     assert detector.flags == 1
+
+
+def test_the_lmdb_ledger_is_the_documented_folder_and_makes_it(tmp_path: Path) -> None:
+    # README: state shared in DATA_DIR/probes; a data folder not made yet is made.
+    data = tmp_path / "new" / "data"
+    ledger = ProbeLedger(data)
+    try:
+        assert (data / "probes" / "data.mdb").is_file()
+        assert sorted(p.name for p in data.iterdir()) == ["probes"]
+    finally:
+        ledger.close()
