@@ -214,6 +214,30 @@ def test_apply_event_changes_only_what_it_must(store: Store) -> None:
     assert store.apply_event("iwf", RELEASE, ["A"], actor="r", expected_version=v + 2) == (v + 3, 0)
     release = [r for r in store.audit_log(actions=["release"]) if r["references"]]
     assert [(r["actor"], r["references"], r["version"]) for r in release] == [("r", ["A"], v + 2)]
+    (by_hand,) = [r for r in store.audit_log(actions=["quarantine"]) if r["actor"] == "h"]
+    assert (by_hand["list"], sorted(by_hand["references"]), by_hand["version"]) == (
+        "iwf",
+        ["A", "B"],
+        v + 1,
+    )
+    assert {r["list"] for r in release} == {"iwf"}
+
+
+def test_a_flood_is_quarantined_once_and_floods_of_two_lists_in_one_flush(store: Store) -> None:
+    store.add_tenant("p", Role.PLATFORM)
+    policy = FloodPolicy(3, 10, 60)
+    a = store.create_list("a", "h", pdq_threshold=31, pdq_min_quality=50, flood=policy)
+    b = store.create_list("b", "h", pdq_threshold=31, pdq_min_quality=50, flood=policy)
+    now = time.time() + 5.0
+    counts = {("p", a.id, "R-1"): (20, now), ("p", b.id, "R-2"): (20, now)}
+    assert sorted(store.add_match_counts(counts, judge, now=now)) == [("a", "R-1"), ("b", "R-2")]
+    versions = [m.version for m in store.lists()]
+    # Flooding on while quarantined: counted, not quarantined (nor versioned) again.
+    later = now + 1.0
+    counts = {("p", a.id, "R-1"): (40, later), ("p", b.id, "R-2"): (40, later)}
+    assert store.add_match_counts(counts, judge, now=later) == []
+    assert [m.version for m in store.lists()] == versions
+    assert len(store.audit_log(actions=["quarantine"])) == 2
 
 
 def test_grants_are_listed_in_order_and_mirrored_once(store: Store, tmp_path: Path) -> None:
