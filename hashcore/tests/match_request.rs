@@ -1109,3 +1109,47 @@ fn a_video_item_is_answered_once_per_reference_with_the_segment_it_matched() {
     let got = ask(&[video(&few)]);
     assert_eq!((got.verdict, got.refs.len()), (1, 0));
 }
+
+#[test]
+fn a_video_match_needs_the_shares_its_list_is_configured_with() {
+    // One listed video of five frames; queries of 6 frames holding 3, 4 or 5 of them.
+    let frames: Vec<[u8; 32]> = (0..5).map(|i| random_pdq(200 + i)).collect();
+    let answered = |query_percent: i64, listed_percent: i64, listed_in_query: usize| {
+        let idx = Index::with_background(false);
+        let config = ListConfig::new(31, 50)
+            .unwrap()
+            .with_video(query_percent, listed_percent)
+            .unwrap();
+        idx.configure_list_named(1, config, Some("l"));
+        let keys: Vec<Key> = frames
+            .iter()
+            .map(|f| Key::Vpdq(pdq_from_bytes(f)))
+            .collect();
+        let (algs, slots) = packed(&keys);
+        let ids: Vec<u8> = (0..5u64).flat_map(|i| i.to_le_bytes()).collect();
+        let ends: Vec<u8> = (1..=5u32).flat_map(|i| i.to_le_bytes()).collect();
+        let b = Batch::decode(&algs, &slots, &ids, &[], &[])
+            .unwrap()
+            .with_refs(&ends, b"VVVVV")
+            .unwrap();
+        idx.apply_with(1, &b, None).unwrap();
+        let query: Vec<Vec<u8>> = (0..6)
+            .map(|i| {
+                let h = if i < listed_in_query {
+                    frames[i]
+                } else {
+                    random_pdq(300 + i as u64)
+                };
+                frame(&h, 90, 1000 * i as u64)
+            })
+            .collect();
+        let v = idx.match_request(&item(b"x", &[video(&query)]), false, "t", false);
+        decode_response(&v.encode(-1, 0)).refs.len()
+    };
+    // Of the query's 6 frames, 3 listed (50 %): only a list asking for 50 % or less.
+    assert_eq!(answered(80, 0, 3), 0);
+    assert_eq!(answered(50, 0, 3), 1);
+    // Of the listed video's 5 frames, 4 in the query (80 %): not for a list asking 100 %.
+    assert_eq!(answered(0, 100, 4), 0);
+    assert_eq!(answered(0, 80, 4), 1);
+}
