@@ -34,7 +34,7 @@ def roles_and_counts(store: Store) -> list[tuple[str, Role, int]]:
 def test_add_tenant_refuses_a_name_in_use_and_audits(store: Store) -> None:
     token = store.add_tenant("p", Role.PLATFORM)
     assert token.startswith("hm_")
-    with pytest.raises(TenantExists):
+    with pytest.raises(TenantExists, match=r"^p$"):
         store.add_tenant("p", Role.HOTLINE)
     tenant = store.authenticate(token)
     assert tenant is not None and (tenant.name, tenant.role) == ("p", Role.PLATFORM)
