@@ -25,9 +25,16 @@ is many / one of the same run; p99 over 1,000 queries swings with the load):
       with it: 1 list p50 377 us, p99 4,481 us; 300 lists p50 277 us, p99 3,098 us (0.74x)
 
 The single list is searched part by part (its tier keeps a few segments), the many lists
-mostly through one cross index, hence ratios below 1. 1,000 lists of 100 k (100 M entries)
-need ~17 GB for the lists and the cross index and ~21 GB for the single list's last merge:
-not run on this 24 GB shared machine.
+mostly through one cross index, hence ratios below 1.
+
+1,000 lists of 100 k (100 M entries), each layout in its own process, the machine
+otherwise idle (2026-11-30, 11:40 UTC):
+    --entries 100000000 --lists 1000 --only many: built in 130.8 s (one cross index of
+      100 M), 167.3 bytes per entry, p50 944.5 us, p99 1,926.5 us, 485 matches, answers
+      digest 41d5efaa8706d986
+    --only one: killed by the kernel's OOM killer at 24.3 GB (its last merge holds both
+      halves) on this 24 GB machine. benchmarks/core/scale.py's single list of 100 M
+      (another build path) answered at p50 1.16 ms built, 0.89-0.93 ms mapped.
 """
 
 from __future__ import annotations
