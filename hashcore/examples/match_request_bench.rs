@@ -4,21 +4,8 @@
 
 use std::time::Instant;
 
+use hashcore::proto::put_len as len_field;
 use hashcore::{Batch, Index, ListConfig, Queries};
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, body: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(body.len() as u64, out);
-    out.extend_from_slice(body);
-}
 
 /// xorshift digests: deterministic, no dependency.
 fn digest(state: &mut u64) -> [u8; 16] {

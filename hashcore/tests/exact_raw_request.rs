@@ -8,24 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use hashcore::index::Key;
 use hashcore::pdq::{hamming, pdq_from_bytes, pdq_to_bytes, Pdq};
+use hashcore::proto::{put_len as len_field, put_varint as varint};
 use hashcore::{Batch, Index, ListConfig};
 use proptest::prelude::*;
 
 const THRESHOLD: u32 = 31;
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, body: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(body.len() as u64, out);
-    out.extend_from_slice(body);
-}
 
 fn alg_value(k: &Key) -> (u64, Vec<u8>) {
     match k {

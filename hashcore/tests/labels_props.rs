@@ -6,21 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use hashcore::changes::parse_changes;
 use hashcore::labels::{KEYS, MAX_VALUE_BYTES};
+use hashcore::proto::{put_len as len_field, put_varint as varint};
 use proptest::prelude::*;
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, body: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(body.len() as u64, out);
-    out.extend_from_slice(body);
-}
 
 /// One upsert: an MD5 digest seed, its reference and its labels as sent (in
 /// wire order, repeats allowed).

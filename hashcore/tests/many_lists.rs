@@ -12,24 +12,11 @@ use std::collections::{BTreeMap, HashMap};
 use hashcore::changes::is_degenerate_pdq;
 use hashcore::index::{ListConfig, Queries, QUALITY_UNKNOWN};
 use hashcore::pdq::{hamming, pdq_to_bytes, Pdq};
+use hashcore::proto::{put_len as len_field, put_varint as varint};
 use hashcore::{Batch, GroupQueries, Index, Match};
 use proptest::prelude::*;
 
 // ---- request encoding (the wire format of `MatchRequest`) -----------------------------
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, body: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(body.len() as u64, out);
-    out.extend_from_slice(body);
-}
 
 fn pdq_hash(h: &Pdq, quality: Option<u8>) -> Vec<u8> {
     let mut out = Vec::new();

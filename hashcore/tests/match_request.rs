@@ -6,25 +6,12 @@ use std::collections::HashSet;
 use hashcore::index::Key;
 use hashcore::labels;
 use hashcore::pdq::{hamming, pdq_from_bytes, pdq_to_bytes};
+use hashcore::proto::{put_len as len_field, put_varint as varint};
 use hashcore::proto::{Reader, Value};
 use hashcore::{Batch, Index, ListConfig};
 use proptest::prelude::*;
 
 // ---- request encoding ---------------------------------------------------------------
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, body: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(body.len() as u64, out);
-    out.extend_from_slice(body);
-}
 
 fn hash(alg: u64, value: &[u8], quality: Option<u64>) -> Vec<u8> {
     let mut out = Vec::new();
