@@ -6,6 +6,8 @@ group's new entries could be inserted in one pass."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +34,20 @@ def new_store(path: Path) -> Store:
     store.add_tenant("h", Role.HOTLINE)
     store.create_list(LIST, "h", pdq_threshold=31, pdq_min_quality=0)
     return store
+
+
+@contextmanager
+def twin_stores(tmp_path: Path, before: list[list[Change]]) -> Iterator[tuple[Store, Store]]:
+    """Two stores holding the same list after the same earlier batches."""
+    stores = (new_store(tmp_path / "one"), new_store(tmp_path / "two"))
+    try:
+        for store in stores:
+            for i, changes in enumerate(before):
+                store.apply_changes(LIST, batch(f"b{i}", changes), actor="h")
+        yield stores
+    finally:
+        for store in stores:
+            store.close()
 
 
 def contents(store: Store) -> tuple[object, ...]:
@@ -107,20 +123,13 @@ def cases() -> dict[str, tuple[list[list[Change]], list[tuple[str, list[Change],
 @pytest.mark.parametrize("case", sorted(cases()))
 def test_a_group_commits_what_its_batches_one_by_one_would(case: str, tmp_path: Path) -> None:
     before, group = cases()[case]
-    stores = [new_store(tmp_path / "one"), new_store(tmp_path / "together")]
-    try:
-        for store in stores:
-            for i, changes in enumerate(before):
-                store.apply_changes(LIST, batch(f"b{i}", changes), actor="h")
+    with twin_stores(tmp_path, before) as stores:
         batches = [batch(bid, changes, expected) for bid, changes, expected in group]
         expected = one_by_one(stores[0], batches)
         got = together(stores[1], batches)
         assert got[0] == expected[0]
         assert got[1] == expected[1]
         assert contents(stores[1]) == contents(stores[0])
-    finally:
-        for store in stores:
-            store.close()
 
 
 def test_a_large_group_of_new_entries_is_all_listed_under_consecutive_ids(tmp_path: Path) -> None:
@@ -153,11 +162,7 @@ def test_a_published_file_commits_what_its_batches_one_by_one_would(
     # each inserted in a child transaction of the publishing one.
     monkeypatch.setattr(staging, "PUBLISH_GROUP_ENTRIES", 50)
     before, group = cases()[case]
-    stores = [new_store(tmp_path / "one"), new_store(tmp_path / "file")]
-    try:
-        for store in stores:
-            for i, changes in enumerate(before):
-                store.apply_changes(LIST, batch(f"b{i}", changes), actor="h")
+    with twin_stores(tmp_path, before) as stores:
         requests = [build_batch(LIST, bid, ch, exp) for bid, ch, exp in group * 2]
         for k, request in enumerate(requests):
             request.batch_id = f"{request.batch_id}-{k}"
@@ -177,6 +182,3 @@ def test_a_published_file_commits_what_its_batches_one_by_one_would(
         assert expected[1] is None
         assert [o for _, o in published.outcomes] == expected[0]
         assert contents(stores[1]) == contents(stores[0])
-    finally:
-        for store in stores:
-            store.close()
