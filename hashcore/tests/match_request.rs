@@ -77,6 +77,22 @@ fn packed(keys: &[Key]) -> (Vec<u8>, Vec<u8>) {
     (algs, slots)
 }
 
+/// A batch of new entries: `keys[i]` with id `ids[i]` and reference `refs[i]`.
+fn batch_of<'r>(keys: &[Key], ids: &[u64], refs: impl IntoIterator<Item = &'r str>) -> Batch {
+    let (algs, slots) = packed(keys);
+    let ids: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    let mut text = String::new();
+    let mut ends = Vec::new();
+    for r in refs {
+        text.push_str(r);
+        ends.extend((text.len() as u32).to_le_bytes());
+    }
+    Batch::decode(&algs, &slots, &ids, &[], &[])
+        .unwrap()
+        .with_refs(&ends, text.as_bytes())
+        .unwrap()
+}
+
 // ---- response decoding ----------------------------------------------------------------
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -512,21 +528,9 @@ fn build(case: &Case) -> Index {
         let keys: Vec<Key> = list.entries.iter().map(|e| e.0).collect();
         let half = keys.len() / 2;
         for range in [0..half, half..keys.len()] {
-            let (algs, slots) = packed(&keys[range.clone()]);
-            let ids: Vec<u8> = range
-                .clone()
-                .flat_map(|i| (i as u64).to_le_bytes())
-                .collect();
-            let mut text = String::new();
-            let mut ends = Vec::new();
-            for (_, r) in &list.entries[range] {
-                text.push_str(r);
-                ends.extend((text.len() as u32).to_le_bytes());
-            }
-            let b = Batch::decode(&algs, &slots, &ids, &[], &[])
-                .unwrap()
-                .with_refs(&ends, text.as_bytes())
-                .unwrap();
+            let ids: Vec<u64> = range.clone().map(|i| i as u64).collect();
+            let refs = list.entries[range.clone()].iter().map(|(_, r)| r.as_str());
+            let b = batch_of(&keys[range], &ids, refs);
             idx.apply_with(lid, &b, Some(list.version)).unwrap();
         }
         if !list.unreferenced.is_empty() {
@@ -1034,19 +1038,8 @@ fn a_video_item_is_answered_once_per_reference_with_the_segment_it_matched() {
         .collect();
     keys.push(Key::Pdq(pdq_from_bytes(&image)));
     keys.push(Key::Pdq(pdq_from_bytes(&other)));
-    let (algs, slots) = packed(&keys);
-    let ids: Vec<u8> = (0..7u64).flat_map(|i| i.to_le_bytes()).collect();
     let names = ["V", "V", "V", "V", "V", "V", "I"];
-    let mut text = String::new();
-    let mut ends = Vec::new();
-    for r in names {
-        text.push_str(r);
-        ends.extend((text.len() as u32).to_le_bytes());
-    }
-    let b = Batch::decode(&algs, &slots, &ids, &[], &[])
-        .unwrap()
-        .with_refs(&ends, text.as_bytes())
-        .unwrap();
+    let b = batch_of(&keys, &[0, 1, 2, 3, 4, 5, 6], names);
     idx.apply_with(1, &b, Some(3)).unwrap();
     let ask = |hashes: &[Vec<u8>]| {
         let v = idx.match_request(&item(b"x", hashes), false, "t", false);
@@ -1112,13 +1105,7 @@ fn a_video_match_needs_the_shares_its_list_is_configured_with() {
             .iter()
             .map(|f| Key::Vpdq(pdq_from_bytes(f)))
             .collect();
-        let (algs, slots) = packed(&keys);
-        let ids: Vec<u8> = (0..5u64).flat_map(|i| i.to_le_bytes()).collect();
-        let ends: Vec<u8> = (1..=5u32).flat_map(|i| i.to_le_bytes()).collect();
-        let b = Batch::decode(&algs, &slots, &ids, &[], &[])
-            .unwrap()
-            .with_refs(&ends, b"VVVVV")
-            .unwrap();
+        let b = batch_of(&keys, &[0, 1, 2, 3, 4], ["V"; 5]);
         idx.apply_with(1, &b, None).unwrap();
         let query: Vec<Vec<u8>> = (0..6)
             .map(|i| {
