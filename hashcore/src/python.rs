@@ -467,31 +467,6 @@ impl PyChanges {
         keys(py, prefix, &self.inner.retirements)
     }
 
-    /// `entries` rows for the upserts as new entries, sorted by key (sorted inserts touch
-    /// each B-tree page once): (`prefix` + algorithm + digest, entry id as u64 LE), the
-    /// i-th upsert getting id `first_id + i`.
-    fn entry_pairs<'py>(
-        &self,
-        py: Python<'py>,
-        prefix: &[u8],
-        first_id: u64,
-    ) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-        let packed = &self.inner.upserts;
-        let mut rows: Vec<(Vec<u8>, u64)> = (0..packed.len())
-            .map(|i| {
-                let mut key = Vec::with_capacity(prefix.len() + 33);
-                key.extend_from_slice(prefix);
-                key.push(packed.algs[i]);
-                key.extend_from_slice(packed.digest(i));
-                (key, first_id + i as u64)
-            })
-            .collect();
-        rows.sort_unstable();
-        rows.iter()
-            .map(|(key, id)| (PyBytes::new(py, key), PyBytes::new(py, &id.to_le_bytes())))
-            .collect()
-    }
-
     /// `refs` rows for the upserts as new entries: (list id u32 BE + entry id u64 BE,
     /// UTF-8 reference ID), in id order.
     fn ref_pairs<'py>(
@@ -544,6 +519,79 @@ impl PyChanges {
 
     fn terms_sum(&self) -> u128 {
         self.inner.terms_sum()
+    }
+}
+
+/// `entries` rows of a group of batches' upserts as new entries, in key order:
+/// (`prefix` + algorithm + digest, entry id as u64 LE), the upserts numbered from
+/// `first_id` in batch order. An iterator: the rows are made one at a time as LMDB
+/// takes them, so a group of millions holds 41 bytes per entry here, not a Python
+/// tuple of two bytes objects per entry.
+///
+/// Why key order: entries are keyed by hash, so each batch's inserts land on pages all
+/// over the B-tree; in key order across a whole group each page is written once.
+#[pyclass(name = "EntryPairs", module = "hashmatch.server._hashcore")]
+struct PyEntryPairs {
+    prefix: Vec<u8>,
+    /// Algorithm byte then digest, zero-padded: all digests of one algorithm have one
+    /// length, so the padded order is the order of the keys.
+    rows: Vec<([u8; 33], u64)>,
+    next: usize,
+}
+
+#[pymethods]
+impl PyEntryPairs {
+    fn __len__(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let (padded, id) = self.rows.get(self.next)?;
+        self.next += 1;
+        let len = 1 + changes::digest_len(u32::from(padded[0]));
+        let mut key = Vec::with_capacity(self.prefix.len() + len);
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(&padded[..len]);
+        Some((PyBytes::new(py, &key), PyBytes::new(py, &id.to_le_bytes())))
+    }
+}
+
+/// The `entries` rows of `batches`' upserts as new entries (see [`PyEntryPairs`]).
+#[pyfunction]
+fn entry_pairs(
+    py: Python<'_>,
+    batches: Vec<PyRef<'_, PyChanges>>,
+    prefix: Vec<u8>,
+    first_id: u64,
+) -> PyEntryPairs {
+    let groups: Vec<&changes::Packed> = batches.iter().map(|b| &b.inner.upserts).collect();
+    let rows = detached(py, || {
+        let mut rows = Vec::with_capacity(groups.iter().map(|p| p.len()).sum());
+        let mut id = first_id;
+        for packed in groups {
+            for i in 0..packed.len() {
+                let mut padded = [0u8; 33];
+                let digest = packed.digest(i);
+                padded[0] = packed.algs[i];
+                padded[1..=digest.len()].copy_from_slice(digest);
+                rows.push((padded, id));
+                id += 1;
+            }
+        }
+        rows.sort_unstable();
+        rows
+    });
+    PyEntryPairs {
+        prefix,
+        rows,
+        next: 0,
     }
 }
 
@@ -653,6 +701,8 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_max_threads, m)?)?;
     m.add_function(wrap_pyfunction!(cpu_level, m)?)?;
     m.add_class::<PyChanges>()?;
+    m.add_class::<PyEntryPairs>()?;
+    m.add_function(wrap_pyfunction!(entry_pairs, m)?)?;
     m.add_class::<PyListSnapshot>()?;
     m.add_function(wrap_pyfunction!(read_segment_info, m)?)?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;

@@ -1,7 +1,7 @@
 """Every key layout of the store, defined once.
 
 Integers are big-endian so that keys sort numerically. The core builds `entries` and
-`refs` keys for bulk loads itself (`Changes.entry_pairs`, `Changes.ref_pairs`); a test pins
+`refs` keys for bulk loads itself (`entry_pairs`, `Changes.ref_pairs`); a test pins
 its layout to the functions here.
 """
 

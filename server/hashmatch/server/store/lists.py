@@ -9,7 +9,7 @@ from dataclasses import replace
 from itertools import accumulate
 
 from hashmatch.client.digest import ListDigest
-from hashmatch.server.core import SLOT, Changes, entry_term, stored_terms_sum
+from hashmatch.server.core import SLOT, Changes, entry_pairs, entry_term, stored_terms_sum
 from hashmatch.server.store.changelog import EXPOSE, ChangeRecord
 from hashmatch.server.store.env import StoreBase, Txn, prefixed
 from hashmatch.server.store.errors import (
@@ -209,14 +209,7 @@ class Lists(StoreBase):
             expected = changes.expected_version
             if expected is not None and expected != meta.version + k:
                 return False
-        prefix = list_prefix(lid)
-        pairs: list[tuple[bytes, bytes]] = []
-        first_id = meta.next_entry_id
-        for changes in batches:
-            pairs += changes.entry_pairs(prefix, first_id)
-            first_id += changes.n_upserts
-        # Each batch's pairs are sorted already: sorting finds and merges those runs.
-        pairs.sort()
+        pairs = entry_pairs(batches, list_prefix(lid), meta.next_entry_id)
         # A child transaction: what it wrote is dropped when the group turns out not new.
         group = self.env.begin(write=True, parent=txn)
         try:
@@ -277,7 +270,7 @@ class Lists(StoreBase):
             added = n  # by _insert_new_entries, under these ids
         else:
             _, added = txn.cursor(db=entries).putmulti(
-                changes.entry_pairs(prefix, first_id), overwrite=False
+                entry_pairs([changes], prefix, first_id), overwrite=False
             )
         if added == n:
             cur = txn.cursor(db=refs)
