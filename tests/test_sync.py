@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,12 @@ import pytest
 from conftest import Running
 from hashmatch.client import MD5, PDQ, SHA1, SHA256, InvalidArgument, make_hash
 from hashmatch.client.digest import ListDigest
+from hashmatch.client.errors import ResourceExhausted
 from hashmatch.client.list_client import build_batch
 from hashmatch.client.push import push, summarize, upload_id_for
+from hashmatch.server.services import lists as list_service
 from hashmatch.v1 import lists_pb2
-from helpers import hashes, random_digest, random_pdq, retire, upsert
+from helpers import eventually, hashes, random_digest, random_pdq, retire, upsert
 
 
 def make_batches(
@@ -190,3 +194,49 @@ def test_batches_committed_together_still_apply_in_order(running: Running) -> No
     assert [r.reference_id for r in client.match(hashes((SHA1, a))).references] == ["A2"]
     assert not client.match(hashes((SHA1, b))).matched
     assert [r.reference_id for r in client.match(hashes((SHA1, c))).references] == ["C"]
+
+
+def held_upload(
+    list_name: str, batch_id: str, release: threading.Event
+) -> Iterator[lists_pb2.ApplyChangesRequest]:
+    """An upload, batch by batch, that stays open after its first message until `release`."""
+    digest = random_digest(random.Random(batch_id), SHA1)
+    yield build_batch(list_name, batch_id, [upsert(SHA1, digest, "H")])
+    release.wait(30)
+
+
+def test_a_tenant_has_a_bounded_number_of_uploads_open(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each open upload may hold a group of changes in memory before it commits them: a
+    hotline opening uploads by the dozen is held to MAX_TENANT_UPLOADS (2 here) at a time,
+    across its lists. The open ones go on; another hotline is not held back; and the
+    next upload is taken once one has ended."""
+    monkeypatch.setattr(list_service, "MAX_TENANT_UPLOADS", 2)
+    # Every message is committed as it comes, so the test sees when each upload is open.
+    monkeypatch.setattr(list_service, "UPLOAD_GROUP_ENTRIES", 1)
+    lists = running.lists()
+    for name in ("iwf", "other"):
+        lists.create_list(name)
+    running.lists("hotline-b").create_list("ncmec")
+    release = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        held = [
+            pool.submit(lists.upload_changes, held_upload(name, f"held-{name}", release))
+            for name in ("iwf", "other")
+        ]
+        for name in ("iwf", "other"):
+            eventually(
+                lambda name=name: lists.get_list(name).last_batch_id == f"held-{name}",
+                f"the upload of {name} is open",
+            )
+        third = build_batch("iwf", "third", [upsert(SHA1, bytes(20), "T")])
+        with pytest.raises(ResourceExhausted) as info:
+            lists.upload_changes(iter([third]))
+        assert "2 uploads of yours are in progress" in str(info.value)
+        assert lists.get_list("iwf").last_batch_id == "held-iwf"
+        theirs = build_batch("ncmec", "b-1", [upsert(SHA1, bytes(20), "B")])
+        assert running.lists("hotline-b").upload_changes(iter([theirs])).batches_applied == 1
+        release.set()
+        assert [f.result(timeout=30).batches_applied for f in held] == [1, 1]
+    assert lists.upload_changes(iter([third])).last_batch_id == "third"

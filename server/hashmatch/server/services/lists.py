@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -65,10 +66,13 @@ WATCH_PAGE = 64
 # after this long (a safety net, not a poll).
 WATCH_IDLE_SECONDS = 30.0
 MAX_STATS_LIMIT = 10_000
-# When a second whole-file upload of a list may try again (the first may take minutes).
-WHOLE_UPLOAD_RETRY_SECONDS = 10.0
+# When an upload refused for the ones in progress may try again (those may take minutes).
+UPLOAD_RETRY_SECONDS = 10.0
 # Whole-file uploads one tenant may have open at once in a serving process.
 MAX_TENANT_WHOLE_UPLOADS = 4
+# Uploads batch by batch one tenant may have open at once in a serving process: each may
+# hold a group of up to UPLOAD_GROUP_ENTRIES changes in memory (about 0.2 GB at 1 M).
+MAX_TENANT_UPLOADS = 4
 # Actions one GetAuditLog may filter by.
 MAX_AUDIT_ACTIONS = 32
 # The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31, UTC.
@@ -94,6 +98,8 @@ class ListServicer:
         self._uploading: set[int] = set()
         # And at most MAX_TENANT_WHOLE_UPLOADS per tenant (one per list, across its lists).
         self._tenant_uploads: collections.Counter[str] = collections.Counter()
+        # Uploads batch by batch open per tenant (at most MAX_TENANT_UPLOADS).
+        self._tenant_batch_uploads: collections.Counter[str] = collections.Counter()
 
     def CreateList(
         self, request: lists_pb2.CreateListRequest, tenant: Tenant
@@ -199,7 +205,8 @@ class ListServicer:
             return lists_pb2.UploadChangesResponse()
         mode = _upload_mode(first)
         if mode == lists_pb2.UPLOAD_MODE_UNSPECIFIED:
-            return await self._upload_batches(first, iterator, tenant)
+            with _counted(self._tenant_batch_uploads, tenant.name, MAX_TENANT_UPLOADS, "uploads"):
+                return await self._upload_batches(first, iterator, tenant)
         if mode not in (lists_pb2.UPLOAD_MODE_WHOLE, lists_pb2.UPLOAD_MODE_REPLACE):
             raise invalid([Violation("messages[0].upload_mode", "unknown upload mode")])
         return await self._upload_whole(
@@ -218,25 +225,19 @@ class ListServicer:
         head = self._checked(first, tenant, prefix="messages[0].")
         meta = owned(self.store, head.list, tenant, "messages[0].list")
         if meta.id in self._uploading:
-            busy = f"a whole-file upload of list {head.list!r} is already in progress"
-        elif self._tenant_uploads[tenant.name] >= MAX_TENANT_WHOLE_UPLOADS:
-            busy = f"{MAX_TENANT_WHOLE_UPLOADS} whole-file uploads of yours are in progress"
-        else:
-            busy = None
-        if busy is not None:
             raise errors.Overloaded(
-                f"{busy}; send this file when one has ended",
-                retry_after=WHOLE_UPLOAD_RETRY_SECONDS,
+                f"a whole-file upload of list {head.list!r} is already in progress; "
+                "send this file when it has ended",
+                retry_after=UPLOAD_RETRY_SECONDS,
             )
-        self._uploading.add(meta.id)
-        self._tenant_uploads[tenant.name] += 1
-        try:
-            return await self._upload_staged(head, first, requests, tenant, meta, replace)
-        finally:
-            self._uploading.discard(meta.id)
-            self._tenant_uploads[tenant.name] -= 1
-            if not self._tenant_uploads[tenant.name]:
-                del self._tenant_uploads[tenant.name]
+        with _counted(
+            self._tenant_uploads, tenant.name, MAX_TENANT_WHOLE_UPLOADS, "whole-file uploads"
+        ):
+            self._uploading.add(meta.id)
+            try:
+                return await self._upload_staged(head, first, requests, tenant, meta, replace)
+            finally:
+                self._uploading.discard(meta.id)
 
     async def _upload_staged(
         self,
@@ -752,6 +753,26 @@ def _stage_refusal(refused: st.StageRefused, list_name: str) -> Exception:
     return _store_refusal(
         refused.cause, refused.expected_version, list_name, f"messages[{refused.index}]."
     )
+
+
+@contextlib.contextmanager
+def _counted(
+    open_now: collections.Counter[str], tenant: str, limit: int, what: str
+) -> Iterator[None]:
+    """One more of the tenant's `what` open while the block runs; RESOURCE_EXHAUSTED when
+    `limit` of them are open already."""
+    if open_now[tenant] >= limit:
+        raise errors.Overloaded(
+            f"{limit} {what} of yours are in progress; send this one when one has ended",
+            retry_after=UPLOAD_RETRY_SECONDS,
+        )
+    open_now[tenant] += 1
+    try:
+        yield
+    finally:
+        open_now[tenant] -= 1
+        if not open_now[tenant]:
+            del open_now[tenant]
 
 
 def _upload_mode(first: bytes) -> int:
