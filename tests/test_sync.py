@@ -14,7 +14,7 @@ from conftest import Running
 from hashmatch.client import MD5, PDQ, SHA1, SHA256, InvalidArgument, make_hash
 from hashmatch.client.digest import ListDigest
 from hashmatch.client.errors import ResourceExhausted
-from hashmatch.client.list_client import build_batch
+from hashmatch.client.list_client import Change, build_batch
 from hashmatch.client.push import push, summarize, upload_id_for
 from hashmatch.server.services import lists as list_service
 from hashmatch.v1 import lists_pb2
@@ -197,11 +197,13 @@ def test_batches_committed_together_still_apply_in_order(running: Running) -> No
 
 
 def held_upload(
-    list_name: str, batch_id: str, release: threading.Event
+    list_name: str, batch_id: str, release: threading.Event, change: Change | None = None
 ) -> Iterator[lists_pb2.ApplyChangesRequest]:
-    """An upload, batch by batch, that stays open after its first message until `release`."""
-    digest = random_digest(random.Random(batch_id), SHA1)
-    yield build_batch(list_name, batch_id, [upsert(SHA1, digest, "H")])
+    """An upload, batch by batch, that stays open after its first message until `release`;
+    that message holds `change`, by default a new entry."""
+    if change is None:
+        change = upsert(SHA1, random_digest(random.Random(batch_id), SHA1), "H")
+    yield build_batch(list_name, batch_id, [change])
     release.wait(30)
 
 
@@ -240,3 +242,92 @@ def test_a_tenant_has_a_bounded_number_of_uploads_open(
         release.set()
         assert [f.result(timeout=30).batches_applied for f in held] == [1, 1]
     assert lists.upload_changes(iter([third])).last_batch_id == "third"
+
+
+def commits(running: Running) -> int:
+    """Write transactions the store has committed so far."""
+    return int(running.service.store.env.info()["last_txnid"])
+
+
+def new_batches(
+    list_name: str, prefix: str, n: int, size: int
+) -> list[lists_pb2.ApplyChangesRequest]:
+    rng = random.Random(prefix)
+    return [
+        build_batch(
+            list_name,
+            f"{prefix}-{b}",
+            [upsert(SHA1, random_digest(rng, SHA1), f"{prefix}-{b}-{i}") for i in range(size)],
+        )
+        for b in range(n)
+    ]
+
+
+@pytest.fixture
+def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of 10 entries, growing to 40 for a list of 160 or more; never cut by time."""
+    monkeypatch.setattr(list_service, "UPLOAD_GROUP_ENTRIES", 10)
+    monkeypatch.setattr(list_service, "UPLOAD_GROUP_MAX_ENTRIES", 40)
+    monkeypatch.setattr(list_service, "UPLOAD_GROUP_SECONDS", 1000.0)
+
+
+def test_an_uploads_groups_grow_with_its_list(running: Running, small_groups: None) -> None:
+    """Every commit into a list rewrites about all of its B-tree pages, so the groups of
+    a big list's upload are larger: 8 batches of 10 into a list of 160 take 2 commits;
+    4 into an empty list, 4. Each batch is still its own version, in order."""
+    lists = running.lists()
+    for name in ("big", "empty"):
+        lists.create_list(name)
+    lists.upload_changes(new_batches("big", "base", 16, 10))
+    before = commits(running)
+    summary = lists.upload_changes(new_batches("big", "more", 8, 10))
+    assert (summary.batches_applied, summary.last_batch_id) == (8, "more-7")
+    assert commits(running) - before == 2
+    before = commits(running)
+    lists.upload_changes(new_batches("empty", "more", 4, 10))
+    assert commits(running) - before == 4
+    assert sum(lists.get_list("big").counts.values()) == 240
+
+
+def test_a_retraction_in_an_upload_is_committed_at_once_on_its_own(
+    running: Running, small_groups: None
+) -> None:
+    """A batch with retirements ends the group before it (committed first, new entries in
+    key order) and is committed alone, without waiting for a group to fill."""
+    lists = running.lists()
+    lists.create_list("big")
+    base = new_batches("big", "base", 16, 10)
+    lists.upload_changes(base)
+    gone = base[0].upserts[0].hash
+    before = commits(running)
+    retraction = build_batch("big", "retract", [retire(SHA1, gone.value)])
+    fresh = new_batches("big", "more", 2, 10)
+    summary = lists.upload_changes([fresh[0], retraction, fresh[1]])
+    assert (summary.batches_applied, summary.retired, summary.upserted) == (3, 1, 20)
+    assert commits(running) - before == 3
+    assert not running.matcher().match([gone]).matched
+
+
+def test_one_upload_at_a_time_holds_a_large_group(running: Running, small_groups: None) -> None:
+    """Large groups are held in memory until they commit: while one upload may grow its
+    groups, another one's stay at UPLOAD_GROUP_ENTRIES; once it ends, the next may."""
+    lists = running.lists()
+    for name in ("one", "two"):
+        lists.create_list(name)
+        lists.upload_changes(new_batches(name, f"base-{name}", 16, 10))
+    release = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        # Its first batch, a retraction, is committed at once: then it holds the group.
+        retraction = retire(SHA1, bytes(20))
+        held = pool.submit(
+            lists.upload_changes, held_upload("one", "held-one", release, retraction)
+        )
+        eventually(lambda: lists.get_list("one").last_batch_id == "held-one", "held open")
+        before = commits(running)
+        lists.upload_changes(new_batches("two", "small", 8, 10))
+        assert commits(running) - before == 8
+        release.set()
+        assert held.result(timeout=30).batches_applied == 1
+    before = commits(running)
+    lists.upload_changes(new_batches("two", "large", 8, 10))
+    assert commits(running) - before == 2

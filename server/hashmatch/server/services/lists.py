@@ -49,9 +49,13 @@ log = logging.getLogger(__name__)
 DEFAULT_STATS_LIMIT = 100
 # Entries committed together by UploadChanges (see there).
 # LMDB rewrites each B-tree page a transaction touches once, and random hashes touch
-# pages everywhere, so larger groups write far less per entry; the time bound keeps a
-# slow uploader's batches from waiting long to be served.
+# pages everywhere: one commit into a list of n entries rewrites about every page of it.
+# So a group grows with its list, to a quarter of it (at most UPLOAD_GROUP_MAX_ENTRIES),
+# and loading a list rewrites it a bounded number of times rather than once per million.
 UPLOAD_GROUP_ENTRIES = 1_000_000
+UPLOAD_GROUP_MAX_ENTRIES = 8_000_000
+# The time bound of a group of UPLOAD_GROUP_ENTRIES, and in proportion for a larger one:
+# it keeps a slow uploader's batches from waiting long to be served.
 UPLOAD_GROUP_SECONDS = 2.0
 # A whole-file upload stages its messages a few at a time: up to this many entries per
 # write, which bounds what the server holds of the file at once.
@@ -71,7 +75,8 @@ UPLOAD_RETRY_SECONDS = 10.0
 # Whole-file uploads one tenant may have open at once in a serving process.
 MAX_TENANT_WHOLE_UPLOADS = 4
 # Uploads batch by batch one tenant may have open at once in a serving process: each may
-# hold a group of up to UPLOAD_GROUP_ENTRIES changes in memory (about 0.2 GB at 1 M).
+# hold a group of up to UPLOAD_GROUP_ENTRIES changes in memory (about 0.1 GB at 1 M), and
+# one upload in the process a larger one (see ListServicer._large_group).
 MAX_TENANT_UPLOADS = 4
 # Actions one GetAuditLog may filter by.
 MAX_AUDIT_ACTIONS = 32
@@ -100,6 +105,9 @@ class ListServicer:
         self._tenant_uploads: collections.Counter[str] = collections.Counter()
         # Uploads batch by batch open per tenant (at most MAX_TENANT_UPLOADS).
         self._tenant_batch_uploads: collections.Counter[str] = collections.Counter()
+        # The one upload in this process whose groups may grow past UPLOAD_GROUP_ENTRIES:
+        # what groups hold in memory stays within one large group and 1 M per upload.
+        self._large_group: object | None = None
 
     def CreateList(
         self, request: lists_pb2.CreateListRequest, tenant: Tenant
@@ -333,17 +341,21 @@ class ListServicer:
     ) -> lists_pb2.UploadChangesResponse:
         """Applies each message as its own batch, in order, stopping at the first refusal.
 
-        Consecutive batches of one list are committed together (up to UPLOAD_GROUP_ENTRIES
-        entries or UPLOAD_GROUP_SECONDS), which is what makes bulk loads fast; each stays
-        atomic and gets its own version. A refusal's message says how many batches were
-        applied before it, and GetList's last_batch_id names the last one, so the uploader
-        resumes right after. Reading and parsing happen on the event loop; commits, which
-        wait for the disk, on the thread pool.
+        Consecutive batches of one list are committed together (see `_group_bound`),
+        which is what makes bulk loads fast; each stays atomic and gets its own version. A
+        batch with retirements is committed on its own, at once: the group before it is
+        committed first, so a retraction waits for no group, and new entries are still
+        inserted in key order (Lists._insert_new_entries). A refusal's message says how
+        many batches were applied before it, and GetList's last_batch_id names the last
+        one, so the uploader resumes right after. Reading and parsing happen on the event
+        loop; commits, which wait for the disk, on the thread pool.
         """
         summary = lists_pb2.UploadChangesResponse()
         group: list[tuple[str, Changes]] = []
         size = 0
         opened = time.monotonic()
+        bound, seconds = UPLOAD_GROUP_ENTRIES, UPLOAD_GROUP_SECONDS
+        upload = object()
 
         async def flush() -> None:
             nonlocal size, opened
@@ -376,14 +388,15 @@ class ListServicer:
                     await flush()
                     raise
                 index += 1
-                if group and group[0][0] != changes.list:
+                if group and (group[0][0] != changes.list or changes.n_retirements):
                     await flush()
                 if not group:
                     opened = time.monotonic()
+                    bound, seconds = self._group_bound(changes.list, upload)
                 group.append((changes.list, changes))
                 size += changes.n_upserts + changes.n_retirements
-                full = size >= UPLOAD_GROUP_ENTRIES
-                if full or time.monotonic() - opened > UPLOAD_GROUP_SECONDS:
+                late = time.monotonic() - opened > seconds
+                if changes.n_retirements or size >= bound or late:
                     await flush()
             await flush()
         except Refusal as exc:
@@ -395,8 +408,22 @@ class ListServicer:
             exc.args = (exc.message,)
             raise
         finally:
+            if self._large_group is upload:
+                self._large_group = None
             await asyncio.to_thread(self.follower.catch_up)
         return summary
+
+    def _group_bound(self, list_name: str, upload: object) -> tuple[int, float]:
+        """How many entries the group `upload` opens for `list_name` may hold, and for how
+        long: UPLOAD_GROUP_ENTRIES and UPLOAD_GROUP_SECONDS, or more for a list of over
+        four times that many entries while no other upload in this process holds a large
+        group (the first one asking gets it, until it ends)."""
+        meta = self.store.get_list(list_name)
+        wanted = min(UPLOAD_GROUP_MAX_ENTRIES, sum(meta.counts) // 4) if meta else 0
+        if wanted <= UPLOAD_GROUP_ENTRIES or self._large_group not in (None, upload):
+            return UPLOAD_GROUP_ENTRIES, UPLOAD_GROUP_SECONDS
+        self._large_group = upload
+        return wanted, UPLOAD_GROUP_SECONDS * wanted / UPLOAD_GROUP_ENTRIES
 
     async def WatchChanges(
         self,
