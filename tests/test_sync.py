@@ -73,6 +73,23 @@ def test_a_bad_message_stops_the_upload_and_keeps_earlier_batches(running: Runni
     assert info.digest == digest_of(batches[:2])
 
 
+def test_large_messages_are_read_apart_from_the_event_loop_with_the_same_answers(
+    running: Running,
+) -> None:
+    """Messages over POOL_READ_BYTES are read on the thread pool: applied the same, and a
+    bad one refused the same, naming its message and field."""
+    lists = running.lists()
+    lists.create_list("iwf")
+    batches = make_batches(random.Random(3), 3, 8_000)
+    assert all(b.ByteSize() > list_service.POOL_READ_BYTES for b in batches)
+    batches[2].upserts[7_999].hash.value = b"short"
+    with pytest.raises(InvalidArgument) as err:
+        lists.upload_changes(batches)
+    assert [v.field for v in err.value.violations] == ["messages[2].upserts[7999].hash.value"]
+    info = lists.get_list("iwf")
+    assert (info.version, info.last_batch_id, info.digest) == (2, "up-1", digest_of(batches[:2]))
+
+
 def test_watch_replays_history_then_follows_live(running: Running) -> None:
     rng = random.Random(3)
     lists = running.lists()

@@ -11,6 +11,11 @@ one batch at a time and spends little CPU: its own CPU seconds are printed besid
 wall time. The time counted ends when UploadChanges answers, which it does once every
 batch is committed and the serving process's index has caught up with them.
 
+While it loads, one thread asks Match for one PDQ hash every `--query-every` seconds
+(0 = none): a near-duplicate (8 bits flipped) of a hash sent earlier, or a random one, in
+turn. It waits for each answer before the next: what the merges of a growing list cost
+a platform's queries meanwhile, printed as p50 / p99 / max per `--mark` of entries.
+
 Every `--mark` entries a line says the entries sent, the seconds since the start and the
 server's resident memory. At the end: the total, the rate, the server's peak resident
 memory (VmHWM), the store's size on disk, whether every one of 1,000 sampled hashes
@@ -22,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,12 +97,62 @@ class Batches:
                 self.marks.append((self.sent, time.perf_counter() - start))
 
 
+class Queries(threading.Thread):
+    """Match calls during the load, one at a time, each timed (see the module's text)."""
+
+    def __init__(self, address: str, token: str, batches: Batches, every: float) -> None:
+        super().__init__(daemon=True)
+        self.client = MatchClient(Connection(server=address, token=token, retry=RetryPolicy(1)))
+        self.batches, self.every = batches, every
+        self.done = threading.Event()
+        # (entries sent when asked, seconds, matched)
+        self.times: list[tuple[int, float, bool]] = []
+        self.rng = random.Random(7)
+
+    def query(self, n: int) -> bytes:
+        probes = self.batches.probes
+        if n % 2 or not probes:
+            return self.rng.randbytes(32)
+        value = bytearray(self.rng.choice(probes))
+        for bit in self.rng.sample(range(256), 8):
+            value[bit // 8] ^= 1 << (bit % 8)
+        return bytes(value)
+
+    def run(self) -> None:
+        n = 0
+        while not self.done.wait(self.every):
+            sent = self.batches.sent
+            t0 = time.perf_counter()
+            matched = self.client.match([make_hash(PDQ, self.query(n))], timeout=60).matched
+            self.times.append((sent, time.perf_counter() - t0, matched))
+            n += 1
+
+    def summary(self, mark: int) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        windows: dict[int, list[float]] = {}
+        for sent, seconds, _ in self.times:
+            windows.setdefault(sent // mark, []).append(seconds * 1e3)
+        for w, ms in sorted(windows.items()):
+            ms.sort()
+            out.append(
+                {
+                    "entries_sent_from": w * mark,
+                    "queries": len(ms),
+                    "p50_ms": round(statistics.median(ms), 2),
+                    "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+                    "max_ms": round(ms[-1], 2),
+                }
+            )
+        return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--entries", type=int, default=10_000_000)
     p.add_argument("--batch", type=int, default=50_000)
     p.add_argument("--mark", type=int, default=5_000_000)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    p.add_argument("--query-every", type=float, default=0.05, help="seconds; 0 = no queries")
     p.add_argument("--keep", action="store_true", help="keep the data folder; print its path")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hm-bulk-", dir=args.workdir))
@@ -109,6 +167,9 @@ def main() -> None:
         try:
             batches = Batches(args.entries, args.batch, args.mark)
             marks = batches.marks
+            queries = Queries(address, platform, batches, args.query_every)
+            if args.query_every > 0:
+                queries.start()
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
 
@@ -128,6 +189,9 @@ def main() -> None:
                 upload = channel.stream_unary("/hashmatch.v1.ListService/UploadChanges")
                 upload(messages(), metadata=(("authorization", f"Bearer {hotline}"),), timeout=7200)
             seconds = time.perf_counter() - t0
+            queries.done.set()
+            if queries.is_alive():
+                queries.join()
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             status = Path(f"/proc/{proc.pid}/status").read_text()
             peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
@@ -140,6 +204,7 @@ def main() -> None:
                 "server_memory_gib": memory(proc.pid),
                 "server_peak_gib": round(int(peak.split()[1]) / 2**20, 2),
                 "marks": [(sent, round(at, 1)) for sent, at in marks],
+                "queries_during_load": queries.summary(args.mark),
             }
             client = MatchClient(Connection(server=address, token=platform, retry=RetryPolicy(3)))
             found = sum(client.match([make_hash(PDQ, value)]).matched for value in batches.probes)

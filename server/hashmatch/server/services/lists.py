@@ -74,6 +74,8 @@ MAX_STATS_LIMIT = 10_000
 UPLOAD_RETRY_SECONDS = 10.0
 # Whole-file uploads one tenant may have open at once in a serving process.
 MAX_TENANT_WHOLE_UPLOADS = 4
+# A stream's message of at least this many bytes is read on the thread pool (see _read).
+POOL_READ_BYTES = 256 << 10
 # Uploads batch by batch one tenant may have open at once in a serving process: each may
 # hold a group of up to UPLOAD_GROUP_ENTRIES changes in memory (about 0.1 GB at 1 M), and
 # one upload in the process a larger one (see ListServicer._large_group).
@@ -230,7 +232,7 @@ class ListServicer:
         message still its own batch with its own version. A refused message, a refusal at
         publishing, or a stream that breaks off leaves nothing of the file visible: the
         stage is discarded, and the uploader sends the file again from its start."""
-        head = self._checked(first, tenant, prefix="messages[0].")
+        head = await self._read(first, tenant, prefix="messages[0].")
         meta = owned(self.store, head.list, tenant, "messages[0].list")
         if meta.id in self._uploading:
             raise errors.Overloaded(
@@ -266,7 +268,7 @@ class ListServicer:
             raw: bytes | None = first
             while raw is not None:
                 prefix = f"messages[{index}]."
-                changes = head if index == 0 else self._checked(raw, tenant, prefix=prefix)
+                changes = head if index == 0 else await self._read(raw, tenant, prefix=prefix)
                 if changes.list != head.list:
                     raise invalid(
                         [Violation(prefix + "list", "must name the list of the first message")]
@@ -382,7 +384,7 @@ class ListServicer:
                             request = await rest.__anext__()
                         except StopAsyncIteration:
                             break
-                    changes = self._checked(request, tenant, prefix=f"messages[{index}].")
+                    changes = await self._read(request, tenant, prefix=f"messages[{index}].")
                     request = None
                 except Refusal:
                     await flush()
@@ -483,6 +485,14 @@ class ListServicer:
     def _apply(self, raw: bytes, tenant: Tenant) -> st.ApplyOutcome:
         changes = self._checked(raw, tenant)
         return self._store(changes.list, [changes], tenant)[0]
+
+    async def _read(self, raw: bytes, tenant: Tenant, prefix: str) -> Changes:
+        """`_checked` for a message of a stream: a large one on the thread pool, so the
+        event loop goes on answering other calls meanwhile (a bulk load's messages of
+        tens of thousands of entries take milliseconds each to read)."""
+        if len(raw) < POOL_READ_BYTES:
+            return self._checked(raw, tenant, prefix)
+        return await asyncio.to_thread(self._checked, raw, tenant, prefix)
 
     def _checked(self, raw: bytes, tenant: Tenant, prefix: str = "") -> Changes:
         """Reads and checks a batch from its wire bytes; INVALID_ARGUMENT names every bad
