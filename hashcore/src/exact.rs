@@ -120,8 +120,6 @@ impl<const N: usize> ExactSegment<N> {
                 if lo < hi {
                     crate::mem::prefetch(&self.keys[lo as usize]);
                     crate::mem::prefetch(&self.keys[hi as usize - 1]);
-                    // A hit reads its id next: fetch that line too.
-                    crate::mem::prefetch(&self.ids[lo as usize]);
                 }
             }
             if i >= 2 * D && i - 2 * D < n {
@@ -156,6 +154,14 @@ impl<const N: usize> ExactSegment<N> {
 
     pub fn id_at(&self, pos: u32) -> u64 {
         self.ids[pos as usize]
+    }
+
+    /// Hints the CPU to fetch the id at `pos` (read soon by [`Self::id_at`]).
+    #[inline(always)]
+    pub fn prefetch_id(&self, pos: u32) {
+        if let Some(id) = self.ids.get(pos as usize) {
+            crate::mem::prefetch(id);
+        }
     }
 
     /// Approximate heap bytes held.

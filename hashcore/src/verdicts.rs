@@ -346,10 +346,16 @@ pub fn paused_status_bytes(retry_after_ms: u64) -> Vec<u8> {
 struct Counted {
     tenant: Arc<str>,
     list_id: u32,
-    reference: Box<str>,
+    /// `Shard::text[reference.0..reference.1]`.
+    reference: (u32, u32),
     matches: u64,
     last: f64,
+    /// The next counted of the same key in `Shard::counted` (a key collision),
+    /// or `NONE`.
+    next: u32,
 }
+
+const NONE: u32 = u32::MAX;
 
 const SHARDS: usize = 16;
 
@@ -371,7 +377,35 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-type Shard = HashMap<u64, Vec<Counted>, std::hash::BuildHasherDefault<KeyHasher>>;
+/// The counts of one shard, in three flat arrays rather than one allocation
+/// per count: a request answering thousands of hits adds thousands of counts.
+#[derive(Default)]
+struct Shard {
+    /// Key → the first counted of that key in `counted`.
+    first: HashMap<u64, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+    counted: Vec<Counted>,
+    /// The references of `counted`, concatenated.
+    text: String,
+}
+
+impl Shard {
+    /// An empty shard with room for as many counts as `self` holds: counts
+    /// come at a steady rate between takes, so the next period needs about as
+    /// many, without growing (rehashing) its arrays step by step.
+    fn sized_like(&self) -> Shard {
+        Shard {
+            first: HashMap::with_capacity_and_hasher(self.first.len(), Default::default()),
+            counted: Vec::with_capacity(self.counted.len()),
+            text: String::with_capacity(self.text.len()),
+        }
+    }
+
+    fn reference(&self, c: &Counted) -> &str {
+        self.text
+            .get(c.reference.0 as usize..c.reference.1 as usize)
+            .unwrap_or("")
+    }
+}
 
 /// Match events per (tenant, list, reference), until taken. Sharded so
 /// concurrent encoders rarely meet on a lock.
@@ -410,24 +444,43 @@ impl Counts {
         let mut shared_tenant: Option<Arc<str>> = None;
         for group in keyed.chunk_by(|a, b| shard_of(a.0) == shard_of(b.0)) {
             let shard = &self.shards[shard_of(group[0].0)];
-            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let sh = &mut *guard;
             for &(key, list_id, reference) in group {
-                let slot = map.entry(key).or_default();
-                match slot.iter_mut().find(|c| {
-                    c.list_id == list_id && &*c.tenant == tenant && &*c.reference == reference
-                }) {
-                    Some(c) => {
-                        c.matches += 1;
-                        c.last = c.last.max(now);
+                let head = sh.first.get(&key).copied().unwrap_or(NONE);
+                let mut at = head;
+                while at != NONE {
+                    let c = &sh.counted[at as usize];
+                    if c.list_id == list_id && &*c.tenant == tenant && sh.reference(c) == reference
+                    {
+                        break;
                     }
-                    None => slot.push(Counted {
-                        tenant: Arc::clone(shared_tenant.get_or_insert_with(|| tenant.into())),
-                        list_id,
-                        reference: reference.into(),
-                        matches: 1,
-                        last: now,
-                    }),
+                    at = c.next;
                 }
+                if at != NONE {
+                    let c = &mut sh.counted[at as usize];
+                    c.matches += 1;
+                    c.last = c.last.max(now);
+                    continue;
+                }
+                if sh.counted.len() >= NONE as usize
+                    || sh.text.len() + reference.len() > u32::MAX as usize
+                {
+                    // 4 GiB of references in one period: the rest go uncounted.
+                    continue;
+                }
+                let index = sh.counted.len() as u32;
+                let start = sh.text.len() as u32;
+                sh.text.push_str(reference);
+                sh.counted.push(Counted {
+                    tenant: Arc::clone(shared_tenant.get_or_insert_with(|| tenant.into())),
+                    list_id,
+                    reference: (start, sh.text.len() as u32),
+                    matches: 1,
+                    last: now,
+                    next: head,
+                });
+                sh.first.insert(key, index);
             }
         }
     }
@@ -436,16 +489,20 @@ impl Counts {
     pub fn take(&self) -> Vec<(String, u32, String, u64, f64)> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            let map = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
-            for c in map.into_values().flatten() {
-                out.push((
+            let taken = {
+                let mut guard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let fresh = guard.sized_like();
+                std::mem::replace(&mut *guard, fresh)
+            };
+            out.extend(taken.counted.iter().map(|c| {
+                (
                     c.tenant.to_string(),
                     c.list_id,
-                    c.reference.into(),
+                    taken.reference(c).to_owned(),
                     c.matches,
                     c.last,
-                ));
-            }
+                )
+            }));
         }
         out
     }
