@@ -108,7 +108,7 @@ fn main() {
         let mut best = f64::INFINITY;
         let mut answers = 0;
         for r in 0..rounds {
-            idx.take_counts();
+            idx.take_all_counts();
             let raw = &batches[r % BATCHES];
             let t = Instant::now();
             let v = idx.match_request(raw, true, "bench", false);

@@ -1446,6 +1446,11 @@ impl Index {
         self.shared.counts.take()
     }
 
+    /// [`Index::take_counts`] without a string allocated per count.
+    pub fn take_all_counts(&self) -> crate::verdicts::TakenCounts {
+        self.shared.counts.take_all()
+    }
+
     /// Removes `list_id`; absent lists are ignored.
     pub fn drop_list(&self, list_id: u32) {
         let _w = lock(&self.shared.write);
