@@ -32,6 +32,8 @@ const HUGE: usize = 2 << 20;
 /// written to files byte for byte and read back from them.
 pub unsafe trait Zeroable: Copy + Send + Sync + 'static {}
 // SAFETY: integers and arrays of integers are valid when all bytes are zero.
+unsafe impl Zeroable for u16 {}
+// SAFETY: as above.
 unsafe impl Zeroable for u32 {}
 // SAFETY: as above.
 unsafe impl Zeroable for u64 {}

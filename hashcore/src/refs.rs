@@ -34,13 +34,20 @@ impl Page {
     }
 
     fn get(&self, low: u8) -> Option<&str> {
+        let (start, end) = self.range(low)?;
+        self.text(start, end)
+    }
+
+    /// Where the reference of `low` lies in `text`.
+    #[inline]
+    fn range(&self, low: u8) -> Option<(usize, usize)> {
         // A page full from its first id (the usual case) needs no search.
         let i = match self.lows.get(usize::from(low)) {
             Some(&l) if l == low => usize::from(low),
             _ => self.lows.binary_search(&low).ok()?,
         };
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.text(start, self.ends[i] as usize)
+        Some((start, self.ends[i] as usize))
     }
 
     fn entries(&self) -> impl Iterator<Item = (u8, &str)> {
@@ -83,7 +90,11 @@ impl Page {
 /// Entry id → reference of one list; cheap to clone (pages are shared).
 #[derive(Clone, Default)]
 pub struct RefStore {
-    pages: BTreeMap<u64, Arc<Page>>,
+    /// `(page number, page)`, ascending by page number. A flat array rather
+    /// than a tree: pages are dense (see above), so page `no` is nearly always
+    /// at `no - first page number`, found with one read instead of a descent
+    /// through tree nodes (each a dependent cache miss).
+    pages: Vec<(u64, Arc<Page>)>,
     len: usize,
 }
 
@@ -91,7 +102,71 @@ impl RefStore {
     /// The reference of entry `id`.
     #[inline]
     pub fn get(&self, id: u64) -> Option<&str> {
-        self.pages.get(&(id >> PAGE_BITS))?.get(id as u8)
+        self.page(id >> PAGE_BITS)?.get(id as u8)
+    }
+
+    /// Page `no`, if any: at its dense position, else searched.
+    #[inline]
+    fn page(&self, no: u64) -> Option<&Page> {
+        let first = self.pages.first()?.0;
+        let guess = usize::try_from(no.wrapping_sub(first)).unwrap_or(usize::MAX);
+        match self.pages.get(guess) {
+            Some((n, p)) if *n == no => Some(p),
+            _ => {
+                let i = self.pages.binary_search_by_key(&no, |e| e.0).ok()?;
+                Some(&self.pages[i].1)
+            }
+        }
+    }
+
+    /// `out[i]` = `lookups[i].0.get(lookups[i].1)`, for many lookups at once
+    /// (`out` is cleared first). A lookup is a chain of dependent cache misses
+    /// (the page, its index arrays, the text); here each link is fetched for
+    /// every lookup (prefetched) before the next link of any is read, so the
+    /// misses of different lookups overlap instead of queueing.
+    pub fn get_many<'a>(lookups: &[(&'a RefStore, u64)], out: &mut Vec<Option<&'a str>>) {
+        out.clear();
+        // The page of each lookup; its header fetched.
+        let pages: Vec<Option<&'a Page>> = lookups
+            .iter()
+            .map(|&(store, id)| {
+                let page = store.page(id >> PAGE_BITS);
+                if let Some(p) = page {
+                    crate::mem::prefetch(p);
+                }
+                page
+            })
+            .collect();
+        // Its low bytes and ends, at the position of a full page.
+        for (page, &(_, id)) in pages.iter().zip(lookups) {
+            if let Some(p) = page {
+                let low = usize::from(id as u8);
+                if let Some(l) = p.lows.get(low) {
+                    crate::mem::prefetch(l);
+                }
+                if let Some(e) = p.ends.get(low.saturating_sub(1)..=low) {
+                    crate::mem::prefetch_range(e);
+                }
+            }
+        }
+        // The byte range of each reference; its text fetched.
+        let ranges: Vec<Option<(usize, usize)>> = pages
+            .iter()
+            .zip(lookups)
+            .map(|(page, &(_, id))| {
+                let (start, end) = page.as_ref()?.range(id as u8)?;
+                if let Some(t) = page.as_ref()?.text.get(start..end) {
+                    crate::mem::prefetch_range(t);
+                }
+                Some((start, end))
+            })
+            .collect();
+        out.extend(
+            pages
+                .iter()
+                .zip(&ranges)
+                .map(|(page, range)| page.as_ref()?.text(range.as_ref()?.0, range.as_ref()?.1)),
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -120,12 +195,17 @@ impl RefStore {
                 .1
                 .push((id as u8, r));
         }
-        let mut out = self.clone();
+        // The untouched pages are shared; both sides are in page order.
+        let mut len = self.len;
+        let mut pages = Vec::with_capacity(self.pages.len() + touched.len());
+        let mut old = self.pages.iter().peekable();
         for (page_no, (gone, new)) in touched {
-            let mut entries: BTreeMap<u8, &str> = self
-                .pages
-                .get(&page_no)
-                .map(|p| p.entries().collect())
+            while let Some((no, p)) = old.next_if(|e| e.0 < page_no) {
+                pages.push((*no, Arc::clone(p)));
+            }
+            let mut entries: BTreeMap<u8, &str> = old
+                .next_if(|e| e.0 == page_no)
+                .map(|(_, p)| p.entries().collect())
                 .unwrap_or_default();
             let before = entries.len();
             for low in gone {
@@ -134,24 +214,24 @@ impl RefStore {
             for (low, r) in new {
                 entries.insert(low, r);
             }
-            out.len = out.len + entries.len() - before;
-            if entries.is_empty() {
-                out.pages.remove(&page_no);
-            } else {
-                out.pages.insert(page_no, Arc::new(Page::build(&entries)));
+            len = len + entries.len() - before;
+            if !entries.is_empty() {
+                pages.push((page_no, Arc::new(Page::build(&entries))));
             }
         }
-        out
+        pages.extend(old.map(|(no, p)| (*no, Arc::clone(p))));
+        RefStore { pages, len }
     }
 
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.pages.values().map(|p| p.memory_bytes()).sum()
+        self.pages.iter().map(|(_, p)| p.memory_bytes()).sum()
     }
 
     /// Every `(id, reference)`, in id order.
     pub fn entries(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.pages.iter().flat_map(|(&no, page)| {
+        self.pages.iter().flat_map(|(no, page)| {
+            let no = *no;
             page.entries()
                 .map(move |(low, s)| ((no << PAGE_BITS) | u64::from(low), s))
         })
@@ -170,8 +250,8 @@ impl Persist for RefStore {
             Vec::with_capacity(n + 1),
         );
         let (mut lows, mut ends, mut text) = (Vec::new(), Vec::new(), Vec::new());
-        for (&no, page) in &self.pages {
-            nos.push(no);
+        for (no, page) in &self.pages {
+            nos.push(*no);
             firsts.push(lows.len() as u64);
             text_firsts.push(text.len() as u64);
             lows.extend_from_slice(&page.lows);
@@ -204,7 +284,7 @@ impl Persist for RefStore {
         {
             return Err(bad("counts do not agree"));
         }
-        let mut pages = BTreeMap::new();
+        let mut pages: Vec<(u64, Arc<Page>)> = Vec::with_capacity(nos.len());
         for (i, &no) in nos.iter().enumerate() {
             let (a, b) = (firsts[i] as usize, firsts[i + 1] as usize);
             let (ta, tb) = (text_firsts[i] as usize, text_firsts[i + 1] as usize);
@@ -224,9 +304,14 @@ impl Persist for RefStore {
                         && p.ends.last().is_some_and(|&e| e as usize == tb - ta)
                 })
                 .ok_or_else(|| bad("a page out of order"))?;
-            if pages.insert(no, Arc::new(page)).is_some() {
-                return Err(bad("a page twice"));
-            }
+            pages.push((no, Arc::new(page)));
+        }
+        // Written in page order; sorted anyway, as a map would be.
+        if !pages.is_sorted_by_key(|e| e.0) {
+            pages.sort_by_key(|e| e.0);
+        }
+        if pages.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(bad("a page twice"));
         }
         Ok(RefStore { pages, len })
     }

@@ -196,8 +196,16 @@ impl Verdicts {
                 body.clear();
                 put_str(1, id, &mut body);
                 put_len(4, &paused_status, &mut body);
+            } else if answers.is_empty() && req.batch && !id.is_empty() && id.len() < 124 {
+                // The common case, in one go: `results` (1) holding `item_id` (1,
+                // one-byte length) and `verdict` (2) NO_MATCH; under 128 bytes.
+                let len = id.len() as u8;
+                out.extend_from_slice(&[0x0a, len + 4, 0x0a, len]);
+                out.extend_from_slice(id);
+                out.extend_from_slice(&[0x10, VERDICT_NO_MATCH as u8]);
+                continue;
             } else if answers.is_empty() {
-                // The common case, written in place.
+                // Written in place.
                 let size = if id.is_empty() {
                     0
                 } else {
@@ -346,10 +354,16 @@ pub fn paused_status_bytes(retry_after_ms: u64) -> Vec<u8> {
 struct Counted {
     tenant: Arc<str>,
     list_id: u32,
-    reference: Box<str>,
+    /// `Shard::text[reference.0..reference.1]`.
+    reference: (u32, u32),
     matches: u64,
     last: f64,
+    /// The next counted of the same key in `Shard::counted` (a key collision),
+    /// or `NONE`.
+    next: u32,
 }
+
+const NONE: u32 = u32::MAX;
 
 const SHARDS: usize = 16;
 
@@ -371,7 +385,35 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-type Shard = HashMap<u64, Vec<Counted>, std::hash::BuildHasherDefault<KeyHasher>>;
+/// The counts of one shard, in three flat arrays rather than one allocation
+/// per count: a request answering thousands of hits adds thousands of counts.
+#[derive(Default)]
+struct Shard {
+    /// Key → the first counted of that key in `counted`.
+    first: HashMap<u64, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+    counted: Vec<Counted>,
+    /// The references of `counted`, concatenated.
+    text: String,
+}
+
+impl Shard {
+    /// An empty shard with room for as many counts as `self` holds: counts
+    /// come at a steady rate between takes, so the next period needs about as
+    /// many, without growing (rehashing) its arrays step by step.
+    fn sized_like(&self) -> Shard {
+        Shard {
+            first: HashMap::with_capacity_and_hasher(self.first.len(), Default::default()),
+            counted: Vec::with_capacity(self.counted.len()),
+            text: String::with_capacity(self.text.len()),
+        }
+    }
+
+    fn reference(&self, c: &Counted) -> &str {
+        self.text
+            .get(c.reference.0 as usize..c.reference.1 as usize)
+            .unwrap_or("")
+    }
+}
 
 /// Match events per (tenant, list, reference), until taken. Sharded so
 /// concurrent encoders rarely meet on a lock.
@@ -395,7 +437,7 @@ impl Counts {
             return;
         }
         let seed = xxh3_64(tenant.as_bytes());
-        let mut keyed: Vec<(u64, u32, &str)> = matches
+        let keyed: Vec<(u64, u32, &str)> = matches
             .iter()
             .map(|&(list_id, reference)| {
                 let key = xxh3_64_with_seed(
@@ -406,47 +448,119 @@ impl Counts {
             })
             .collect();
         let shard_of = |key: u64| (key >> 60) as usize % SHARDS;
-        keyed.sort_unstable_by_key(|e| shard_of(e.0));
+        // Grouped by shard: a counting sort (a comparison sort of thousands
+        // of counts showed in the profile of a batch with hits).
+        let mut starts = [0usize; SHARDS + 1];
+        for e in &keyed {
+            starts[shard_of(e.0) + 1] += 1;
+        }
+        for i in 0..SHARDS {
+            starts[i + 1] += starts[i];
+        }
+        let mut grouped = vec![(0u64, 0u32, ""); keyed.len()];
+        for &e in &keyed {
+            let slot = &mut starts[shard_of(e.0)];
+            grouped[*slot] = e;
+            *slot += 1;
+        }
+        let keyed = grouped;
         let mut shared_tenant: Option<Arc<str>> = None;
         for group in keyed.chunk_by(|a, b| shard_of(a.0) == shard_of(b.0)) {
             let shard = &self.shards[shard_of(group[0].0)];
-            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let sh = &mut *guard;
             for &(key, list_id, reference) in group {
-                let slot = map.entry(key).or_default();
-                match slot.iter_mut().find(|c| {
-                    c.list_id == list_id && &*c.tenant == tenant && &*c.reference == reference
-                }) {
-                    Some(c) => {
-                        c.matches += 1;
-                        c.last = c.last.max(now);
+                let head = sh.first.get(&key).copied().unwrap_or(NONE);
+                let mut at = head;
+                while at != NONE {
+                    let c = &sh.counted[at as usize];
+                    if c.list_id == list_id && &*c.tenant == tenant && sh.reference(c) == reference
+                    {
+                        break;
                     }
-                    None => slot.push(Counted {
-                        tenant: Arc::clone(shared_tenant.get_or_insert_with(|| tenant.into())),
-                        list_id,
-                        reference: reference.into(),
-                        matches: 1,
-                        last: now,
-                    }),
+                    at = c.next;
                 }
+                if at != NONE {
+                    let c = &mut sh.counted[at as usize];
+                    c.matches += 1;
+                    c.last = c.last.max(now);
+                    continue;
+                }
+                if sh.counted.len() >= NONE as usize
+                    || sh.text.len() + reference.len() > u32::MAX as usize
+                {
+                    // 4 GiB of references in one period: the rest go uncounted.
+                    continue;
+                }
+                let index = sh.counted.len() as u32;
+                let start = sh.text.len() as u32;
+                sh.text.push_str(reference);
+                sh.counted.push(Counted {
+                    tenant: Arc::clone(shared_tenant.get_or_insert_with(|| tenant.into())),
+                    list_id,
+                    reference: (start, sh.text.len() as u32),
+                    matches: 1,
+                    last: now,
+                    next: head,
+                });
+                sh.first.insert(key, index);
             }
         }
     }
 
     /// Every count, cleared: `(tenant, list_id, reference, matches, last unix time)`.
     pub fn take(&self) -> Vec<(String, u32, String, u64, f64)> {
-        let mut out = Vec::new();
-        for shard in &self.shards {
-            let map = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
-            for c in map.into_values().flatten() {
-                out.push((
-                    c.tenant.to_string(),
-                    c.list_id,
-                    c.reference.into(),
-                    c.matches,
-                    c.last,
-                ));
-            }
+        self.take_all()
+            .iter()
+            .map(|(tenant, list_id, reference, matches, last)| {
+                (
+                    tenant.to_owned(),
+                    list_id,
+                    reference.to_owned(),
+                    matches,
+                    last,
+                )
+            })
+            .collect()
+    }
+
+    /// Every count, cleared, as it was kept: read with [`TakenCounts::iter`]
+    /// without a string allocated per count.
+    pub fn take_all(&self) -> TakenCounts {
+        TakenCounts {
+            shards: self
+                .shards
+                .iter()
+                .map(|shard| {
+                    let mut guard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                    let fresh = guard.sized_like();
+                    std::mem::replace(&mut *guard, fresh)
+                })
+                .collect(),
         }
-        out
+    }
+}
+
+/// Counts taken from [`Counts`].
+pub struct TakenCounts {
+    shards: Vec<Shard>,
+}
+
+impl TakenCounts {
+    /// `(tenant, list_id, reference, matches, last unix time)` of every count.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32, &str, u64, f64)> {
+        self.shards.iter().flat_map(|sh| {
+            sh.counted
+                .iter()
+                .map(move |c| (&*c.tenant, c.list_id, sh.reference(c), c.matches, c.last))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|sh| sh.counted.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

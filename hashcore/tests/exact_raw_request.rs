@@ -40,6 +40,46 @@ enum Shape {
     LongVarint,
     /// One hash's value one byte short: the item is refused.
     BadLength,
+    /// A printable item_id of 8 to 255 bytes (the common shape; a two-byte
+    /// length from 128 bytes on).
+    LongId(u8),
+    /// An item_id with a control character (the item is refused) at a given
+    /// position of a long id.
+    Control(u8),
+}
+
+/// How one item of a batch is framed; all are read alike.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Plain,
+    /// An unknown varint field (3) of the batch just before the item.
+    UnknownBefore,
+    /// The item's length as a three-byte (non-minimal) varint.
+    PaddedLength,
+}
+
+fn framing() -> impl Strategy<Value = Framing> {
+    prop_oneof![
+        8 => Just(Framing::Plain),
+        1 => Just(Framing::UnknownBefore),
+        1 => Just(Framing::PaddedLength),
+    ]
+}
+
+fn frame_item(body: &[u8], framing: Framing, raw: &mut Vec<u8>) {
+    match framing {
+        Framing::Plain => len_field(1, body, raw),
+        Framing::UnknownBefore => {
+            raw.extend_from_slice(&[3 << 3, 0x96, 0x01]);
+            len_field(1, body, raw);
+        }
+        Framing::PaddedLength => {
+            let n = body.len();
+            assert!(n < 1 << 14);
+            raw.extend_from_slice(&[0x0a, (n & 0x7f) as u8 | 0x80, (n >> 7) as u8 | 0x80, 0]);
+            raw.extend_from_slice(body);
+        }
+    }
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -51,14 +91,33 @@ fn shape() -> impl Strategy<Value = Shape> {
         1 => Just(Shape::Unicode),
         1 => Just(Shape::LongVarint),
         1 => Just(Shape::BadLength),
+        1 => any::<u8>().prop_map(Shape::LongId),
+        1 => any::<u8>().prop_map(Shape::Control),
     ]
 }
 
-fn encode_item(id: &str, keys: &[Key], shape: Shape) -> Vec<u8> {
-    let id = match shape {
-        Shape::Unicode => format!("{id}-é"),
-        _ => id.to_owned(),
+/// The item_id item `id` is written with in `shape`.
+fn shaped_id(id: &str, shape: Shape) -> String {
+    let long = |n: u8| {
+        let mut id = format!("{id}-{}", "0123456789~ ".repeat(22));
+        id.truncate(usize::from(n).max(8));
+        id
     };
+    match shape {
+        Shape::Unicode => format!("{id}-é"),
+        Shape::LongId(n) => long(n),
+        Shape::Control(n) => {
+            let mut id = long(n).into_bytes();
+            let at = usize::from(n) % id.len();
+            id[at] = [0x00, 0x07, 0x1f, 0x7f][usize::from(n) % 4];
+            String::from_utf8(id).unwrap()
+        }
+        _ => id.to_owned(),
+    }
+}
+
+fn encode_item(id: &str, keys: &[Key], shape: Shape) -> Vec<u8> {
+    let id = shaped_id(id, shape);
     let mut hashes = Vec::new();
     for (j, k) in keys.iter().enumerate() {
         let (alg, mut value) = alg_value(k);
@@ -155,8 +214,8 @@ type HashCase = Result<usize, (u8, u64)>;
 #[derive(Debug, Clone)]
 struct Case {
     lists: Vec<ListCase>,
-    /// Items: (hashes, shape).
-    items: Vec<(Vec<HashCase>, Shape)>,
+    /// Items: (hashes, shape, framing in a batch).
+    items: Vec<(Vec<HashCase>, Shape, Framing)>,
     /// Lists the tenant reads (None: all), and allow-listed pool indexes.
     subscribed: Option<Vec<u32>>,
     allow: Vec<usize>,
@@ -174,8 +233,10 @@ fn case() -> impl Strategy<Value = (Vec<(u8, u64)>, Case)> {
             3 => (0..n).prop_map(Ok),
             1 => (0u8..4, any::<u64>()).prop_map(Err),
         ];
-        let items =
-            proptest::collection::vec((proptest::collection::vec(hash, 1..5), shape()), 1..30);
+        let items = proptest::collection::vec(
+            (proptest::collection::vec(hash, 1..5), shape(), framing()),
+            1..30,
+        );
         let subscribed = proptest::option::of(proptest::collection::vec(1u32..4, 0..3));
         let allow = proptest::collection::vec(0..n, 0..3);
         (Just(pool), lists, items, subscribed, allow, any::<bool>()).prop_map(
@@ -254,7 +315,7 @@ proptest! {
         let items: Vec<(Vec<Key>, Shape)> = case
             .items
             .iter()
-            .map(|(hs, shape)| {
+            .map(|(hs, shape, _)| {
                 let ks = hs
                     .iter()
                     .map(|h| match *h {
@@ -273,15 +334,16 @@ proptest! {
             .collect();
         let raw = if case.batch {
             let mut raw = Vec::new();
-            for b in &bodies {
-                len_field(1, b, &mut raw);
+            for (b, item) in bodies.iter().zip(&case.items) {
+                frame_item(b, item.2, &mut raw);
             }
             raw
         } else {
             bodies[0].clone()
         };
         let v = idx.match_request(&raw, case.batch, "t", false);
-        let refused = items.iter().any(|(_, s)| matches!(s, Shape::BadLength));
+        let is_refused = |s: &Shape| matches!(s, Shape::BadLength | Shape::Control(_));
+        let refused = items.iter().any(|(_, s)| is_refused(s));
         if !case.batch && refused {
             prop_assert!(!v.request.violations.is_empty());
             return Ok(());
@@ -301,12 +363,14 @@ proptest! {
                 .filter(|a| a.item as usize == i)
                 .map(|a| (a.list_id, v.reference(a)))
                 .collect();
-            if matches!(shape, Shape::BadLength) {
+            if is_refused(shape) {
                 prop_assert!(v.request.item_errors(i).is_some());
                 prop_assert!(got.is_empty());
                 continue;
             }
             prop_assert!(v.request.item_errors(i).is_none());
+            let id = shaped_id(&format!("item-{i}"), *shape);
+            prop_assert_eq!(v.request.item_id(i), id.as_bytes());
             // Hash by hash, list by list (entries of one list by entry id: the
             // order they were added in), one answer per (list, reference).
             let mut want: Vec<(u32, &str)> = Vec::new();

@@ -15,15 +15,16 @@ fn key(i: u32) -> [u8; 16] {
 
 #[test]
 fn exact_segment_memory_is_keys_ids_and_directory() {
+    // Per cell also a 2-byte summary of its keys.
     // Fewer than 4 entries: no directory bits, one cell (two offsets).
     let small = ExactSegment::<16>::build((0..3).map(|i| (key(i), u64::from(i))).collect());
-    assert_eq!(small.memory_bytes(), 3 * (16 + 8) + 2 * 4);
+    assert_eq!(small.memory_bytes(), 3 * (16 + 8) + 2 * 4 + 2);
     // n = 4: floor(log2 4) - 1 = 1 directory bit, two cells, three offsets.
     let four = ExactSegment::<16>::build((0..4).map(|i| (key(i), u64::from(i))).collect());
-    assert_eq!(four.memory_bytes(), 4 * (16 + 8) + 3 * 4);
+    assert_eq!(four.memory_bytes(), 4 * (16 + 8) + 3 * 4 + 2 * 2);
     // n = 1000: floor(log2 1000) - 1 = 8 bits, 256 cells, 257 offsets.
     let many = ExactSegment::<16>::build((0..1000).map(|i| (key(i), u64::from(i))).collect());
-    assert_eq!(many.memory_bytes(), 1000 * (16 + 8) + 257 * 4);
+    assert_eq!(many.memory_bytes(), 1000 * (16 + 8) + 257 * 4 + 256 * 2);
     for i in 0..1000 {
         let pos = many.find(&key(i)).expect("present");
         assert_eq!(many.id_at(pos), u64::from(i));
