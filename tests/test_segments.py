@@ -149,6 +149,44 @@ def test_changes_after_the_file_are_followed_from_the_log(
         third.service.stop(grace=0)
 
 
+def mapped_here(path: Path) -> bool:
+    """Whether this process (which runs the test's server) maps the file at `path`."""
+    return str(path) in Path("/proc/self/maps").read_text()
+
+
+def test_the_writing_process_serves_from_the_file_it_wrote(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once a quiet list's file is written, the process serves from it (its pages shared
+    with other workers and the next start) instead of the index it built, with the same
+    answers and digest; later changes are served on top, and files follow them."""
+    listed = Listed(5)
+    running = serve(tmp_path)
+    try:
+        with caplog.at_level(logging.INFO, logger=FOLLOWER):
+            version = fill(running, listed)
+            wait_filed(tmp_path, version)
+            eventually(lambda: mapped_here(segment(tmp_path)), "the file is mapped")
+        assert f"serving list id 1 from its segment file at version {version}" in caplog.text
+        client = running.matcher()
+        assert listed.refs(client, MD5, listed.md5[9]) == ["M-9"]
+        assert listed.refs(client, PDQ, flip_bits(listed.pdq[4], 12, listed.rng)) == ["P-4"]
+        assert not client.match(hashes((MD5, random_digest(listed.rng, MD5)))).matched
+        fresh = random_digest(listed.rng, MD5)
+        lists = running.lists()
+        done = lists.apply_changes(
+            "iwf", "b2", [retire(MD5, listed.md5[9]), upsert(MD5, fresh, "N")]
+        )
+        assert not client.match(hashes((MD5, listed.md5[9]))).matched
+        assert listed.refs(client, MD5, fresh) == ["N"]
+        assert running.service.follower.index.list_snapshot(1).digest() == bytes.fromhex(
+            lists.get_list("iwf").digest
+        )
+        wait_filed(tmp_path, done.version)
+    finally:
+        running.service.stop(grace=0)
+
+
 def damage(path: Path, at: int) -> None:
     data = bytearray(path.read_bytes())
     data[at] ^= 0x10

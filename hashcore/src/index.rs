@@ -836,6 +836,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A segment file mapped and checked whole, not yet served (see
+/// [`Index::install_list`]).
+pub struct CheckedList {
+    reader: persist::Reader,
+    info: SegmentInfo,
+}
+
+impl CheckedList {
+    /// Maps the file at `path` and checks it all: it must say `expect`.
+    pub fn open(path: &Path, expect: &SegmentInfo) -> Result<CheckedList, CoreError> {
+        Ok(CheckedList {
+            reader: persist::Reader::open(path, expect)?,
+            info: *expect,
+        })
+    }
+}
+
 /// A planned merge of one tier of one list.
 enum Job {
     Md5(u32, MergePlan<ExactSegment<16>>),
@@ -1481,18 +1498,26 @@ impl Index {
     /// `expect.version`. The whole file is checked first (see [`persist`]):
     /// it must say `expect`; on any error nothing changes.
     pub fn load_list(&self, path: &Path, expect: &SegmentInfo) -> Result<(), CoreError> {
-        let list_id = expect.list_id;
-        if !self.shared.state.load().lists.contains_key(&list_id) {
-            return Err(CoreError::UnknownList(list_id));
+        if !self.shared.state.load().lists.contains_key(&expect.list_id) {
+            return Err(CoreError::UnknownList(expect.list_id));
         }
-        let mut reader = persist::Reader::open(path, expect)?;
+        self.install_list(CheckedList::open(path, expect)?)
+    }
+
+    /// [`Index::load_list`] in two steps: `file` was read and checked before
+    /// (which takes seconds for a large list), so a caller can make sure the
+    /// list is still at the file's version between the two, without holding
+    /// back writes while the file is read.
+    pub fn install_list(&self, file: CheckedList) -> Result<(), CoreError> {
+        let CheckedList { mut reader, info } = file;
+        let list_id = info.list_id;
         let _w = lock(&self.shared.write);
         let state = self.shared.state.load_full();
         let list = state
             .lists
             .get(&list_id)
             .ok_or(CoreError::UnknownList(list_id))?;
-        let next = list.with_entries_from(&mut reader, expect.version)?;
+        let next = list.with_entries_from(&mut reader, info.version)?;
         reader.finish()?;
         let next = Arc::new(next);
         self.shared.publish(|s| {

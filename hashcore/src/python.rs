@@ -190,6 +190,13 @@ impl PyIndex {
         detached(py, || self.inner.load_list(&path, &info))
     }
 
+    /// Serves the list from `file` (see `check_list_file`); a file serves once.
+    fn install_list(&self, py: Python<'_>, file: &PyCheckedList) -> PyResult<()> {
+        let taken = file.inner.lock().map_err(|_| poisoned())?.take();
+        let file = taken.ok_or_else(|| PyValueError::new_err("this file was installed already"))?;
+        Ok(detached(py, || self.inner.install_list(file))?)
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (
         list_id, add_algs, add_hashes, add_ids, del_algs, del_hashes,
@@ -390,6 +397,34 @@ impl PyListSnapshot {
         let info = segment_info(list_id, version, epoch, digest)?;
         detached(py, || self.inner.save(&path, &info))
     }
+}
+
+/// A segment file mapped and checked whole, not yet served (`Index.install_list`).
+#[pyclass(name = "CheckedList", module = "hashmatch.server._hashcore", frozen)]
+struct PyCheckedList {
+    inner: std::sync::Mutex<Option<index::CheckedList>>,
+}
+
+fn poisoned() -> PyErr {
+    PyValueError::new_err("a checked file was left half taken")
+}
+
+/// Maps the segment file at `path` and checks it whole: it must hold this list at
+/// this version, epoch and digest; ValueError / OSError say why not.
+#[pyfunction]
+fn check_list_file(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    list_id: i64,
+    version: u64,
+    epoch: u64,
+    digest: &[u8],
+) -> Result<PyCheckedList, CoreError> {
+    let info = segment_info(list_id, version, epoch, digest)?;
+    let checked = detached(py, || index::CheckedList::open(&path, &info))?;
+    Ok(PyCheckedList {
+        inner: std::sync::Mutex::new(Some(checked)),
+    })
 }
 
 #[pyfunction]
@@ -714,6 +749,8 @@ fn _hashcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(entry_pairs, m)?)?;
     m.add_class::<PyListSnapshot>()?;
     m.add_function(wrap_pyfunction!(read_segment_info, m)?)?;
+    m.add_class::<PyCheckedList>()?;
+    m.add_function(wrap_pyfunction!(check_list_file, m)?)?;
     m.add_function(wrap_pyfunction!(parse_changes, m)?)?;
     m.add_function(wrap_pyfunction!(entry_term, m)?)?;
     m.add_function(wrap_pyfunction!(request_list, m)?)?;

@@ -109,6 +109,10 @@ class Index:
         must hold exactly (list_id, version, epoch, digest); ValueError ("segment file:
         ...") otherwise, and nothing changes."""
 
+    def install_list(self, file: CheckedList) -> None:
+        """``load_list`` of a file read and checked before by :func:`check_list_file`; a
+        file serves once (ValueError the second time)."""
+
     def apply(
         self,
         list_id: int,
@@ -334,6 +338,15 @@ class ListSnapshot:
     ) -> int:
         """Write the list's segment file at `path` (whole, via a temporary file and a
         rename) saying (list_id, version, epoch, digest); returns its size in bytes."""
+
+class CheckedList:
+    """A segment file mapped and checked whole, not yet served (``Index.install_list``)."""
+
+def check_list_file(
+    path: os.PathLike[str] | str, list_id: int, version: int, epoch: int, digest: bytes
+) -> CheckedList:
+    """Map the segment file at ``path`` and check it whole: it must hold exactly (list_id,
+    version, epoch, digest); ValueError ("segment file: ...") otherwise."""
 
 def read_segment_info(path: os.PathLike[str] | str) -> tuple[int, int, int, bytes]:
     """(list_id, version, epoch, digest) from a segment file's header (checked)."""

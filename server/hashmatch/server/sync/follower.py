@@ -28,7 +28,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from hashmatch.server.core import Index, ListSnapshot, pack_hashes
+from hashmatch.server.core import Index, ListSnapshot, check_list_file, pack_hashes
 from hashmatch.server.store import ListMeta, Store, replica_state
 from hashmatch.server.store.changelog import CHANGES, EXPOSE, QUARANTINE, RELEASE, ChangeRecord
 from hashmatch.server.store.resync import list_states
@@ -463,6 +463,38 @@ class IndexFollower:
             info.version,
             size,
         )
+        self._serve_from_file(info)
+
+    def _serve_from_file(self, info: SegmentInfo) -> None:
+        """Serves the list from the file just written, when the list has not changed
+        since: its pages are then shared with the other workers and the next start, and
+        the index this process built in its own memory is freed (after a bulk load of
+        100 M, 11.6 GB). The file is read and checked whole first, without holding back
+        the follower. A list that changed meanwhile keeps its index, and the file's pages
+        leave the page cache."""
+        assert self.segments is not None
+        path = self.segments.path(info.list_id)
+        if self._at(info):
+            try:
+                checked = check_list_file(path, info.list_id, info.version, info.epoch, info.digest)
+            except (OSError, ValueError) as err:
+                log.error("segment file %s does not read back as written: %s", path, err)
+            else:
+                with self._lock:
+                    if self._at(info):
+                        self.index.install_list(checked)
+                        log.info(
+                            "serving list id %d from its segment file at version %d",
+                            info.list_id,
+                            info.version,
+                        )
+                        return
+        self.segments.drop_cached(info.list_id)
+
+    def _at(self, info: SegmentInfo) -> bool:
+        """Whether the list is served at exactly the file's version and epoch."""
+        served = self._lists.get(info.list_id)
+        return served is not None and (served.version, served.epoch) == (info.version, info.epoch)
 
     def _run(self) -> None:
         next_check = time.monotonic() + READER_CHECK_SECONDS

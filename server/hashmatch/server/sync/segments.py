@@ -92,17 +92,19 @@ class SegmentFiles:
     def save(self, snapshot: ListSnapshot, info: SegmentInfo) -> int:
         """Writes the list's file from `snapshot`, taken at `info`'s version; returns its
         size. Only the folder's writer calls this (see `is_writer`)."""
-        path = self.path(info.list_id)
-        size = snapshot.save(path, info.list_id, info.version, info.epoch, info.digest)
-        # This process serves from the index it holds; the file is for the next start.
-        # Its pages leave the page cache now: a 100 M list's file is 10 GB, which would
-        # otherwise push out the store's pages that the next commit reads.
-        fd = os.open(path, os.O_RDONLY)
+        return snapshot.save(
+            self.path(info.list_id), info.list_id, info.version, info.epoch, info.digest
+        )
+
+    def drop_cached(self, list_id: int) -> None:
+        """Takes the pages of the list's file out of the page cache, for a file this
+        process does not serve from: a 100 M list's file is 10 GB, which would otherwise
+        push out the store's pages that the next commit reads."""
+        fd = os.open(self.path(list_id), os.O_RDONLY)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-        return size
 
     def is_writer(self) -> bool:
         """Whether this process writes the folder's files (taking the lock if free)."""
