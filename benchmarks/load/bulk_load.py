@@ -20,7 +20,10 @@ Every `--mark` entries a line says the entries sent, the seconds since the start
 server's resident memory. At the end: the total, the rate, the server's peak resident
 memory (VmHWM), the store's size on disk, whether every one of 1,000 sampled hashes
 matches (Match, through the client library), and the list's entry count as the
-store holds it. The data folder is removed at the end (`--keep` keeps it).
+store holds it. Then, once the server serves the list from the segment file it wrote
+(when the list has been quiet; at most `--file-wait` seconds), the seconds that took,
+the same sampled hashes again and the server's memory then. The data folder is removed
+at the end (`--keep` keeps it).
 
 Measured on the 2-core, 24 GB test machine, 2026-11-30, `--entries 100000000` (one
 server process, segment files on, a query every 50 ms, nothing else running):
@@ -160,6 +163,18 @@ class Queries(threading.Thread):
         return out
 
 
+def from_file(pid: int, data: Path, wait: float) -> float | None:
+    """Seconds until the server maps the list's segment file (it serves from the file it
+    wrote once the list is quiet), at most `wait`; None if it did not."""
+    path = str(data / "segments" / "list-1.seg")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < wait:
+        if path in Path(f"/proc/{pid}/maps").read_text():
+            return round(time.perf_counter() - t0, 1)
+        time.sleep(1)
+    return None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--entries", type=int, default=10_000_000)
@@ -167,6 +182,9 @@ def main() -> None:
     p.add_argument("--mark", type=int, default=5_000_000)
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     p.add_argument("--query-every", type=float, default=0.05, help="seconds; 0 = no queries")
+    p.add_argument(
+        "--file-wait", type=float, default=600.0, help="seconds to wait for the segment file"
+    )
     p.add_argument("--keep", action="store_true", help="keep the data folder; print its path")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hm-bulk-", dir=args.workdir))
@@ -223,6 +241,13 @@ def main() -> None:
             client = MatchClient(Connection(server=address, token=platform, retry=RetryPolicy(3)))
             found = sum(client.match([make_hash(PDQ, value)]).matched for value in batches.probes)
             report["sampled_matches"] = f"{found}/{len(batches.probes)}"
+            report["from_file"] = from_file(proc.pid, tmp, args.file_wait)
+            if report["from_file"] is not None:
+                found = sum(
+                    client.match([make_hash(PDQ, value)]).matched for value in batches.probes
+                )
+                report["sampled_matches_from_file"] = f"{found}/{len(batches.probes)}"
+                report["server_memory_from_file_gib"] = memory(proc.pid)
         finally:
             stop(proc)
         du = subprocess.run(["du", "-sb", str(tmp / "store")], capture_output=True, text=True)
