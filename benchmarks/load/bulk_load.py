@@ -164,12 +164,18 @@ class Queries(threading.Thread):
 
 
 def from_file(pid: int, data: Path, wait: float) -> float | None:
-    """Seconds until the server maps the list's segment file (it serves from the file it
-    wrote once the list is quiet), at most `wait`; None if it did not."""
-    path = str(data / "segments" / "list-1.seg")
+    """Seconds until the server maps the list's current segment file (it serves from the
+    file it wrote once the list is quiet), at most `wait`; None if it did not. Current:
+    the file now at the path, by inode, not one it replaced (which may still be mapped)."""
+    path = data / "segments" / "list-1.seg"
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < wait:
-        if path in Path(f"/proc/{pid}/maps").read_text():
+        try:
+            inode = str(path.stat().st_ino)
+        except FileNotFoundError:
+            inode = ""
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        if inode and any(line.split()[4:6] == [inode, str(path)] for line in maps):
             return round(time.perf_counter() - t0, 1)
         time.sleep(1)
     return None
