@@ -469,7 +469,8 @@ class IndexFollower:
         """Serves the list from the file just written, when the list has not changed
         since: its pages are then shared with the other workers and the next start, and
         the index this process built in its own memory is freed (after a bulk load of
-        100 M, 11.6 GB). The file is read and checked whole first, without holding back
+        100 M, anonymous memory went from 11.7 to 3.3 GB, before the trim below). The
+        file is read and checked whole first, without holding back
         the follower. A list that changed meanwhile keeps its index, and the file's pages
         leave the page cache."""
         assert self.segments is not None
@@ -488,7 +489,14 @@ class IndexFollower:
                             info.list_id,
                             info.version,
                         )
-                        return
+                        installed = True
+                    else:
+                        installed = False
+                if installed:
+                    # The built index's reference pages were heap blocks: freed above,
+                    # and kept by the C allocator unless handed back.
+                    _release_freed()
+                    return
         self.segments.drop_cached(info.list_id)
 
     def _at(self, info: SegmentInfo) -> bool:
