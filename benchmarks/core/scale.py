@@ -17,11 +17,12 @@ Phases, each printed as it ends (and all figures as JSON at the end):
    themselves in the background as they come) while one thread keeps querying; p50 / p99
    of those queries against the idle figures.
 5. save: the list written to a segment file (seconds, bytes).
-6. restart: this process drops its index; a fresh process maps the file (`load_list`, which
-   checks every byte first) and answers its first query (seconds from start of the call);
-   it then runs the queries twice (p50 of each pass: the first faults the file's pages in)
-   and reports VmRSS, RssAnon, RssFile and PSS. A second
-   process does the same while the first still holds the file, so the two share its pages.
+6. restart: this process drops its index; a fresh process maps the file
+   (`check_list_file`, which checks every byte first, then `install_list`) and answers
+   its first query (seconds from start of the call); it then runs the queries twice
+   (p50 of each pass: the first faults the file's pages in) and reports VmRSS, RssAnon,
+   RssFile and PSS. A second process does the same while the first still holds the
+   file, so the two share its pages.
    With `--cold` (root only) the page cache is dropped before the first process starts.
 
 The data folder is removed at the end.
@@ -289,7 +290,7 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     path = args.workdir / "list.seg"
     version = _hashcore.read_segment_info(path)[1]
-    index.load_list(path, LIST, version, 0, DIGEST)
+    index.install_list(_hashcore.check_list_file(path, LIST, version, 0, DIGEST))
     index.match_batch(b"\x04", qs[0].tobytes(), b"\xff", b"\xff")
     serving = time.perf_counter() - t0
     times, _ = time_queries(index, qs)

@@ -177,19 +177,6 @@ impl PyIndex {
         })
     }
 
-    fn load_list(
-        &self,
-        py: Python<'_>,
-        path: std::path::PathBuf,
-        list_id: i64,
-        version: u64,
-        epoch: u64,
-        digest: &[u8],
-    ) -> Result<(), CoreError> {
-        let info = segment_info(list_id, version, epoch, digest)?;
-        detached(py, || self.inner.load_list(&path, &info))
-    }
-
     /// Serves the list from `file` (see `check_list_file`); a file serves once.
     fn install_list(&self, py: Python<'_>, file: &PyCheckedList) -> PyResult<()> {
         let taken = file.inner.lock().map_err(|_| poisoned())?.take();

@@ -8,7 +8,7 @@ use hashcore::labels;
 use hashcore::pdq::{hamming, pdq_from_bytes, pdq_to_bytes};
 use hashcore::proto::{put_len as len_field, put_varint as varint};
 use hashcore::proto::{Reader, Value};
-use hashcore::{Batch, Index, ListConfig};
+use hashcore::{Batch, CoreError, Index, ListConfig};
 use proptest::prelude::*;
 
 // ---- request encoding ---------------------------------------------------------------
@@ -79,7 +79,18 @@ fn packed(keys: &[Key]) -> (Vec<u8>, Vec<u8>) {
 
 /// A batch of new entries: `keys[i]` with id `ids[i]` and reference `refs[i]`.
 fn batch_of<'r>(keys: &[Key], ids: &[u64], refs: impl IntoIterator<Item = &'r str>) -> Batch {
+    changes_of(keys, ids, refs, &[]).unwrap()
+}
+
+/// [`batch_of`], retiring `dels` too; the core's refusal when the columns do not fit.
+fn changes_of<'r>(
+    keys: &[Key],
+    ids: &[u64],
+    refs: impl IntoIterator<Item = &'r str>,
+    dels: &[Key],
+) -> Result<Batch, CoreError> {
     let (algs, slots) = packed(keys);
+    let (dalgs, dslots) = packed(dels);
     let ids: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
     let mut text = String::new();
     let mut ends = Vec::new();
@@ -87,10 +98,7 @@ fn batch_of<'r>(keys: &[Key], ids: &[u64], refs: impl IntoIterator<Item = &'r st
         text.push_str(r);
         ends.extend((text.len() as u32).to_le_bytes());
     }
-    Batch::decode(&algs, &slots, &ids, &[], &[])
-        .unwrap()
-        .with_refs(&ends, text.as_bytes())
-        .unwrap()
+    Batch::decode(&algs, &slots, &ids, &dalgs, &dslots)?.with_refs(&ends, text.as_bytes())
 }
 
 // ---- response decoding ----------------------------------------------------------------
@@ -786,18 +794,7 @@ fn references_follow_the_entries() {
     let idx = Index::with_background(false);
     idx.configure_list_named(1, ListConfig::new(31, 50).unwrap(), Some("l"));
     let apply = |keys: &[Key], ids: &[u64], refs: &[&str], dels: &[Key]| {
-        let (algs, slots) = packed(keys);
-        let (dalgs, dslots) = packed(dels);
-        let ids: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-        let mut text = String::new();
-        let mut ends = Vec::new();
-        for r in refs {
-            text.push_str(r);
-            ends.extend((text.len() as u32).to_le_bytes());
-        }
-        let b = Batch::decode(&algs, &slots, &ids, &dalgs, &dslots)?
-            .with_refs(&ends, text.as_bytes())?;
-        idx.apply_with(1, &b, None)
+        idx.apply_with(1, &changes_of(keys, ids, refs.iter().copied(), dels)?, None)
     };
     let ask = |k: Key| {
         let raw = item(b"", &[key_hash(&k, None)]);

@@ -101,17 +101,10 @@ class Index:
     def list_snapshot(self, list_id: int) -> ListSnapshot:
         """The configured list as served now (to write to a segment file)."""
 
-    def load_list(
-        self, path: os.PathLike[str] | str, list_id: int, version: int, epoch: int, digest: bytes
-    ) -> None:
-        """Replace the configured list's entries with those of the segment file at
-        `path`, mapped, and serve it at `version`. The whole file is checked first and
-        must hold exactly (list_id, version, epoch, digest); ValueError ("segment file:
-        ...") otherwise, and nothing changes."""
-
     def install_list(self, file: CheckedList) -> None:
-        """``load_list`` of a file read and checked before by :func:`check_list_file`; a
-        file serves once (ValueError the second time)."""
+        """Replace the configured list's entries with those of the segment file read and
+        checked by :func:`check_list_file`, mapped, and serve it at the file's version.
+        A file serves once (ValueError the second time); nothing changes on an error."""
 
     def apply(
         self,

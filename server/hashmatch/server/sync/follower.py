@@ -301,7 +301,8 @@ class IndexFollower:
             self.index.configure_list(listed.id, *config)
             self._configs[listed.id] = config
             try:
-                self.index.load_list(path, info.list_id, info.version, info.epoch, info.digest)
+                checked = check_list_file(path, info.list_id, info.version, info.epoch, info.digest)
+                self.index.install_list(checked)
             except (OSError, ValueError) as err:
                 raise Refused(str(err)) from None
         except Refused as why:
