@@ -470,35 +470,36 @@ class IndexFollower:
         """Serves the list from the file just written, when the list has not changed
         since: its pages are then shared with the other workers and the next start, and
         the index this process built in its own memory is freed (after a bulk load of
-        100 M, anonymous memory went from 11.7 to 3.3 GB, before the trim below). The
-        file is read and checked whole first, without holding back
-        the follower. A list that changed meanwhile keeps its index, and the file's pages
-        leave the page cache."""
+        100 M, anonymous memory went from 11.7 to 3.3 GB, before the trim below). A list
+        that changed meanwhile keeps its index, and the file's pages leave the page
+        cache."""
+        assert self.segments is not None
+        if self._at(info) and self._install(info):
+            # The built index's reference pages were heap blocks: freed by the install,
+            # and kept by the C allocator unless handed back.
+            _release_freed()
+        else:
+            self.segments.drop_cached(info.list_id)
+
+    def _install(self, info: SegmentInfo) -> bool:
+        """Whether the list now serves from its file at `info`. The file is read and
+        checked whole first, without holding back the follower (seconds for a big list);
+        it is installed only if the list is still at that version."""
         assert self.segments is not None
         path = self.segments.path(info.list_id)
-        if self._at(info):
-            try:
-                checked = check_list_file(path, info.list_id, info.version, info.epoch, info.digest)
-            except (OSError, ValueError) as err:
-                log.error("segment file %s does not read back as written: %s", path, err)
-            else:
-                with self._lock:
-                    if self._at(info):
-                        self.index.install_list(checked)
-                        log.info(
-                            "serving list id %d from its segment file at version %d",
-                            info.list_id,
-                            info.version,
-                        )
-                        installed = True
-                    else:
-                        installed = False
-                if installed:
-                    # The built index's reference pages were heap blocks: freed above,
-                    # and kept by the C allocator unless handed back.
-                    _release_freed()
-                    return
-        self.segments.drop_cached(info.list_id)
+        try:
+            checked = check_list_file(path, info.list_id, info.version, info.epoch, info.digest)
+        except (OSError, ValueError) as err:
+            log.error("segment file %s does not read back as written: %s", path, err)
+            return False
+        with self._lock:
+            if not self._at(info):
+                return False
+            self.index.install_list(checked)
+        log.info(
+            "serving list id %d from its segment file at version %d", info.list_id, info.version
+        )
+        return True
 
     def _at(self, info: SegmentInfo) -> bool:
         """Whether the list is served at exactly the file's version and epoch."""
