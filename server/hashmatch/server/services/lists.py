@@ -349,8 +349,9 @@ class ListServicer:
         committed first, so a retraction waits for no group, and new entries are still
         inserted in key order (Lists._insert_new_entries). A refusal's message says how
         many batches were applied before it, and GetList's last_batch_id names the last
-        one, so the uploader resumes right after. Reading and parsing happen on the event
-        loop; commits, which wait for the disk, on the thread pool.
+        one, so the uploader resumes right after. Small messages are read on the event
+        loop, large ones (see `_read`) and commits, which wait for the disk, on the thread
+        pool.
         """
         summary = lists_pb2.UploadChangesResponse()
         group: list[tuple[str, Changes]] = []
