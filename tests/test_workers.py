@@ -37,7 +37,9 @@ class Server:
 
     def log_lines(self) -> list[dict[str, object]]:
         out = []
-        for line in self.log.read_text(encoding="utf-8").splitlines():
+        text = self.log.read_text(encoding="utf-8")
+        # Only whole lines: the server may be midway through writing the last one.
+        for line in text[: text.rfind("\n") + 1].splitlines():
             if line.startswith("{"):
                 out.append(json.loads(line))
         return out
